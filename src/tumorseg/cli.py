@@ -1,0 +1,120 @@
+"""The `tumorseg` command. It only parses options and calls the library."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from .errors import TumorsegError
+
+app = typer.Typer(
+    help="Brain tumor segmentation in MRI with a U-Net: train, evaluate, predict.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Brain tumor segmentation in MRI with a U-Net: train, evaluate, predict."""
+
+
+def fail(msg: str, code: int = 2) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+class Loss(str, Enum):
+    bce = "bce"
+    bce_dice = "bce+dice"
+
+
+class Schedule(str, Enum):
+    none = "none"
+    cosine = "cosine"
+    plateau = "plateau"
+
+
+class Channels(str, Enum):
+    all = "all"
+    flair = "flair"
+
+
+class Intensity(str, Enum):
+    fixed = "fixed"
+    percentile = "percentile"
+
+
+@app.command()
+def train(
+    data: Path | None = typer.Option(None, help="Folder in the kaggle_3m layout."),
+    out: Path | None = typer.Option(None, help="Run folder for checkpoints and logs."),
+    epochs: int | None = typer.Option(None, help="Number of epochs."),
+    batch_size: int | None = typer.Option(None, help="Batch size (default 16)."),
+    lr: float | None = typer.Option(None, help="Adam learning rate."),
+    image_size: int | None = typer.Option(None, help="Model input size in pixels."),
+    base: int | None = typer.Option(None, help="U-Net base width."),
+    depth: int | None = typer.Option(None, help="U-Net depth (number of poolings)."),
+    channels: Channels | None = typer.Option(None, help="Input channels: all 3 or FLAIR alone."),
+    intensity: Intensity | None = typer.Option(None, help="Intensity scaling to [0, 1]."),
+    loss: Loss | None = typer.Option(None, help="Training loss."),
+    schedule: Schedule | None = typer.Option(None, help="Learning-rate schedule."),
+    empty_ratio: float | None = typer.Option(None, help="Empty slices per tumor slice in each epoch."),
+    ema: float | None = typer.Option(None, help="EMA decay of the weights (0 = off)."),
+    augment: bool | None = typer.Option(None, "--augment/--no-augment", help="Random flips, rotations, shifts."),
+    seed: int | None = typer.Option(None, help="Seed for the split, sampling and init."),
+    val_frac: float | None = typer.Option(None, help="Fraction of patients for validation."),
+    test_frac: float | None = typer.Option(None, help="Fraction of patients held out for testing."),
+    patience: int | None = typer.Option(None, help="Early-stopping patience in epochs (0 = off)."),
+    workers: int | None = typer.Option(None, help="DataLoader worker processes."),
+    threads: int | None = typer.Option(None, help="Torch threads (0 = one per core)."),
+    max_patients: int | None = typer.Option(None, help="Use only the first N patients (0 = all)."),
+    resume: Path | None = typer.Option(None, help="Continue the run in this folder."),
+) -> None:
+    """Train a U-Net on a kaggle_3m folder and write checkpoints to a run folder."""
+    from .config import TrainConfig, load_config, validate_config
+    from .train import fit
+
+    top = {
+        "data": data, "out": out, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+        "loss": loss, "schedule": schedule, "empty_ratio": empty_ratio, "ema": ema,
+        "augment": augment, "seed": seed, "val_frac": val_frac, "test_frac": test_frac,
+        "patience": patience, "workers": workers, "threads": threads, "max_patients": max_patients,
+    }  # fmt: skip
+    model = {"image_size": image_size, "base": base, "depth": depth, "channels": channels, "intensity": intensity}
+    overrides = {k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v) for k, v in top.items()}
+    model = {k: (v.value if isinstance(v, Enum) else v) for k, v in model.items()}
+    if resume is not None:
+        cfg = load_config(resume / "config.json")
+        changed = {k for k, v in overrides.items() if v is not None} - {"epochs", "patience", "workers", "threads"}
+        if changed or any(v is not None for v in model.values()):
+            fail("--resume only accepts --epochs, --patience, --workers and --threads besides it")
+        base_cfg = cfg.model_dump()
+        base_cfg["out"] = str(resume)
+    else:
+        base_cfg = TrainConfig().model_dump()
+    base_cfg.update({k: v for k, v in overrides.items() if v is not None})
+    if model.get("channels") is not None:
+        base_cfg["model"]["in_channels"] = 3 if model["channels"] == "all" else 1
+    base_cfg["model"].update({k: v for k, v in model.items() if v is not None})
+    cfg = validate_config(base_cfg, "options")
+    fit(cfg, resume=resume is not None, progress=True)
+
+
+def main() -> None:
+    try:
+        app()
+    except TumorsegError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

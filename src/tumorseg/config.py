@@ -1,0 +1,93 @@
+"""Typed, validated configs. Each run saves its config; each checkpoint carries it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import TumorsegError
+
+SCHEMA_VERSION = 1
+
+
+class ModelConfig(BaseModel):
+    """What it takes to rebuild the network and feed it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    in_channels: int = Field(3, ge=1, le=64)
+    base: int = Field(16, ge=2, le=256)
+    depth: int = Field(4, ge=1, le=7)
+    image_size: int = Field(128, ge=16, le=1024)
+    channels: Literal["all", "flair"] = "all"
+    intensity: Literal["fixed", "percentile"] = "fixed"
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.image_size % (2**self.depth):
+            raise ValueError(f"image_size {self.image_size} must be divisible by 2**depth = {2**self.depth}")
+        want = 3 if self.channels == "all" else 1
+        if self.in_channels != want:
+            raise ValueError(f"channels={self.channels!r} needs in_channels={want}, got {self.in_channels}")
+        return self
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides a training run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    data: str = "../shared/data/lgg"
+    out: str = "runs/default"
+    model: ModelConfig = ModelConfig()
+    epochs: int = Field(40, ge=1, le=10000)
+    batch_size: int = Field(16, ge=1, le=4096)
+    lr: float = Field(1e-3, gt=0, le=1.0)
+    weight_decay: float = Field(0.0, ge=0, le=1.0)
+    schedule: Literal["none", "cosine", "plateau"] = "cosine"
+    loss: Literal["bce", "bce+dice"] = "bce"
+    empty_ratio: float = Field(1.0, ge=0, le=100)
+    augment: bool = True
+    ema: float = Field(0.0, ge=0, lt=1.0)
+    seed: int = Field(0, ge=0)
+    val_frac: float = Field(0.1, ge=0, lt=1)
+    test_frac: float = Field(0.2, ge=0, lt=1)
+    patience: int = Field(0, ge=0)
+    workers: int = Field(0, ge=0, le=64)
+    threads: int = Field(0, ge=0, le=1024)
+    max_patients: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.val_frac + self.test_frac >= 1:
+            raise ValueError("val_frac + test_frac must be below 1")
+        return self
+
+
+def validate_config(data: dict, source: str = "config") -> TrainConfig:
+    """Build a TrainConfig from a dict, raising TumorsegError with readable reasons."""
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise TumorsegError(f"{source}: invalid config: {_reasons(exc)}") from None
+
+
+def _reasons(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "config"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TumorsegError(f"{path}: cannot read config ({exc})") from None
+    return validate_config(data, str(path))

@@ -1,0 +1,148 @@
+"""The kaggle_3m layout: `ROOT/<CASE>/<CASE>_<n>.ext` with `<CASE>_<n>_mask.ext` beside it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from ..io import is_mask_path, read_image
+from .transforms import resize_uint8
+
+SLICE_SUFFIXES = (".png", ".tif", ".tiff")
+_NUMBER = re.compile(r"(\d+)$")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One patient: a folder of axial slices, each paired with its mask (in slice order)."""
+
+    id: str
+    images: tuple[Path, ...]
+    masks: tuple[Path, ...]
+
+
+@dataclass
+class CaseArrays:
+    """A patient decoded once and kept in memory.
+
+    images: uint8 (S, C, size, size); masks: uint8 {0, 1} (S, size, size), binarised
+    after resizing; full_masks: bool (S, H, W) at the original resolution, for scoring.
+    """
+
+    id: str
+    images: np.ndarray
+    masks: np.ndarray
+    full_masks: np.ndarray
+    names: list[str] = field(default_factory=list)
+
+    @property
+    def tumor_slices(self) -> np.ndarray:
+        return np.flatnonzero(self.masks.reshape(len(self.masks), -1).any(1))
+
+
+def slice_number(path: Path) -> tuple[int, str]:
+    """Sort key: the trailing number of the stem (`X_12` -> 12), then the name."""
+    stem = path.stem[: -len("_mask")] if is_mask_path(path) else path.stem
+    m = _NUMBER.search(stem)
+    return (int(m.group(1)) if m else -1, stem)
+
+
+def _slice_files(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES]
+
+
+def case_from_folder(folder: Path) -> Case:
+    """Pair each image in `folder` with its `_mask`, raising DataError for an orphan."""
+    files = _slice_files(folder)
+    images = {p.stem: p for p in files if not is_mask_path(p)}
+    masks = {p.stem[: -len("_mask")]: p for p in files if is_mask_path(p)}
+    for stem, path in sorted(images.items()):
+        if stem not in masks:
+            raise DataError(f"{path}: image has no mask (expected {stem}_mask{path.suffix})")
+    for stem, path in sorted(masks.items()):
+        if stem not in images:
+            raise DataError(f"{path}: mask has no image (expected {stem}{path.suffix})")
+    order = sorted(images, key=lambda s: slice_number(images[s]))
+    return Case(folder.name, tuple(images[s] for s in order), tuple(masks[s] for s in order))
+
+
+def find_cases(root: str | Path) -> list[Case]:
+    """Every patient folder under `root` (or `root` itself when it holds slices), sorted by id."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"{root}: data folder does not exist")
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and _slice_files(p))
+    if not folders and _slice_files(root):
+        folders = [root]
+    if not folders:
+        raise DataError(
+            f"{root}: no slices found; expected the kaggle_3m layout "
+            "<CASE>/<CASE>_<n>.png|tif with <CASE>_<n>_mask beside each"
+        )
+    cases = [case_from_folder(f) for f in folders]
+    return [c for c in cases if c.images]
+
+
+def split_cases(ids: list[str], seed: int, val_frac: float, test_frac: float) -> dict[str, list[str]]:
+    """Split patient ids into train/val/test, deterministically from `seed`.
+
+    The ids are sorted first, so the split does not depend on listing order. Each
+    non-zero fraction gets at least one patient when there are enough patients.
+    """
+    ids = sorted(set(ids))
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n = len(ids)
+    n_test = max(1, round(n * test_frac)) if test_frac > 0 and n >= 3 else 0
+    n_val = max(1, round(n * val_frac)) if val_frac > 0 and n - n_test >= 2 else 0
+    shuffled = [ids[i] for i in order]
+    test = sorted(shuffled[:n_test])
+    val = sorted(shuffled[n_test : n_test + n_val])
+    train = sorted(shuffled[n_test + n_val :])
+    return {"train": train, "val": val, "test": test}
+
+
+def load_case(case: Case, size: int, channels: str = "all") -> CaseArrays:
+    """Decode a patient once: images resized to `size`, masks binarised after resizing."""
+    imgs, masks, full = [], [], []
+    for ip, mp in zip(case.images, case.masks):
+        img = read_image(ip)
+        mask = read_image(mp)
+        if mask.ndim == 3:
+            mask = mask[..., 0]
+        if img.shape[:2] != mask.shape[:2]:
+            raise DataError(
+                f"{mp}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {img.shape[1]}x{img.shape[0]}"
+            )
+        imgs.append(select_channels(img, channels, ip))
+        full.append(mask > 127)
+    shapes = {m.shape for m in full}
+    if len(shapes) > 1:
+        raise DataError(f"{case.images[0].parent}: slices of one patient differ in size: {sorted(shapes)}")
+    images = np.stack(imgs)
+    full_masks = np.stack(full)
+    small = resize_uint8(full_masks.astype(np.uint8)[:, None] * 255, size)[:, 0]
+    masks = (small > 127).astype(np.uint8)
+    return CaseArrays(case.id, resize_uint8(images, size), masks, full_masks, [p.stem for p in case.images])
+
+
+def select_channels(img: np.ndarray, channels: str, path: Path | None = None) -> np.ndarray:
+    """HxW or HxWxC uint8 -> CxHxW with 3 channels (`all`) or FLAIR alone (`flair`).
+
+    A grayscale image is taken as FLAIR and repeated into 3 channels, as the dataset
+    does for a missing sequence.
+    """
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.shape[-1] not in (1, 3):
+        raise DataError(f"{path}: expected 1 or 3 channels, got {img.shape[-1]}")
+    if channels == "flair":
+        img = img[..., 1:2] if img.shape[-1] == 3 else img
+    elif img.shape[-1] == 1:
+        img = np.repeat(img, 3, axis=-1)
+    return np.ascontiguousarray(img.transpose(2, 0, 1))

@@ -1,0 +1,81 @@
+"""Preprocessing and augmentation on batched tensors. Image and mask move together."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def resize(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of a float (N, C, H, W) tensor; a no-op when the size matches."""
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(x.shape[-2:]) == hw:
+        return x
+    return F.interpolate(x, size=hw, mode="bilinear", align_corners=False)
+
+
+def resize_uint8(arr: np.ndarray, size: int) -> np.ndarray:
+    """Resize uint8 (N, C, H, W) to (N, C, size, size), rounding back to uint8."""
+    if arr.shape[-2:] == (size, size):
+        return arr
+    out = resize(torch.from_numpy(arr).float(), size)
+    return out.round_().clamp_(0, 255).to(torch.uint8).numpy()
+
+
+def scale_intensity(x: torch.Tensor, mode: str = "fixed") -> torch.Tensor:
+    """uint8-valued (N, C, H, W) -> float32 in [0, 1].
+
+    `fixed` divides by 255. `percentile` divides each slice's channel by its own 99th
+    percentile (then clips to 1), which evens out contrast between scanners.
+    """
+    x = x.float() / 255.0
+    if mode == "percentile":
+        n, c = x.shape[:2]
+        hi = torch.quantile(x.reshape(n * c, -1), 0.99, dim=1).clamp_min(1 / 255)
+        x = (x / hi.reshape(n, c, 1, 1)).clamp_(0, 1)
+    return x
+
+
+def preprocess(images: torch.Tensor, size: int, intensity: str = "fixed") -> torch.Tensor:
+    """Raw uint8 slices (N, C, H, W) of any size -> the model's float input at `size`."""
+    return resize(scale_intensity(images, intensity), size)
+
+
+def augment(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    generator: torch.Generator,
+    rotate_deg: float = 15.0,
+    shift: float = 0.1,
+    scale: float = 0.1,
+    intensity: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random left-right flip, rotation, shift, zoom and brightness/contrast, per sample.
+
+    x: float (N, C, H, W) in [0, 1]; y: float (N, 1, H, W) in {0, 1}. One affine grid
+    moves both, so they stay aligned; the mask is re-binarised at 0.5.
+    """
+    n = x.shape[0]
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return torch.rand(n, generator=generator) * (hi - lo) + lo
+
+    angle = uniform(-rotate_deg, rotate_deg) * math.pi / 180
+    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    zoom = uniform(1 - scale, 1 + scale)
+    tx, ty = uniform(-2 * shift, 2 * shift), uniform(-2 * shift, 2 * shift)  # grid units span 2
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    y = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    y = (y > 0.5).float()
+    if intensity > 0:
+        gain = uniform(1 - intensity, 1 + intensity).view(n, 1, 1, 1)
+        bias = uniform(-intensity / 2, intensity / 2).view(n, 1, 1, 1)
+        brain = x > 0
+        x = torch.where(brain, (x * gain + bias).clamp(0, 1), x)
+    return x, y

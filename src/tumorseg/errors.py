@@ -1,0 +1,15 @@
+"""Errors a user can cause. The CLI prints their message and exits non-zero."""
+
+from __future__ import annotations
+
+
+class TumorsegError(Exception):
+    """A problem with the user's input: a file, a folder or an option."""
+
+
+class DataError(TumorsegError):
+    """A data file or folder that cannot be used. The message names the path."""
+
+
+class CheckpointError(TumorsegError):
+    """A checkpoint that is missing, truncated, tampered with or invalid."""

@@ -1,0 +1,102 @@
+"""Read and write 2D slices by suffix: PNG/JPEG via Pillow, TIFF via tifffile."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+MAX_PIXELS = 8192 * 8192  # larger images are refused (decompression bombs)
+
+
+def is_mask_path(path: Path) -> bool:
+    """True for ground-truth files: `X_mask.ext`."""
+    return path.stem.endswith("_mask")
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read a slice as uint8, HxW or HxWxC.
+
+    16-bit and float images are scaled to 0..255 by their own range. Raises
+    `DataError` naming the file for anything unreadable, too large or empty.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                shape = tif.pages[0].shape
+                if int(np.prod(shape[:2])) > max_pixels:
+                    raise DataError(f"{path}: image of {shape[1]}x{shape[0]} pixels is too large")
+                arr = tif.asarray()
+        else:
+            with Image.open(path) as im:
+                if im.width * im.height > max_pixels:
+                    raise DataError(f"{path}: image of {im.width}x{im.height} pixels is too large")
+                im.load()
+                if im.mode in ("I;16", "I;16B", "I", "F"):
+                    arr = np.asarray(im)
+                else:
+                    arr = np.asarray(im.convert("RGB" if im.mode not in ("L", "1") else "L"))
+    except DataError:
+        raise
+    except Exception as exc:  # Pillow and tifffile raise many kinds for corrupt files
+        raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+    return _to_uint8(arr, path)
+
+
+def _to_uint8(arr: np.ndarray, path: Path) -> np.ndarray:
+    if arr.size == 0 or arr.ndim not in (2, 3):
+        raise DataError(f"{path}: expected a 2D image, got shape {arr.shape}")
+    if arr.ndim == 3 and arr.shape[-1] == 4:
+        arr = arr[..., :3]
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise DataError(f"{path}: image holds NaN or Inf values")
+    lo, hi = float(arr.min()), float(arr.max())
+    if hi <= lo:
+        return np.zeros(arr.shape, np.uint8)
+    return np.round((arr - lo) / (hi - lo) * 255).astype(np.uint8)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_png(path: str | Path, arr: np.ndarray) -> None:
+    """Write a uint8 array (HxW or HxWx3) as PNG, atomically."""
+    import io as _io
+
+    buf = _io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,301 @@
+"""The training loop: fit(cfg) trains, validates per patient, checkpoints and resumes."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .data.lgg import CaseArrays, find_cases, load_case, split_cases
+from .data.transforms import augment, resize, scale_intensity
+from .errors import TumorsegError
+from .infer import predict_logits, set_threads
+from .io import atomic_write_text
+from .losses import make_loss
+from .metrics import confusion_counts, dice
+from .models import UNet
+from .models.unet import count_parameters
+
+
+class SliceDataset(Dataset):
+    """In-memory uint8 slices; returns (image (C, S, S), mask (S, S)) tensors."""
+
+    def __init__(self, cases: list[CaseArrays]):
+        self.images = np.concatenate([c.images for c in cases])
+        self.masks = np.concatenate([c.masks for c in cases])
+        self.has_tumor = self.masks.reshape(len(self.masks), -1).any(1)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(self.images[i]), torch.from_numpy(self.masks[i])
+
+
+def epoch_indices(has_tumor: np.ndarray, empty_ratio: float, rng: np.random.Generator) -> np.ndarray:
+    """Every tumor slice plus `empty_ratio` times as many random empty slices, shuffled."""
+    tumor = np.flatnonzero(has_tumor)
+    empty = np.flatnonzero(~has_tumor)
+    if len(tumor) == 0:
+        return rng.permutation(len(has_tumor))
+    k = min(len(empty), int(round(empty_ratio * len(tumor))))
+    chosen = np.concatenate([tumor, rng.choice(empty, k, replace=False)])
+    return rng.permutation(chosen)
+
+
+def load_cases(cfg: TrainConfig, ids: list[str], cases_by_id: dict, desc: str) -> list[CaseArrays]:
+    m = cfg.model
+    return [load_case(cases_by_id[i], m.image_size, m.channels) for i in tqdm(ids, desc=desc, leave=False)]
+
+
+@torch.no_grad()
+def validate(model: UNet, cases: list[CaseArrays], intensity: str, threshold: float = 0.5) -> dict:
+    """Per-patient Dice at each patient's original resolution (probabilities upsampled)."""
+    per_patient = {}
+    for case in cases:
+        x = scale_intensity(torch.from_numpy(case.images), intensity)
+        probs = resize(torch.sigmoid(predict_logits(model, x)), case.full_masks.shape[-2:])[:, 0]
+        per_patient[case.id] = dice(confusion_counts(probs.numpy() > threshold, case.full_masks))
+    values = list(per_patient.values())
+    return {
+        "val_dice": float(np.mean(values)) if values else float("nan"),
+        "val_dice_median": float(np.median(values)) if values else float("nan"),
+        "val_per_patient": per_patient,
+    }
+
+
+class EMA:
+    """Exponential moving average of parameters and buffers."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for e, p in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if e.is_floating_point():
+                e.mul_(self.decay).add_(p.detach(), alpha=1 - self.decay)
+            else:
+                e.copy_(p)
+
+
+def _optim_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    out = {}
+    for idx, state in opt.state_dict()["state"].items():
+        for name, value in state.items():
+            out[f"optim.{idx}.{name}"] = torch.as_tensor(value)
+    return out
+
+
+def _load_optim(opt: torch.optim.Optimizer, extra: dict[str, torch.Tensor], lr: float) -> None:
+    sd = opt.state_dict()
+    state: dict[int, dict] = {}
+    for key, value in extra.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    sd["state"] = state
+    for g in sd["param_groups"]:
+        g["lr"] = lr
+    opt.load_state_dict(sd)
+
+
+def lr_at(cfg: TrainConfig, epoch: int, plateau_scale: float) -> float:
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
+    return cfg.lr * plateau_scale
+
+
+def _plot_curves(history: list[dict], path: Path) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, ax1 = plt.subplots(figsize=(7, 4), dpi=100)
+    ax1.plot(epochs, [h["train_loss"] for h in history], "o-", color="tab:blue", label="train loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("train loss", color="tab:blue")
+    if any("val_dice" in h for h in history):
+        ax2 = ax1.twinx()
+        ax2.plot(epochs, [h.get("val_dice", float("nan")) for h in history], "s-", color="tab:red")
+        ax2.set_ylabel("val per-patient Dice", color="tab:red")
+        ax2.set_ylim(0, 1)
+    ax1.set_title("training curves")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    from .io import atomic_write_bytes
+
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _read_history(path: Path, before_epoch: int) -> list[dict]:
+    if not path.exists():
+        return []
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [h for h in lines if h["epoch"] < before_epoch]
+
+
+def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print) -> dict:
+    """Train a U-Net as `cfg` says and write the run to `cfg.out`.
+
+    Writes config.json, split.json, metrics.jsonl (one line per epoch), curves.png,
+    last.safetensors (with optimizer state, for `resume`) and best.safetensors (the
+    best validation per-patient Dice). Returns the final summary.
+    """
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+    cases = find_cases(cfg.data)
+    if cfg.max_patients:
+        cases = cases[: cfg.max_patients]
+    by_id = {c.id: c for c in cases}
+    split = split_cases(list(by_id), cfg.seed, cfg.val_frac, cfg.test_frac)
+    if not split["train"]:
+        raise TumorsegError(f"{cfg.data}: too few patients ({len(by_id)}) to train")
+    for name, ids in split.items():
+        log(f"{name:>5}: {len(ids):3d} patients  {' '.join(ids)}")
+    atomic_write_text(out / "split.json", json.dumps(split, indent=2))
+    atomic_write_text(out / "config.json", cfg.model_dump_json(indent=2))
+
+    train_cases = load_cases(cfg, split["train"], by_id, "loading train")
+    val_cases = load_cases(cfg, split["val"], by_id, "loading val")
+    data = SliceDataset(train_cases)
+    log(f"train slices: {len(data)} ({int(data.has_tumor.sum())} with tumor)")
+
+    m = cfg.model
+    model = UNet(m.in_channels, 1, m.base, m.depth).to(memory_format=torch.channels_last)
+    log(f"UNet(in_channels={m.in_channels}, base={m.base}, depth={m.depth}): {count_parameters(model):,} parameters")
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = EMA(model, cfg.ema) if cfg.ema else None
+    loss_fn = make_loss(cfg.loss)
+
+    start, best, best_epoch, plateau_scale, bad_epochs = 1, -1.0, 0, 1.0, 0
+    last_path, best_path, metrics_path = out / "last.safetensors", out / "best.safetensors", out / "metrics.jsonl"
+    if resume:
+        if not last_path.exists():
+            raise TumorsegError(f"{out}: nothing to resume (no last.safetensors)")
+        ck = load_checkpoint(last_path)
+        state = ck.meta["train_state"]
+        raw = {k[4:]: v for k, v in ck.extra.items() if k.startswith("raw.")}
+        model.load_state_dict(raw or ck.model)
+        if ema:
+            ema.model.load_state_dict(ck.model)
+        start = state["epoch"] + 1
+        best, best_epoch = state["best"], state["best_epoch"]
+        plateau_scale, bad_epochs = state["plateau_scale"], state["bad_epochs"]
+        _load_optim(opt, ck.extra, lr_at(cfg, start, plateau_scale))
+        log(f"resuming {out} at epoch {start}")
+    history = _read_history(metrics_path, start)
+    atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
+
+    for epoch in range(start, cfg.epochs + 1):
+        lr = lr_at(cfg, epoch, plateau_scale)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        rng = np.random.default_rng([cfg.seed, epoch])
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        indices = epoch_indices(data.has_tumor, cfg.empty_ratio, rng)
+        loader = DataLoader(
+            data,
+            batch_size=cfg.batch_size,
+            sampler=indices.tolist(),
+            num_workers=cfg.workers,
+            drop_last=len(indices) > cfg.batch_size,
+        )
+        model.train()
+        t0, seen, loss_sum = time.perf_counter(), 0, 0.0
+        bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
+        for images, masks in bar:
+            x = scale_intensity(images, m.intensity)
+            y = masks[:, None].float()
+            if cfg.augment:
+                x, y = augment(x, y, gen)
+            x = x.contiguous(memory_format=torch.channels_last)
+            loss = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if ema:
+                ema.update(model)
+            seen += len(x)
+            loss_sum += loss.item() * len(x)
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")
+        train_time = time.perf_counter() - t0
+        eval_model = ema.model if ema else model
+        record = {
+            "epoch": epoch,
+            "lr": lr,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_images_per_s": seen / train_time,
+            "epoch_seconds": train_time,
+        }
+        if val_cases:
+            v = validate(eval_model, val_cases, m.intensity)
+            record.update(v)
+            score = v["val_dice"]
+        else:
+            score = -record["train_loss"]
+        improved = score > best
+        if improved:
+            best, best_epoch, bad_epochs = score, epoch, 0
+        else:
+            bad_epochs += 1
+            if cfg.schedule == "plateau" and bad_epochs % 3 == 0:
+                plateau_scale *= 0.5
+        record["epoch_seconds"] = time.perf_counter() - t0
+        history.append(record)
+        with metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        meta = {
+            "epoch": epoch,
+            "metrics": {k: v for k, v in record.items() if k != "val_per_patient"},
+            "split": split,
+            "train_state": {
+                "epoch": epoch,
+                "best": best,
+                "best_epoch": best_epoch,
+                "plateau_scale": plateau_scale,
+                "bad_epochs": bad_epochs,
+            },
+        }
+        extra = _optim_tensors(opt)
+        if ema:
+            extra.update({f"raw.{k}": v for k, v in model.state_dict().items()})
+        weights = eval_model.state_dict()
+        if improved:
+            save_checkpoint(best_path, Checkpoint(cfg, weights, meta))
+        save_checkpoint(last_path, Checkpoint(cfg, weights, meta, extra))
+        _plot_curves(history, out / "curves.png")
+        msg = f"epoch {epoch}: loss {record['train_loss']:.4f}, {record['train_images_per_s']:.1f} img/s"
+        if val_cases:
+            msg += f", val per-patient Dice mean {record['val_dice']:.4f} median {record['val_dice_median']:.4f}"
+        log(msg + f", {record['epoch_seconds']:.0f} s")
+        if cfg.patience and bad_epochs >= cfg.patience:
+            log(f"early stop: no improvement for {cfg.patience} epochs (best epoch {best_epoch})")
+            break
+    summary = {"run": str(out), "best_epoch": best_epoch, "best_score": best, "epochs_done": len(history)}
+    if history:
+        summary["last"] = {k: v for k, v in history[-1].items() if k != "val_per_patient"}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    return summary
