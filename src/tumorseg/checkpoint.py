@@ -75,8 +75,6 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         data = path.read_bytes()
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read checkpoint ({exc.strerror or exc})") from None
-    if data[:2] == b"PK" or data[:1] == b"\x80":
-        raise CheckpointError(f"{path}: a pickle/zip checkpoint; only safetensors files are loaded")
     try:
         tensors = st_load(data)
         from safetensors import safe_open  # header metadata
@@ -84,6 +82,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
     except Exception as exc:
+        if data[:2] == b"PK" or data[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
+            raise CheckpointError(f"{path}: a pickle/zip checkpoint; only safetensors files are loaded") from None
         raise CheckpointError(f"{path}: not a valid safetensors checkpoint (truncated or corrupt: {exc})") from None
     if header.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a tumorseg checkpoint (format={header.get('format')!r})")

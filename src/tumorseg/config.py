@@ -60,6 +60,7 @@ class TrainConfig(BaseModel):
     workers: int = Field(0, ge=0, le=64)
     threads: int = Field(0, ge=0, le=1024)
     max_patients: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -27,12 +27,13 @@ def predict_logits(model: UNet, x: torch.Tensor, batch_size: int = 32, tta: bool
     was_training = model.training
     model.eval()
     outs = []
+    device = next(model.parameters()).device
     for i in range(0, len(x), batch_size):
-        xb = x[i : i + batch_size].contiguous(memory_format=torch.channels_last)
+        xb = x[i : i + batch_size].to(device).contiguous(memory_format=torch.channels_last)
         logits = model(xb)
         if tta:
             logits = (logits + model(xb.flip(-1)).flip(-1)) / 2
-        outs.append(logits.float())
+        outs.append(logits.float().cpu())
     model.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0, 1, *x.shape[-2:])
 

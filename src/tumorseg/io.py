@@ -40,8 +40,8 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                     raise DataError(f"{path}: image of {shape[1]}x{shape[0]} pixels is too large")
                 arr = tif.asarray()
         else:
-            with Image.open(path) as im:
-                if im.width * im.height > max_pixels:
+            with _open_pil(path) as im:
+                if im.width * im.height > max_pixels or im.width * im.height == 0:
                     raise DataError(f"{path}: image of {im.width}x{im.height} pixels is too large")
                 im.load()
                 if im.mode in ("I;16", "I;16B", "I", "F"):
@@ -53,6 +53,13 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except Exception as exc:  # Pillow and tifffile raise many kinds for corrupt files
         raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
     return _to_uint8(arr, path)
+
+
+def _open_pil(path: Path) -> Image.Image:
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path}: image is too large ({exc})") from None
 
 
 def _to_uint8(arr: np.ndarray, path: Path) -> np.ndarray:

@@ -64,7 +64,7 @@ def validate(model: UNet, cases: list[CaseArrays], intensity: str, threshold: fl
     for case in cases:
         x = scale_intensity(torch.from_numpy(case.images), intensity)
         probs = resize(torch.sigmoid(predict_logits(model, x)), case.full_masks.shape[-2:])[:, 0]
-        per_patient[case.id] = dice(confusion_counts(probs.numpy() > threshold, case.full_masks))
+        per_patient[case.id] = dice(confusion_counts(probs.cpu().numpy() > threshold, case.full_masks))
     values = list(per_patient.values())
     return {
         "val_dice": float(np.mean(values)) if values else float("nan"),
@@ -95,7 +95,7 @@ def _optim_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     out = {}
     for idx, state in opt.state_dict()["state"].items():
         for name, value in state.items():
-            out[f"optim.{idx}.{name}"] = torch.as_tensor(value)
+            out[f"optim.{idx}.{name}"] = torch.as_tensor(value).cpu()
     return out
 
 
@@ -184,7 +184,10 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
     log(f"train slices: {len(data)} ({int(data.has_tumor.sum())} with tumor)")
 
     m = cfg.model
-    model = UNet(m.in_channels, 1, m.base, m.depth).to(memory_format=torch.channels_last)
+    device = torch.device(
+        "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
+    model = UNet(m.in_channels, 1, m.base, m.depth).to(device, memory_format=torch.channels_last)
     log(f"UNet(in_channels={m.in_channels}, base={m.base}, depth={m.depth}): {count_parameters(model):,} parameters")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMA(model, cfg.ema) if cfg.ema else None
@@ -197,7 +200,7 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
             raise TumorsegError(f"{out}: nothing to resume (no last.safetensors)")
         ck = load_checkpoint(last_path)
         state = ck.meta["train_state"]
-        raw = {k[4:]: v for k, v in ck.extra.items() if k.startswith("raw.")}
+        raw = {k[4:]: v.to(device) for k, v in ck.extra.items() if k.startswith("raw.")}
         model.load_state_dict(raw or ck.model)
         if ema:
             ema.model.load_state_dict(ck.model)
@@ -227,8 +230,8 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
         t0, seen, loss_sum = time.perf_counter(), 0, 0.0
         bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
         for images, masks in bar:
-            x = scale_intensity(images, m.intensity)
-            y = masks[:, None].float()
+            x = scale_intensity(images.to(device), m.intensity)
+            y = masks.to(device)[:, None].float()
             if cfg.augment:
                 x, y = augment(x, y, gen)
             x = x.contiguous(memory_format=torch.channels_last)
@@ -282,7 +285,7 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
         extra = _optim_tensors(opt)
         if ema:
             extra.update({f"raw.{k}": v for k, v in model.state_dict().items()})
-        weights = eval_model.state_dict()
+        weights = {k: v.cpu() for k, v in eval_model.state_dict().items()}
         if improved:
             save_checkpoint(best_path, Checkpoint(cfg, weights, meta))
         save_checkpoint(last_path, Checkpoint(cfg, weights, meta, extra))

@@ -63,19 +63,22 @@ def augment(
     def uniform(lo: float, hi: float) -> torch.Tensor:
         return torch.rand(n, generator=generator) * (hi - lo) + lo
 
+    def on_device(t: torch.Tensor) -> torch.Tensor:
+        return t.to(x.device).view(n, 1, 1, 1)
+
     angle = uniform(-rotate_deg, rotate_deg) * math.pi / 180
     flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
     zoom = uniform(1 - scale, 1 + scale)
     tx, ty = uniform(-2 * shift, 2 * shift), uniform(-2 * shift, 2 * shift)  # grid units span 2
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     y = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     y = (y > 0.5).float()
     if intensity > 0:
-        gain = uniform(1 - intensity, 1 + intensity).view(n, 1, 1, 1)
-        bias = uniform(-intensity / 2, intensity / 2).view(n, 1, 1, 1)
+        gain = on_device(uniform(1 - intensity, 1 + intensity))
+        bias = on_device(uniform(-intensity / 2, intensity / 2))
         brain = x > 0
         x = torch.where(brain, (x * gain + bias).clamp(0, 1), x)
     return x, y

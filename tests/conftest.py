@@ -1,0 +1,60 @@
+"""Shared fixtures. Real data comes from ../shared/data; tests skip when it is absent."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+LGG = SHARED / "lgg"
+TIF_SAMPLE = SHARED / "lgg-tif-sample"
+SMALL_PATIENTS = ("TCGA_CS_4941_19960909", "TCGA_CS_4943_20000902")
+
+
+@pytest.fixture(scope="session")
+def lgg_root() -> Path:
+    if not LGG.is_dir():
+        pytest.skip(f"real LGG data not found at {LGG} (put the kaggle_3m folder there)")
+    return LGG
+
+
+@pytest.fixture(scope="session")
+def tif_root() -> Path:
+    if not TIF_SAMPLE.is_dir():
+        pytest.skip(f"TIFF sample not found at {TIF_SAMPLE}")
+    return TIF_SAMPLE
+
+
+def copy_slices(src: Path, dst: Path, numbers: range) -> None:
+    """Copy slices `numbers` (and their masks) of one patient folder."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for n in numbers:
+        for p in src.glob(f"{src.name}_{n}.*"):
+            shutil.copy(p, dst / p.name)
+        for p in src.glob(f"{src.name}_{n}_mask.*"):
+            shutil.copy(p, dst / p.name)
+
+
+@pytest.fixture
+def tiny_lgg(lgg_root: Path, tmp_path: Path) -> Path:
+    """Two real patients, 12 slices each (tumor and empty), copied to a temp folder."""
+    root = tmp_path / "lgg"
+    for pid in SMALL_PATIENTS:
+        copy_slices(lgg_root / pid, root / pid, range(8, 20))
+    return root
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims width x height but whose data is tiny (a decompression bomb probe)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    return path

@@ -1,0 +1,74 @@
+import pickle
+
+import pytest
+import torch
+
+from tumorseg.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
+from tumorseg.config import TrainConfig
+from tumorseg.errors import CheckpointError
+from tumorseg.models import UNet
+
+
+@pytest.fixture
+def ckpt_path(tmp_path):
+    cfg = TrainConfig(model={"base": 4, "depth": 2, "image_size": 32})
+    model = UNet(3, 1, 4, 2)
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, Checkpoint(cfg, model.state_dict(), {"epoch": 1}))
+    return path
+
+
+def test_roundtrip_rebuilds_model(ckpt_path):
+    ck = load_checkpoint(ckpt_path)
+    model = build_model(ck)
+    assert ck.meta == {"epoch": 1}
+    assert not model.training
+    assert model(torch.rand(1, 3, 32, 32)).shape == (1, 1, 32, 32)
+
+
+def test_half_storage_loads_as_float32(ckpt_path, tmp_path):
+    ck = load_checkpoint(ckpt_path)
+    half = tmp_path / "h.safetensors"
+    save_checkpoint(half, ck, half=True)
+    assert half.stat().st_size < ckpt_path.stat().st_size
+    ck2 = load_checkpoint(half)
+    assert all(v.dtype in (torch.float32, torch.int64) for v in ck2.model.values())
+
+
+def test_truncated_checkpoint_refused(ckpt_path):
+    ckpt_path.write_bytes(ckpt_path.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="m.safetensors: not a valid safetensors checkpoint"):
+        load_checkpoint(ckpt_path)
+
+
+def test_tampered_checkpoint_refused(ckpt_path):
+    data = bytearray(ckpt_path.read_bytes())
+    data[-5] ^= 0xFF
+    ckpt_path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        load_checkpoint(ckpt_path)
+
+
+class Payload:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PWNED",))
+
+
+def test_pickle_checkpoint_refused_without_running(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "evil.pt"
+    torch.save({"x": Payload()}, bad)
+    with pytest.raises(CheckpointError, match="evil.pt: a pickle/zip checkpoint"):
+        load_checkpoint(bad)
+    raw = tmp_path / "evil.pkl"
+    raw.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(CheckpointError, match="evil.pkl"):
+        load_checkpoint(raw)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="nope.safetensors: cannot read"):
+        load_checkpoint(tmp_path / "nope.safetensors")

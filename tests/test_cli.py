@@ -1,0 +1,68 @@
+import subprocess
+import sys
+
+import pytest
+
+
+def tumorseg(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "tumorseg", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def test_help_lists_commands():
+    r = tumorseg("--help")
+    assert r.returncode == 0
+    assert "train" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--epochs", "0"], "epochs: Input should be greater than or equal to 1"),
+        (["--image-size", "100"], "must be divisible by 2\\*\\*depth"),
+        (["--lr", "-1"], "lr: Input should be greater than 0"),
+        (["--val-frac", "0.6", "--test-frac", "0.5"], "val_frac \\+ test_frac must be below 1"),
+    ],
+)
+def test_out_of_range_options(args, message, tmp_path):
+    import re
+
+    r = tumorseg("train", "--data", tmp_path, "--out", tmp_path / "r", *args)
+    assert r.returncode != 0
+    assert re.search(message, r.stderr), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_data_folder(tmp_path):
+    r = tumorseg("train", "--data", tmp_path / "missing", "--out", tmp_path / "r")
+    assert r.returncode == 2
+    assert "missing: data folder does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_empty_data_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = tumorseg("train", "--data", tmp_path / "empty", "--out", tmp_path / "r")
+    assert r.returncode == 2 and "no slices found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_corrupt_file_named(tiny_lgg, tmp_path):
+    victim = next(tiny_lgg.glob("*/*_12.png"))
+    victim.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    r = tumorseg("train", "--data", tiny_lgg, "--out", tmp_path / "r", "--epochs", "1")
+    assert r.returncode == 2
+    assert f"{victim}: cannot read image" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_train_and_resume(tiny_lgg, tmp_path):
+    run = tmp_path / "run"
+    common = ["--base", "4", "--depth", "2", "--image-size", "64", "--val-frac", "0.5", "--test-frac", "0"]
+    r = tumorseg("train", "--data", tiny_lgg, "--out", run, "--epochs", "1", *common)
+    assert r.returncode == 0, r.stderr
+    assert "parameters" in r.stdout and "val per-patient Dice" in r.stdout
+    assert "img_s" in r.stderr  # the progress bar
+    r = tumorseg("train", "--resume", run, "--epochs", "2")
+    assert r.returncode == 0, r.stderr
+    assert "resuming" in r.stdout and "epoch 2:" in r.stdout
+    r = tumorseg("train", "--resume", run, "--base", "8")
+    assert r.returncode == 2 and "--resume only accepts" in r.stderr

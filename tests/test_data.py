@@ -1,0 +1,144 @@
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import png_header_only
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+
+from tumorseg.data.lgg import find_cases, load_case, slice_number, split_cases
+from tumorseg.errors import DataError
+from tumorseg.io import read_image
+
+
+def test_png_and_tiff_load_to_identical_arrays(lgg_root, tif_root):
+    pid = "TCGA_CS_4941_19960909"
+    tif = load_case(find_cases(tif_root)[0], 256)
+    png = load_case(next(c for c in find_cases(lgg_root) if c.id == pid), 256)
+    assert tif.id == png.id == pid
+    assert len(tif.images) == len(png.images) > 20
+    np.testing.assert_array_equal(tif.images, png.images)
+    np.testing.assert_array_equal(tif.full_masks, png.full_masks)
+
+
+def test_slices_sorted_numerically(lgg_root):
+    case = next(c for c in find_cases(lgg_root) if c.id == "TCGA_CS_4941_19960909")
+    numbers = [slice_number(p)[0] for p in case.images]
+    assert numbers == list(range(1, len(numbers) + 1))
+    assert all(m.stem == i.stem + "_mask" for i, m in zip(case.images, case.masks))
+
+
+def test_finds_all_patients(lgg_root):
+    cases = find_cases(lgg_root)
+    assert len(cases) == 77
+    assert sum(len(c.images) for c in cases) == 2771
+
+
+def test_load_case_shapes_and_binary_masks(lgg_root):
+    case = load_case(find_cases(lgg_root / "TCGA_CS_4941_19960909")[0], 128)
+    s = len(case.images)
+    assert case.images.shape == (s, 3, 128, 128) and case.images.dtype == np.uint8
+    assert case.masks.shape == (s, 128, 128) and set(np.unique(case.masks)) <= {0, 1}
+    assert case.full_masks.shape == (s, 256, 256)
+    flair = load_case(find_cases(lgg_root / "TCGA_CS_4941_19960909")[0], 64, "flair")
+    assert flair.images.shape == (s, 1, 64, 64)
+
+
+@given(
+    n=st.integers(3, 120),
+    seed=st.integers(0, 10_000),
+    val=st.floats(0.0, 0.4),
+    test=st.floats(0.0, 0.4),
+)
+def test_split_is_a_partition_by_patient(n, seed, val, test):
+    ids = [f"P{i:03d}" for i in range(n)]
+    split = split_cases(ids, seed, val, test)
+    groups = [set(v) for v in split.values()]
+    assert sum(len(g) for g in groups) == n
+    assert set().union(*groups) == set(ids)
+    for a in range(3):
+        for b in range(a + 1, 3):
+            assert not groups[a] & groups[b]
+    assert split == split_cases(list(reversed(ids)), seed, val, test)  # order-independent
+
+
+def test_split_on_real_patients(lgg_root):
+    ids = [c.id for c in find_cases(lgg_root)]
+    split = split_cases(ids, 0, 0.1, 0.2)
+    assert (len(split["train"]), len(split["val"]), len(split["test"])) == (54, 8, 15)
+    assert split != split_cases(ids, 1, 0.1, 0.2)
+
+
+# --- errors: each names the file ---
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        find_cases(tmp_path / "nope")
+
+
+def test_empty_folder(tmp_path):
+    with pytest.raises(DataError, match="no slices found"):
+        find_cases(tmp_path)
+
+
+def test_image_without_mask(tiny_lgg):
+    victim = next(tiny_lgg.glob("*/*_9_mask.png"))
+    victim.unlink()
+    with pytest.raises(DataError, match=r"_9\.png: image has no mask"):
+        find_cases(tiny_lgg)
+
+
+def test_mask_without_image(tiny_lgg):
+    victim = next(tiny_lgg.glob("*/*_9.png"))
+    victim.unlink()
+    with pytest.raises(DataError, match=r"_9_mask\.png: mask has no image"):
+        find_cases(tiny_lgg)
+
+
+def test_mask_size_differs(tiny_lgg):
+    victim = next(tiny_lgg.glob("*/*_10_mask.png"))
+    Image.fromarray(np.zeros((100, 120), np.uint8)).save(victim)
+    case = next(c for c in find_cases(tiny_lgg) if c.id == victim.parent.name)
+    with pytest.raises(DataError, match=r"_10_mask\.png: mask is 120x100 but its image is 256x256"):
+        load_case(case, 64)
+
+
+def test_corrupt_file(tiny_lgg):
+    victim = next(tiny_lgg.glob("*/*_11.png"))
+    victim.write_bytes(victim.read_bytes()[:100])
+    case = next(c for c in find_cases(tiny_lgg) if c.id == victim.parent.name)
+    with pytest.raises(DataError, match=r"_11\.png: cannot read image"):
+        load_case(case, 64)
+
+
+def test_text_renamed_png(tmp_path):
+    p = tmp_path / "x.png"
+    p.write_text("not an image")
+    with pytest.raises(DataError, match="x.png: cannot read image"):
+        read_image(p)
+
+
+def test_huge_image_refused(tmp_path):
+    p = png_header_only(tmp_path / "big.png", 30000, 30000)
+    with pytest.raises(DataError, match="big.png: image .*too large"):
+        read_image(p)
+
+
+def test_sixteen_bit_tiff_is_scaled(tmp_path):
+    import tifffile
+
+    p = tmp_path / "x.tif"
+    tifffile.imwrite(p, np.array([[0, 1000], [2000, 4000]], np.uint16))
+    np.testing.assert_array_equal(read_image(p), [[0, 64], [128, 255]])
+
+
+def test_tif_sample_copy_is_found_flat(tif_root, tmp_path):
+    # a folder of slices with no patient subfolder is one case
+    dst = tmp_path / "flat"
+    shutil.copytree(tif_root / "TCGA_CS_4941_19960909", dst)
+    cases = find_cases(dst)
+    assert len(cases) == 1 and cases[0].images[0].suffix == ".tif"
+    assert isinstance(cases[0].images[0], Path)

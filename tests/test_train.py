@@ -1,0 +1,94 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tumorseg.checkpoint import build_model, load_checkpoint
+from tumorseg.config import validate_config
+from tumorseg.train import epoch_indices, fit
+
+
+def tiny_config(data, out, **kw):
+    cfg = {
+        "data": str(data),
+        "out": str(out),
+        "epochs": 2,
+        "batch_size": 4,
+        "lr": 3e-3,
+        "val_frac": 0.0,
+        "test_frac": 0.0,
+        "threads": 2,
+        "model": {"base": 4, "depth": 2, "image_size": 64},
+    }
+    cfg.update(kw)
+    return validate_config(cfg)
+
+
+def read_metrics(run):
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_patient_run_lowers_loss_and_reloads(tiny_lgg, tmp_path):
+    run = tmp_path / "run"
+    fit(tiny_config(tiny_lgg, run, epochs=3), progress=False, log=lambda *a: None)
+    for name in ("metrics.jsonl", "curves.png", "best.safetensors", "last.safetensors", "split.json", "config.json"):
+        assert (run / name).is_file(), name
+    lines = read_metrics(run)
+    assert [x["epoch"] for x in lines] == [1, 2, 3]
+    assert lines[-1]["train_loss"] < lines[0]["train_loss"]
+    split = json.loads((run / "split.json").read_text())
+    assert sorted(split["train"]) == sorted(p.name for p in tiny_lgg.iterdir())
+
+    ckpt = load_checkpoint(run / "last.safetensors")
+    model = build_model(ckpt)
+    x = torch.rand(2, 3, 64, 64)
+    ckpt2 = load_checkpoint(run / "last.safetensors")
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), build_model(ckpt2)(x))
+        # the checkpoint holds exactly the weights that were trained: same outputs as saved state
+        sd = {k: v.clone() for k, v in model.state_dict().items()}
+        assert all(torch.equal(sd[k], ckpt.model[k]) for k in sd)
+    assert ckpt.config.model.base == 4 and ckpt.meta["epoch"] == 3
+
+
+def test_same_seed_same_metrics(tiny_lgg, tmp_path):
+    a = tiny_config(tiny_lgg, tmp_path / "a", val_frac=0.5)
+    b = tiny_config(tiny_lgg, tmp_path / "b", val_frac=0.5)
+    fit(a, progress=False, log=lambda *x: None)
+    fit(b, progress=False, log=lambda *x: None)
+    ma, mb = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
+    for x, y in zip(ma, mb):
+        assert x["train_loss"] == y["train_loss"]
+        assert x["val_dice"] == y["val_dice"]
+
+
+def test_resume_continues_from_the_right_epoch(tiny_lgg, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    # a constant learning rate, so stopping at 2 of 3 epochs changes nothing but the stop
+    fit(tiny_config(tiny_lgg, full, epochs=3, schedule="none", ema=0.9), progress=False, log=lambda *a: None)
+    fit(tiny_config(tiny_lgg, part, epochs=2, schedule="none", ema=0.9), progress=False, log=lambda *a: None)
+    logs = []
+    cfg = tiny_config(tiny_lgg, part, epochs=3, schedule="none", ema=0.9)
+    fit(cfg, resume=True, progress=False, log=logs.append)
+    assert any("resuming" in s and "epoch 3" in s for s in logs)
+    lines = read_metrics(part)
+    assert [x["epoch"] for x in lines] == [1, 2, 3]
+    ref = read_metrics(full)
+    assert lines[2]["train_loss"] == pytest.approx(ref[2]["train_loss"], rel=1e-5)
+    a, b = load_checkpoint(part / "last.safetensors"), load_checkpoint(full / "last.safetensors")
+    for k in a.model:
+        torch.testing.assert_close(a.model[k], b.model[k], rtol=1e-4, atol=1e-5)
+
+
+def test_early_stopping(tiny_lgg, tmp_path):
+    cfg = tiny_config(tiny_lgg, tmp_path / "r", epochs=6, val_frac=0.5, lr=1e-9, patience=1)
+    summary = fit(cfg, progress=False, log=lambda *a: None)
+    assert summary["epochs_done"] < 6
+
+
+def test_epoch_indices_balance():
+    has = np.array([True] * 10 + [False] * 50)
+    idx = epoch_indices(has, 1.0, np.random.default_rng(0))
+    assert len(idx) == 20 and has[idx].sum() == 10 and len(set(idx)) == 20
+    assert len(epoch_indices(has, 0.5, np.random.default_rng(0))) == 15
