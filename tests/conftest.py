@@ -58,3 +58,30 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
     body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(lgg_root: Path, tmp_path_factory) -> Path:
+    """A tiny model trained for 2 epochs on 3 real patients (1 held out as its test split)."""
+    from tumorseg.config import validate_config
+    from tumorseg.train import fit
+
+    base = tmp_path_factory.mktemp("tiny_run")
+    data = base / "lgg"
+    for pid in (*SMALL_PATIENTS, "TCGA_CS_4944_20010208"):
+        copy_slices(lgg_root / pid, data / pid, range(6, 22))
+    cfg = validate_config(
+        {
+            "data": str(data),
+            "out": str(base / "run"),
+            "epochs": 2,
+            "batch_size": 4,
+            "lr": 3e-3,
+            "val_frac": 0.0,
+            "test_frac": 0.34,
+            "threads": 2,
+            "model": {"base": 4, "depth": 2, "image_size": 64},
+        }  # fmt: skip
+    )
+    fit(cfg, progress=False, log=lambda *a: None)
+    return base / "run"

@@ -44,6 +44,12 @@ class Channels(str, Enum):
     flair = "flair"
 
 
+class Split(str, Enum):
+    test = "test"
+    val = "val"
+    all = "all"
+
+
 class Intensity(str, Enum):
     fixed = "fixed"
     percentile = "percentile"
@@ -103,6 +109,52 @@ def train(
     base_cfg["model"].update({k: v for k, v in model.items() if v is not None})
     cfg = validate_config(base_cfg, "options")
     fit(cfg, resume=resume is not None, progress=True)
+
+
+@app.command()
+def evaluate(
+    data: Path = typer.Option(..., help="Folder in the kaggle_3m layout."),
+    weights: Path | None = typer.Option(None, help="Checkpoint (.safetensors); default: the shipped model."),
+    split: Split = typer.Option(Split.test, help="Patients to score: the checkpoint run's test/val split, or all."),
+    out: Path | None = typer.Option(None, help="Write evaluation.json and evaluation.md here."),
+    report: bool = typer.Option(False, "--report", help="Also write a self-contained report.html (needs --out)."),
+    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Probability threshold."),
+    tta: bool = typer.Option(False, "--tta", help="Average over a left-right flip."),
+    min_size: int = typer.Option(0, min=0, help="Drop predicted components under this many pixels."),
+    batch_size: int = typer.Option(32, min=1, help="Slices per forward pass."),
+) -> None:
+    """Score a checkpoint per patient at the original resolution, beside a no-tumor baseline."""
+    from .evaluation import evaluate as run_evaluate
+
+    if report and out is None:
+        fail("--report needs --out DIR")
+    run_evaluate(data, weights, split.value, out, threshold, tta, min_size, report, batch_size=batch_size)
+
+
+@app.command()
+def predict(
+    inputs: list[Path] = typer.Argument(..., help="Image files (.png .tif .tiff .jpg) or folders of them."),
+    out: Path = typer.Option(..., help="Output folder."),
+    weights: Path | None = typer.Option(None, help="Checkpoint (.safetensors); default: the shipped model."),
+    probabilities: bool = typer.Option(False, "--probabilities", help="Also write X_prob.png (0..255)."),
+    overlay: bool = typer.Option(False, "--overlay", help="Also write X_overlay.png: MRI, mask, overlay."),
+    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Probability threshold."),
+    tta: bool = typer.Option(False, "--tta", help="Average over a left-right flip."),
+    min_size: int = typer.Option(0, min=0, help="Drop predicted components under this many pixels."),
+    batch_size: int = typer.Option(32, min=1, help="Slices per forward pass."),
+) -> None:
+    """Segment image files; writes X_pred.png (0/255) at each input's own size."""
+    from .infer import Predictor
+    from .predict import predict_files
+
+    predictor = Predictor.from_checkpoint(weights, batch_size=batch_size, tta=tta, threshold=threshold,
+                                          min_size=min_size)  # fmt: skip
+    res = predict_files(inputs, out, predictor, probabilities, overlay, batch_size)
+    typer.echo(f"{res.inputs - len(res.failed)} of {res.inputs} inputs segmented; {len(res.written)} files in {out}")
+    if res.failed:
+        for _path, msg in res.failed:
+            typer.secho(f"failed: {msg}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +11,23 @@ import torch
 from .checkpoint import build_model, load_checkpoint
 from .config import ModelConfig
 from .data.transforms import preprocess, resize
+from .errors import TumorsegError
 from .models import UNet
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "tumorseg-lgg-unet.safetensors"
+
+
+def default_weights() -> Path:
+    """The shipped model: $TUMORSEG_WEIGHTS, else weights/ in the source tree."""
+    path = Path(os.environ.get("TUMORSEG_WEIGHTS", DEFAULT_WEIGHTS))
+    if not path.is_file():
+        raise TumorsegError(f"no --weights given and the shipped model {path} is missing")
+    return path
 
 
 def set_threads(threads: int = 0) -> None:
     """Use `threads` intra-op threads, or one per available core when 0."""
-    import os
-
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     torch.set_num_threads(threads or cores)
 
@@ -38,27 +49,73 @@ def predict_logits(model: UNet, x: torch.Tensor, batch_size: int = 32, tta: bool
     return torch.cat(outs) if outs else torch.empty(0, 1, *x.shape[-2:])
 
 
+def remove_small_components(mask: np.ndarray, min_size: int) -> np.ndarray:
+    """Drop 8-connected components smaller than `min_size` pixels, slice by slice ((S,) H, W)."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask, bool)
+    if min_size <= 0:
+        return mask
+    out = mask.copy()
+    for s in out.reshape(-1, *mask.shape[-2:]):
+        labels, n = ndimage.label(s, structure=np.ones((3, 3)))
+        if n:
+            sizes = np.bincount(labels.ravel())
+            small = sizes < min_size
+            small[0] = False
+            s[small[labels]] = False
+    return out
+
+
 class Predictor:
     """A loaded model plus its preprocessing. `predict` maps raw slices to probabilities."""
 
-    def __init__(self, model: UNet, config: ModelConfig, batch_size: int = 32, tta: bool = False):
+    def __init__(
+        self,
+        model: UNet,
+        config: ModelConfig,
+        batch_size: int = 32,
+        tta: bool = False,
+        threshold: float = 0.5,
+        min_size: int = 0,
+    ):
         self.model = model.eval().to(memory_format=torch.channels_last)
         self.config = config
         self.batch_size = batch_size
         self.tta = tta
+        self.threshold = threshold
+        self.min_size = min_size
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, **kwargs) -> Predictor:
-        ckpt = load_checkpoint(path)
+    def from_checkpoint(cls, path: str | Path | None = None, **kwargs) -> Predictor:
+        """Load `path`, or the shipped model when it is None."""
+        ckpt = load_checkpoint(path or default_weights())
         return cls(build_model(ckpt), ckpt.config.model, **kwargs)
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """uint8 (N, C, H, W) slices of one size -> float32 probabilities (N, H, W) at H x W."""
+    def probabilities(self, images: np.ndarray, flip: bool = False) -> np.ndarray:
+        """uint8 (N, C, H, W) slices of one size -> float32 probabilities (N, H, W) at H x W.
+
+        `flip` runs the left-right mirrored input and mirrors the answer back.
+        """
         x = torch.from_numpy(np.ascontiguousarray(images))
+        if flip:
+            x = x.flip(-1)
         size = tuple(x.shape[-2:])
         probs = []
         for i in range(0, len(x), self.batch_size):
             xb = preprocess(x[i : i + self.batch_size], self.config.image_size, self.config.intensity)
-            logits = predict_logits(self.model, xb, self.batch_size, self.tta)
+            logits = predict_logits(self.model, xb, self.batch_size)
             probs.append(resize(torch.sigmoid(logits), size)[:, 0])
-        return torch.cat(probs).numpy() if probs else np.zeros((0, *size), np.float32)
+        out = torch.cat(probs) if probs else torch.zeros((0, *size))
+        return (out.flip(-1) if flip else out).numpy()
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities, averaged over a left-right flip when `tta` is on."""
+        p = self.probabilities(images)
+        if self.tta:
+            p = (p + self.probabilities(images, flip=True)) / 2
+        return p
+
+    def mask(self, probs: np.ndarray) -> np.ndarray:
+        """Threshold, then drop components under `min_size` pixels."""
+        return remove_small_components(probs > self.threshold, self.min_size)

@@ -13,6 +13,8 @@ from .errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 MAX_PIXELS = 8192 * 8192  # larger images are refused (decompression bombs)
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def is_mask_path(path: Path) -> bool:
@@ -90,6 +92,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

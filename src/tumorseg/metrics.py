@@ -73,3 +73,81 @@ def scores(c: Counts) -> dict[str, float]:
         "recall": recall(c),
         "accuracy": accuracy(c),
     }
+
+
+def hd95(pred: np.ndarray, target: np.ndarray, spacing: tuple[float, ...] | None = None) -> float:
+    """95th-percentile symmetric Hausdorff distance between two masks, via MONAI.
+
+    In pixels (voxels) when `spacing` is None, else in the spacing's unit (mm). Rule for
+    empty masks: both empty -> 0.0; exactly one empty -> NaN (undefined; callers count
+    these and leave them out of means).
+    """
+    import warnings
+
+    import torch
+    from monai.metrics import compute_hausdorff_distance
+
+    pred = np.asarray(pred, bool)
+    target = np.asarray(target, bool)
+    if not pred.any() and not target.any():
+        return 0.0
+    if not pred.any() or not target.any():
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = compute_hausdorff_distance(
+            torch.from_numpy(pred)[None, None].float(),
+            torch.from_numpy(target)[None, None].float(),
+            include_background=True,
+            percentile=95,
+            spacing=list(spacing) if spacing is not None else None,
+        )
+    return float(d.item())
+
+
+def score_volume(pred: np.ndarray, target: np.ndarray, spacing: tuple[float, ...] | None = None) -> dict:
+    """Score one patient: (S, H, W) boolean prediction and truth.
+
+    Returns the volume-level metrics (the slices stacked and scored as one, the headline),
+    HD95 over the stacked volume (voxel units unless `spacing` is given; without a known
+    slice spacing, one slice counts as one pixel), and the per-slice view: the mean Dice
+    over slices whose truth has tumor, the number of false-positive slices (empty truth,
+    non-empty prediction) and of slices where both are empty (Dice 1, left out of the mean).
+    """
+    pred = np.asarray(pred, bool)
+    target = np.asarray(target, bool)
+    out = scores(confusion_counts(pred, target))
+    out["hd95"] = hd95(pred, target, spacing)
+    slice_dice = []
+    fp_slices = both_empty = 0
+    for p, t in zip(pred, target):
+        if t.any():
+            slice_dice.append(dice(confusion_counts(p, t)))
+        elif p.any():
+            fp_slices += 1
+        else:
+            both_empty += 1
+    out["slice_dice"] = float(np.mean(slice_dice)) if slice_dice else float("nan")
+    out["tumor_slices"] = len(slice_dice)
+    out["fp_slices"] = fp_slices
+    out["empty_slices"] = both_empty + fp_slices
+    out["slices"] = len(pred)
+    return out
+
+
+def summarize(values: list[float]) -> dict:
+    """Mean, median, std, min and max of the finite values, and how many were not finite."""
+    arr = np.asarray(values, float)
+    finite = arr[np.isfinite(arr)]
+    if finite.size == 0:
+        return {"mean": float("nan"), "median": float("nan"), "std": float("nan"), "min": float("nan"),
+                "max": float("nan"), "n": 0, "undefined": int(arr.size)}  # fmt: skip
+    return {
+        "mean": float(finite.mean()),
+        "median": float(np.median(finite)),
+        "std": float(finite.std()),
+        "min": float(finite.min()),
+        "max": float(finite.max()),
+        "n": int(finite.size),
+        "undefined": int(arr.size - finite.size),
+    }

@@ -107,8 +107,9 @@ def split_cases(ids: list[str], seed: int, val_frac: float, test_frac: float) ->
     return {"train": train, "val": val, "test": test}
 
 
-def load_case(case: Case, size: int, channels: str = "all") -> CaseArrays:
-    """Decode a patient once: images resized to `size`, masks binarised after resizing."""
+def load_case(case: Case, size: int | None, channels: str = "all") -> CaseArrays:
+    """Decode a patient once: images resized to `size` (None keeps the original size),
+    masks binarised after resizing."""
     imgs, masks, full = [], [], []
     for ip, mp in zip(case.images, case.masks):
         img = read_image(ip)
@@ -126,9 +127,12 @@ def load_case(case: Case, size: int, channels: str = "all") -> CaseArrays:
         raise DataError(f"{case.images[0].parent}: slices of one patient differ in size: {sorted(shapes)}")
     images = np.stack(imgs)
     full_masks = np.stack(full)
+    names = [p.stem for p in case.images]
+    if size is None:
+        return CaseArrays(case.id, images, full_masks.astype(np.uint8), full_masks, names)
     small = resize_uint8(full_masks.astype(np.uint8)[:, None] * 255, size)[:, 0]
     masks = (small > 127).astype(np.uint8)
-    return CaseArrays(case.id, resize_uint8(images, size), masks, full_masks, [p.stem for p in case.images])
+    return CaseArrays(case.id, resize_uint8(images, size), masks, full_masks, names)
 
 
 def select_channels(img: np.ndarray, channels: str, path: Path | None = None) -> np.ndarray:

@@ -1,0 +1,187 @@
+"""`evaluate`: score a checkpoint per patient at the original resolution, beside a no-tumor baseline."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import build_model, load_checkpoint
+from .data.lgg import find_cases, load_case
+from .errors import TumorsegError
+from .infer import Predictor, default_weights, remove_small_components
+from .io import atomic_write_text
+from .metrics import score_volume, summarize
+
+COLUMNS = ["patient", "slices", "tumor_slices", "dice", "iou", "precision", "recall", "hd95", "accuracy",
+           "slice_dice", "fp_slices", "baseline_dice", "baseline_accuracy"]  # fmt: skip
+METRICS = ["dice", "iou", "precision", "recall", "hd95", "accuracy", "slice_dice"]
+
+
+def select_patients(ckpt_meta: dict, split: str, available: list[str], data: Path, weights: Path) -> list[str]:
+    """The patients to score: the checkpoint run's saved split, or every patient for `all`."""
+    if split == "all":
+        return sorted(available)
+    saved = ckpt_meta.get("split")
+    if not saved or split not in saved:
+        raise TumorsegError(f"{weights}: the checkpoint holds no saved {split!r} split; use --split all")
+    ids = saved[split]
+    missing = sorted(set(ids) - set(available))
+    if missing:
+        raise TumorsegError(
+            f"{data}: {len(missing)} patients of the checkpoint's {split} split are missing "
+            f"(e.g. {missing[0]}); use --split all to score whatever is there"
+        )
+    if not ids:
+        raise TumorsegError(f"{weights}: the checkpoint's {split} split is empty")
+    return list(ids)
+
+
+def evaluate(
+    data: str | Path,
+    weights: str | Path | None = None,
+    split: str = "test",
+    out: str | Path | None = None,
+    threshold: float = 0.5,
+    tta: bool = False,
+    min_size: int = 0,
+    report: bool = False,
+    compare_min_size: int = 50,
+    batch_size: int = 32,
+    log=print,
+) -> dict:
+    """Score `weights` on the patients of `split`, per patient and per slice.
+
+    Predictions are made at the model's size and resized back to each slice's own size
+    (256x256 here) before scoring. Beside the chosen setting (threshold, `tta`,
+    `min_size`), it scores the plain model, flip TTA and removal of components under
+    `compare_min_size` px, so their effect is measured, and an always-empty baseline.
+    """
+    data = Path(data)
+    weights = Path(weights) if weights else default_weights()
+    ckpt = load_checkpoint(weights)
+    cfg = ckpt.config.model
+    predictor = Predictor(build_model(ckpt), cfg, batch_size=batch_size, threshold=threshold, min_size=min_size)
+    cases = {c.id: c for c in find_cases(data)}
+    ids = select_patients(ckpt.meta, split, list(cases), data, weights)
+    log(f"scoring {len(ids)} patients ({split} split) with {weights}")
+
+    variants = {"model": [], "tta": [], f"min_size_{compare_min_size}": [], "chosen": [], "baseline": []}
+    rows, strips_input = [], {}
+    t0 = time.perf_counter()
+    for pid in ids:
+        case = load_case(cases[pid], None, cfg.channels)
+        truth = case.full_masks
+        plain = predictor.probabilities(case.images)
+        flipped = (plain + predictor.probabilities(case.images, flip=True)) / 2
+        chosen_probs = flipped if tta else plain
+        chosen = remove_small_components(chosen_probs > threshold, min_size)
+        scored = {
+            "model": score_volume(plain > 0.5, truth),
+            "tta": score_volume(flipped > 0.5, truth),
+            f"min_size_{compare_min_size}": score_volume(remove_small_components(plain > 0.5, compare_min_size), truth),
+            "chosen": score_volume(chosen, truth),
+            "baseline": score_volume(np.zeros_like(truth), truth),
+        }
+        for k, v in scored.items():
+            variants[k].append(v)
+        s = scored["chosen"]
+        row = {"patient": pid, **{k: s[k] for k in COLUMNS if k in s}}
+        row["baseline_dice"] = scored["baseline"]["dice"]
+        row["baseline_accuracy"] = scored["baseline"]["accuracy"]
+        rows.append(row)
+        if report:
+            strips_input[pid] = (case, chosen)
+        log(f"  {pid}: Dice {s['dice']:.3f}  HD95 {s['hd95']:.1f} px  ({len(truth)} slices)")
+    seconds = time.perf_counter() - t0
+
+    summary = {name: {m: summarize([v[m] for v in vals]) for m in METRICS} for name, vals in variants.items()}
+    for name, vals in variants.items():
+        summary[name]["fp_slices"] = int(sum(v["fp_slices"] for v in vals))
+        summary[name]["empty_slices"] = int(sum(v["empty_slices"] for v in vals))
+    result = {
+        "weights": str(weights),
+        "data": str(data),
+        "split": split,
+        "patients": len(ids),
+        "settings": {"threshold": threshold, "tta": tta, "min_size": min_size, "compare_min_size": compare_min_size},
+        "model_config": json.loads(cfg.model_dump_json()),
+        "seconds": seconds,
+        "per_patient": rows,
+        "summary": summary,
+        "empty_mask_rule": EMPTY_RULE,
+    }
+    print_table(result, log)
+    if out:
+        write_outputs(result, Path(out), weights, strips_input if report else None)
+    return result
+
+
+EMPTY_RULE = (
+    "Per patient, the slices are stacked and scored as one volume (headline). Both masks empty "
+    "counts as Dice 1. Per slice, the mean Dice is over slices whose truth has tumor; slices with "
+    "empty truth and a non-empty prediction are counted as false-positive slices. HD95 is in "
+    "pixels over the stacked volume (one slice step = one pixel); it is undefined (n/a, left out "
+    "of the mean) when exactly one of the masks is empty."
+)
+
+
+def _row_line(values: list[str]) -> str:
+    return " ".join(f"{v:>10}" if i else f"{v:<24}" for i, v in enumerate(values))
+
+
+def _f(v: float) -> str:
+    return "n/a" if not np.isfinite(v) else f"{v:.3f}"
+
+
+def print_table(result: dict, log=print) -> None:
+    cols = ["dice", "iou", "precision", "recall", "hd95", "fp_slices", "baseline_dice"]
+    log(_row_line(["patient", *cols]))
+    for r in result["per_patient"]:
+        log(_row_line([r["patient"], *(_f(r[c]) if isinstance(r[c], float) else str(r[c]) for c in cols)]))
+    ch = result["summary"]["chosen"]
+    for stat in ("mean", "median", "std"):
+        vals = [_f(ch[m][stat]) for m in ("dice", "iou", "precision", "recall", "hd95")]
+        log(_row_line([stat, *vals, str(ch["fp_slices"]) if stat == "mean" else "", ""]))
+    log("")
+    log(f"{'per-patient Dice':<34}{'mean':>8}{'median':>8}{'min':>8}")
+    labels = {
+        "chosen": "model (chosen settings)",
+        "model": "model, threshold 0.5",
+        "tta": "+ flip TTA",
+        f"min_size_{result['settings']['compare_min_size']}": f"+ drop <{result['settings']['compare_min_size']} px",
+        "baseline": 'always "no tumor" baseline',
+    }
+    for key, label in labels.items():
+        d = result["summary"][key]["dice"]
+        log(f"{label:<34}{_f(d['mean']):>8}{_f(d['median']):>8}{_f(d['min']):>8}")
+    acc = result["summary"]["baseline"]["accuracy"]["mean"]
+    log(f"pixel accuracy: model {_f(result['summary']['chosen']['accuracy']['mean'])}, baseline {_f(acc)}")
+
+
+def markdown(result: dict) -> str:
+    cols = ["patient", "slices", "tumor_slices", "dice", "iou", "precision", "recall", "hd95", "accuracy",
+            "slice_dice", "fp_slices", "baseline_dice"]  # fmt: skip
+    lines = [f"# Evaluation: {result['split']} split, {result['patients']} patients", ""]
+    lines += [f"Weights: `{result['weights']}`. Settings: {result['settings']}.", "", result["empty_mask_rule"], ""]
+    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in result["per_patient"]:
+        lines.append("| " + " | ".join(_f(r[c]) if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+    lines += ["", "| variant | " + " | ".join(f"{m} mean" for m in METRICS) + " | Dice median | Dice min |"]
+    lines.append("|" + "---|" * (len(METRICS) + 3))
+    for name, s in result["summary"].items():
+        vals = [_f(s[m]["mean"]) for m in METRICS] + [_f(s["dice"]["median"]), _f(s["dice"]["min"])]
+        lines.append(f"| {name} | " + " | ".join(vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(result: dict, out: Path, weights: Path, strips_input: dict | None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "evaluation.json", json.dumps(result, indent=2))
+    atomic_write_text(out / "evaluation.md", markdown(result))
+    if strips_input is not None:
+        from .report import build_report
+
+        atomic_write_text(out / "report.html", build_report(result, strips_input, weights))

@@ -1,0 +1,113 @@
+"""`predict`: masks (and probabilities, overlays) for image files, written at each input's own size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .data.lgg import select_channels, slice_number
+from .errors import DataError, TumorsegError
+from .infer import Predictor
+from .io import IMAGE_SUFFIXES, is_mask_path, read_image, write_png
+from .viz import overlay
+
+
+@dataclass
+class PredictResult:
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    inputs: int = 0
+
+
+def collect_inputs(inputs: list[str | Path]) -> list[Path]:
+    """Image files named directly or found in the given folders (not recursive), masks left out."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = [p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            files += sorted((p for p in found if not is_mask_path(p)), key=slice_number)
+        elif item.exists() or item.is_symlink():
+            if is_mask_path(item):
+                continue
+            files.append(item)
+        else:
+            raise TumorsegError(f"{item}: no such file or folder")
+    if not files:
+        raise TumorsegError(f"no input images found in {', '.join(map(str, inputs))}")
+    return files
+
+
+def find_truth(path: Path) -> Path | None:
+    for suffix in (path.suffix, *IMAGE_SUFFIXES):
+        cand = path.with_name(f"{path.stem}_mask{suffix}")
+        if cand.is_file():
+            return cand
+    return None
+
+
+def predict_files(
+    inputs: list[str | Path],
+    out: str | Path,
+    predictor: Predictor,
+    probabilities: bool = False,
+    overlays: bool = False,
+    batch_size: int = 32,
+    log=print,
+) -> PredictResult:
+    """Segment every input; a failing file is reported and the others are still written.
+
+    Writes `OUT/X_pred.png` (uint8 {0, 255}, the input's height and width) for each input
+    `X.ext`; with `probabilities`, `X_prob.png` (0..255); with `overlays`, `X_overlay.png`.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = collect_inputs(inputs)
+    stems = [f.stem for f in files]
+    if len(set(stems)) != len(stems):
+        dup = next(s for s in stems if stems.count(s) > 1)
+        raise TumorsegError(f"two inputs share the name {dup!r}; their outputs would collide")
+    result = PredictResult(inputs=len(files))
+    channels = predictor.config.channels
+    for start in range(0, len(files), batch_size):
+        loaded: dict[tuple[int, int], list[tuple[Path, np.ndarray]]] = {}
+        for path in files[start : start + batch_size]:
+            try:
+                img = select_channels(read_image(path), channels, path)
+            except DataError as exc:
+                result.failed.append((path, str(exc)))
+                log(f"failed: {exc}")
+                continue
+            loaded.setdefault(img.shape[-2:], []).append((path, img))
+        for group in loaded.values():
+            probs = predictor.predict(np.stack([img for _, img in group]))
+            masks = predictor.mask(probs)
+            for (path, img), prob, mask in zip(group, probs, masks):
+                try:
+                    result.written += _write_one(out, path, img, prob, mask, probabilities, overlays)
+                except (OSError, DataError) as exc:
+                    result.failed.append((path, str(exc)))
+                    log(f"failed: {path}: {exc}")
+    return result
+
+
+def _write_one(out: Path, path: Path, img, prob, mask, probabilities: bool, overlays: bool) -> list[Path]:
+    written = [out / f"{path.stem}_pred.png"]
+    write_png(written[-1], (mask * 255).astype(np.uint8))
+    if probabilities:
+        written.append(out / f"{path.stem}_prob.png")
+        write_png(written[-1], np.round(prob * 255).astype(np.uint8))
+    if overlays:
+        truth = None
+        truth_path = find_truth(path)
+        if truth_path is not None:
+            t = read_image(truth_path)
+            t = t[..., 0] if t.ndim == 3 else t
+            if t.shape != mask.shape:
+                raise DataError(f"{truth_path}: mask is {t.shape[1]}x{t.shape[0]} but its image is "
+                                f"{mask.shape[1]}x{mask.shape[0]}")  # fmt: skip
+            truth = t > 127
+        written.append(out / f"{path.stem}_overlay.png")
+        write_png(written[-1], overlay(img, mask, truth, title=path.name))
+    return written

@@ -1,0 +1,161 @@
+"""Pictures a person can read: overlays of MRI, prediction and truth; plots; the HTML report."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+TP, FP, FN = (40, 200, 60), (230, 40, 40), (50, 120, 255)
+PRED = (255, 60, 60)
+
+
+def display_slice(image: np.ndarray) -> np.ndarray:
+    """CxHxW (or HxW / HxWxC) uint8 -> HxWx3 grayscale of FLAIR (channel 1 of 3)."""
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
+        img = img.transpose(1, 2, 0)
+    if img.ndim == 3:
+        img = img[..., 1] if img.shape[-1] == 3 else img[..., 0]
+    return np.repeat(img[..., None], 3, axis=-1).astype(np.uint8)
+
+
+def _blend(base: np.ndarray, mask: np.ndarray, color: tuple[int, int, int], alpha: float = 0.45) -> np.ndarray:
+    out = base.astype(np.float32)
+    out[mask] = (1 - alpha) * out[mask] + alpha * np.array(color, np.float32)
+    return out.astype(np.uint8)
+
+
+def _label(panel: np.ndarray, text: str) -> np.ndarray:
+    im = Image.fromarray(panel)
+    d = ImageDraw.Draw(im)
+    d.rectangle([0, 0, min(im.width, 7 * len(text) + 6), 13], fill=(0, 0, 0))
+    d.text((3, 1), text, fill=(255, 255, 255))
+    return np.asarray(im)
+
+
+def overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None, title: str = "") -> np.ndarray:
+    """A side-by-side strip, HxW panels: MRI | [truth |] prediction | overlay.
+
+    Without truth, the overlay shows the prediction in red. With truth, it colors true
+    positives green, false positives red and false negatives blue, and the title gains
+    the slice's Dice.
+    """
+    from .metrics import confusion_counts, dice
+
+    mri = display_slice(image)
+    pred = np.asarray(pred, bool)
+    white = lambda m: np.repeat((np.asarray(m, bool) * 255).astype(np.uint8)[..., None], 3, -1)  # noqa: E731
+    panels = [_label(mri, "MRI (FLAIR)")]
+    if truth is None:
+        panels += [_label(white(pred), "prediction"), _label(_blend(mri, pred, PRED), "overlay")]
+    else:
+        truth = np.asarray(truth, bool)
+        ov = _blend(_blend(_blend(mri, pred & truth, TP), pred & ~truth, FP), ~pred & truth, FN)
+        panels += [
+            _label(white(truth), "truth"),
+            _label(white(pred), "prediction"),
+            _label(ov, "green TP  red FP  blue FN"),
+        ]
+        d = dice(confusion_counts(pred, truth))
+        title = f"{title}  Dice {d:.3f}" if title else f"Dice {d:.3f}"
+    gap = np.full((mri.shape[0], 4, 3), 255, np.uint8)
+    strip = np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1)
+    if title:
+        bar = Image.new("RGB", (strip.shape[1], 16), (255, 255, 255))
+        ImageDraw.Draw(bar).text((4, 2), title, fill=(0, 0, 0))
+        strip = np.concatenate([np.asarray(bar), strip], axis=0)
+    return strip
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def histogram_png(values: list[float], baseline: list[float] | None = None, title: str = "") -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
+    bins = np.linspace(0, 1, 21)
+    ax.hist(values, bins=bins, color="tab:blue", label="model")
+    if baseline is not None:
+        ax.hist(baseline, bins=bins, color="tab:gray", alpha=0.5, label='always "no tumor"')
+    ax.set_xlabel("per-patient Dice")
+    ax.set_ylabel("patients")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return "n/a" if not np.isfinite(v) else f"{v:.3f}"
+    return html.escape(str(v))
+
+
+def html_report(
+    title: str,
+    rows: list[dict],
+    columns: list[str],
+    summary_rows: list[dict],
+    notes: list[str],
+    histogram: bytes,
+    strips: dict[str, list[bytes]],
+    curves: bytes | None = None,
+) -> str:
+    """One self-contained HTML page; every picture is embedded as a data URL."""
+
+    def table(rs: list[dict], cols: list[str]) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+        body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rs)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>",
+        "body{font-family:system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0}",
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:13px}th{background:#f0f0f0}",
+        "td:first-child{text-align:left}img{max-width:100%}.strip{margin:4px 0 14px}",
+        ".note{color:#555;font-size:13px}h2{margin-top:28px}",
+        "</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        "<p class='note'>Not a medical device. For research use only.</p>",
+        "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes),
+        "<h2>Summary</h2>",
+        table(summary_rows, list(summary_rows[0].keys()) if summary_rows else []),
+        "<h2>Per patient</h2>",
+        table(rows, columns),
+        "<h2>Dice histogram</h2>",
+        f"<img alt='per-patient Dice histogram' src='{data_url(histogram)}'>",
+    ]
+    if curves:
+        parts += ["<h2>Training curves</h2>", f"<img alt='training curves' src='{data_url(curves)}'>"]
+    parts.append("<h2>Slices with the most tumor, worst first</h2>")
+    for pid, pngs in strips.items():
+        parts.append(f"<h3>{html.escape(pid)}</h3>")
+        parts += [f"<div class='strip'><img alt='{html.escape(pid)} overlay' src='{data_url(p)}'></div>" for p in pngs]
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def save_png(path: str | Path, arr: np.ndarray) -> None:
+    from .io import atomic_write_bytes
+
+    atomic_write_bytes(path, png_bytes(arr))

@@ -1,0 +1,100 @@
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tumorseg.evaluation import evaluate
+from tumorseg.infer import Predictor, remove_small_components
+from tumorseg.metrics import confusion_counts, dice
+
+
+def test_evaluate_uses_saved_test_split_and_writes_outputs(tiny_run, tmp_path):
+    split = json.loads((tiny_run / "split.json").read_text())
+    assert len(split["test"]) == 1
+    data = Path(json.loads((tiny_run / "config.json").read_text())["data"])
+    res = evaluate(data, tiny_run / "last.safetensors", "test", tmp_path / "ev", report=True, log=lambda *a: None)
+    assert [r["patient"] for r in res["per_patient"]] == split["test"]
+    for name in ("evaluation.json", "evaluation.md", "report.html"):
+        assert (tmp_path / "ev" / name).is_file()
+    saved = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert saved["summary"]["baseline"]["dice"]["mean"] == 0.0  # this patient has tumor
+    assert saved["summary"]["baseline"]["accuracy"]["mean"] > 0.9
+    html = (tmp_path / "ev" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3 and split["test"][0] in html
+    assert "training curves" in html  # the run folder's curves.png is found beside the weights
+
+
+def test_evaluate_matches_independent_scoring_of_predict_outputs(tiny_run, tmp_path):
+    """Per-patient Dice from `evaluate` equals Dice recomputed from `predict`'s PNGs at 256x256."""
+    data = Path(json.loads((tiny_run / "config.json").read_text())["data"])
+    pid = json.loads((tiny_run / "split.json").read_text())["test"][0]
+    weights = tiny_run / "last.safetensors"
+    res = evaluate(data, weights, "test", log=lambda *a: None)
+    r = subprocess.run(
+        [sys.executable, "-m", "tumorseg", "predict", str(data / pid), "--out", str(tmp_path / "p"),
+         "--weights", str(weights)],  # fmt: skip
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    tp = fp = fn = 0
+    for mask_path in sorted((data / pid).glob("*_mask.png")):
+        stem = mask_path.stem[: -len("_mask")]
+        pred = np.asarray(Image.open(tmp_path / "p" / f"{stem}_pred.png")) > 0
+        truth = np.asarray(Image.open(mask_path)) > 0
+        assert pred.shape == truth.shape == (256, 256)
+        tp += int((pred & truth).sum())
+        fp += int((pred & ~truth).sum())
+        fn += int((~pred & truth).sum())
+    expected = 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+    assert res["per_patient"][0]["dice"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_evaluate_cli_prints_table_with_baseline(tiny_run):
+    data = json.loads((tiny_run / "config.json").read_text())["data"]
+    r = subprocess.run(
+        [sys.executable, "-m", "tumorseg", "evaluate", "--data", data, "--weights",
+         str(tiny_run / "last.safetensors"), "--split", "test"],  # fmt: skip
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert re.search(r'always "no tumor" baseline\s+0\.000', r.stdout)
+    assert "median" in r.stdout and "std" in r.stdout
+
+
+def test_evaluate_split_missing_from_data(tiny_run, tmp_path, lgg_root):
+    from conftest import copy_slices
+
+    from tumorseg.errors import TumorsegError
+
+    copy_slices(lgg_root / "TCGA_CS_5393_19990606", tmp_path / "other" / "TCGA_CS_5393_19990606", range(1, 4))
+    with pytest.raises(TumorsegError, match="missing"):
+        evaluate(tmp_path / "other", tiny_run / "last.safetensors", "test", log=lambda *a: None)
+    res = evaluate(tmp_path / "other", tiny_run / "last.safetensors", "all", log=lambda *a: None)
+    assert res["patients"] == 1
+
+
+def test_remove_small_components():
+    m = np.zeros((2, 10, 10), bool)
+    m[0, 0:2, 0:2] = True  # 4 px
+    m[0, 5:9, 5:9] = True  # 16 px
+    m[1, 3, 3] = True
+    out = remove_small_components(m, 5)
+    assert out[0, 5:9, 5:9].all() and not out[0, 0:2, 0:2].any() and not out[1].any()
+    assert np.array_equal(remove_small_components(m, 0), m)
+
+
+def test_tta_is_mean_of_plain_and_flipped(tiny_run, lgg_root):
+    pred = Predictor.from_checkpoint(tiny_run / "last.safetensors", tta=True)
+    img = np.asarray(Image.open(next((lgg_root / "TCGA_CS_4941_19960909").glob("*_12.png"))))
+    x = img.transpose(2, 0, 1)[None]
+    both = pred.predict(x)
+    plain, flipped = pred.probabilities(x), pred.probabilities(x, flip=True)
+    np.testing.assert_allclose(both, (plain + flipped) / 2, atol=1e-6)
+    assert both.shape == (1, 256, 256)
+    d = dice(confusion_counts(plain > 0.5, plain > 0.5))
+    assert d == 1.0

@@ -1,0 +1,102 @@
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from tumorseg.metrics import (
+    Counts,
+    accuracy,
+    confusion_counts,
+    dice,
+    hd95,
+    iou,
+    precision,
+    recall,
+    score_volume,
+    summarize,
+)
+
+P = np.array([[1, 1, 0, 0], [0, 1, 0, 0]], bool)
+T = np.array([[1, 0, 0, 0], [0, 1, 1, 0]], bool)
+
+
+@pytest.mark.parametrize(
+    ("pred", "target", "counts", "d", "j"),
+    [
+        (P, T, (2, 1, 1, 4), 4 / 6, 2 / 4),
+        (T, P, (2, 1, 1, 4), 4 / 6, 2 / 4),
+        (P, P, (3, 0, 0, 5), 1.0, 1.0),
+        (np.zeros((2, 4), bool), T, (0, 0, 3, 5), 0.0, 0.0),
+        (np.zeros((2, 4), bool), np.zeros((2, 4), bool), (0, 0, 0, 8), 1.0, 1.0),  # both empty: perfect
+        (T, np.zeros((2, 4), bool), (0, 3, 0, 5), 0.0, 0.0),
+    ],
+)
+def test_hand_computed_table(pred, target, counts, d, j):
+    c = confusion_counts(pred, target)
+    assert tuple(c) == counts
+    assert dice(c) == pytest.approx(d)
+    assert iou(c) == pytest.approx(j)
+
+
+def test_precision_recall_accuracy():
+    c = Counts(tp=2, fp=1, fn=1, tn=4)
+    assert precision(c) == pytest.approx(2 / 3)
+    assert recall(c) == pytest.approx(2 / 3)
+    assert accuracy(c) == pytest.approx(6 / 8)
+    assert precision(Counts(0, 0, 5, 10)) == 0.0  # predicted nothing, missed tumor
+    assert recall(Counts(0, 3, 0, 10)) == 1.0  # nothing to find
+
+
+def test_shape_mismatch():
+    with pytest.raises(ValueError, match="differs"):
+        confusion_counts(P, T[:1])
+
+
+masks = arrays(bool, st.tuples(st.integers(1, 6), st.integers(1, 6)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_dice_laws(data):
+    a = data.draw(masks)
+    b = data.draw(arrays(bool, a.shape))
+    c = confusion_counts(a, b)
+    d, j = dice(c), iou(c)
+    assert 0 <= d <= 1 and 0 <= j <= 1
+    assert d == pytest.approx(2 * j / (1 + j))
+    assert d == pytest.approx(dice(confusion_counts(b, a)))
+    assert sum(c) == a.size
+
+
+def test_hd95_known_shift_and_empty_rule():
+    a = np.zeros((1, 32, 32), bool)
+    a[0, 10:20, 10:20] = True
+    b = np.roll(a, 3, axis=2)
+    assert hd95(b, a) == pytest.approx(3.0)
+    assert hd95(b, a, spacing=(1.0, 0.5, 0.5)) == pytest.approx(1.5)
+    assert hd95(a, a) == 0.0
+    empty = np.zeros_like(a)
+    assert hd95(empty, empty) == 0.0
+    assert math.isnan(hd95(empty, a)) and math.isnan(hd95(a, empty))
+
+
+def test_score_volume_per_slice_rule():
+    t = np.zeros((4, 8, 8), bool)
+    p = np.zeros((4, 8, 8), bool)
+    t[0, 2:4, 2:4] = True  # tumor slice, found
+    p[0, 2:4, 2:4] = True
+    t[1, 2:4, 2:4] = True  # tumor slice, missed
+    p[2, 5:7, 5:7] = True  # false-positive slice
+    # slice 3: both empty, excluded from the per-slice mean
+    s = score_volume(p, t)
+    assert s["tumor_slices"] == 2 and s["fp_slices"] == 1 and s["empty_slices"] == 2
+    assert s["slice_dice"] == pytest.approx(0.5)
+    assert s["dice"] == pytest.approx(2 * 4 / (2 * 4 + 4 + 4))
+
+
+def test_summarize_counts_undefined():
+    s = summarize([0.5, float("nan"), 1.0])
+    assert s["mean"] == 0.75 and s["n"] == 2 and s["undefined"] == 1

@@ -1,0 +1,64 @@
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+
+def run_predict(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "tumorseg", "predict", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_patient_folder_pred_and_overlay_per_slice(tiny_run, lgg_root, tmp_path):
+    src = lgg_root / "TCGA_CS_4941_19960909"
+    n = len([p for p in src.glob("*.png") if not p.stem.endswith("_mask")])
+    r = run_predict(src, "--out", tmp_path / "p", "--overlay", "--probabilities", "--weights",
+                    tiny_run / "last.safetensors")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    preds = sorted((tmp_path / "p").glob("*_pred.png"))
+    assert len(preds) == n and len(list((tmp_path / "p").glob("*_overlay.png"))) == n
+    assert not list((tmp_path / "p").glob("*_mask_pred.png"))  # masks are truth, never inputs
+    m = np.asarray(Image.open(preds[0]))
+    assert m.shape == (256, 256) and m.dtype == np.uint8 and set(np.unique(m)) <= {0, 255}
+    prob = np.asarray(Image.open(tmp_path / "p" / preds[0].name.replace("_pred", "_prob")))
+    assert prob.shape == (256, 256)
+    ov = Image.open(tmp_path / "p" / preds[0].name.replace("_pred", "_overlay"))
+    assert ov.width > 3 * 256  # MRI, truth, prediction, overlay side by side
+
+
+def test_any_size_grayscale_rgb_and_jpeg(tiny_run, lgg_root, tmp_path):
+    img = Image.open(next((lgg_root / "TCGA_CS_4941_19960909").glob("*_12.png")))
+    img.resize((300, 200)).convert("L").save(tmp_path / "gray.png")
+    img.resize((173, 97)).save(tmp_path / "rgb.jpg", quality=95)
+    img.save(tmp_path / "orig.tif")
+    r = run_predict(tmp_path / "gray.png", tmp_path / "rgb.jpg", tmp_path / "orig.tif", "--out", tmp_path / "o",
+                    "--weights", tiny_run / "last.safetensors", "--overlay")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert np.asarray(Image.open(tmp_path / "o" / "gray_pred.png")).shape == (200, 300)
+    assert np.asarray(Image.open(tmp_path / "o" / "rgb_pred.png")).shape == (97, 173)
+    assert np.asarray(Image.open(tmp_path / "o" / "orig_pred.png")).shape == (256, 256)
+
+
+def test_corrupt_file_in_folder_others_still_written(tiny_run, lgg_root, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for p in sorted((lgg_root / "TCGA_CS_4941_19960909").glob("*_1[0-3]*.png")):
+        shutil.copy(p, folder / p.name)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (folder / "notes.png").write_text("a text file renamed")
+    r = run_predict(folder, "--out", tmp_path / "o", "--weights", tiny_run / "last.safetensors")
+    assert r.returncode == 1
+    assert "broken.png: cannot read image" in r.stderr and "notes.png" in r.stderr
+    assert len(list((tmp_path / "o").glob("*_pred.png"))) == 4
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_input_and_bad_weights(tmp_path):
+    r = run_predict(tmp_path / "nothing.png", "--out", tmp_path / "o", "--weights", tmp_path / "w.safetensors")
+    assert r.returncode == 2 and "w.safetensors: cannot read checkpoint" in r.stderr
+    (tmp_path / "w.safetensors").write_bytes(b"\x00" * 10)
+    r = run_predict(tmp_path, "--out", tmp_path / "o", "--weights", tmp_path / "w.safetensors")
+    assert r.returncode == 2 and "not a valid safetensors checkpoint" in r.stderr
