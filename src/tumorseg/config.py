@@ -23,7 +23,7 @@ class ModelConfig(BaseModel):
     depth: int = Field(4, ge=1, le=7)
     image_size: int = Field(128, ge=16, le=1024)
     channels: Literal["all", "flair"] = "all"
-    intensity: Literal["fixed", "percentile"] = "fixed"
+    intensity: Literal["fixed", "percentile"] = "percentile"
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -44,15 +44,15 @@ class TrainConfig(BaseModel):
     data: str = "../shared/data/lgg"
     out: str = "runs/default"
     model: ModelConfig = ModelConfig()
-    epochs: int = Field(40, ge=1, le=10000)
+    epochs: int = Field(120, ge=1, le=10000)
     batch_size: int = Field(16, ge=1, le=4096)
     lr: float = Field(1e-3, gt=0, le=1.0)
     weight_decay: float = Field(0.0, ge=0, le=1.0)
     schedule: Literal["none", "cosine", "plateau"] = "cosine"
-    loss: Literal["bce", "bce+dice"] = "bce"
+    loss: Literal["bce", "bce+dice"] = "bce+dice"
     empty_ratio: float = Field(1.0, ge=0, le=100)
     augment: bool = True
-    ema: float = Field(0.0, ge=0, lt=1.0)
+    ema: float = Field(0.99, ge=0, lt=1.0)
     seed: int = Field(0, ge=0)
     val_frac: float = Field(0.1, ge=0, lt=1)
     test_frac: float = Field(0.2, ge=0, lt=1)

@@ -149,8 +149,15 @@ def _plot_curves(history: list[dict], path: Path) -> None:
 def _read_history(path: Path, before_epoch: int) -> list[dict]:
     if not path.exists():
         return []
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [h for h in lines if h["epoch"] < before_epoch]
+    history = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a crash
+            continue
+        if record.get("epoch", before_epoch) < before_epoch:
+            history.append(record)
+    return history
 
 
 def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print) -> dict:
