@@ -44,6 +44,12 @@ class Channels(str, Enum):
     flair = "flair"
 
 
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 class Split(str, Enum):
     test = "test"
     val = "val"
@@ -79,6 +85,8 @@ def train(
     workers: int | None = typer.Option(None, help="DataLoader worker processes."),
     threads: int | None = typer.Option(None, help="Torch threads (0 = one per core)."),
     max_patients: int | None = typer.Option(None, help="Use only the first N patients (0 = all)."),
+    device: Device | None = typer.Option(None, help="Where to train (auto: CUDA when visible)."),
+    sync_bn: bool | None = typer.Option(None, "--sync-bn/--no-sync-bn", help="SyncBatchNorm under DDP (CUDA)."),
     resume: Path | None = typer.Option(None, help="Continue the run in this folder."),
 ) -> None:
     """Train a U-Net on a kaggle_3m folder and write checkpoints to a run folder."""
@@ -90,15 +98,22 @@ def train(
         "loss": loss, "schedule": schedule, "empty_ratio": empty_ratio, "ema": ema,
         "augment": augment, "seed": seed, "val_frac": val_frac, "test_frac": test_frac,
         "patience": patience, "workers": workers, "threads": threads, "max_patients": max_patients,
+        "device": device, "sync_bn": sync_bn,
     }  # fmt: skip
     model = {"image_size": image_size, "base": base, "depth": depth, "channels": channels, "intensity": intensity}
     overrides = {k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v) for k, v in top.items()}
     model = {k: (v.value if isinstance(v, Enum) else v) for k, v in model.items()}
     if resume is not None:
         cfg = load_config(resume / "config.json")
-        changed = {k for k, v in overrides.items() if v is not None} - {"epochs", "patience", "workers", "threads"}
+        changed = {k for k, v in overrides.items() if v is not None} - {
+            "epochs",
+            "patience",
+            "workers",
+            "threads",
+            "device",
+        }
         if changed or any(v is not None for v in model.values()):
-            fail("--resume only accepts --epochs, --patience, --workers and --threads besides it")
+            fail("--resume only accepts --epochs, --patience, --workers, --threads and --device besides it")
         base_cfg = cfg.model_dump()
         base_cfg["out"] = str(resume)
     else:

@@ -61,6 +61,7 @@ class TrainConfig(BaseModel):
     threads: int = Field(0, ge=0, le=1024)
     max_patients: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    sync_bn: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -49,6 +49,23 @@ def predict_logits(model: UNet, x: torch.Tensor, batch_size: int = 32, tta: bool
     return torch.cat(outs) if outs else torch.empty(0, 1, *x.shape[-2:])
 
 
+def slice_probabilities(
+    model: UNet, config: ModelConfig, images: np.ndarray, flip: bool = False, batch_size: int = 32
+) -> np.ndarray:
+    """Raw uint8 slices (N, C, H, W) -> probabilities (N, H, W) at H x W: preprocess, infer, resize back."""
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    if flip:
+        x = x.flip(-1)
+    size = tuple(x.shape[-2:])
+    probs = []
+    for i in range(0, len(x), batch_size):
+        xb = preprocess(x[i : i + batch_size], config.image_size, config.intensity)
+        logits = predict_logits(model, xb, batch_size)
+        probs.append(resize(torch.sigmoid(logits), size)[:, 0])
+    out = torch.cat(probs) if probs else torch.zeros((0, *size))
+    return (out.flip(-1) if flip else out).numpy()
+
+
 def remove_small_components(mask: np.ndarray, min_size: int) -> np.ndarray:
     """Drop 8-connected components smaller than `min_size` pixels, slice by slice ((S,) H, W)."""
     from scipy import ndimage
@@ -97,17 +114,7 @@ class Predictor:
 
         `flip` runs the left-right mirrored input and mirrors the answer back.
         """
-        x = torch.from_numpy(np.ascontiguousarray(images))
-        if flip:
-            x = x.flip(-1)
-        size = tuple(x.shape[-2:])
-        probs = []
-        for i in range(0, len(x), self.batch_size):
-            xb = preprocess(x[i : i + self.batch_size], self.config.image_size, self.config.intensity)
-            logits = predict_logits(self.model, xb, self.batch_size)
-            probs.append(resize(torch.sigmoid(logits), size)[:, 0])
-        out = torch.cat(probs) if probs else torch.zeros((0, *size))
-        return (out.flip(-1) if flip else out).numpy()
+        return slice_probabilities(self.model, self.config, images, flip, self.batch_size)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Probabilities, averaged over a left-right flip when `tta` is on."""

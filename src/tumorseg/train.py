@@ -10,18 +10,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
+from . import distributed as ddp
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import ModelConfig, TrainConfig
 from .data.lgg import CaseArrays, find_cases, load_case, split_cases
-from .data.transforms import augment, resize, scale_intensity
+from .data.transforms import augment, scale_intensity
 from .errors import TumorsegError
-from .infer import predict_logits, set_threads
+from .infer import set_threads, slice_probabilities
 from .io import atomic_write_text
 from .losses import make_loss
-from .metrics import confusion_counts, dice
+from .metrics import Counts, confusion_counts, dice
 from .models import UNet
 from .models.unet import count_parameters
 
@@ -52,25 +55,43 @@ def epoch_indices(has_tumor: np.ndarray, empty_ratio: float, rng: np.random.Gene
     return rng.permutation(chosen)
 
 
-def load_cases(cfg: TrainConfig, ids: list[str], cases_by_id: dict, desc: str) -> list[CaseArrays]:
+def load_cases(
+    cfg: TrainConfig, ids: list[str], cases_by_id: dict, desc: str, native: bool = False, progress: bool = True
+) -> list[CaseArrays]:
+    """Decode patients once: at the model's size for training, or at their own size (`native`)."""
     m = cfg.model
-    return [load_case(cases_by_id[i], m.image_size, m.channels) for i in tqdm(ids, desc=desc, leave=False)]
+    size = None if native else m.image_size
+    return [
+        load_case(cases_by_id[i], size, m.channels) for i in tqdm(ids, desc=desc, leave=False, disable=not progress)
+    ]
 
 
-@torch.no_grad()
-def validate(model: UNet, cases: list[CaseArrays], intensity: str, threshold: float = 0.5) -> dict:
-    """Per-patient Dice at each patient's original resolution (probabilities upsampled)."""
-    per_patient = {}
-    for case in cases:
-        x = scale_intensity(torch.from_numpy(case.images), intensity)
-        probs = resize(torch.sigmoid(predict_logits(model, x)), case.full_masks.shape[-2:])[:, 0]
-        per_patient[case.id] = dice(confusion_counts(probs.cpu().numpy() > threshold, case.full_masks))
+def validate_counts(model: UNet, cases: list[CaseArrays], config: ModelConfig, threshold: float = 0.5) -> torch.Tensor:
+    """Confusion counts (tp, fp, fn, tn) per patient, int64 (P, 4), at each patient's original size.
+
+    The slices go through the same path as `evaluate` (preprocess the original slice,
+    infer, resize the probabilities back), so the validation Dice equals its score.
+    """
+    counts = torch.zeros(len(cases), 4, dtype=torch.int64)
+    for i, case in enumerate(cases):
+        probs = slice_probabilities(model, config, case.images)
+        counts[i] = torch.tensor(confusion_counts(probs > threshold, case.full_masks))
+    return counts
+
+
+def dice_summary(ids: list[str], counts: torch.Tensor) -> dict:
+    per_patient = {pid: dice(Counts(*map(int, c))) for pid, c in zip(ids, counts)}
     values = list(per_patient.values())
     return {
         "val_dice": float(np.mean(values)) if values else float("nan"),
         "val_dice_median": float(np.median(values)) if values else float("nan"),
         "val_per_patient": per_patient,
     }
+
+
+def validate(model: UNet, cases: list[CaseArrays], config: ModelConfig, threshold: float = 0.5) -> dict:
+    """Per-patient Dice at each patient's original resolution, in one process."""
+    return dice_summary([c.id for c in cases], validate_counts(model, cases, config, threshold))
 
 
 class EMA:
@@ -160,16 +181,43 @@ def _read_history(path: Path, before_epoch: int) -> list[dict]:
     return history
 
 
+def _device(cfg: TrainConfig, info: ddp.DistInfo) -> torch.device:
+    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if not use_cuda:
+        return torch.device("cpu")
+    return torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
+
+
 def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print) -> dict:
     """Train a U-Net as `cfg` says and write the run to `cfg.out`.
 
     Writes config.json, split.json, metrics.jsonl (one line per epoch), curves.png,
     last.safetensors (with optimizer state, for `resume`) and best.safetensors (the
     best validation per-patient Dice). Returns the final summary.
+
+    Launched by torchrun, it trains with DistributedDataParallel: `batch_size` is the
+    global batch, split evenly across processes, so the learning rate needs no rescaling;
+    validation counts are all-reduced; rank 0 alone logs, plots and saves.
     """
+    kind = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+    info = ddp.setup(kind)
+    try:
+        return _fit(cfg, resume, progress, log, info)
+    finally:
+        ddp.cleanup()
+
+
+def _fit(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo) -> dict:
+    if cfg.batch_size % info.world_size:
+        raise TumorsegError(f"batch size {cfg.batch_size} is not divisible by the {info.world_size} processes")
+    local_batch = cfg.batch_size // info.world_size
+    main = info.is_main
+    if not main:
+        log, progress = (lambda *a: None), False
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    set_threads(cfg.threads)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.threads or max(1, _cores() // info.local_world_size))
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
 
@@ -182,33 +230,41 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
         raise TumorsegError(f"{cfg.data}: too few patients ({len(by_id)}) to train")
     for name, ids in split.items():
         log(f"{name:>5}: {len(ids):3d} patients  {' '.join(ids)}")
-    atomic_write_text(out / "split.json", json.dumps(split, indent=2))
-    atomic_write_text(out / "config.json", cfg.model_dump_json(indent=2))
+    if main:
+        atomic_write_text(out / "split.json", json.dumps(split, indent=2))
+        atomic_write_text(out / "config.json", cfg.model_dump_json(indent=2))
 
-    train_cases = load_cases(cfg, split["train"], by_id, "loading train")
-    val_cases = load_cases(cfg, split["val"], by_id, "loading val")
+    train_cases = load_cases(cfg, split["train"], by_id, "loading train", progress=progress)
+    val_ids = split["val"]
+    my_val = val_ids[info.rank :: info.world_size]  # each rank scores its share of patients
+    val_cases = load_cases(cfg, my_val, by_id, "loading val", native=True, progress=progress)
     data = SliceDataset(train_cases)
     log(f"train slices: {len(data)} ({int(data.has_tumor.sum())} with tumor)")
 
     m = cfg.model
-    device = torch.device(
-        "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
-    )
-    model = UNet(m.in_channels, 1, m.base, m.depth).to(device, memory_format=torch.channels_last)
-    log(f"UNet(in_channels={m.in_channels}, base={m.base}, depth={m.depth}): {count_parameters(model):,} parameters")
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    ema = EMA(model, cfg.ema) if cfg.ema else None
+    device = _device(cfg, info)
+    net = UNet(m.in_channels, 1, m.base, m.depth)
+    if cfg.sync_bn and info.enabled:
+        if device.type != "cuda":
+            raise TumorsegError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm does not run on CPU")
+        net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    net = net.to(device, memory_format=torch.channels_last)
+    log(f"UNet(in_channels={m.in_channels}, base={m.base}, depth={m.depth}): {count_parameters(net):,} parameters")
+    if info.enabled:
+        log(f"DDP: {info.world_size} processes, {local_batch} slices each per step (global batch {cfg.batch_size})")
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = EMA(net, cfg.ema) if cfg.ema else None
     loss_fn = make_loss(cfg.loss)
 
-    start, best, best_epoch, plateau_scale, bad_epochs = 1, -1.0, 0, 1.0, 0
-    last_path, best_path, metrics_path = out / "last.safetensors", out / "best.safetensors", out / "metrics.jsonl"
+    start, best, best_epoch, plateau_scale, bad_epochs = 1, float("-inf"), 0, 1.0, 0
+    last_path, metrics_path = out / "last.safetensors", out / "metrics.jsonl"
     if resume:
         if not last_path.exists():
             raise TumorsegError(f"{out}: nothing to resume (no last.safetensors)")
         ck = load_checkpoint(last_path)
         state = ck.meta["train_state"]
-        raw = {k[4:]: v.to(device) for k, v in ck.extra.items() if k.startswith("raw.")}
-        model.load_state_dict(raw or ck.model)
+        raw = {k[4:]: v for k, v in ck.extra.items() if k.startswith("raw.")}
+        net.load_state_dict(raw or ck.model)
         if ema:
             ema.model.load_state_dict(ck.model)
         start = state["epoch"] + 1
@@ -216,23 +272,36 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
         plateau_scale, bad_epochs = state["plateau_scale"], state["bad_epochs"]
         _load_optim(opt, ck.extra, lr_at(cfg, start, plateau_scale))
         log(f"resuming {out} at epoch {start}")
-    history = _read_history(metrics_path, start)
-    atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
+    model = (
+        DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        if info.enabled
+        else net
+    )
+    history = _read_history(metrics_path, start) if main else []
+    if main:
+        atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
 
     for epoch in range(start, cfg.epochs + 1):
         lr = lr_at(cfg, epoch, plateau_scale)
         for g in opt.param_groups:
             g["lr"] = lr
         rng = np.random.default_rng([cfg.seed, epoch])
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        indices = epoch_indices(data.has_tumor, cfg.empty_ratio, rng)
-        loader = DataLoader(
-            data,
-            batch_size=cfg.batch_size,
-            sampler=indices.tolist(),
-            num_workers=cfg.workers,
-            drop_last=len(indices) > cfg.batch_size,
-        )
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch + 7919 * info.rank)
+        indices = epoch_indices(data.has_tumor, cfg.empty_ratio, rng)  # the same on every rank
+        drop_last = len(indices) > cfg.batch_size
+        if info.enabled:
+            # the epoch's order is already a seeded shuffle: rank r takes positions r, r+W, ...,
+            # so each global step sees the same slices as one process with the global batch
+            if drop_last:
+                indices = indices[: len(indices) // cfg.batch_size * cfg.batch_size]
+            epoch_set = Subset(data, indices.tolist())
+            sampler = DistributedSampler(epoch_set, info.world_size, info.rank, shuffle=False, drop_last=True)
+            sampler.set_epoch(epoch)
+            loader = DataLoader(epoch_set, batch_size=local_batch, sampler=sampler, num_workers=cfg.workers)
+        else:
+            loader = DataLoader(
+                data, batch_size=cfg.batch_size, sampler=indices.tolist(), num_workers=cfg.workers, drop_last=drop_last
+            )
         model.train()
         t0, seen, loss_sum = time.perf_counter(), 0, 0.0
         bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
@@ -247,12 +316,18 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
             loss.backward()
             opt.step()
             if ema:
-                ema.update(model)
+                ema.update(net)
             seen += len(x)
             loss_sum += loss.item() * len(x)
-            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")
+            rate = seen * info.world_size / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
         train_time = time.perf_counter() - t0
-        eval_model = ema.model if ema else model
+        ddp.average_buffers(net, info)
+        if ema:
+            ddp.average_buffers(ema.model, info)
+        totals = ddp.all_reduce_sum(torch.tensor([loss_sum, float(seen)], dtype=torch.float64), info)
+        loss_sum, seen = float(totals[0]), int(totals[1])
+        eval_model = ema.model if ema else net
         record = {
             "epoch": epoch,
             "lr": lr,
@@ -260,8 +335,12 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
             "train_images_per_s": seen / train_time,
             "epoch_seconds": train_time,
         }
-        if val_cases:
-            v = validate(eval_model, val_cases, m.intensity)
+        if val_ids:
+            counts = torch.zeros(len(val_ids), 4, dtype=torch.int64)
+            if val_cases:
+                counts[info.rank :: info.world_size] = validate_counts(eval_model, val_cases, m)
+            counts = ddp.all_reduce_sum(counts, info)  # counts, never averaged averages
+            v = dice_summary(val_ids, counts)
             record.update(v)
             score = v["val_dice"]
         else:
@@ -274,38 +353,65 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
             if cfg.schedule == "plateau" and bad_epochs % 3 == 0:
                 plateau_scale *= 0.5
         record["epoch_seconds"] = time.perf_counter() - t0
-        history.append(record)
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        meta = {
-            "epoch": epoch,
-            "metrics": {k: v for k, v in record.items() if k != "val_per_patient"},
-            "split": split,
-            "train_state": {
-                "epoch": epoch,
-                "best": best,
-                "best_epoch": best_epoch,
-                "plateau_scale": plateau_scale,
-                "bad_epochs": bad_epochs,
-            },
-        }
-        extra = _optim_tensors(opt)
-        if ema:
-            extra.update({f"raw.{k}": v for k, v in model.state_dict().items()})
-        weights = {k: v.cpu() for k, v in eval_model.state_dict().items()}
-        if improved:
-            save_checkpoint(best_path, Checkpoint(cfg, weights, meta))
-        save_checkpoint(last_path, Checkpoint(cfg, weights, meta, extra))
-        _plot_curves(history, out / "curves.png")
+        if main:
+            history.append(record)
+            _save_epoch(cfg, out, record, history, split, net, eval_model, opt, ema, improved, best, best_epoch,
+                        plateau_scale, bad_epochs)  # fmt: skip
+        ddp.barrier(info)
         msg = f"epoch {epoch}: loss {record['train_loss']:.4f}, {record['train_images_per_s']:.1f} img/s"
-        if val_cases:
+        if val_ids:
             msg += f", val per-patient Dice mean {record['val_dice']:.4f} median {record['val_dice_median']:.4f}"
         log(msg + f", {record['epoch_seconds']:.0f} s")
         if cfg.patience and bad_epochs >= cfg.patience:
             log(f"early stop: no improvement for {cfg.patience} epochs (best epoch {best_epoch})")
             break
     summary = {"run": str(out), "best_epoch": best_epoch, "best_score": best, "epochs_done": len(history)}
+    summary["weights_sha256"] = state_digest(net.state_dict())  # equal on every rank under DDP
     if history:
         summary["last"] = {k: v for k, v in history[-1].items() if k != "val_per_patient"}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    if main:
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary
+
+
+def _save_epoch(cfg, out, record, history, split, net, eval_model, opt, ema, improved, best, best_epoch,
+                plateau_scale, bad_epochs) -> None:  # fmt: skip
+    """Rank 0: append the epoch to metrics.jsonl, save last (and best) checkpoints, redraw curves."""
+    with (out / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    meta = {
+        "epoch": record["epoch"],
+        "metrics": {k: v for k, v in record.items() if k != "val_per_patient"},
+        "split": split,
+        "train_state": {
+            "epoch": record["epoch"],
+            "best": best,
+            "best_epoch": best_epoch,
+            "plateau_scale": plateau_scale,
+            "bad_epochs": bad_epochs,
+        },
+    }
+    extra = _optim_tensors(opt)
+    if ema:
+        extra.update({f"raw.{k}": v.cpu() for k, v in net.state_dict().items()})
+    weights = {k: v.cpu() for k, v in eval_model.state_dict().items()}
+    if improved:
+        save_checkpoint(out / "best.safetensors", Checkpoint(cfg, weights, meta))
+    save_checkpoint(out / "last.safetensors", Checkpoint(cfg, weights, meta, extra))
+    _plot_curves(history, out / "curves.png")
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -1,0 +1,85 @@
+"""DistributedDataParallel under torchrun: process group setup and small helpers.
+
+`torchrun` sets RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous; without them training
+runs in one process and every helper here is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def setup(device_kind: str) -> DistInfo:
+    """Join the process group torchrun set up (NCCL on GPUs, gloo on CPUs); no-op otherwise."""
+    if not launched_by_torchrun():
+        return DistInfo()
+    info = DistInfo(
+        rank=int(os.environ["RANK"]),
+        world_size=int(os.environ["WORLD_SIZE"]),
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
+    )
+    if not dist.is_initialized():
+        backend = "nccl" if device_kind == "cuda" else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(info.local_rank)
+        dist.init_process_group(backend=backend)
+    return info
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum `t` over all ranks (in place on a copy); identity in one process."""
+    if not info.enabled:
+        return t
+    t = t.clone()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+@torch.no_grad()
+def average_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Average floating-point buffers (batch-norm running statistics) over ranks, in place.
+
+    Each rank updates its own running statistics from its share of the batch; averaging
+    them at the end of an epoch gives every rank, and so every checkpoint, the same model.
+    """
+    if not info.enabled:
+        return
+    for buf in module.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+            buf.div_(info.world_size)
