@@ -3,6 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data/lgg
+PATIENT ?= TCGA_CS_5395_19981004
 TORCH ?= torch==2.13.0
 
 .PHONY: setup demo test lint clean
@@ -11,16 +12,20 @@ $(BIN)/tumorseg: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e ".[test,onnx]"
 	touch $@
 
 setup: $(BIN)/tumorseg
 
 demo: setup
 	@if [ ! -d "$(DATA)" ]; then \
-		echo "No data at $(DATA). Put a kaggle_3m folder there (<CASE>/<CASE>_<n>.tif + _mask), or run: make demo DATA=/path/to/kaggle_3m"; \
+		echo "No data at $(DATA)."; \
+		echo "Put the LGG kaggle_3m folder there (<CASE>/<CASE>_<n>.tif with <CASE>_<n>_mask.tif beside each),"; \
+		echo "or run: make demo DATA=/path/to/kaggle_3m"; \
 		exit 2; fi
-	$(BIN)/tumorseg train --data $(DATA) --out runs/demo --epochs 1 --max-patients 12
+	$(BIN)/tumorseg predict $(DATA)/$(PATIENT) --out runs/demo/predict --overlay
+	$(BIN)/tumorseg evaluate --data $(DATA) --split test --out runs/demo/evaluate --report
+	@echo "Overlays: runs/demo/predict/*_overlay.png   Report: runs/demo/evaluate/report.html"
 
 lint: setup
 	$(BIN)/ruff check src tests

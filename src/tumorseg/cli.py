@@ -50,6 +50,11 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Backend(str, Enum):
+    torch = "torch"
+    onnx = "onnx"
+
+
 class Split(str, Enum):
     test = "test"
     val = "val"
@@ -137,13 +142,15 @@ def evaluate(
     tta: bool = typer.Option(False, "--tta", help="Average over a left-right flip."),
     min_size: int = typer.Option(0, min=0, help="Drop predicted components under this many pixels."),
     batch_size: int = typer.Option(32, min=1, help="Slices per forward pass."),
+    backend: Backend = typer.Option(Backend.torch, help="Inference backend; torch measured fastest here."),
 ) -> None:
     """Score a checkpoint per patient at the original resolution, beside a no-tumor baseline."""
     from .evaluation import evaluate as run_evaluate
 
     if report and out is None:
         fail("--report needs --out DIR")
-    run_evaluate(data, weights, split.value, out, threshold, tta, min_size, report, batch_size=batch_size)
+    run_evaluate(data, weights, split.value, out, threshold, tta, min_size, report, batch_size=batch_size,
+                 backend=backend.value)  # fmt: skip
 
 
 @app.command()
@@ -157,12 +164,13 @@ def predict(
     tta: bool = typer.Option(False, "--tta", help="Average over a left-right flip."),
     min_size: int = typer.Option(0, min=0, help="Drop predicted components under this many pixels."),
     batch_size: int = typer.Option(32, min=1, help="Slices per forward pass."),
+    backend: Backend = typer.Option(Backend.torch, help="Inference backend; torch measured fastest here."),
 ) -> None:
     """Segment image files; writes X_pred.png (0/255) at each input's own size."""
     from .infer import Predictor
     from .predict import predict_files
 
-    predictor = Predictor.from_checkpoint(weights, batch_size=batch_size, tta=tta, threshold=threshold,
+    predictor = Predictor.from_checkpoint(weights, backend.value, batch_size=batch_size, tta=tta, threshold=threshold,
                                           min_size=min_size)  # fmt: skip
     res = predict_files(inputs, out, predictor, probabilities, overlay, batch_size)
     typer.echo(f"{res.inputs - len(res.failed)} of {res.inputs} inputs segmented; {len(res.written)} files in {out}")
@@ -170,6 +178,18 @@ def predict(
         for _path, msg in res.failed:
             typer.secho(f"failed: {msg}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    out: Path = typer.Option(..., help="Where to write the .onnx file."),
+    weights: Path | None = typer.Option(None, help="Checkpoint (.safetensors); default: the shipped model."),
+) -> None:
+    """Export a checkpoint to ONNX, preprocessing inside: uint8 (N,C,H,W) in, probability (N,1,H,W) out."""
+    from .export import export_onnx
+
+    path = export_onnx(weights, out)
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
 def main() -> None:

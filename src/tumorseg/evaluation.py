@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import build_model, load_checkpoint
+from .checkpoint import load_checkpoint
 from .data.lgg import find_cases, load_case
 from .errors import TumorsegError
 from .infer import Predictor, default_weights, remove_small_components
@@ -50,6 +50,7 @@ def evaluate(
     report: bool = False,
     compare_min_size: int = 50,
     batch_size: int = 32,
+    backend: str = "torch",
     log=print,
 ) -> dict:
     """Score `weights` on the patients of `split`, per patient and per slice.
@@ -63,10 +64,11 @@ def evaluate(
     weights = Path(weights) if weights else default_weights()
     ckpt = load_checkpoint(weights)
     cfg = ckpt.config.model
-    predictor = Predictor(build_model(ckpt), cfg, batch_size=batch_size, threshold=threshold, min_size=min_size)
+    predictor = Predictor.from_checkpoint(weights, backend, batch_size=batch_size, threshold=threshold,
+                                          min_size=min_size)  # fmt: skip
     cases = {c.id: c for c in find_cases(data)}
     ids = select_patients(ckpt.meta, split, list(cases), data, weights)
-    log(f"scoring {len(ids)} patients ({split} split) with {weights}")
+    log(f"scoring {len(ids)} patients ({split} split) with {weights} on the {predictor.backend} backend")
 
     variants = {"model": [], "tta": [], f"min_size_{compare_min_size}": [], "chosen": [], "baseline": []}
     rows, strips_input = [], {}
@@ -109,6 +111,7 @@ def evaluate(
         "settings": {"threshold": threshold, "tta": tta, "min_size": min_size, "compare_min_size": compare_min_size},
         "model_config": json.loads(cfg.model_dump_json()),
         "seconds": seconds,
+        "backend": predictor.backend,
         "per_patient": rows,
         "summary": summary,
         "empty_mask_rule": EMPTY_RULE,

@@ -26,6 +26,28 @@ def default_weights() -> Path:
     return path
 
 
+def onnx_available() -> bool:
+    """True when ONNX Runtime and the exporter (onnxscript) are installed."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnxscript"))
+
+
+def onnx_session(weights: str | Path):
+    """An ONNX Runtime session for `weights` (exported once, cached), on the machine's cores."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise TumorsegError("backend onnx needs the onnx extra: pip install 'tumorseg[onnx]'") from None
+    from .export import cached_onnx
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(cached_onnx(weights)), opts, providers=["CPUExecutionProvider"])
+
+
 def set_threads(threads: int = 0) -> None:
     """Use `threads` intra-op threads, or one per available core when 0."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -85,7 +107,11 @@ def remove_small_components(mask: np.ndarray, min_size: int) -> np.ndarray:
 
 
 class Predictor:
-    """A loaded model plus its preprocessing. `predict` maps raw slices to probabilities."""
+    """A loaded model plus its preprocessing. `predict` maps raw slices to probabilities.
+
+    backend `torch` runs the U-Net eagerly (channels_last, inference mode); `onnx` runs
+    the exported graph (preprocessing inside) in ONNX Runtime.
+    """
 
     def __init__(
         self,
@@ -95,6 +121,7 @@ class Predictor:
         tta: bool = False,
         threshold: float = 0.5,
         min_size: int = 0,
+        session=None,
     ):
         self.model = model.eval().to(memory_format=torch.channels_last)
         self.config = config
@@ -102,19 +129,40 @@ class Predictor:
         self.tta = tta
         self.threshold = threshold
         self.min_size = min_size
+        self.session = session
+        self.backend = "onnx" if session is not None else "torch"
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path | None = None, **kwargs) -> Predictor:
-        """Load `path`, or the shipped model when it is None."""
-        ckpt = load_checkpoint(path or default_weights())
-        return cls(build_model(ckpt), ckpt.config.model, **kwargs)
+    def from_checkpoint(cls, path: str | Path | None = None, backend: str = "torch", **kwargs) -> Predictor:
+        """Load `path`, or the shipped model when it is None, on `backend` (torch|onnx).
+
+        torch is the default: measured here it is the fastest (benchmarks/bench_inference.py).
+        """
+        path = path or default_weights()
+        ckpt = load_checkpoint(path)
+        set_threads()
+        session = None
+        if backend == "onnx":
+            session = onnx_session(path)
+        elif backend != "torch":
+            raise TumorsegError(f"unknown backend {backend!r}; use torch or onnx")
+        return cls(build_model(ckpt), ckpt.config.model, session=session, **kwargs)
 
     def probabilities(self, images: np.ndarray, flip: bool = False) -> np.ndarray:
         """uint8 (N, C, H, W) slices of one size -> float32 probabilities (N, H, W) at H x W.
 
         `flip` runs the left-right mirrored input and mirrors the answer back.
         """
-        return slice_probabilities(self.model, self.config, images, flip, self.batch_size)
+        if self.session is None:
+            return slice_probabilities(self.model, self.config, images, flip, self.batch_size)
+        x = np.ascontiguousarray(images[..., ::-1] if flip else images, dtype=np.uint8)
+        name = self.session.get_inputs()[0].name
+        outs = [
+            self.session.run(None, {name: x[i : i + self.batch_size]})[0][:, 0]
+            for i in range(0, len(x), self.batch_size)
+        ]
+        out = np.concatenate(outs) if outs else np.zeros((0, *x.shape[-2:]), np.float32)
+        return np.ascontiguousarray(out[..., ::-1]) if flip else out
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Probabilities, averaged over a left-right flip when `tta` is on."""

@@ -1,0 +1,38 @@
+"""Draw weights/failure_modes.png: for the worst test patients, their largest-tumor slices.
+
+usage: python scripts/failure_figure.py runs/ship-eval/evaluation.json ../shared/data/lgg weights/failure_modes.png
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+
+from tumorseg.data.lgg import find_cases, load_case
+from tumorseg.infer import Predictor
+from tumorseg.viz import overlay, save_png
+
+
+def main(evaluation: str, data: str, out: str, worst: int = 3, per_patient: int = 2) -> None:
+    result = json.loads(open(evaluation).read())
+    rows = sorted(result["per_patient"], key=lambda r: r["dice"])[:worst]
+    predictor = Predictor.from_checkpoint(result["weights"])
+    cases = {c.id: c for c in find_cases(data)}
+    strips = []
+    for row in rows:
+        case = load_case(cases[row["patient"]], None)
+        mask = predictor.mask(predictor.predict(case.images))
+        area = case.full_masks.reshape(len(mask), -1).sum(1)
+        for i in np.argsort(-area)[:per_patient]:
+            title = f"{row['patient']} (patient Dice {row['dice']:.2f}) slice {case.names[i].rsplit('_', 1)[-1]}"
+            strips.append(overlay(case.images[i], mask[i], case.full_masks[i], title=title))
+    width = max(s.shape[1] for s in strips)
+    strips = [np.pad(s, ((0, 6), (0, width - s.shape[1]), (0, 0)), constant_values=255) for s in strips]
+    save_png(out, np.concatenate(strips, axis=0))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])

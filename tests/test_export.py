@@ -1,0 +1,84 @@
+"""ONNX export: preprocessing inside the graph, parity with PyTorch on real slices."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from tumorseg.data.lgg import find_cases, load_case  # noqa: E402
+from tumorseg.infer import Predictor  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    r = subprocess.run(
+        [sys.executable, "-m", "tumorseg", "export", "--weights", str(tiny_run / "last.safetensors"),
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def session(path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_graph_contract(exported):
+    s = session(exported)
+    (inp,), (out,) = s.get_inputs(), s.get_outputs()
+    assert inp.name == "image" and inp.type == "tensor(uint8)"
+    assert out.name == "probability" and out.type == "tensor(float)"
+    assert isinstance(inp.shape[0], str) and isinstance(inp.shape[2], str) and isinstance(inp.shape[3], str)
+
+
+def test_parity_with_pytorch_on_real_slices(exported, tiny_run, lgg_root):
+    case = load_case(find_cases(lgg_root / "TCGA_CS_4941_19960909")[0], None)
+    images = case.images[8:16]
+    torch_pred = Predictor.from_checkpoint(tiny_run / "last.safetensors", backend="torch")
+    s = session(exported)
+    onnx_p = s.run(None, {"image": images})[0]
+    torch_p = torch_pred.probabilities(images)
+    assert onnx_p.shape == (8, 1, 256, 256) and onnx_p.dtype == np.float32
+    assert np.abs(onnx_p[:, 0] - torch_p).max() < 1e-4
+    assert np.array_equal(onnx_p[:, 0] > 0.5, torch_p > 0.5)
+    # any size: a crop of 200x176 comes back at 200x176
+    crop = np.ascontiguousarray(images[:2, :, 20:220, 40:216])
+    assert np.abs(s.run(None, {"image": crop})[0][:, 0] - torch_pred.probabilities(crop)).max() < 1e-4
+
+
+def test_batch_norm_uses_eval_statistics(exported, lgg_root):
+    """Each slice's answer is the same alone or in a batch: no batch statistics inside."""
+    case = load_case(find_cases(lgg_root / "TCGA_CS_4941_19960909")[0], None)
+    s = session(exported)
+    batch = s.run(None, {"image": case.images[10:14]})[0]
+    alone = s.run(None, {"image": case.images[11:12]})[0]
+    np.testing.assert_allclose(batch[1:2], alone, atol=1e-5)
+
+
+def test_onnx_backend_in_predict_gives_the_same_masks(tiny_run, lgg_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("TUMORSEG_CACHE", str(tmp_path / "cache"))
+    src = lgg_root / "TCGA_CS_4941_19960909"
+    w = tiny_run / "last.safetensors"
+    outs = {}
+    for backend in ("torch", "onnx"):
+        r = subprocess.run(
+            [sys.executable, "-m", "tumorseg", "predict", str(src), "--out", str(tmp_path / backend),
+             "--weights", str(w), "--backend", backend],  # fmt: skip
+            capture_output=True, text=True, timeout=300, env={**__import__("os").environ},
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        outs[backend] = sorted((tmp_path / backend).glob("*_pred.png"))
+    from PIL import Image
+
+    assert len(outs["torch"]) == len(outs["onnx"]) > 0
+    for a, b in zip(outs["torch"], outs["onnx"]):
+        assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    assert list((tmp_path / "cache").glob("*.onnx"))

@@ -1,0 +1,32 @@
+"""The shipped weights: they load by default and keep their quality on fixed test patients."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tumorseg.checkpoint import load_checkpoint
+from tumorseg.data.lgg import find_cases, load_case
+from tumorseg.infer import DEFAULT_WEIGHTS, Predictor
+from tumorseg.metrics import confusion_counts, dice
+
+REFERENCE = Path(__file__).resolve().parents[1] / "weights" / "regression.json"
+
+
+def test_shipped_weights_are_small_and_valid():
+    assert DEFAULT_WEIGHTS.is_file(), "the shipped model is missing from weights/"
+    assert DEFAULT_WEIGHTS.stat().st_size <= 16 * 1024 * 1024
+    ck = load_checkpoint(DEFAULT_WEIGHTS)
+    ref = json.loads(REFERENCE.read_text())
+    for pid in ref["patients"]:
+        assert pid in ck.meta["split"]["test"], f"{pid} must be a test patient, never trained on"
+
+
+@pytest.mark.parametrize("pid", sorted(json.loads(REFERENCE.read_text())["patients"]))
+def test_dice_on_fixed_test_patients(lgg_root, pid):
+    ref = json.loads(REFERENCE.read_text())
+    predictor = Predictor.from_checkpoint()  # no path: the shipped model
+    case = load_case(find_cases(lgg_root / pid)[0], None)
+    probs = predictor.predict(case.images)
+    d = dice(confusion_counts(probs > ref["threshold"], case.full_masks))
+    assert d >= ref["patients"][pid] - 0.02, f"{pid}: Dice {d:.4f} vs model card {ref['patients'][pid]:.4f}"
