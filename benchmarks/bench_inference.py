@@ -20,6 +20,7 @@ from tumorseg.checkpoint import build_model, load_checkpoint
 from tumorseg.data.lgg import find_cases, load_case, select_channels
 from tumorseg.infer import Predictor, default_weights, onnx_available, set_threads
 from tumorseg.io import read_image, write_png
+from tumorseg.models import UNet
 
 
 def gemm_peak(n: int = 2048, reps: int = 10) -> float:
@@ -33,14 +34,12 @@ def gemm_peak(n: int = 2048, reps: int = 10) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 
-def model_flops(ckpt) -> int:
-    """FLOPs of one forward pass at the model's input size (torch.utils.flop_counter)."""
+def model_flops(model: torch.nn.Module, channels: int, size: int) -> int:
+    """FLOPs of one forward pass of one image (torch.utils.flop_counter)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    m = ckpt.config.model
-    model = build_model(ckpt)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.zeros(1, m.in_channels, m.image_size, m.image_size))
+        model(torch.zeros(1, channels, size, size))
     return counter.get_total_flops()
 
 
@@ -70,6 +69,22 @@ def eager_baseline(weights):
     return run
 
 
+def buda_unet():
+    """Buda et al. 2019's 2D U-Net as their paper describes it: 4 poolings, 32 filters in the
+    first block doubling per level, batch norm, 3 input channels at 256x256, no resizing.
+    Random weights: only its speed is measured."""
+    from tumorseg.data.transforms import scale_intensity
+
+    model = UNet(3, 1, base=32, depth=4).eval().to(memory_format=torch.channels_last)
+
+    def run(images: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = scale_intensity(torch.from_numpy(images)).contiguous(memory_format=torch.channels_last)
+            return torch.sigmoid(model(x))[:, 0].numpy()
+
+    return run, model
+
+
 def end_to_end(predict, case_dir: Path, channels: str, out_dir: Path) -> float:
     """Read every slice of a patient, preprocess, infer, resize back, write the masks."""
     t = time.perf_counter()
@@ -96,13 +111,20 @@ def main() -> None:
     case = load_case(find_cases(case_dir)[0], None, channels)
     slices = case.images[: max(16, min(len(case.images), 32))]
     peak = gemm_peak()
-    flops = model_flops(ckpt)
-    backends = {"eager fp32 (baseline)": eager_baseline(weights)}
-    backends["torch (channels_last, inference_mode)"] = Predictor.from_checkpoint(weights, "torch").probabilities
+    m = ckpt.config.model
+    flops = model_flops(build_model(ckpt), m.in_channels, m.image_size)
+    buda_run, buda_model = buda_unet()
+    buda_flops = model_flops(buda_model, 3, 256)
+    backends = {"eager fp32 (baseline)": (eager_baseline(weights), flops)}
+    backends["torch (channels_last, inference_mode)"] = (
+        Predictor.from_checkpoint(weights, "torch").probabilities,
+        flops,
+    )
     if onnx_available():
-        backends["onnx (ONNX Runtime)"] = Predictor.from_checkpoint(weights, "onnx").probabilities
+        backends["onnx (ONNX Runtime)"] = (Predictor.from_checkpoint(weights, "onnx").probabilities, flops)
+    backends["anchor: Buda et al. U-Net, base 32 at 256x256 (torch)"] = (buda_run, buda_flops)
     rows = {}
-    for name, fn in backends.items():
+    for name, (fn, flops) in backends.items():
         b1 = timed(lambda fn=fn: fn(slices[:1]), args.reps)
         b16 = timed(lambda fn=fn: fn(slices[:16]), max(3, args.reps // 6))
         with tempfile.TemporaryDirectory() as tmp:
@@ -125,7 +147,8 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "gemm_peak_gflops": peak,
-        "model_gflops_per_image": flops / 1e9,
+        "model_gflops_per_image": model_flops(build_model(ckpt), m.in_channels, m.image_size) / 1e9,
+        "buda_gflops_per_image": buda_flops / 1e9,
         "weights": str(weights),
         "patient": args.patient,
         "patient_slices": len(case.images),
@@ -134,13 +157,13 @@ def main() -> None:
     out = Path(__file__).parent / "results" / f"inference-{platform.node() or 'host'}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(f"fp32 GEMM peak {peak:.0f} GFLOP/s; model {flops / 1e9:.2f} GFLOP per 128x128 image; "
+    print(f"fp32 GEMM peak {peak:.0f} GFLOP/s; model {result['model_gflops_per_image']:.2f} GFLOP per 128x128 image; "
           f"{torch.get_num_threads()} threads")  # fmt: skip
-    head = f"{'backend':<40}{'img/s b1':>9}{'img/s b16':>10}{'p50 ms':>8}{'p99 ms':>8}{'patient s':>10}"
+    head = f"{'backend':<56}{'img/s b1':>9}{'img/s b16':>10}{'p50 ms':>8}{'p99 ms':>8}{'patient s':>10}"
     head += f"{'x eager':>8}{'% peak':>7}"
     print(head)
     for name, r in rows.items():
-        print(f"{name:<40}{r['images_per_s_batch1']:>9.1f}{r['images_per_s_batch16']:>10.1f}{r['latency_p50_ms']:>8.1f}"
+        print(f"{name:<56}{r['images_per_s_batch1']:>9.1f}{r['images_per_s_batch16']:>10.1f}{r['latency_p50_ms']:>8.1f}"
               f"{r['latency_p99_ms']:>8.1f}{r['patient_end_to_end_s']:>10.2f}{r['speedup_vs_eager']:>8.2f}"
               f"{100 * r['fraction_of_gemm_peak']:>7.1f}")  # fmt: skip
     print(f"wrote {out}")

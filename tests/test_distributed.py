@@ -83,3 +83,15 @@ def test_single_process_checkpoint_resumes_under_ddp(tiny_lgg, tmp_path):
     assert [m["epoch"] for m in read_metrics(run)] == [1, 2]
     s0, s1 = (json.loads((run / f"rank{i}.json").read_text()) for i in (0, 1))
     assert s0["weights_sha256"] == s1["weights_sha256"]
+
+
+def test_ddp_run_resumes_with_the_same_world_size(tiny_lgg, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    cfg = dict(augment=False, schedule="none")
+    launch(tmp_path, base_cfg(tiny_lgg, full, epochs=2, **cfg), nproc=2)
+    launch(tmp_path, base_cfg(tiny_lgg, part, epochs=1, **cfg), nproc=2)  # stopped after epoch 1
+    r = launch(tmp_path, base_cfg(tiny_lgg, part, epochs=2, **cfg), nproc=2, resume=True)
+    assert "resuming" in r.stdout and "at epoch 2" in r.stdout
+    a, b = read_metrics(full), read_metrics(part)
+    assert [m["epoch"] for m in b] == [1, 2]
+    assert b[1]["train_loss"] == pytest.approx(a[1]["train_loss"], rel=1e-4)
