@@ -155,7 +155,12 @@ def evaluate(
 
 @app.command()
 def predict(
-    inputs: list[Path] = typer.Argument(..., help="Image files (.png .tif .tiff .jpg) or folders of them."),
+    inputs: list[Path] = typer.Argument(
+        None, help="Image files (.png .tif .tiff .jpg), NIfTI volumes (.nii .nii.gz), or folders of them."
+    ),
+    t1: Path | None = typer.Option(None, help="NIfTI of pre-contrast T1 (with --flair)."),
+    flair: Path | None = typer.Option(None, help="NIfTI of FLAIR; --t1 and --t1c are filled from it when missing."),
+    t1c: Path | None = typer.Option(None, help="NIfTI of post-contrast T1 (with --flair)."),
     out: Path = typer.Option(..., help="Output folder."),
     weights: Path | None = typer.Option(None, help="Checkpoint (.safetensors); default: the shipped model."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write X_prob.png (0..255)."),
@@ -172,6 +177,19 @@ def predict(
 
     predictor = Predictor.from_checkpoint(weights, backend.value, batch_size=batch_size, tta=tta, threshold=threshold,
                                           min_size=min_size)  # fmt: skip
+    if (t1 or t1c) and not flair:
+        fail("--t1 and --t1c need --flair")
+    if flair:
+        from .predict import predict_volume
+        from .volume import read_nifti, stack_channels, volume_stem
+
+        vol, notes = stack_channels(read_nifti(t1) if t1 else None, read_nifti(flair), read_nifti(t1c) if t1c else None)
+        out.mkdir(parents=True, exist_ok=True)
+        predict_volume(vol, out / volume_stem(flair), predictor, notes)
+        if not inputs:
+            return
+    if not inputs:
+        fail("give INPUT files or folders, or --flair")
     res = predict_files(inputs, out, predictor, probabilities, overlay, batch_size)
     typer.echo(f"{res.inputs - len(res.failed)} of {res.inputs} inputs segmented; {len(res.written)} files in {out}")
     if res.failed:

@@ -12,6 +12,17 @@ from .errors import DataError, TumorsegError
 from .infer import Predictor
 from .io import IMAGE_SUFFIXES, is_mask_path, read_image, write_png
 from .viz import overlay
+from .volume import (
+    Volume,
+    is_volume_path,
+    mask_summary,
+    mask_to_volume,
+    read_nifti,
+    volume_slices,
+    volume_stem,
+    write_nifti,
+    write_summary,
+)
 
 
 @dataclass
@@ -22,11 +33,14 @@ class PredictResult:
 
 
 def collect_inputs(inputs: list[str | Path]) -> list[Path]:
-    """Image files named directly or found in the given folders (not recursive), masks left out."""
+    """Image files and NIfTI volumes named directly or found in the given folders (not
+    recursive); ground-truth masks (`_mask`) left out."""
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = [p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            found = [
+                p for p in item.iterdir() if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or is_volume_path(p))
+            ]
             files += sorted((p for p in found if not is_mask_path(p)), key=slice_number)
         elif item.exists() or item.is_symlink():
             if is_mask_path(item):
@@ -64,11 +78,19 @@ def predict_files(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = collect_inputs(inputs)
+    volumes = [f for f in files if is_volume_path(f)]
+    files = [f for f in files if not is_volume_path(f)]
+    result = PredictResult(inputs=len(files) + len(volumes))
+    for path in volumes:
+        try:
+            result.written += predict_volume(read_nifti(path), out / volume_stem(path), predictor, log=log)
+        except DataError as exc:
+            result.failed.append((path, str(exc)))
+            log(f"failed: {exc}")
     stems = [f.stem for f in files]
     if len(set(stems)) != len(stems):
         dup = next(s for s in stems if stems.count(s) > 1)
         raise TumorsegError(f"two inputs share the name {dup!r}; their outputs would collide")
-    result = PredictResult(inputs=len(files))
     channels = predictor.config.channels
     for start in range(0, len(files), batch_size):
         loaded: dict[tuple[int, int], list[tuple[Path, np.ndarray]]] = {}
@@ -111,3 +133,23 @@ def _write_one(out: Path, path: Path, img, prob, mask, probabilities: bool, over
         written.append(out / f"{path.stem}_overlay.png")
         write_png(written[-1], overlay(img, mask, truth, title=path.name))
     return written
+
+
+def predict_volume(vol: Volume, prefix: Path, predictor: Predictor, notes: list[str] = (), log=print) -> list[Path]:
+    """Segment a volume slice by slice; write PREFIX_pred.nii.gz (uint8 {0, 1}, the input's
+    shape and affine) and PREFIX_summary.json (tumor volume in mL, slices, largest section)."""
+    slices, more = volume_slices(vol, predictor.config.channels)
+    notes = [*notes, *more]
+    for n in notes:
+        log(f"{vol.source}: {n}")
+    masks = predictor.mask(predictor.predict(slices))
+    mask_path = prefix.parent / f"{prefix.name}_pred.nii.gz"
+    write_nifti(mask_path, mask_to_volume(masks, vol), vol)
+    summary = {"input": vol.source, "mask": str(mask_path), "notes": notes, **mask_summary(masks, vol)}
+    summary_path = prefix.parent / f"{prefix.name}_summary.json"
+    write_summary(summary_path, summary)
+    log(
+        f"{vol.source}: tumor {summary['tumor_volume_ml']:.2f} mL in {len(summary['slices_with_tumor'])} "
+        f"of {summary['axial_slices']} axial slices -> {mask_path}"
+    )
+    return [mask_path, summary_path]

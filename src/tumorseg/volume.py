@@ -1,0 +1,204 @@
+"""Whole MRI volumes (NIfTI): read, cut into the model's axial slices, put the mask back.
+
+The volume is reoriented to the closest canonical (RAS+) orientation with nibabel, cut
+along the third (inferior -> superior) axis, and each axial slice is shown to the model as
+the LGG slices were: anterior at the top, the patient's right on the left. The predicted
+mask is put back in the input's own voxel order, so it has the input's shape and affine.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+from .io import atomic_write_bytes, atomic_write_text
+
+VOLUME_SUFFIXES = (".nii", ".nii.gz")
+MAX_VOXELS = 1024**3 // 2
+
+
+def is_volume_path(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(".nii") or name.endswith(".nii.gz")
+
+
+def volume_stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+@dataclass
+class Volume:
+    """array: (X, Y, Z) or (X, Y, Z, C) in the file's voxel order; affine: voxel -> world (mm)."""
+
+    array: np.ndarray
+    affine: np.ndarray
+    spacing: tuple[float, float, float]
+    modality: str | None = None
+    source: str = ""
+    header: object = None
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.array.ndim == 3 else self.array.shape[-1]
+
+
+def read_nifti(path: str | Path) -> Volume:
+    """Read a 3D (one sequence) or 4D (X, Y, Z, C) NIfTI, C = 1 or 3 (T1, FLAIR, T1c)."""
+    import nibabel as nib
+
+    path = Path(path)
+    try:
+        img = nib.load(str(path))
+        shape = img.shape
+        if int(np.prod(shape)) > MAX_VOXELS:
+            raise DataError(f"{path}: volume of {shape} voxels is too large")
+        data = np.asanyarray(img.dataobj)
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from None
+    if data.ndim == 4 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim == 5 and data.shape[3] == 1:  # (X, Y, Z, 1, C) as some tools write it
+        data = data[:, :, :, 0]
+    if data.ndim not in (3, 4) or min(data.shape[:3]) < 1:
+        raise DataError(f"{path}: expected a 3D volume or a 4D volume of 3 channels, got shape {data.shape}")
+    if data.ndim == 4 and data.shape[-1] != 3:
+        raise DataError(f"{path}: 4D volume with {data.shape[-1]} channels; expected 3 (T1, FLAIR, T1c) or 1")
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        raise DataError(f"{path}: volume holds NaN or Inf voxels")
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    return Volume(data, np.asarray(img.affine, float), zooms, source=str(path), header=img.header)
+
+
+def stack_channels(t1: Volume | None, flair: Volume, t1c: Volume | None) -> tuple[Volume, list[str]]:
+    """Three single-sequence volumes -> one (X, Y, Z, 3). A missing one is filled with FLAIR,
+    as the LGG dataset does; the returned notes say which."""
+    notes = []
+    parts = []
+    for name, vol in (("T1", t1), ("FLAIR", flair), ("T1c", t1c)):
+        if vol is None:
+            notes.append(f"{name} missing: filled with FLAIR, as the training data does")
+            vol = flair
+        if vol.array.ndim != 3:
+            raise DataError(f"{vol.source}: --{name.lower()} needs a single-sequence 3D volume")
+        if vol.array.shape != flair.array.shape or not np.allclose(vol.affine, flair.affine, atol=1e-3):
+            raise DataError(f"{vol.source}: shape or affine differs from the FLAIR volume {flair.source}")
+        parts.append(vol.array.astype(np.float32))
+    return Volume(np.stack(parts, -1), flair.affine, flair.spacing, source=flair.source, header=flair.header), notes
+
+
+def to_uint8(channel: np.ndarray) -> np.ndarray:
+    """One channel of a volume -> uint8 0..255, the range of the training slices.
+
+    uint8 volumes are kept as they are. Others are clipped at their 0.5 and 99.5 percentiles
+    inside the head (voxels above the channel's minimum) and scaled to 0..255, the same for
+    every slice of the volume.
+    """
+    if channel.dtype == np.uint8:
+        return channel
+    x = channel.astype(np.float32)
+    head = x[x > x.min()]
+    if head.size == 0:
+        return np.zeros(x.shape, np.uint8)
+    lo, hi = np.percentile(head, [0.5, 99.5])
+    if hi <= lo:
+        hi = lo + 1
+    return np.round(np.clip((x - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+
+
+def _canonical(vol: Volume):
+    from nibabel.orientations import apply_orientation, io_orientation
+
+    ornt = io_orientation(vol.affine)
+    return apply_orientation(vol.array, ornt), ornt
+
+
+def volume_slices(vol: Volume, channels: str = "all") -> tuple[np.ndarray, list[str]]:
+    """-> uint8 (Z, C, H, W) axial slices in canonical order (inferior first), and notes."""
+    data, _ = _canonical(vol)
+    notes = []
+    if data.ndim == 3:
+        data = data[..., None]
+        if channels == "all":
+            notes.append("one sequence given: taken as FLAIR and repeated into T1 and T1c, as the training data does")
+    chans = [to_uint8(data[..., c]) for c in range(data.shape[-1])]
+    if channels == "flair":
+        chans = [chans[1] if len(chans) == 3 else chans[0]]
+    elif len(chans) == 1:
+        chans = chans * 3
+    arr = np.stack(chans, 0)  # (C, X, Y, Z)
+    # axial slice k, shown like the LGG slices: row 0 anterior, column 0 the patient's right
+    slices = arr[:, ::-1, ::-1, :].transpose(3, 0, 2, 1)  # (Z, C, Y, X)
+    return np.ascontiguousarray(slices), notes
+
+
+def mask_to_volume(mask: np.ndarray, vol: Volume) -> np.ndarray:
+    """(Z, H, W) slice masks from `volume_slices` -> uint8 {0, 1} in the input's voxel order."""
+    from nibabel.orientations import apply_orientation, axcodes2ornt, ornt_transform
+
+    canon = np.ascontiguousarray(np.asarray(mask, np.uint8).transpose(2, 1, 0)[::-1, ::-1, :])  # (X, Y, Z)
+    _, ornt = _canonical(vol)
+    back = ornt_transform(axcodes2ornt(("R", "A", "S")), ornt)
+    out = apply_orientation(canon, back)
+    assert out.shape == vol.array.shape[:3], (out.shape, vol.array.shape)
+    return np.ascontiguousarray(out.astype(np.uint8))
+
+
+def write_nifti(path: str | Path, mask: np.ndarray, vol: Volume) -> None:
+    """Write a uint8 mask with the input's affine (and its header's geometry), atomically."""
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.asarray(mask, np.uint8), vol.affine)
+    if vol.header is not None and hasattr(vol.header, "get_qform"):
+        img.set_qform(vol.header.get_qform(), int(vol.header["qform_code"]))
+        img.set_sform(vol.header.get_sform(), int(vol.header["sform_code"]) or 1)
+    img.set_data_dtype(np.uint8)
+    data = img.to_bytes()
+    if str(path).lower().endswith(".gz"):
+        data = gzip.compress(data, mtime=0)
+    atomic_write_bytes(path, data)
+
+
+def mask_summary(mask: np.ndarray, vol: Volume) -> dict:
+    """Tumor volume in mL, the axial slices with tumor and the largest cross-section.
+
+    mask: (Z, H, W) canonical axial slices (index 0 is the most inferior slice).
+    """
+    voxel_mm3 = float(np.prod(vol.spacing))
+    canon_spacing = _canonical_spacing(vol)
+    areas = mask.reshape(len(mask), -1).sum(1)
+    with_tumor = [int(i) for i in np.flatnonzero(areas)]
+    k = int(np.argmax(areas)) if with_tumor else None
+    return {
+        "tumor_voxels": int(areas.sum()),
+        "tumor_volume_ml": float(areas.sum() * voxel_mm3 / 1000),
+        "voxel_spacing_mm": list(vol.spacing),
+        "axial_slices": len(mask),
+        "slices_with_tumor": with_tumor,
+        "largest_cross_section": None
+        if k is None
+        else {"slice": k, "pixels": int(areas[k]), "area_mm2": float(areas[k] * canon_spacing[0] * canon_spacing[1])},
+        "slice_order": "canonical RAS+ axial order, index 0 the most inferior slice",
+    }
+
+
+def _canonical_spacing(vol: Volume) -> tuple[float, float, float]:
+    _, ornt = _canonical(vol)
+    sp = [0.0, 0.0, 0.0]
+    for i, (axis, _) in enumerate(ornt):
+        sp[int(axis)] = vol.spacing[i]
+    return tuple(sp)
+
+
+def write_summary(path: str | Path, summary: dict) -> None:
+    atomic_write_text(path, json.dumps(summary, indent=2))

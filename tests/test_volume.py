@@ -1,0 +1,127 @@
+"""NIfTI volumes: geometry round trip, parity with the slice path, bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+nib = pytest.importorskip("nibabel")
+
+from tumorseg.data.lgg import find_cases, load_case  # noqa: E402
+from tumorseg.errors import DataError  # noqa: E402
+from tumorseg.infer import Predictor  # noqa: E402
+from tumorseg.metrics import confusion_counts, dice  # noqa: E402
+from tumorseg.volume import Volume, mask_to_volume, read_nifti, volume_slices  # noqa: E402
+
+PID = "TCGA_CS_4941_19960909"
+
+
+def oblique_affine(spacing=(0.8, 0.9, 3.0), angle=0.2):
+    c, s = np.cos(angle), np.sin(angle)
+    rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]]) @ np.array([[1, 0, 0], [0, np.cos(0.1), -np.sin(0.1)],
+                                                                     [0, np.sin(0.1), np.cos(0.1)]])  # fmt: skip
+    a = np.eye(4)
+    a[:3, :3] = rot @ np.diag(spacing)
+    a[:3, 3] = [-100.0, -120.0, -40.0]
+    return a
+
+
+def slices_to_array(slices: np.ndarray) -> np.ndarray:
+    """(Z, C, H, W) LGG slices -> a RAS-ordered (X, Y, Z, C) array that volume_slices inverts."""
+    return np.ascontiguousarray(slices.transpose(3, 2, 0, 1)[::-1, ::-1])
+
+
+def flip_first_axis(arr, affine):
+    """The same world geometry stored with the first voxel axis reversed (an L-ordered file)."""
+    flip = np.eye(4)
+    flip[0, 0], flip[0, 3] = -1, arr.shape[0] - 1
+    return np.ascontiguousarray(arr[::-1]), affine @ flip
+
+
+@pytest.fixture(scope="module")
+def lgg_case(lgg_root):
+    return load_case(find_cases(lgg_root / PID)[0], None)
+
+
+@pytest.fixture(scope="module")
+def nifti(lgg_case, tmp_path_factory):
+    arr, affine = flip_first_axis(slices_to_array(lgg_case.images), oblique_affine())
+    path = tmp_path_factory.mktemp("nii") / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(arr, affine), str(path))
+    return path
+
+
+def test_slices_come_back_exactly(lgg_case, nifti):
+    vol = read_nifti(nifti)
+    slices, notes = volume_slices(vol)
+    assert notes == []
+    np.testing.assert_array_equal(slices, lgg_case.images)
+
+
+@pytest.mark.parametrize("codes", [(0, 1, 2), (1, 0, 2), (2, 1, 0)])
+def test_mask_round_trip_any_axis_order(codes):
+    arr = np.random.default_rng(0).integers(0, 255, (6, 7, 8), dtype=np.uint8).transpose(codes)
+    vol = Volume(np.ascontiguousarray(arr), oblique_affine()[:, [*codes, 3]], (1.0, 1.0, 1.0))
+    slices, _ = volume_slices(vol, "flair")
+    np.testing.assert_array_equal(mask_to_volume(slices[:, 0] > 100, vol), (arr > 100).astype(np.uint8))
+
+
+def test_predict_nifti_same_dice_as_slice_path(lgg_case, nifti, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(nifti), "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = nib.load(str(tmp_path / "scan_pred.nii.gz"))
+    src = nib.load(str(nifti))
+    assert out.shape == src.shape[:3] and out.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(out.affine, src.affine, atol=1e-6)
+    mask = np.asanyarray(out.dataobj)
+    assert set(np.unique(mask)) <= {0, 1}
+    # the same patient through the slice path
+    pred = Predictor.from_checkpoint()
+    slice_masks = pred.mask(pred.predict(lgg_case.images))
+    truth_vol = mask_to_volume(lgg_case.full_masks, Volume(np.asanyarray(src.dataobj)[..., 0], src.affine, (1, 1, 1)))
+    d_volume = dice(confusion_counts(mask > 0, truth_vol > 0))
+    d_slices = dice(confusion_counts(slice_masks, lgg_case.full_masks))
+    assert d_volume == pytest.approx(d_slices, abs=1e-9)
+    summary = json.loads((tmp_path / "scan_summary.json").read_text())
+    expected_ml = mask.sum() * 0.8 * 0.9 * 3.0 / 1000
+    assert summary["tumor_volume_ml"] == pytest.approx(expected_ml, rel=1e-5)
+    assert summary["largest_cross_section"]["pixels"] == max(int(m.sum()) for m in slice_masks)
+
+
+def test_flair_alone_is_repeated_and_said(lgg_case, tmp_path):
+    flair = slices_to_array(lgg_case.images[:, 1:2])[..., 0].astype(np.float32) * 3.7 + 100  # not 0..255
+    path = tmp_path / "flair.nii"
+    nib.save(nib.Nifti1Image(flair, oblique_affine()), str(path))
+    cmd = [sys.executable, "-m", "tumorseg", "predict", "--flair", str(path), "--out", str(tmp_path / "o")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "filled with FLAIR" in r.stdout
+    assert nib.load(str(tmp_path / "o" / "flair_pred.nii.gz")).shape == flair.shape
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "message"),
+    [
+        ((16, 16), np.uint8, "expected a 3D volume"),
+        ((8, 8, 4, 5), np.uint8, "5 channels"),
+        ((8, 8, 4), np.float32, "NaN"),
+    ],  # fmt: skip
+)
+def test_bad_volumes(tmp_path, shape, dtype, message):
+    arr = np.zeros(shape, dtype)
+    if dtype == np.float32:
+        arr[0, 0, 0] = np.nan
+    path = tmp_path / "bad.nii.gz"
+    nib.save(nib.Nifti1Image(arr, np.eye(4)), str(path))
+    with pytest.raises(DataError, match=message):
+        read_nifti(path)
+
+
+def test_truncated_nifti(nifti, tmp_path):
+    bad = tmp_path / "cut.nii.gz"
+    bad.write_bytes(nifti.read_bytes()[:2000])
+    with pytest.raises(DataError, match="cut.nii.gz: cannot read NIfTI"):
+        read_nifti(bad)
