@@ -14,9 +14,11 @@ from .io import IMAGE_SUFFIXES, is_mask_path, read_image, write_png
 from .viz import overlay
 from .volume import (
     Volume,
+    is_dicom_series,
     is_volume_path,
     mask_summary,
     mask_to_volume,
+    read_dicom_series,
     read_nifti,
     volume_slices,
     volume_stem,
@@ -37,7 +39,9 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
     recursive); ground-truth masks (`_mask`) left out."""
     files: list[Path] = []
     for item in map(Path, inputs):
-        if item.is_dir():
+        if is_dicom_series(item):
+            files.append(item)
+        elif item.is_dir():
             found = [
                 p for p in item.iterdir() if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or is_volume_path(p))
             ]
@@ -78,12 +82,13 @@ def predict_files(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = collect_inputs(inputs)
-    volumes = [f for f in files if is_volume_path(f)]
-    files = [f for f in files if not is_volume_path(f)]
+    volumes = [f for f in files if is_volume_path(f) or f.is_dir()]
+    files = [f for f in files if f not in volumes]
     result = PredictResult(inputs=len(files) + len(volumes))
     for path in volumes:
         try:
-            result.written += predict_volume(read_nifti(path), out / volume_stem(path), predictor, log=log)
+            vol = read_dicom_series(path) if path.is_dir() else read_nifti(path)
+            result.written += predict_volume(vol, out / volume_stem(path), predictor, log=log)
         except DataError as exc:
             result.failed.append((path, str(exc)))
             log(f"failed: {exc}")

@@ -202,3 +202,81 @@ def _canonical_spacing(vol: Volume) -> tuple[float, float, float]:
 
 def write_summary(path: str | Path, summary: dict) -> None:
     atomic_write_text(path, json.dumps(summary, indent=2))
+
+
+def is_dicom_series(path: Path) -> bool:
+    """A folder holding .dcm files, or files without a suffix that start like DICOM."""
+    if not path.is_dir():
+        return False
+    for p in path.iterdir():
+        if p.is_file() and (p.suffix.lower() == ".dcm" or (not p.suffix and _has_dicm(p))):
+            return True
+    return False
+
+
+def _has_dicm(p: Path) -> bool:
+    try:
+        with p.open("rb") as f:
+            return f.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def read_dicom_series(folder: str | Path) -> Volume:
+    """Read one DICOM series: slices sorted by position along the slice normal (not by file
+    name), rescale slope and intercept applied, an affine in RAS+ mm (DICOM's LPS converted).
+
+    Raises DataError for unreadable files, mixed series, a missing slice or uneven spacing.
+    """
+    import pydicom
+
+    folder = Path(folder)
+    files = [p for p in sorted(folder.iterdir()) if p.is_file() and (p.suffix.lower() == ".dcm" or not p.suffix)]
+    if not files:
+        raise DataError(f"{folder}: no DICOM files found")
+    slices = []
+    for p in files:
+        try:
+            ds = pydicom.dcmread(p)
+            arr = ds.pixel_array.astype(np.float32)
+            pos = np.array(ds.ImagePositionPatient, float)
+            orient = np.array(ds.ImageOrientationPatient, float)
+            spacing = [float(v) for v in ds.PixelSpacing]
+        except Exception as exc:
+            raise DataError(f"{p}: cannot read DICOM slice ({type(exc).__name__}: {exc})") from None
+        slope, intercept = float(getattr(ds, "RescaleSlope", 1) or 1), float(getattr(ds, "RescaleIntercept", 0) or 0)
+        slices.append((p, arr * slope + intercept, pos, orient, spacing, getattr(ds, "SeriesInstanceUID", None)))
+    if len({s[5] for s in slices}) > 1:
+        raise DataError(f"{folder}: holds more than one series (SeriesInstanceUID differs)")
+    orient = slices[0][3]
+    if any(not np.allclose(s[3], orient, atol=1e-4) for s in slices):
+        raise DataError(f"{folder}: slices differ in orientation")
+    if any(s[1].shape != slices[0][1].shape for s in slices):
+        raise DataError(f"{folder}: slices differ in size")
+    row_dir, col_dir = orient[:3], orient[3:]
+    normal = np.cross(row_dir, col_dir)
+    slices.sort(key=lambda s: float(s[2] @ normal))
+    depth = np.array([s[2] @ normal for s in slices])
+    if len(slices) > 1:
+        gaps = np.diff(depth)
+        step = float(np.median(gaps))
+        if step <= 0 or np.any(np.abs(gaps - step) > 0.01 * abs(step) + 1e-3):
+            worst = int(np.argmax(np.abs(gaps - step)))
+            raise DataError(
+                f"{folder}: uneven slice spacing ({gaps[worst]:.3g} mm after {slices[worst][0].name}, "
+                f"typical {step:.3g} mm): a slice is missing or the series is inconsistent"
+            )
+        slice_vec = (slices[-1][2] - slices[0][2]) / (len(slices) - 1)
+    else:
+        step, slice_vec = 1.0, normal
+    row_spacing, col_spacing = slices[0][4]
+    lps = np.eye(4)
+    lps[:3, 0] = row_dir * col_spacing  # voxel axis 0: along a row (increasing column)
+    lps[:3, 1] = col_dir * row_spacing  # voxel axis 1: down a column (increasing row)
+    lps[:3, 2] = slice_vec
+    lps[:3, 3] = slices[0][2]
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    array = np.stack([s[1].T for s in slices], axis=-1)  # (columns, rows, slices)
+    if not np.isfinite(array).all():
+        raise DataError(f"{folder}: DICOM pixel data holds NaN or Inf")
+    return Volume(array, affine, (col_spacing, row_spacing, abs(step)), modality="MR", source=str(folder))
