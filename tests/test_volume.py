@@ -125,3 +125,22 @@ def test_truncated_nifti(nifti, tmp_path):
     bad.write_bytes(nifti.read_bytes()[:2000])
     with pytest.raises(DataError, match="cut.nii.gz: cannot read NIfTI"):
         read_nifti(bad)
+
+
+def test_evaluate_volume_pairs_matches_slice_path(lgg_case, nifti, tmp_path):
+    src = nib.load(str(nifti))
+    truth = slices_to_array(lgg_case.full_masks[:, None].astype(np.uint8))[..., 0]
+    truth, affine = flip_first_axis(truth, oblique_affine())
+    np.testing.assert_allclose(affine, src.affine)
+    mask_path = tmp_path / "scan_mask.nii.gz"
+    nib.save(nib.Nifti1Image(truth, affine), str(mask_path))
+    (tmp_path / "pairs.csv").write_text(f"image,mask\n{nifti},{mask_path.name}\n")
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "evaluate", "--pairs", str(tmp_path / "pairs.csv"),
+                        "--out", str(tmp_path / "ev")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    row = res["per_patient"][0]
+    pred = Predictor.from_checkpoint()
+    expected = dice(confusion_counts(pred.mask(pred.predict(lgg_case.images)), lgg_case.full_masks))
+    assert row["dice"] == pytest.approx(expected, abs=1e-9)
+    assert res["hd95_unit"] == "mm" and np.isfinite(row["hd95"])

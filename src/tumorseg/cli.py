@@ -133,7 +133,10 @@ def train(
 
 @app.command()
 def evaluate(
-    data: Path = typer.Option(..., help="Folder in the kaggle_3m layout."),
+    data: Path | None = typer.Option(None, help="Folder in the kaggle_3m layout."),
+    image: list[Path] = typer.Option(None, help="Image volume (NIfTI or DICOM folder); pair with --mask."),
+    mask: list[Path] = typer.Option(None, help="NIfTI mask volume, one per --image."),
+    pairs: Path | None = typer.Option(None, help="CSV with columns image,mask listing volume pairs."),
     weights: Path | None = typer.Option(None, help="Checkpoint (.safetensors); default: the shipped model."),
     split: Split = typer.Option(Split.test, help="Patients to score: the checkpoint run's test/val split, or all."),
     out: Path | None = typer.Option(None, help="Write evaluation.json and evaluation.md here."),
@@ -146,7 +149,16 @@ def evaluate(
 ) -> None:
     """Score a checkpoint per patient at the original resolution, beside a no-tumor baseline."""
     from .evaluation import evaluate as run_evaluate
+    from .evaluation import evaluate_volumes, read_pairs_csv
 
+    if image or mask or pairs:
+        if len(image or []) != len(mask or []):
+            fail("give one --mask for each --image")
+        todo = list(zip(image or [], mask or [])) + (read_pairs_csv(pairs) if pairs else [])
+        evaluate_volumes(todo, weights, out, threshold, tta, min_size, backend.value)
+        return
+    if data is None:
+        fail("give --data DIR, or volumes with --image/--mask or --pairs")
     if report and out is None:
         fail("--report needs --out DIR")
     run_evaluate(data, weights, split.value, out, threshold, tta, min_size, report, batch_size=batch_size,

@@ -280,3 +280,26 @@ def read_dicom_series(folder: str | Path) -> Volume:
     if not np.isfinite(array).all():
         raise DataError(f"{folder}: DICOM pixel data holds NaN or Inf")
     return Volume(array, affine, (col_spacing, row_spacing, abs(step)), modality="MR", source=str(folder))
+
+
+def mask_slices(mask: np.ndarray, vol: Volume) -> np.ndarray:
+    """A mask volume in `vol`'s voxel order -> bool (Z, H, W) axial slices, as `volume_slices` cuts."""
+    from nibabel.orientations import apply_orientation
+
+    _, ornt = _canonical(vol)
+    canon = apply_orientation(np.asarray(mask), ornt)
+    return np.ascontiguousarray(canon[::-1, ::-1, :].transpose(2, 1, 0) > 0)
+
+
+def slice_spacing(vol: Volume) -> tuple[float, float, float]:
+    """Spacing (mm) of the (Z, H, W) axes of `volume_slices`' output."""
+    sx, sy, sz = _canonical_spacing(vol)
+    return (sz, sy, sx)
+
+
+def read_volume(path: str | Path) -> Volume:
+    """A NIfTI file or a DICOM series folder."""
+    path = Path(path)
+    if path.is_dir():
+        return read_dicom_series(path)
+    return read_nifti(path)
