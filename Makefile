@@ -12,7 +12,7 @@ $(BIN)/tumorseg: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[test,onnx,medical]"
+	$(BIN)/pip install -q -e ".[test,onnx,medical,serve]"
 	touch $@
 
 setup: $(BIN)/tumorseg

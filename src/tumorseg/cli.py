@@ -222,6 +222,34 @@ def export(
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to bind; 127.0.0.1 keeps it on this machine."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port."),
+    weights: Path | None = typer.Option(None, help="Checkpoint (.safetensors); default: the shipped model."),
+    workers: int = typer.Option(1, min=1, max=64, help="Server processes, each with the model loaded once."),
+    backend: Backend = typer.Option(Backend.torch, help="Inference backend."),
+    max_upload_mb: int = typer.Option(50, min=1, max=2048, help="Largest accepted upload in MB."),
+) -> None:
+    """Start the web page and REST API (needs the serve extra: pip install 'tumorseg[serve]')."""
+    import os
+
+    try:
+        import uvicorn
+    except ImportError:
+        fail("serve needs the serve extra: pip install 'tumorseg[serve]'")
+    os.environ["TUMORSEG_SERVE_WEIGHTS"] = str(weights or "")
+    os.environ["TUMORSEG_SERVE_BACKEND"] = backend.value
+    os.environ["TUMORSEG_SERVE_MAX_UPLOAD"] = str(max_upload_mb * 1024 * 1024)
+    from .infer import default_weights
+
+    if weights is None:
+        default_weights()  # fail early and clearly when the shipped model is missing
+    typer.echo(f"tumorseg serving on http://{host}:{port}/  (not a medical device)")
+    uvicorn.run("tumorseg.api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level="warning")  # fmt: skip
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,1 @@
+"""The web app and REST API (`tumorseg serve`); needs the `serve` extra."""

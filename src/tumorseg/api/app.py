@@ -1,0 +1,227 @@
+"""FastAPI app: REST API under /api/v1 and the static web page at /.
+
+Uploads are sniffed by content (never by name), size-limited, decoded in a private temp
+folder under fixed names, and every failure becomes a 4xx JSON body {"error": ...}.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from .. import __version__
+from ..data.lgg import select_channels
+from ..errors import TumorsegError
+from ..infer import Predictor, default_weights
+from ..io import read_image
+from ..viz import data_url, display_slice, png_bytes
+
+STATIC = Path(__file__).parent / "static"
+MAX_UPLOAD = 50 * 1024 * 1024
+MAX_PIXELS = 4096 * 4096
+
+
+def sniff(head: bytes) -> str | None:
+    """The upload's type from its first bytes: png, jpeg, tiff, nifti, nifti.gz, or None."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if len(head) >= 348 and int.from_bytes(head[:4], "little") in (348, 540):
+        return "nifti"
+    if head.startswith(b"\x1f\x8b"):
+        try:
+            inner = gzip.decompress(head[:65536]) if len(head) < 65536 else _gunzip_head(head)
+        except Exception:
+            inner = _gunzip_head(head)
+        if len(inner) >= 4 and int.from_bytes(inner[:4], "little") in (348, 540):
+            return "nifti.gz"
+    return None
+
+
+def _gunzip_head(data: bytes, n: int = 600) -> bytes:
+    import zlib
+
+    try:
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data, n)
+    except zlib.error:
+        return b""
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(
+    weights: str | Path | None = None,
+    backend: str = "torch",
+    max_upload: int = MAX_UPLOAD,
+    max_pixels: int = MAX_PIXELS,
+) -> FastAPI:
+    """The app with the model loaded once; `weights` None means the shipped model."""
+    weights = Path(weights) if weights else default_weights()
+    predictor = Predictor.from_checkpoint(weights, backend)
+    model_id = f"{weights.stem}-{hashlib.sha256(weights.read_bytes()).hexdigest()[:12]}"
+    lock = threading.Lock()  # one inference at a time: the cores are shared anyway
+    results = Path(tempfile.mkdtemp(prefix="tumorseg-serve-"))
+
+    app = FastAPI(title="tumorseg", version=__version__, description="Brain tumor segmentation in MRI. "
+                  "Not a medical device; for research use only.")  # fmt: skip
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return error(500, f"internal error: {type(exc).__name__}")
+
+    from fastapi.exceptions import RequestValidationError
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return error(422, f"invalid request: {where}")
+
+    @app.get("/api/v1/health")
+    def health() -> dict:
+        """The loaded model's id and version, and the inference backend."""
+        return {"status": "ok", "model": model_id, "version": __version__, "backend": predictor.backend}
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > max_upload + 1024 * 1024:
+            return error(413, f"upload larger than {max_upload // (1024 * 1024)} MB")
+        return await call_next(request)
+
+    @app.post("/api/v1/segment")
+    def segment(
+        file: UploadFile = File(..., description="A PNG, TIFF or JPEG slice, or a NIfTI volume"),
+        format: str = Query("json", pattern="^(json|png)$", description="json, or png for the mask alone"),
+    ):
+        """Segment one upload. Returns the mask and overlay as PNG data URLs, the tumor area
+        (or volume in mL), the max probability and the runtime; `?format=png` returns the mask."""
+        data = file.file.read(max_upload + 1)  # a sync handler: FastAPI runs it in its threadpool
+        if len(data) > max_upload:
+            return error(413, f"upload larger than {max_upload // (1024 * 1024)} MB")
+        if not data:
+            return error(400, "empty upload")
+        kind = sniff(data[:1024] if not data.startswith(b"\x1f\x8b") else data)
+        if kind is None:
+            return error(415, "not a supported image: send a PNG, TIFF or JPEG slice, or a NIfTI volume")
+        with tempfile.TemporaryDirectory(prefix="tumorseg-upload-") as tmp:
+            suffix = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "nifti": ".nii", "nifti.gz": ".nii.gz"}[kind]
+            path = Path(tmp) / f"upload{suffix}"  # never the client's name
+            path.write_bytes(data)
+            try:
+                if kind.startswith("nifti"):
+                    return segment_volume(path, format)
+                img = read_image(path, max_pixels=max_pixels)
+                chw = select_channels(img, predictor.config.channels, path)
+            except TumorsegError as exc:
+                return error(422 if "too large" not in str(exc) else 413, str(exc).replace(str(path), "upload"))
+        t0 = time.perf_counter()
+        with lock:
+            prob = predictor.predict(chw[None])[0]
+        mask = predictor.mask(prob[None])[0]
+        runtime = time.perf_counter() - t0
+        mask_png = png_bytes((mask * 255).astype(np.uint8))
+        if format == "png":
+            return Response(mask_png, media_type="image/png")
+        return {
+            "kind": "image",
+            "width": int(mask.shape[1]),
+            "height": int(mask.shape[0]),
+            "mri": data_url(png_bytes(display_slice(chw))),
+            "mask": data_url(mask_png),
+            "overlay": data_url(png_bytes(_overlay_panel(chw, mask))),
+            "tumor_area_px": int(mask.sum()),
+            "max_probability": float(prob.max()),
+            "runtime_ms": runtime * 1000,
+            "model": model_id,
+        }
+
+    def segment_volume(path: Path, format: str):
+        from ..volume import mask_summary, mask_to_volume, read_nifti, volume_slices, write_nifti
+
+        vol = read_nifti(path)
+        slices, notes = volume_slices(vol, predictor.config.channels)
+        t0 = time.perf_counter()
+        with lock:
+            probs = predictor.predict(slices)
+        masks = predictor.mask(probs)
+        runtime = time.perf_counter() - t0
+        rid = uuid.uuid4().hex
+        out = results / f"{rid}.nii.gz"
+        write_nifti(out, mask_to_volume(masks, vol), vol)
+        if format == "png":
+            return FileResponse(out, media_type="application/gzip", filename="mask.nii.gz")
+        summary = mask_summary(masks, vol)
+        return {
+            "kind": "volume",
+            "notes": notes,
+            "slices": [
+                {
+                    "mri": data_url(png_bytes(display_slice(s))),
+                    "mask": data_url(png_bytes((m * 255).astype(np.uint8))),
+                    "overlay": data_url(png_bytes(_overlay_panel(s, m))),
+                    "tumor_area_px": int(m.sum()),
+                }  # fmt: skip
+                for s, m in zip(slices, masks)
+            ],
+            "tumor_volume_ml": summary["tumor_volume_ml"],
+            "slices_with_tumor": summary["slices_with_tumor"],
+            "max_probability": float(probs.max()) if probs.size else 0.0,
+            "runtime_ms": runtime * 1000,
+            "mask_url": f"/api/v1/results/{rid}/mask.nii.gz",
+            "model": model_id,
+        }
+
+    @app.get("/api/v1/results/{rid}/mask.nii.gz")
+    def result_mask(rid: str):
+        """The mask volume of an earlier volume upload."""
+        if not rid.isalnum() or len(rid) != 32:
+            return error(404, "no such result")
+        path = results / f"{rid}.nii.gz"
+        if not path.is_file():
+            return error(404, "no such result")
+        return FileResponse(path, media_type="application/gzip", filename="mask.nii.gz")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _overlay_panel(chw: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The MRI with the mask in red (one panel, the image's own size)."""
+    from ..viz import PRED, _blend
+
+    return _blend(display_slice(chw), np.asarray(mask, bool), PRED)
+
+
+def app_from_env() -> FastAPI:
+    """Factory for uvicorn workers: settings come from TUMORSEG_SERVE_* variables."""
+    import os
+
+    return create_app(
+        os.environ.get("TUMORSEG_SERVE_WEIGHTS") or None,
+        os.environ.get("TUMORSEG_SERVE_BACKEND", "torch"),
+        int(os.environ.get("TUMORSEG_SERVE_MAX_UPLOAD", MAX_UPLOAD)),
+    )

@@ -1,0 +1,65 @@
+"use strict";
+const $ = (id) => document.getElementById(id);
+let current = null;
+
+function showError(msg) {
+  $("error").textContent = msg;
+  $("error").hidden = false;
+  $("status").textContent = "";
+}
+
+function showSlice(i) {
+  const s = current.kind === "volume" ? current.slices[i] : current;
+  $("mri").src = s.mri;
+  $("mask").src = s.mask;
+  $("base").src = s.mri;
+  $("over").src = s.overlay;
+  if (current.kind === "volume") {
+    $("slice-label").textContent = `${i + 1} / ${current.slices.length} (tumor ${s.tumor_area_px} px)`;
+  }
+}
+
+async function upload(file) {
+  $("error").hidden = true;
+  $("status").textContent = `Segmenting ${file.name}…`;
+  const form = new FormData();
+  form.append("file", file);
+  let res, body;
+  try {
+    res = await fetch("/api/v1/segment", { method: "POST", body: form });
+    body = await res.json();
+  } catch (e) {
+    return showError("The server could not be reached or answered with something unreadable.");
+  }
+  if (!res.ok) return showError(body.error || `The server answered ${res.status}.`);
+  current = body;
+  $("result").hidden = false;
+  $("status").textContent = `Done in ${Math.round(body.runtime_ms)} ms.`;
+  if (body.kind === "volume") {
+    $("slice-controls").hidden = false;
+    $("slice").max = body.slices.length - 1;
+    const best = body.slices.reduce((b, s, i, a) => (s.tumor_area_px > a[b].tumor_area_px ? i : b), 0);
+    $("slice").value = best;
+    showSlice(best);
+    $("measure").textContent = `Tumor volume: ${body.tumor_volume_ml.toFixed(2)} mL in ${body.slices_with_tumor.length} slices`;
+    $("download").href = body.mask_url;
+    $("download").download = "mask.nii.gz";
+  } else {
+    $("slice-controls").hidden = true;
+    showSlice(0);
+    $("measure").textContent = `Tumor area: ${body.tumor_area_px} px`;
+    $("download").href = body.mask;
+    $("download").download = "mask.png";
+  }
+}
+
+$("file").addEventListener("change", (e) => e.target.files[0] && upload(e.target.files[0]));
+$("opacity").addEventListener("input", (e) => ($("over").style.opacity = e.target.value / 100));
+$("slice").addEventListener("input", (e) => showSlice(Number(e.target.value)));
+const drop = $("drop");
+drop.addEventListener("click", () => $("file").click());
+drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("file").click(); } });
+["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.add("over"); }));
+["dragleave", "drop"].forEach((t) => drop.addEventListener(t, () => drop.classList.remove("over")));
+drop.addEventListener("drop", (e) => { e.preventDefault(); if (e.dataTransfer.files[0]) upload(e.dataTransfer.files[0]); });
+$("over").style.opacity = 0.5;

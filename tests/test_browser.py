@@ -1,0 +1,61 @@
+"""The web page in real headless Chromium (Debian's), driven by Playwright."""
+
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api")
+SLICE = "TCGA_CS_4941_19960909/TCGA_CS_4941_19960909_12.png"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])  # fmt: skip
+        yield b
+        b.close()
+
+
+def test_upload_shows_overlay_and_area(browser, server, lgg_root, tmp_path):
+    page = browser.new_page()
+    t0 = __import__("time").perf_counter()
+    page.goto(server + "/")
+    page.wait_for_load_state("load")
+    assert __import__("time").perf_counter() - t0 < 1.0  # loads in under a second
+    assert "Not a medical device" in page.inner_text("body")
+    page.set_input_files("#file", str(lgg_root / SLICE))
+    page.wait_for_selector("#result:not([hidden])", timeout=30000)
+    page.wait_for_function("document.getElementById('over').naturalWidth > 0")
+    shown = page.inner_text("#measure")
+    api = httpx.post(server + "/api/v1/segment", files={"file": ("s.png", (lgg_root / SLICE).read_bytes())}).json()
+    assert shown == f"Tumor area: {api['tumor_area_px']} px"
+    page.fill("#opacity", "80")
+    page.dispatch_event("#opacity", "input")
+    assert page.eval_on_selector("#over", "e => e.style.opacity") == "0.8"
+    page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+    assert (tmp_path / "page.png").stat().st_size > 10000
+
+
+def test_error_in_words(browser, server, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is text, not an image")
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_selector("#error:not([hidden])", timeout=30000)
+    assert "not a supported image" in page.inner_text("#error")
+
+
+def test_keyboard_opens_the_file_chooser(browser, server):
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.focus("#drop")
+    with page.expect_file_chooser(timeout=5000) as chooser:
+        page.keyboard.press("Enter")
+    assert chooser.value is not None

@@ -1,0 +1,84 @@
+"""The REST API against a real uvicorn server on 127.0.0.1 (a free port), the shipped model."""
+
+import base64
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+from conftest import png_header_only  # noqa: E402
+
+SLICE = "TCGA_CS_4941_19960909/TCGA_CS_4941_19960909_12.png"
+
+
+def post(url, content: bytes, name="x.png", **params):
+    return httpx.post(url + "/api/v1/segment", files={"file": (name, content)}, params=params, timeout=60)
+
+
+def test_health(server):
+    body = httpx.get(server + "/api/v1/health").json()
+    assert body["status"] == "ok" and body["backend"] == "torch" and body["model"].startswith("tumorseg-lgg-unet")
+
+
+def test_openapi_schema(server):
+    schema = httpx.get(server + "/openapi.json").json()
+    assert "/api/v1/segment" in schema["paths"] and "/api/v1/health" in schema["paths"]
+
+
+def test_segment_real_slice(server, lgg_root):
+    r = post(server, (lgg_root / SLICE).read_bytes(), name="anything.bin")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["kind"] == "image" and (body["width"], body["height"]) == (256, 256)
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["mask"].split(",", 1)[1]))))
+    assert mask.shape == (256, 256) and body["tumor_area_px"] == int((mask > 0).sum()) > 0
+    assert 0.5 < body["max_probability"] <= 1 and body["overlay"].startswith("data:image/png;base64,")
+    png = post(server, (lgg_root / SLICE).read_bytes(), format="png")
+    assert png.headers["content-type"] == "image/png"
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png.content))), mask)
+
+
+@pytest.mark.parametrize(
+    ("make", "status", "words"),
+    [
+        (lambda p, t: b"", 400, "empty"),
+        (lambda p, t: p[: len(p) // 2], 422, "cannot read image"),
+        (lambda p, t: b"hello, I am text\n" * 10, 415, "not a supported image"),
+        (lambda p, t: b"\x89PNG\r\n\x1a\n" + b"\0" * (3 * 1024 * 1024), 413, "larger than"),
+        (lambda p, t: png_header_only(t / "bomb.png", 20000, 20000).read_bytes(), 413, "too large"),
+    ],
+    ids=["empty", "truncated-png", "text-renamed-png", "oversized", "png-bomb"],
+)
+def test_bad_uploads(server, lgg_root, tmp_path, make, status, words):
+    r = post(server, make((lgg_root / SLICE).read_bytes(), tmp_path))
+    assert r.status_code == status, r.text
+    assert words in r.json()["error"]
+    assert str(tmp_path) not in r.text
+
+
+def test_wrong_method_and_missing_field(server):
+    r = httpx.get(server + "/api/v1/segment")
+    assert r.status_code == 405 and "error" in r.json()
+    r = httpx.post(server + "/api/v1/segment", files={"other": ("x.png", b"123")})
+    assert r.status_code == 422 and "file" in r.json()["error"]
+
+
+def test_concurrent_requests_then_still_healthy(server, lgg_root):
+    good = (lgg_root / SLICE).read_bytes()
+    bad = b"not an image"
+    with ThreadPoolExecutor(8) as ex:
+        codes = list(ex.map(lambda i: post(server, good if i % 2 else bad).status_code, range(16)))
+    assert codes.count(200) == 8 and codes.count(415) == 8
+    assert httpx.get(server + "/api/v1/health").status_code == 200
+
+
+def test_index_page(server):
+    r = httpx.get(server + "/")
+    assert r.status_code == 200 and "Not a medical device" in r.text
+    assert httpx.get(server + "/static/app.js").status_code == 200
