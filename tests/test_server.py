@@ -82,3 +82,17 @@ def test_index_page(server):
     r = httpx.get(server + "/")
     assert r.status_code == 200 and "Not a medical device" in r.text
     assert httpx.get(server + "/static/app.js").status_code == 200
+
+
+def test_schemathesis_finds_no_server_error(server):
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("schemathesis") or str(__import__("pathlib").Path(sys.executable).parent / "schemathesis")
+    if not __import__("pathlib").Path(exe).exists():
+        pytest.skip("schemathesis is not installed")
+    r = subprocess.run([exe, "run", server + "/openapi.json", "-c", "not_a_server_error", "-n", "25", "--seed", "1"],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert "passed" in r.stdout
