@@ -110,15 +110,12 @@ def train(
     model = {k: (v.value if isinstance(v, Enum) else v) for k, v in model.items()}
     if resume is not None:
         cfg = load_config(resume / "config.json")
-        changed = {k for k, v in overrides.items() if v is not None} - {
-            "epochs",
-            "patience",
-            "workers",
-            "threads",
-            "device",
-        }
-        if changed or any(v is not None for v in model.values()):
-            fail("--resume only accepts --epochs, --patience, --workers, --threads and --device besides it")
+        saved = cfg.model_dump()
+        free = {"epochs", "patience", "workers", "threads", "device", "out"}
+        changed = {k for k, v in overrides.items() if v is not None and k not in free and saved.get(k) != v}
+        changed |= {k for k, v in model.items() if v is not None and saved["model"].get(k) != v}
+        if changed:
+            fail(f"--resume continues a run with its saved config; these options differ from it: {sorted(changed)}")
         base_cfg = cfg.model_dump()
         base_cfg["out"] = str(resume)
     else:
@@ -129,6 +126,18 @@ def train(
     base_cfg["model"].update({k: v for k, v in model.items() if v is not None})
     cfg = validate_config(base_cfg, "options")
     fit(cfg, resume=resume is not None, progress=True)
+
+
+@app.command("check-data")
+def check_data_cmd(data: Path = typer.Argument(..., help="Folder in the kaggle_3m layout.")) -> None:
+    """Check a data folder without training: pairs, sizes, binary masks, duplicates, balance."""
+    from .data.check import check_data
+
+    report = check_data(data, log=typer.echo)
+    if report["errors"]:
+        typer.secho(f"{len(report['errors'])} errors", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    typer.echo(f"ok ({len(report['warnings'])} warnings)")
 
 
 @app.command()

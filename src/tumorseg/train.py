@@ -18,6 +18,7 @@ from tqdm import tqdm
 from . import distributed as ddp
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig
+from .data.check import check_data
 from .data.lgg import CaseArrays, find_cases, load_case, split_cases
 from .data.transforms import augment, scale_intensity
 from .errors import TumorsegError
@@ -201,13 +202,41 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
     """
     kind = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
     info = ddp.setup(kind)
+    stop = _StopOnSigint(enabled=not info.enabled)
     try:
-        return _fit(cfg, resume, progress, log, info)
+        return _fit(cfg, resume, progress, log, info, stop)
     finally:
+        stop.restore()
         ddp.cleanup()
 
 
-def _fit(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo) -> dict:
+class _StopOnSigint:
+    """The first Ctrl-C asks the loop to stop after the current batch; the second kills."""
+
+    def __init__(self, enabled: bool):
+        import signal
+        import threading
+
+        self.requested = False
+        self._old = None
+        if enabled and threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        import signal
+
+        if self.requested:
+            signal.default_int_handler(signum, frame)
+        self.requested = True
+
+    def restore(self) -> None:
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _fit(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo, stop: _StopOnSigint) -> dict:
     if cfg.batch_size % info.world_size:
         raise TumorsegError(f"batch size {cfg.batch_size} is not divisible by the {info.world_size} processes")
     local_batch = cfg.batch_size // info.world_size
@@ -221,6 +250,12 @@ def _fit(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
 
+    report = check_data(cfg.data)  # the same checks as `tumorseg check-data`
+    if report["errors"]:
+        shown = "; ".join(report["errors"][:5])
+        raise TumorsegError(f"{cfg.data}: {len(report['errors'])} data errors (see `tumorseg check-data`): {shown}")
+    for w in report["warnings"][:10]:
+        log(f"warning: {w}")
     cases = find_cases(cfg.data)
     if cfg.max_patients:
         cases = cases[: cfg.max_patients]
@@ -321,6 +356,17 @@ def _fit(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo
             loss_sum += loss.item() * len(x)
             rate = seen * info.world_size / (time.perf_counter() - t0)
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
+            if stop.requested:
+                break
+        if stop.requested:
+            bar.close()
+            path = out / "interrupted.safetensors"
+            weights = {k: v.cpu() for k, v in (ema.model if ema else net).state_dict().items()}
+            save_checkpoint(path, Checkpoint(cfg, weights, {"epoch": epoch - 1, "interrupted_in_epoch": epoch,
+                                                            "split": split}))  # fmt: skip
+            log(f"interrupted in epoch {epoch}: weights saved to {path}; the last complete epoch is in "
+                f"{last_path}; continue with: tumorseg train --resume {out}")  # fmt: skip
+            raise KeyboardInterrupt
         train_time = time.perf_counter() - t0
         ddp.average_buffers(net, info)
         if ema:

@@ -1,0 +1,91 @@
+"""`check-data`: validate a kaggle_3m folder without training.
+
+Errors stop training: a slice without its mask (or the reverse), an unreadable file, a mask
+whose size differs from its image. Warnings are reported: non-binary masks, duplicate
+slices, patients without tumor. The class balance is summarised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from ..io import is_mask_path, read_image
+from .lgg import SLICE_SUFFIXES, slice_number
+
+
+def check_data(root: str | Path, log=None) -> dict:
+    """Scan every patient folder under `root`; returns a report (see module docstring)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: data folder does not exist" if not root.exists() else f"{root}: not a folder")
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    if not folders and any(p.suffix.lower() in SLICE_SUFFIXES for p in root.iterdir()):
+        folders = [root]
+    errors: list[str] = []
+    warnings: list[str] = []
+    seen: dict[str, str] = {}
+    patients, slices, tumor_slices, tumor_px, total_px = 0, 0, 0, 0, 0
+    for folder in folders:
+        files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES]
+        if not files:
+            continue
+        images = {p.stem: p for p in files if not is_mask_path(p)}
+        masks = {p.stem[: -len("_mask")]: p for p in files if is_mask_path(p)}
+        errors += [f"{images[s]}: image has no mask" for s in sorted(set(images) - set(masks))]
+        errors += [f"{masks[s]}: mask has no image" for s in sorted(set(masks) - set(images))]
+        patients += 1
+        patient_tumor = 0
+        for stem in sorted(set(images) & set(masks), key=lambda s: slice_number(images[s])):
+            try:
+                img, mask = read_image(images[stem]), read_image(masks[stem])
+            except DataError as exc:
+                errors.append(str(exc))
+                continue
+            if mask.ndim == 3:
+                mask = mask[..., 0]
+            if img.shape[:2] != mask.shape:
+                errors.append(f"{masks[stem]}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                              f"{img.shape[1]}x{img.shape[0]}")  # fmt: skip
+                continue
+            values = np.unique(mask)
+            if not set(values.tolist()) <= {0, 255}:
+                warnings.append(f"{masks[stem]}: mask is not binary (values {values[:6].tolist()}...); "
+                                "it is binarised at 128")  # fmt: skip
+            digest = hashlib.sha1(img.tobytes()).hexdigest()
+            if digest in seen and img.any():
+                warnings.append(f"{images[stem]}: duplicate of {seen[digest]}")
+            seen.setdefault(digest, str(images[stem]))
+            n = int((mask > 127).sum())
+            slices += 1
+            tumor_slices += n > 0
+            patient_tumor += n
+            tumor_px += n
+            total_px += mask.size
+        if patient_tumor == 0:
+            warnings.append(f"{folder}: patient has no tumor in any slice")
+    if patients == 0:
+        errors.append(f"{root}: no slices found (expected <CASE>/<CASE>_<n>.png|tif with _mask beside each)")
+    report = {
+        "root": str(root),
+        "patients": patients,
+        "slices": slices,
+        "slices_with_tumor": tumor_slices,
+        "tumor_slice_fraction": tumor_slices / slices if slices else 0.0,
+        "tumor_pixel_fraction": tumor_px / total_px if total_px else 0.0,
+        "errors": errors,
+        "warnings": warnings,
+    }
+    if log:
+        share = 100 * report["tumor_slice_fraction"]
+        pixels = 100 * report["tumor_pixel_fraction"]
+        log(f"{patients} patients, {slices} slices, {tumor_slices} with tumor ({share:.1f} %), "
+            f"tumor pixels {pixels:.2f} %")  # fmt: skip
+        for w in warnings:
+            log(f"warning: {w}")
+        for e in errors:
+            log(f"error: {e}")
+    return report

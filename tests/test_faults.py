@@ -1,0 +1,85 @@
+"""Training under faults: SIGKILL at random points and SIGINT; checkpoints never partial."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tumorseg.checkpoint import load_checkpoint
+
+ARGS = ["--epochs", "6", "--batch-size", "4", "--base", "4", "--depth", "2", "--image-size", "64",
+        "--val-frac", "0.5", "--test-frac", "0", "--threads", "1"]  # fmt: skip
+
+
+def start(data, out, *extra):
+    return subprocess.Popen([sys.executable, "-m", "tumorseg", "train", "--data", str(data), "--out", str(out),
+                             *ARGS, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def epochs_done(out):
+    path = out / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def wait_for(cond, timeout=120):
+    t = time.time()
+    while not cond():
+        if time.time() - t > timeout:
+            raise TimeoutError
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, lgg_root):
+    from conftest import SMALL_PATIENTS, copy_slices
+
+    base = tmp_path_factory.mktemp("faults")
+    data = base / "lgg"
+    for pid in SMALL_PATIENTS:
+        copy_slices(lgg_root / pid, data / pid, range(8, 20))
+    p = start(data, base / "ref")
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    return data, [json.loads(x) for x in (base / "ref" / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_sigkill_at_random_points_then_resume_matches(reference, tmp_path):
+    data, ref = reference
+    out = tmp_path / "run"
+    rng = np.random.default_rng(0)
+    p, n = start(data, out), 0
+    for _ in range(2):  # kill twice: inside an epoch or while a checkpoint is being written
+        wait_for(lambda p=p, n=n: epochs_done(out) > n or p.poll() is not None)
+        time.sleep(float(rng.uniform(0, 0.8)))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        for ck in out.glob("*.safetensors"):
+            load_checkpoint(ck)  # complete and valid, or this raises
+        n = epochs_done(out)
+        p = start(data, out, "--resume", out) if (out / "last.safetensors").exists() else start(data, out)
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    got = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in got] == [m["epoch"] for m in ref]
+    assert got[-1]["train_loss"] == pytest.approx(ref[-1]["train_loss"], rel=1e-4)
+    assert got[-1]["val_dice"] == pytest.approx(ref[-1]["val_dice"], abs=1e-3)
+
+
+def test_sigint_saves_and_exits_cleanly(reference, tmp_path):
+    data, _ = reference
+    out = tmp_path / "run"
+    p = start(data, out)
+    wait_for(lambda: epochs_done(out) >= 1)
+    p.send_signal(signal.SIGINT)
+    stdout, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "interrupted in epoch" in stdout and "--resume" in stdout
+    ck = load_checkpoint(out / "interrupted.safetensors")
+    assert ck.meta["interrupted_in_epoch"] >= 2
+    done = epochs_done(out)
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "train", "--resume", str(out)], capture_output=True,
+                       text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert f"resuming {out} at epoch {done + 1}" in r.stdout
