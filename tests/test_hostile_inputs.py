@@ -1,0 +1,125 @@
+"""Hostile and broken inputs: every one gets a DataError naming the file, never a crash."""
+
+import io
+import os
+
+import numpy as np
+import pytest
+import tifffile
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from tumorseg.data.lgg import select_channels
+from tumorseg.errors import DataError
+from tumorseg.io import read_image
+
+SLICE = "TCGA_CS_4941_19960909/TCGA_CS_4941_19960909_12.png"
+
+
+def real_files(lgg_root, tmp_path_factory):
+    d = tmp_path_factory.mktemp("seeds")
+    png = (lgg_root / SLICE).read_bytes()
+    img = np.asarray(Image.open(io.BytesIO(png)))
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, img)
+    return d, {".png": png, ".tif": buf.getvalue()}
+
+
+@pytest.fixture(scope="module")
+def seeds(lgg_root, tmp_path_factory):
+    return real_files(lgg_root, tmp_path_factory)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    suffix=st.sampled_from([".png", ".tif"]),
+    cut=st.integers(0, 4000),
+    flips=st.lists(st.integers(0, 10**6), max_size=8),
+)
+def test_fuzzed_images_raise_data_error_or_decode(seeds, suffix, cut, flips):
+    folder, data = seeds
+    raw = bytearray(data[suffix])
+    for f in flips:
+        raw[f % len(raw)] ^= 0xFF
+    raw = raw[: max(0, len(raw) - cut)]
+    path = folder / f"fuzz{suffix}"
+    path.write_bytes(bytes(raw))
+    try:
+        arr = read_image(path)
+    except DataError as exc:
+        assert str(path) in str(exc)
+        return
+    assert arr.dtype == np.uint8 and arr.ndim in (2, 3) and arr.size > 0
+
+
+@pytest.mark.parametrize(
+    ("make", "check"),
+    [
+        (lambda p: Image.fromarray(np.array([[0, 40000]], np.uint16)).save(p.with_suffix(".png")), (0, 255)),
+        (lambda p: tifffile.imwrite(p.with_suffix(".tif"), np.array([[0.0, 0.5]], np.float32)), (0, 255)),
+        (lambda p: tifffile.imwrite(p.with_suffix(".tif"), np.array([[0, 4095]], np.uint16)), (0, 255)),
+        (lambda p: tifffile.imwrite(p.with_suffix(".tif"), np.array([[False, True]])), (0, 255)),
+    ],
+    ids=["uint16-png", "float-tiff", "16bit-tiff", "bool-tiff"],
+)
+def test_other_dtypes_are_scaled_to_uint8(tmp_path, make, check):
+    make(tmp_path / "x")
+    path = next(tmp_path.iterdir())
+    arr = read_image(path)
+    assert arr.dtype == np.uint8 and (int(arr.min()), int(arr.max())) == check
+
+
+def test_nan_tiff(tmp_path):
+    p = tmp_path / "nan.tif"
+    tifffile.imwrite(p, np.array([[np.nan, 1.0]], np.float32))
+    with pytest.raises(DataError, match="nan.tif: image holds NaN or Inf"):
+        read_image(p)
+
+
+def test_zero_size_image(tmp_path):
+    p = tmp_path / "empty.tif"
+    tifffile.imwrite(p, np.zeros((0, 5), np.uint8))
+    with pytest.raises(DataError, match="empty.tif"):
+        read_image(p)
+
+
+def test_channels_one_for_three_and_four_for_three(tmp_path):
+    gray = np.zeros((8, 8), np.uint8)
+    assert select_channels(gray, "all").shape == (3, 8, 8)  # FLAIR repeated, as the dataset does
+    assert select_channels(np.zeros((8, 8, 3), np.uint8), "flair").shape == (1, 8, 8)
+    with pytest.raises(DataError, match="expected 1 or 3 channels, got 2"):
+        select_channels(np.zeros((8, 8, 2), np.uint8), "all", tmp_path / "two.tif")
+
+
+def test_symlink_loop_and_dangling_link_in_input_folder(tiny_run, lgg_root, tmp_path):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "s.png").write_bytes((lgg_root / SLICE).read_bytes())
+    os.symlink(folder / "loop.png", folder / "loop.png")
+    os.symlink(tmp_path / "missing.png", folder / "dangling.png")
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(folder), "--out", str(tmp_path / "o"),
+                        "--weights", str(tiny_run / "last.safetensors")], capture_output=True, text=True,
+                       timeout=300)  # fmt: skip
+    assert "Traceback" not in r.stderr
+    assert (tmp_path / "o" / "s_pred.png").is_file()
+
+
+def test_output_names_cannot_escape(tiny_run, lgg_root, tmp_path):
+    """Outputs are named from the input's stem only: a name like '../../x' cannot leave --out."""
+    import subprocess
+    import sys
+
+    odd = tmp_path / "in" / "..%2F..%2Fx.png"
+    odd.parent.mkdir()
+    odd.write_bytes((lgg_root / SLICE).read_bytes())
+    out = tmp_path / "deep" / "out"
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(odd), "--out", str(out),
+                        "--weights", str(tiny_run / "last.safetensors")], capture_output=True, text=True,
+                       timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    written = [p for p in tmp_path.rglob("*_pred.png")]
+    assert written and all(p.parent == out for p in written)
