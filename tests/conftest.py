@@ -98,15 +98,16 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server():
-    """A real `tumorseg serve` (shipped model, 2 MB upload limit) on 127.0.0.1 and a free port."""
+def server_process():
+    """A real `tumorseg serve` (shipped model, 2 MB upload limit) on 127.0.0.1 and a free port:
+    (url, process)."""
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tumorseg", "serve", "--port", str(port), "--max-upload-mb", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -120,6 +121,12 @@ def server():
     else:
         proc.kill()
         pytest.fail("server did not start")
-    yield url
+    yield url, proc
     proc.terminate()
     proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server(server_process):
+    """The URL of a real server (see server_process)."""
+    return server_process[0]

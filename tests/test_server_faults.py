@@ -1,0 +1,68 @@
+"""The server under fault: disconnects mid-upload, a slow client, a burst of bad uploads."""
+
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+httpx = pytest.importorskip("httpx")
+
+SLICE = "TCGA_CS_4941_19960909/TCGA_CS_4941_19960909_12.png"
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def multipart_head(boundary: str, length: int) -> bytes:
+    return (
+        "POST /api/v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        f'Content-Length: {length}\r\n\r\n--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="x.png"\r\nContent-Type: image/png\r\n\r\n'
+    ).encode()
+
+
+def good(url, lgg_root):
+    r = httpx.post(url + "/api/v1/segment", files={"file": ("s.png", (lgg_root / SLICE).read_bytes())}, timeout=60)
+    return r.status_code, r.json()
+
+
+def test_faults_leave_the_server_up_and_memory_flat(server_process, lgg_root):
+    url, proc = server_process
+    port = int(url.rsplit(":", 1)[1])
+    assert good(url, lgg_root)[0] == 200
+    baseline = rss_mb(proc.pid)
+    payload = (lgg_root / SLICE).read_bytes()
+
+    # 1. clients that disconnect mid-upload
+    for _ in range(10):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(multipart_head("b0undary", len(payload) + 200))
+            s.sendall(payload[: len(payload) // 3])
+    # 2. a slow client, trickling its upload, then giving up
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(multipart_head("b0undary", len(payload) + 200))
+        for i in range(0, 2000, 100):
+            s.sendall(payload[i : i + 100])
+            time.sleep(0.05)
+    # 3. a burst of 50 concurrent bad uploads
+    bad = [b"", b"text, not an image", payload[:500], b"\x89PNG\r\n\x1a\n" + b"\0" * 100]
+
+    def send(i):
+        return httpx.post(url + "/api/v1/segment", files={"file": ("x.png", bad[i % 4])}, timeout=60).status_code
+
+    with ThreadPoolExecutor(50) as ex:
+        codes = list(ex.map(send, range(50)))
+    assert all(400 <= c < 500 for c in codes), codes
+    # the server is still up and answers a good request
+    status, body = good(url, lgg_root)
+    assert status == 200 and body["tumor_area_px"] > 0
+    assert proc.poll() is None
+    time.sleep(1)
+    assert rss_mb(proc.pid) < baseline + 60, (baseline, rss_mb(proc.pid))
