@@ -123,3 +123,27 @@ def test_output_names_cannot_escape(tiny_run, lgg_root, tmp_path):
     assert r.returncode == 0, r.stderr
     written = [p for p in tmp_path.rglob("*_pred.png")]
     assert written and all(p.parent == out for p in written)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.integers(0, 3000), flips=st.lists(st.integers(0, 10**5), max_size=6), gz=st.booleans())
+def test_fuzzed_nifti_raise_data_error_or_read(tmp_path_factory, cut, flips, gz):
+    nib = pytest.importorskip("nibabel")
+    from tumorseg.volume import read_nifti
+
+    folder = tmp_path_factory.mktemp("nii")
+    arr = (np.arange(16 * 16 * 6, dtype=np.float32).reshape(16, 16, 6) % 97) * 3.0
+    seed = folder / ("seed.nii.gz" if gz else "seed.nii")
+    nib.save(nib.Nifti1Image(arr, np.eye(4)), str(seed))
+    raw = bytearray(seed.read_bytes())
+    for f in flips:
+        raw[f % len(raw)] ^= 0xFF
+    raw = raw[: max(0, len(raw) - cut)]
+    path = folder / ("fuzz.nii.gz" if gz else "fuzz.nii")
+    path.write_bytes(bytes(raw))
+    try:
+        vol = read_nifti(path)
+    except DataError as exc:
+        assert str(path) in str(exc)
+        return
+    assert vol.array.ndim in (3, 4) and vol.affine.shape == (4, 4)

@@ -96,3 +96,27 @@ def test_schemathesis_finds_no_server_error(server):
                        capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == 0, r.stdout[-3000:]
     assert "passed" in r.stdout
+
+
+def test_segment_nifti_volume(server, lgg_root, tmp_path):
+    nib = pytest.importorskip("nibabel")
+    from tumorseg.data.lgg import find_cases, load_case
+
+    case = load_case(find_cases(lgg_root / "TCGA_CS_4941_19960909")[0], None)
+    images = case.images[8:16]  # within the test server's 2 MB upload limit
+    arr = np.ascontiguousarray(images.transpose(3, 2, 0, 1)[::-1, ::-1])  # RAS (X, Y, Z, C)
+    path = tmp_path / "scan.nii.gz"
+    affine = np.diag([0.9, 0.9, 3.0, 1.0])
+    nib.save(nib.Nifti1Image(arr, affine), str(path))
+    r = httpx.post(server + "/api/v1/segment", files={"file": ("whatever", path.read_bytes())}, timeout=120)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["kind"] == "volume" and len(body["slices"]) == len(images)
+    areas = sum(s["tumor_area_px"] for s in body["slices"])
+    assert body["tumor_volume_ml"] == pytest.approx(areas * 0.9 * 0.9 * 3.0 / 1000, rel=1e-6)
+    mask = httpx.get(server + body["mask_url"], timeout=60)
+    assert mask.status_code == 200
+    (tmp_path / "mask.nii.gz").write_bytes(mask.content)
+    out = nib.load(str(tmp_path / "mask.nii.gz"))
+    assert out.shape == arr.shape[:3] and np.allclose(out.affine, affine)
+    assert httpx.get(server + "/api/v1/results/../../etc/passwd").status_code == 404
