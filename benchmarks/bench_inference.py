@@ -15,23 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import gemm_peak
 
 from tumorseg.checkpoint import build_model, load_checkpoint
 from tumorseg.data.lgg import find_cases, load_case, select_channels
 from tumorseg.infer import Predictor, default_weights, onnx_available, set_threads
 from tumorseg.io import read_image, write_png
 from tumorseg.models import UNet
-
-
-def gemm_peak(n: int = 2048, reps: int = 10) -> float:
-    """Measured fp32 GFLOP/s of an n x n matmul: the ceiling every backend is compared to."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 
 def model_flops(model: torch.nn.Module, channels: int, size: int) -> int:

@@ -14,21 +14,12 @@ import time
 from pathlib import Path
 
 import torch
+from common import gemm_peak
 
 from tumorseg.config import TrainConfig
 from tumorseg.infer import set_threads
 from tumorseg.losses import make_loss
 from tumorseg.models import UNet
-
-
-def gemm_peak(n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 
 def train_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn) -> int:

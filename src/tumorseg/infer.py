@@ -55,8 +55,8 @@ def set_threads(threads: int = 0) -> None:
 
 
 @torch.inference_mode()
-def predict_logits(model: UNet, x: torch.Tensor, batch_size: int = 32, tta: bool = False) -> torch.Tensor:
-    """Logits for preprocessed float input (N, C, h, w), in batches; `tta` averages a left-right flip."""
+def predict_logits(model: UNet, x: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """Logits for preprocessed float input (N, C, h, w), in batches, in eval mode."""
     was_training = model.training
     model.eval()
     outs = []
@@ -64,8 +64,6 @@ def predict_logits(model: UNet, x: torch.Tensor, batch_size: int = 32, tta: bool
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size].to(device).contiguous(memory_format=torch.channels_last)
         logits = model(xb)
-        if tta:
-            logits = (logits + model(xb.flip(-1)).flip(-1)) / 2
         outs.append(logits.float().cpu())
     model.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0, 1, *x.shape[-2:])

@@ -90,11 +90,6 @@ def dice_summary(ids: list[str], counts: torch.Tensor) -> dict:
     }
 
 
-def validate(model: UNet, cases: list[CaseArrays], config: ModelConfig, threshold: float = 0.5) -> dict:
-    """Per-patient Dice at each patient's original resolution, in one process."""
-    return dice_summary([c.id for c in cases], validate_counts(model, cases, config, threshold))
-
-
 class EMA:
     """Exponential moving average of parameters and buffers."""
 
