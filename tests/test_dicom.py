@@ -23,7 +23,7 @@ def write_series(folder, flair: np.ndarray, spacing=(0.9, 0.8), thickness=3.0, s
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
     folder.mkdir(parents=True, exist_ok=True)
-    series = generate_uid()
+    series, study, frame = generate_uid(), generate_uid(), generate_uid()
     order = np.random.default_rng(0).permutation(len(flair)) if shuffle else np.arange(len(flair))
     for name_idx, k in enumerate(order):
         if skip is not None and k == skip:
@@ -36,6 +36,10 @@ def write_series(folder, flair: np.ndarray, spacing=(0.9, 0.8), thickness=3.0, s
         ds.file_meta = meta
         ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
         ds.Modality, ds.SeriesInstanceUID, ds.PatientName = "MR", series, "Anonymous"
+        ds.StudyInstanceUID, ds.FrameOfReferenceUID, ds.PatientID = study, frame, "anon"
+        ds.PatientBirthDate, ds.PatientSex, ds.StudyDate, ds.StudyTime = "", "O", "20000101", "000000"
+        ds.ReferringPhysicianName, ds.AccessionNumber, ds.StudyID = "", "", "1"
+        ds.SeriesNumber, ds.InstanceNumber, ds.SliceThickness = 1, int(k) + 1, thickness
         ds.Rows, ds.Columns = flair.shape[1:]
         ds.PixelSpacing = list(spacing)
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
@@ -76,6 +80,16 @@ def test_predict_series_writes_nifti_mask(flair, tmp_path):
     out = nib.load(str(tmp_path / "o" / "series_pred.nii.gz"))
     assert out.shape == (256, 256, len(flair))
     np.testing.assert_allclose(out.affine, read_dicom_series(series).affine, atol=1e-5)
+    # the DICOM SEG holds the same mask, frame by frame, referencing the source slices
+    pytest.importorskip("highdicom")
+    seg = pydicom.dcmread(tmp_path / "o" / "series_seg.dcm")
+    assert seg.Modality == "SEG" and int(seg.NumberOfFrames) == len(flair)
+    frames = seg.pixel_array.astype(bool)
+    nifti_mask = np.asanyarray(out.dataobj).astype(bool)
+    assert frames.sum() == nifti_mask.sum() > 0
+    sources = {ds.SOPInstanceUID for ds in (pydicom.dcmread(p) for p in series.iterdir())}
+    refs = {r.ReferencedSOPInstanceUID for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert refs == sources
 
 
 def test_missing_slice_is_refused(flair, tmp_path):

@@ -22,6 +22,7 @@ from .volume import (
     read_nifti,
     volume_slices,
     volume_stem,
+    write_dicom_seg,
     write_nifti,
     write_summary,
 )
@@ -149,12 +150,23 @@ def predict_volume(vol: Volume, prefix: Path, predictor: Predictor, notes: list[
         log(f"{vol.source}: {n}")
     masks = predictor.mask(predictor.predict(slices))
     mask_path = prefix.parent / f"{prefix.name}_pred.nii.gz"
-    write_nifti(mask_path, mask_to_volume(masks, vol), vol)
+    mask_vol = mask_to_volume(masks, vol)
+    write_nifti(mask_path, mask_vol, vol)
+    written = [mask_path]
+    if vol.dicom_sources:
+        try:
+            seg_path = prefix.parent / f"{prefix.name}_seg.dcm"
+            write_dicom_seg(seg_path, mask_vol, vol)
+            written.append(seg_path)
+        except Exception as exc:  # the NIfTI mask stands; say why there is no SEG
+            notes.append(f"no DICOM SEG written: {type(exc).__name__}: {str(exc)[:200]}")
+            log(f"{vol.source}: {notes[-1]}")
     summary = {"input": vol.source, "mask": str(mask_path), "notes": notes, **mask_summary(masks, vol)}
     summary_path = prefix.parent / f"{prefix.name}_summary.json"
+    summary["outputs"] = [str(p) for p in written]
     write_summary(summary_path, summary)
     log(
         f"{vol.source}: tumor {summary['tumor_volume_ml']:.2f} mL in {len(summary['slices_with_tumor'])} "
         f"of {summary['axial_slices']} axial slices -> {mask_path}"
     )
-    return [mask_path, summary_path]
+    return [*written, summary_path]

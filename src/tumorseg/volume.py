@@ -45,6 +45,7 @@ class Volume:
     modality: str | None = None
     source: str = ""
     header: object = None
+    dicom_sources: list | None = None  # the series' datasets in slice order (voxel axis 2)
 
     @property
     def channels(self) -> int:
@@ -245,7 +246,8 @@ def read_dicom_series(folder: str | Path) -> Volume:
         except Exception as exc:
             raise DataError(f"{p}: cannot read DICOM slice ({type(exc).__name__}: {exc})") from None
         slope, intercept = float(getattr(ds, "RescaleSlope", 1) or 1), float(getattr(ds, "RescaleIntercept", 0) or 0)
-        slices.append((p, arr * slope + intercept, pos, orient, spacing, getattr(ds, "SeriesInstanceUID", None)))
+        del ds.PixelData  # keep the header for a DICOM SEG, not the pixels twice
+        slices.append((p, arr * slope + intercept, pos, orient, spacing, getattr(ds, "SeriesInstanceUID", None), ds))
     if len({s[5] for s in slices}) > 1:
         raise DataError(f"{folder}: holds more than one series (SeriesInstanceUID differs)")
     orient = slices[0][3]
@@ -279,7 +281,51 @@ def read_dicom_series(folder: str | Path) -> Volume:
     array = np.stack([s[1].T for s in slices], axis=-1)  # (columns, rows, slices)
     if not np.isfinite(array).all():
         raise DataError(f"{folder}: DICOM pixel data holds NaN or Inf")
-    return Volume(array, affine, (col_spacing, row_spacing, abs(step)), modality="MR", source=str(folder))
+    return Volume(array, affine, (col_spacing, row_spacing, abs(step)), modality="MR", source=str(folder),
+                  dicom_sources=[s[6] for s in slices])  # fmt: skip
+
+
+def write_dicom_seg(path: str | Path, mask: np.ndarray, vol: Volume) -> None:
+    """A binary DICOM SEG (highdicom) referencing the series' slices; mask in `vol`'s voxel order."""
+    try:
+        import highdicom as hd
+    except ImportError:
+        raise DataError("DICOM SEG output needs highdicom: pip install 'tumorseg[medical]'") from None
+    from pydicom.sr.codedict import codes
+
+    from . import __version__
+
+    frames = np.stack([mask[:, :, k].T for k in range(mask.shape[2])]).astype(bool)  # (slices, rows, cols)
+    description = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="tumor (FLAIR abnormality)",
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Neoplasm,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name="tumorseg U-Net", version=__version__, family=codes.DCM.ArtificialIntelligence
+        ),
+    )
+    seg = hd.seg.Segmentation(
+        source_images=vol.dicom_sources,
+        pixel_array=frames,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[description],
+        series_instance_uid=hd.UID(),
+        series_number=9901,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="tumorseg",
+        manufacturer_model_name="tumorseg U-Net (research use only)",
+        software_versions=__version__,
+        device_serial_number="0",
+        omit_empty_frames=False,
+    )
+    import io as _io
+
+    buf = _io.BytesIO()
+    seg.save_as(buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def mask_slices(mask: np.ndarray, vol: Volume) -> np.ndarray:
