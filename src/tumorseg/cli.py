@@ -28,26 +28,21 @@ def fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-class Loss(str, Enum):
-    bce = "bce"
-    bce_dice = "bce+dice"
+def _choices(name: str, field: str, model: bool = False) -> type[Enum]:
+    """A str Enum of a config field's Literal values, so the CLI's choices never drift from the config."""
+    from typing import get_args
+
+    from .config import ModelConfig, TrainConfig
+
+    values = get_args((ModelConfig if model else TrainConfig).model_fields[field].annotation)
+    return Enum(name, [(v, v) for v in values], type=str)
 
 
-class Schedule(str, Enum):
-    none = "none"
-    cosine = "cosine"
-    plateau = "plateau"
-
-
-class Channels(str, Enum):
-    all = "all"
-    flair = "flair"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
+Loss = _choices("Loss", "loss")
+Schedule = _choices("Schedule", "schedule")
+Device = _choices("Device", "device")
+Channels = _choices("Channels", "channels", model=True)
+Intensity = _choices("Intensity", "intensity", model=True)
 
 
 class Backend(str, Enum):
@@ -59,11 +54,6 @@ class Split(str, Enum):
     test = "test"
     val = "val"
     all = "all"
-
-
-class Intensity(str, Enum):
-    fixed = "fixed"
-    percentile = "percentile"
 
 
 @app.command()

@@ -231,9 +231,9 @@ def evaluate_volumes(
         pred = predictor.mask(predictor.predict(slices))
         truth = mask_slices(truth_vol.array, vol)
         s = score_volume(pred, truth, slice_spacing(vol))
+        base = score_volume(np.zeros_like(truth), truth)
         rows.append({"patient": str(image_path), **{k: s[k] for k in COLUMNS if k in s}, "hd95_unit": "mm",
-                     "baseline_dice": score_volume(np.zeros_like(truth), truth)["dice"],
-                     "baseline_accuracy": score_volume(np.zeros_like(truth), truth)["accuracy"]})  # fmt: skip
+                     "baseline_dice": base["dice"], "baseline_accuracy": base["accuracy"]})  # fmt: skip
         log(f"  {image_path}: Dice {s['dice']:.3f}  HD95 {s['hd95']:.1f} mm")
     summary = {"chosen": {m: summarize([r[m] for r in rows]) for m in METRICS}}
     result = {"weights": str(weights), "volumes": len(rows), "per_patient": rows, "summary": summary,

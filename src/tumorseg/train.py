@@ -177,9 +177,12 @@ def _read_history(path: Path, before_epoch: int) -> list[dict]:
     return history
 
 
+def _use_cuda(cfg: TrainConfig) -> bool:
+    return cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+
+
 def _device(cfg: TrainConfig, info: ddp.DistInfo) -> torch.device:
-    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    if not use_cuda:
+    if not _use_cuda(cfg):
         return torch.device("cpu")
     return torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
 
@@ -195,8 +198,7 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
     global batch, split evenly across processes, so the learning rate needs no rescaling;
     validation counts are all-reduced; rank 0 alone logs, plots and saves.
     """
-    kind = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
-    info = ddp.setup(kind)
+    info = ddp.setup("cuda" if _use_cuda(cfg) else "cpu")
     stop = _StopOnSigint(enabled=not info.enabled)
     try:
         return _fit(cfg, resume, progress, log, info, stop)
