@@ -1,8 +1,9 @@
 import numpy as np
+import pytest
 import torch
 
 from tumorseg.data.lgg import find_cases, load_case
-from tumorseg.data.transforms import augment, preprocess, resize_uint8, scale_intensity
+from tumorseg.data.transforms import augment, preprocess, resize_uint8, scale_intensity, upper_quantile
 
 
 def test_augment_keeps_image_and_mask_aligned():
@@ -12,7 +13,7 @@ def test_augment_keeps_image_and_mask_aligned():
     y[:, :, 20:40, 10:30] = 1
     y[:, :, 5:12, 45:60] = 1
     x = y.repeat(1, 3, 1, 1)
-    xa, ya = augment(x, y, g, intensity=0)
+    xa, ya = augment(x, y, g, intensity=0, gamma=0)
     assert not torch.equal(ya, y)  # something moved
     assert torch.equal((xa[:, :1] > 0.5).float(), ya)
     assert set(ya.unique().tolist()) <= {0.0, 1.0}
@@ -26,7 +27,7 @@ def test_augment_real_slice_tumor_moves_with_image(lgg_root):
     marked = img.clone()
     marked[:, 0] = mask[:, 0]  # paint the mask into channel 0 as a probe
     g = torch.Generator().manual_seed(3)
-    xa, ya = augment(marked, mask, g, intensity=0)
+    xa, ya = augment(marked, mask, g, intensity=0, gamma=0)
     agree = ((xa[:, 0] > 0.5) == (ya[:, 0] > 0.5)).float().mean()
     assert agree == 1.0
     assert ya.sum() > 0
@@ -50,3 +51,26 @@ def test_resize_uint8_halves_by_block_mean():
     out = resize_uint8(a, 2)
     assert out.shape == (1, 1, 2, 2)
     assert out[0, 0, 0, 0] == round((0 + 10 + 40 + 50) / 4)
+
+
+def test_augment_gamma_keeps_range_and_background():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(8, 3, 32, 32) * 0.9 + 0.05
+    x[:, :, :4] = 0  # background rows
+    y = torch.zeros(8, 1, 32, 32)
+    xa, _ = augment(x, y, g, rotate_deg=0, shift=0, scale=0, intensity=0, gamma=0.4)
+    xa_ref, _ = augment(x, y, torch.Generator().manual_seed(0), rotate_deg=0, shift=0, scale=0, intensity=0, gamma=0)
+    assert 0 <= xa.min() and xa.max() <= 1
+    assert torch.equal(xa[:, :, :4], torch.zeros_like(xa[:, :, :4]))
+    assert not torch.allclose(xa, xa_ref, atol=1e-3)  # gamma changed the brain pixels
+    # each sample got one exponent: log(xa)/log(xa_ref) is constant within a sample
+    ratio = (xa_ref[:, :, 8:].log() / xa[:, :, 8:].log()).reshape(8, -1)
+    assert torch.allclose(ratio.min(1).values, ratio.max(1).values, rtol=1e-3)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 100, 16384, 65536])
+@pytest.mark.parametrize("q", [0.5, 0.9, 0.99, 1.0])
+def test_upper_quantile_matches_torch_quantile(n, q):
+    g = torch.Generator().manual_seed(n)
+    x = torch.randint(0, 256, (6, n), generator=g) / 255.0
+    torch.testing.assert_close(upper_quantile(x, q), torch.quantile(x, q, dim=1), atol=1e-5, rtol=0)
