@@ -19,7 +19,8 @@ from common import gemm_peak
 
 from tumorseg.checkpoint import build_model, load_checkpoint
 from tumorseg.data.lgg import find_cases, load_case, select_channels
-from tumorseg.infer import Predictor, default_weights, onnx_available, set_threads
+from tumorseg.export import int8_path
+from tumorseg.infer import Predictor, default_weights, onnx_available, resolve_backend, set_threads
 from tumorseg.io import read_image, write_png
 from tumorseg.models import UNet
 
@@ -111,9 +112,15 @@ def main() -> None:
         flops,
     )
     if onnx_available():
-        backends["onnx (ONNX Runtime)"] = (Predictor.from_checkpoint(weights, "onnx").probabilities, flops)
+        backends["onnx (ONNX Runtime, fp32)"] = (Predictor.from_checkpoint(weights, "onnx").probabilities, flops)
+        if int8_path(weights).is_file():
+            backends["onnx-int8 (ONNX Runtime, int8 convolutions)"] = (
+                Predictor.from_checkpoint(weights, "onnx-int8").probabilities,
+                flops,
+            )
     backends["anchor: Buda et al. U-Net, base 32 at 256x256 (torch)"] = (buda_run, buda_flops)
     rows = {}
+    reference = backends["eager fp32 (baseline)"][0](slices) > 0.5
     for name, (fn, flops) in backends.items():
         b1 = timed(lambda fn=fn: fn(slices[:1]), args.reps)
         b16 = timed(lambda fn=fn: fn(slices[:16]), max(3, args.reps // 6))
@@ -129,6 +136,11 @@ def main() -> None:
             "gflops_batch16": ips16 * flops / 1e9,
             "fraction_of_gemm_peak": ips16 * flops / 1e9 / peak,
         }
+        if not name.startswith("anchor"):  # how far its masks are from eager fp32's on the same slices
+            mask = fn(slices) > 0.5
+            rows[name]["mask_dice_vs_eager"] = (
+                2 * float((mask & reference).sum()) / max(1, int(mask.sum() + reference.sum()))
+            )
     base = rows["eager fp32 (baseline)"]["images_per_s_batch16"]
     for r in rows.values():
         r["speedup_vs_eager"] = r["images_per_s_batch16"] / base
@@ -143,6 +155,7 @@ def main() -> None:
         "patient": args.patient,
         "patient_slices": len(case.images),
         "backends": rows,
+        "default_backend": resolve_backend("auto", weights),
     }
     out = Path(__file__).parent / "results" / f"inference-{platform.node() or 'host'}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -150,12 +163,13 @@ def main() -> None:
     print(f"fp32 GEMM peak {peak:.0f} GFLOP/s; model {result['model_gflops_per_image']:.2f} GFLOP per 128x128 image; "
           f"{torch.get_num_threads()} threads")  # fmt: skip
     head = f"{'backend':<56}{'img/s b1':>9}{'img/s b16':>10}{'p50 ms':>8}{'p99 ms':>8}{'patient s':>10}"
-    head += f"{'x eager':>8}{'% peak':>7}"
+    head += f"{'x eager':>8}{'% peak':>7}{'mask Dice':>10}"
     print(head)
     for name, r in rows.items():
         print(f"{name:<56}{r['images_per_s_batch1']:>9.1f}{r['images_per_s_batch16']:>10.1f}{r['latency_p50_ms']:>8.1f}"
               f"{r['latency_p99_ms']:>8.1f}{r['patient_end_to_end_s']:>10.2f}{r['speedup_vs_eager']:>8.2f}"
-              f"{100 * r['fraction_of_gemm_peak']:>7.1f}")  # fmt: skip
+              f"{100 * r['fraction_of_gemm_peak']:>7.1f}{r.get('mask_dice_vs_eager', np.nan):>10.4f}")  # fmt: skip
+    print(f"default backend (auto): {result['default_backend']}; mask Dice: agreement with eager fp32's masks")
     print(f"wrote {out}")
 
 

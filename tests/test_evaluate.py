@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tumorseg.evaluation import evaluate
-from tumorseg.infer import Predictor, remove_small_components
+from tumorseg.infer import Predictor, drop_minor_components_3d, remove_small_components
 from tumorseg.metrics import confusion_counts, dice
 
 
@@ -86,6 +86,20 @@ def test_remove_small_components():
     out = remove_small_components(m, 5)
     assert out[0, 5:9, 5:9].all() and not out[0, 0:2, 0:2].any() and not out[1].any()
     assert np.array_equal(remove_small_components(m, 0), m)
+
+
+def test_drop_minor_components_3d():
+    m = np.zeros((4, 10, 10), bool)
+    m[0:3, 2:6, 2:6] = True  # 48 voxels across 3 slices: the tumor
+    m[3, 8, 8] = True  # 1 voxel, diagonal neighbour of nothing: a false alarm
+    m[0, 8:10, 0:3] = True  # 6 voxels = 12.5 % of the largest: kept at 10 %
+    out = drop_minor_components_3d(m, 0.1)
+    assert out[0:3, 2:6, 2:6].all() and not out[3, 8, 8] and out[0, 8:10, 0:3].all()
+    assert out.sum() == 48 + 6
+    assert not drop_minor_components_3d(m, 0.5)[0, 8:10, 0:3].any()
+    m[2, 6, 6] = m[3, 7, 7] = True  # a diagonal bridge joins the lone voxel to the tumor in 3D
+    assert drop_minor_components_3d(m, 0.5)[3, 8, 8]
+    assert not drop_minor_components_3d(np.zeros((2, 4, 4), bool), 0.1).any()
 
 
 def test_tta_is_mean_of_plain_and_flipped(tiny_run, lgg_root):

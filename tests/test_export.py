@@ -82,3 +82,75 @@ def test_onnx_backend_in_predict_gives_the_same_masks(tiny_run, lgg_root, tmp_pa
     for a, b in zip(outs["torch"], outs["onnx"]):
         assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
     assert list((tmp_path / "cache").glob("*.onnx"))
+
+
+@pytest.fixture(scope="module")
+def tiny_int8(tiny_run, tmp_path_factory):
+    """`tumorseg export --int8` of a copy of the tiny model, beside it, calibrated on its data."""
+    import shutil
+
+    w = tmp_path_factory.mktemp("int8") / "tiny.safetensors"
+    shutil.copy(tiny_run / "last.safetensors", w)
+    out = w.with_name("tiny.int8.onnx")
+    r = subprocess.run(
+        [sys.executable, "-m", "tumorseg", "export", "--int8", "--weights", str(w), "--data",
+         str(tiny_run.parent / "lgg"), "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_int8_graph_contract_and_provenance(tiny_int8, tiny_run):
+    import onnx
+
+    from tumorseg.checkpoint import load_checkpoint
+    from tumorseg.export import file_sha256
+
+    model = onnx.load(str(tiny_int8))
+    ops = {n.op_type for n in model.graph.node}
+    assert "QLinearConv" in ops and "TopK" in ops and "Resize" in ops  # int8 convs, fp32 preprocessing
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["tumorseg.source_sha256"] == file_sha256(tiny_int8.with_name("tiny.safetensors"))
+    train = load_checkpoint(tiny_run / "last.safetensors").meta["split"]["train"]
+    assert props["tumorseg.calibration"] and set(props["tumorseg.calibration"].split()) <= set(train)
+    s = session(tiny_int8)
+    (inp,), (out,) = s.get_inputs(), s.get_outputs()
+    assert inp.type == "tensor(uint8)" and out.type == "tensor(float)"
+    p = s.run(None, {"image": np.zeros((2, 3, 200, 176), np.uint8)})[0]
+    assert p.shape == (2, 1, 200, 176) and 0 <= p.min() and p.max() <= 1
+
+
+def test_int8_export_needs_data(tiny_run, tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "tumorseg", "export", "--int8", "--weights", str(tiny_run / "last.safetensors"),
+         "--out", str(tmp_path / "m.onnx")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 2 and "--data" in r.stderr
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_auto_backend_and_stale_int8_graph(tiny_int8, tiny_run, tmp_path):
+    import shutil
+
+    from tumorseg.errors import TumorsegError
+    from tumorseg.infer import resolve_backend
+
+    weights = tiny_int8.with_name("tiny.safetensors")
+    assert resolve_backend("auto", weights) == "onnx-int8"
+    assert Predictor.from_checkpoint(weights).backend == "onnx-int8"
+    lone = tmp_path / "lone.safetensors"
+    shutil.copy(tiny_run / "last.safetensors", lone)
+    assert resolve_backend("auto", lone) == "torch"  # no int8 graph beside it: no export on the fly
+    with pytest.raises(TumorsegError, match="export --int8"):
+        Predictor.from_checkpoint(lone, backend="onnx-int8")
+    # a graph made from other weights is refused, not silently used
+    other = tmp_path / "other.safetensors"
+    shutil.copy(tiny_run / "best.safetensors", other)
+    shutil.copy(tiny_int8, tmp_path / "other.int8.onnx")
+    with pytest.raises(TumorsegError, match="other weights"):
+        Predictor.from_checkpoint(other, backend="onnx-int8")
+    (tmp_path / "lone.int8.onnx").write_bytes(b"not onnx")
+    with pytest.raises(TumorsegError, match="lone.int8.onnx"):
+        Predictor.from_checkpoint(lone, backend="onnx-int8")

@@ -30,3 +30,21 @@ def test_dice_on_fixed_test_patients(lgg_root, pid):
     probs = predictor.predict(case.images)
     d = dice(confusion_counts(probs > ref["threshold"], case.full_masks))
     assert d >= ref["patients"][pid] - 0.02, f"{pid}: Dice {d:.4f} vs model card {ref['patients'][pid]:.4f}"
+
+
+def test_shipped_int8_graph_is_the_default_and_matches_fp32(lgg_root):
+    """The shipped int8 graph belongs to the shipped weights, `auto` picks it, and its masks stay
+    within 0.01 per-patient Dice of the fp32 model on a test patient."""
+    pytest.importorskip("onnxruntime")
+    from tumorseg.export import int8_path
+
+    assert int8_path(DEFAULT_WEIGHTS).is_file(), "weights/ lacks the int8 graph of the shipped model"
+    fast = Predictor.from_checkpoint()
+    assert fast.backend == "onnx-int8"
+    exact = Predictor.from_checkpoint(backend="torch")
+    case = load_case(find_cases(lgg_root / "TCGA_DU_6400_19830518")[0], None)
+    m8, m32 = fast.predict(case.images) > 0.5, exact.predict(case.images) > 0.5
+    agree = dice(confusion_counts(m8, m32))
+    assert agree >= 0.98, f"int8 and fp32 masks agree with Dice {agree:.4f}"
+    d8, d32 = dice(confusion_counts(m8, case.full_masks)), dice(confusion_counts(m32, case.full_masks))
+    assert abs(d8 - d32) <= 0.01, f"int8 Dice {d8:.4f} vs fp32 {d32:.4f}"

@@ -45,9 +45,14 @@ Channels = _choices("Channels", "channels", model=True)
 Intensity = _choices("Intensity", "intensity", model=True)
 
 
-class Backend(str, Enum):
-    torch = "torch"
-    onnx = "onnx"
+def _backends() -> type[Enum]:
+    from .infer import BACKENDS
+
+    return Enum("Backend", [(b, b) for b in BACKENDS], type=str)
+
+
+Backend = _backends()
+BACKEND_HELP = "Inference backend; auto: onnx-int8 when ONNX Runtime and the int8 graph are there, else torch."
 
 
 class Split(str, Enum):
@@ -144,7 +149,7 @@ def evaluate(
     tta: bool = typer.Option(False, "--tta", help="Average over a left-right flip."),
     min_size: int = typer.Option(0, min=0, help="Drop predicted components under this many pixels."),
     batch_size: int = typer.Option(32, min=1, help="Slices per forward pass."),
-    backend: Backend = typer.Option(Backend.torch, help="Inference backend; torch measured fastest here."),
+    backend: Backend = typer.Option("auto", help=BACKEND_HELP),
 ) -> None:
     """Score a checkpoint per patient at the original resolution, beside a no-tumor baseline."""
     from .evaluation import evaluate as run_evaluate
@@ -180,7 +185,7 @@ def predict(
     tta: bool = typer.Option(False, "--tta", help="Average over a left-right flip."),
     min_size: int = typer.Option(0, min=0, help="Drop predicted components under this many pixels."),
     batch_size: int = typer.Option(32, min=1, help="Slices per forward pass."),
-    backend: Backend = typer.Option(Backend.torch, help="Inference backend; torch measured fastest here."),
+    backend: Backend = typer.Option("auto", help=BACKEND_HELP),
 ) -> None:
     """Segment image files; writes X_pred.png (0/255) at each input's own size."""
     from .infer import Predictor
@@ -213,11 +218,15 @@ def predict(
 def export(
     out: Path = typer.Option(..., help="Where to write the .onnx file."),
     weights: Path | None = typer.Option(None, help="Checkpoint (.safetensors); default: the shipped model."),
+    int8: bool = typer.Option(False, "--int8", help="Quantize the convolutions to int8 (needs --data)."),
+    data: Path | None = typer.Option(None, help="kaggle_3m folder with the checkpoint's training patients (--int8)."),
 ) -> None:
     """Export a checkpoint to ONNX, preprocessing inside: uint8 (N,C,H,W) in, probability (N,1,H,W) out."""
-    from .export import export_onnx
+    from .export import export_int8, export_onnx
 
-    path = export_onnx(weights, out)
+    if int8 and data is None:
+        fail("--int8 calibrates on the checkpoint's training patients: give --data DIR")
+    path = export_int8(weights, out, data) if int8 else export_onnx(weights, out)
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
@@ -227,7 +236,7 @@ def serve(
     port: int = typer.Option(8000, min=0, max=65535, help="Port."),
     weights: Path | None = typer.Option(None, help="Checkpoint (.safetensors); default: the shipped model."),
     workers: int = typer.Option(1, min=1, max=64, help="Server processes, each with the model loaded once."),
-    backend: Backend = typer.Option(Backend.torch, help="Inference backend."),
+    backend: Backend = typer.Option("auto", help=BACKEND_HELP),
     max_upload_mb: int = typer.Option(50, min=1, max=2048, help="Largest accepted upload in MB."),
 ) -> None:
     """Start the web page and REST API (needs the serve extra: pip install 'tumorseg[serve]')."""

@@ -11,7 +11,7 @@ import numpy as np
 from .checkpoint import load_checkpoint
 from .data.lgg import find_cases, load_case
 from .errors import TumorsegError
-from .infer import Predictor, default_weights, remove_small_components
+from .infer import Predictor, default_weights, drop_minor_components_3d, remove_small_components
 from .io import atomic_write_text
 from .metrics import score_volume, summarize
 
@@ -50,7 +50,7 @@ def evaluate(
     report: bool = False,
     compare_min_size: int = 50,
     batch_size: int = 32,
-    backend: str = "torch",
+    backend: str = "auto",
     log=print,
 ) -> dict:
     """Score `weights` on the patients of `split`, per patient and per slice.
@@ -70,7 +70,7 @@ def evaluate(
     ids = select_patients(ckpt.meta, split, list(cases), data, weights)
     log(f"scoring {len(ids)} patients ({split} split) with {weights} on the {predictor.backend} backend")
 
-    variants = {"model": [], "tta": [], f"min_size_{compare_min_size}": [], "chosen": [], "baseline": []}
+    variants = {"model": [], "tta": [], f"min_size_{compare_min_size}": [], "cc3d_10": [], "chosen": [], "baseline": []}
     rows, strips_input = [], {}
     t0 = time.perf_counter()
     for pid in ids:
@@ -84,6 +84,7 @@ def evaluate(
             "model": score_volume(plain > 0.5, truth),
             "tta": score_volume(flipped > 0.5, truth),
             f"min_size_{compare_min_size}": score_volume(remove_small_components(plain > 0.5, compare_min_size), truth),
+            "cc3d_10": score_volume(drop_minor_components_3d(plain > 0.5, 0.1), truth),
             "chosen": score_volume(chosen, truth),
             "baseline": score_volume(np.zeros_like(truth), truth),
         }
@@ -155,6 +156,7 @@ def print_table(result: dict, log=print) -> None:
         "model": "model, threshold 0.5",
         "tta": "+ flip TTA",
         f"min_size_{result['settings']['compare_min_size']}": f"+ drop <{result['settings']['compare_min_size']} px",
+        "cc3d_10": "+ drop 3D parts <10% of largest",
         "baseline": 'always "no tumor" baseline',
     }
     for key, label in labels.items():
@@ -212,7 +214,7 @@ def evaluate_volumes(
     threshold: float = 0.5,
     tta: bool = False,
     min_size: int = 0,
-    backend: str = "torch",
+    backend: str = "auto",
     log=print,
 ) -> dict:
     """Score image volumes (NIfTI or DICOM series) against NIfTI masks, one row per volume,

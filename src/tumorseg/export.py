@@ -6,6 +6,9 @@ Contract of the exported graph:
   inside:         scale to [0, 1] (as the model was trained), resize to the model's size,
                   U-Net (batch norm with its eval-mode statistics), sigmoid, resize back.
   output `probability`: float32 (N, 1, H, W) in [0, 1].
+
+`export_int8` writes the same contract with the convolutions quantized to int8 (static,
+calibrated on slices of the checkpoint's own training patients); everything else stays fp32.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import hashlib
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -86,9 +90,91 @@ def export_onnx(weights: str | Path | None, out: str | Path, opset: int = 18) ->
 def cached_onnx(weights: str | Path | None) -> Path:
     """The ONNX export of `weights`, made once and kept in ~/.cache/tumorseg by content hash."""
     path = Path(weights or default_weights())
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    digest = file_sha256(path)[:16]
     cache = Path(os.environ.get("TUMORSEG_CACHE", Path.home() / ".cache" / "tumorseg"))
     target = cache / f"{path.stem}-{digest}.onnx"
     if not target.is_file():
         export_onnx(path, target)
     return target
+
+
+def int8_path(weights: str | Path) -> Path:
+    """Where the int8 graph of a checkpoint lives: beside it, `<stem>.int8.onnx`."""
+    weights = Path(weights)
+    return weights.with_name(f"{weights.stem}.int8.onnx")
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def calibration_slices(weights: str | Path, data: str | Path, every: int = 9) -> tuple[np.ndarray, list[str]]:
+    """uint8 slices (N, C, H, W) of every `every`-th training patient of the checkpoint's split.
+
+    Only training patients: the validation and test patients stay unseen by every choice.
+    """
+    from .data.lgg import find_cases, load_case
+
+    ckpt = load_checkpoint(weights)
+    train = ckpt.meta.get("split", {}).get("train", [])
+    by_id = {c.id: c for c in find_cases(data)}
+    ids = [i for i in train if i in by_id][::every]
+    if not ids:
+        raise TumorsegError(f"{data}: none of the checkpoint's training patients are there to calibrate int8 on")
+    images = [load_case(by_id[i], None, ckpt.config.model.channels).images for i in ids]
+    sizes = {im.shape[-2:] for im in images}
+    if len(sizes) > 1:
+        raise TumorsegError(f"{data}: calibration patients have different slice sizes {sorted(sizes)}")
+    return np.concatenate(images), ids
+
+
+def quantize_onnx(src: str | Path, out: str | Path, calibration: np.ndarray, batch_size: int = 16) -> Path:
+    """Static int8 quantization of an exported graph: Conv and ConvTranspose only (QOperator,
+    per-channel int8 weights, uint8 activations with ranges from `calibration`, uint8
+    (N, C, H, W) slices). Scaling, resizes and the sigmoid stay fp32."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    name = "image"
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(range(0, len(calibration), batch_size))
+
+        def get_next(self):
+            i = next(self.batches, None)
+            return None if i is None else {name: np.ascontiguousarray(calibration[i : i + batch_size])}
+
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.quant")
+    quantize_static(str(src), str(tmp), Reader(), quant_format=QuantFormat.QOperator, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    op_types_to_quantize=["Conv", "ConvTranspose"])  # fmt: skip
+    atomic_write_bytes(out, tmp.read_bytes())
+    tmp.unlink(missing_ok=True)
+    return out
+
+
+def export_int8(weights: str | Path | None, out: str | Path, data: str | Path) -> Path:
+    """Export a checkpoint to an int8 ONNX graph with the same contract as `export_onnx`.
+
+    The graph records the SHA-256 of the checkpoint it came from and the calibration
+    patients (metadata `tumorseg.source_sha256`, `tumorseg.calibration`), so a stale graph
+    is refused at load time.
+    """
+    import onnx
+
+    weights = Path(weights or default_weights())
+    images, ids = calibration_slices(weights, data)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fp32 = out.with_name(f".{out.name}.fp32.onnx")
+    try:
+        export_onnx(weights, fp32)
+        quantize_onnx(fp32, out, images)
+    finally:
+        fp32.unlink(missing_ok=True)
+    model = onnx.load(str(out))
+    meta = {"tumorseg.source_sha256": file_sha256(weights), "tumorseg.calibration": " ".join(ids)}
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, **meta})
+    atomic_write_bytes(out, model.SerializeToString())
+    return out

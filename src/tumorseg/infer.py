@@ -16,6 +16,7 @@ from .models import UNet
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "tumorseg-lgg-unet.safetensors"
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 
 
 def default_weights() -> Path:
@@ -33,19 +34,54 @@ def onnx_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnxscript"))
 
 
-def onnx_session(weights: str | Path):
-    """An ONNX Runtime session for `weights` (exported once, cached), on the machine's cores."""
+def onnx_session(weights: str | Path, int8: bool = False):
+    """An ONNX Runtime session for `weights` on the machine's cores: the fp32 export (made once,
+    cached), or with `int8` the quantized graph beside the checkpoint (`<stem>.int8.onnx`)."""
     try:
         import onnxruntime as ort
     except ImportError:
         raise TumorsegError("backend onnx needs the onnx extra: pip install 'tumorseg[onnx]'") from None
     from .export import cached_onnx
 
+    path = int8_graph(weights) if int8 else cached_onnx(weights)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
     opts.log_severity_level = 3
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(cached_onnx(weights)), opts, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for bad files
+        raise TumorsegError(f"{path}: not a loadable ONNX graph ({str(exc)[:200]})") from None
+
+
+def int8_graph(weights: str | Path) -> Path:
+    """The int8 graph made from exactly `weights`, or a clear error saying how to make it."""
+    import onnx
+
+    from .export import file_sha256, int8_path
+
+    path = int8_path(weights)
+    make = f"tumorseg export --int8 --weights {weights} --data DIR --out {path}"
+    if not path.is_file():
+        raise TumorsegError(f"{path}: no int8 graph for {weights}; make one with: {make}")
+    try:
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    except Exception as exc:
+        raise TumorsegError(f"{path}: not a readable ONNX file ({str(exc)[:200]})") from None
+    if props.get("tumorseg.source_sha256") != file_sha256(weights):
+        raise TumorsegError(f"{path}: made from other weights than {weights}; remake it with: {make}")
+    return path
+
+
+def resolve_backend(backend: str, weights: str | Path) -> str:
+    """`auto` is onnx-int8, the fastest backend measured here, when ONNX Runtime is installed and
+    the checkpoint has its int8 graph beside it (the shipped model has); else torch, which
+    needs no export."""
+    if backend != "auto":
+        return backend
+    from .export import int8_path
+
+    return "onnx-int8" if onnx_available() and int8_path(weights).is_file() else "torch"
 
 
 def set_threads(threads: int = 0) -> None:
@@ -104,6 +140,22 @@ def remove_small_components(mask: np.ndarray, min_size: int) -> np.ndarray:
     return out
 
 
+def drop_minor_components_3d(mask: np.ndarray, fraction: float) -> np.ndarray:
+    """Keep the 26-connected 3D components of a patient's stacked mask (S, H, W) that hold at
+    least `fraction` of the largest one's voxels; the rest are taken as false alarms."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask, bool)
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    if n <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    keep = sizes >= fraction * sizes.max()
+    keep[0] = False
+    return keep[labels]
+
+
 class Predictor:
     """A loaded model plus its preprocessing. `predict` maps raw slices to probabilities.
 
@@ -120,6 +172,7 @@ class Predictor:
         threshold: float = 0.5,
         min_size: int = 0,
         session=None,
+        backend: str | None = None,
     ):
         self.model = model.eval().to(memory_format=torch.channels_last)
         self.config = config
@@ -128,23 +181,24 @@ class Predictor:
         self.threshold = threshold
         self.min_size = min_size
         self.session = session
-        self.backend = "onnx" if session is not None else "torch"
+        self.backend = backend or ("onnx" if session is not None else "torch")
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path | None = None, backend: str = "torch", **kwargs) -> Predictor:
-        """Load `path`, or the shipped model when it is None, on `backend` (torch|onnx).
+    def from_checkpoint(cls, path: str | Path | None = None, backend: str = "auto", **kwargs) -> Predictor:
+        """Load `path`, or the shipped model when it is None, on `backend`.
 
-        torch is the default: measured here it is the fastest (benchmarks/bench_inference.py).
+        Backends: torch, onnx (the fp32 export), onnx-int8 (the quantized graph beside the
+        checkpoint) and auto, the fastest of them measured here that can run
+        (benchmarks/bench_inference.py; see `resolve_backend`).
         """
         path = path or default_weights()
         ckpt = load_checkpoint(path)
         set_threads()
-        session = None
-        if backend == "onnx":
-            session = onnx_session(path)
-        elif backend != "torch":
-            raise TumorsegError(f"unknown backend {backend!r}; use torch or onnx")
-        return cls(build_model(ckpt), ckpt.config.model, session=session, **kwargs)
+        backend = resolve_backend(backend, path)
+        if backend not in BACKENDS:
+            raise TumorsegError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        session = onnx_session(path, int8=backend == "onnx-int8") if backend != "torch" else None
+        return cls(build_model(ckpt), ckpt.config.model, session=session, backend=backend, **kwargs)
 
     def probabilities(self, images: np.ndarray, flip: bool = False) -> np.ndarray:
         """uint8 (N, C, H, W) slices of one size -> float32 probabilities (N, H, W) at H x W.

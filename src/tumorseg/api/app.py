@@ -65,7 +65,7 @@ def error(status: int, message: str) -> JSONResponse:
 
 def create_app(
     weights: str | Path | None = None,
-    backend: str = "torch",
+    backend: str = "auto",
     max_upload: int = MAX_UPLOAD,
     max_pixels: int = MAX_PIXELS,
 ) -> FastAPI:
@@ -220,6 +220,6 @@ def app_from_env() -> FastAPI:
 
     return create_app(
         os.environ.get("TUMORSEG_SERVE_WEIGHTS") or None,
-        os.environ.get("TUMORSEG_SERVE_BACKEND", "torch"),
+        os.environ.get("TUMORSEG_SERVE_BACKEND", "auto"),
         int(os.environ.get("TUMORSEG_SERVE_MAX_UPLOAD", MAX_UPLOAD)),
     )
