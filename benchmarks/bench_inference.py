@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import gemm_peak
+from common import cpu_features, gemm_peak
 
 from tumorseg.checkpoint import build_model, load_checkpoint
 from tumorseg.data.lgg import find_cases, load_case, select_channels
@@ -146,6 +146,7 @@ def main() -> None:
         r["speedup_vs_eager"] = r["images_per_s_batch16"] / base
     result = {
         "machine": platform.processor() or platform.machine(),
+        "cpu": cpu_features(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "gemm_peak_gflops": peak,
@@ -160,6 +161,8 @@ def main() -> None:
     out = Path(__file__).parent / "results" / f"inference-{platform.node() or 'host'}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
+    cpu = result["cpu"]
+    print(f"CPU: {cpu.get('model')}; {' '.join(cpu.get('features', []))}; torch {cpu.get('torch_capability')}")
     print(f"fp32 GEMM peak {peak:.0f} GFLOP/s; model {result['model_gflops_per_image']:.2f} GFLOP per 128x128 image; "
           f"{torch.get_num_threads()} threads")  # fmt: skip
     head = f"{'backend':<56}{'img/s b1':>9}{'img/s b16':>10}{'p50 ms':>8}{'p99 ms':>8}{'patient s':>10}"

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import gemm_peak
+from common import cpu_features, gemm_peak
 
 from tumorseg.config import TrainConfig
 from tumorseg.infer import set_threads
@@ -75,12 +75,15 @@ def main() -> None:
         r["minutes_per_epoch"] = args.epoch_images / r["images_per_s"] / 60
         r["fraction_of_gemm_peak"] = r["gflops"] / peak
         rows[v] = r
-    result = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "gemm_peak_gflops": peak, "batch_size": cfg.batch_size,
+    result = {"machine": platform.processor() or platform.machine(), "cpu": cpu_features(),
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "gemm_peak_gflops": peak,
+              "batch_size": cfg.batch_size,
               "image_size": cfg.model.image_size, "base": cfg.model.base, "variants": rows}  # fmt: skip
     out = Path(__file__).parent / "results" / f"train-{platform.node() or 'host'}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
+    cpu = result["cpu"]
+    print(f"CPU: {cpu.get('model')}; {' '.join(cpu.get('features', []))}; torch {cpu.get('torch_capability')}")
     print(f"fp32 GEMM peak {peak:.0f} GFLOP/s, {torch.get_num_threads()} threads, batch {cfg.batch_size}")
     print(f"{'variant':<30}{'img/s':>8}{'min/epoch':>11}{'GFLOP/s':>9}{'% peak':>8}")
     for v, r in rows.items():
