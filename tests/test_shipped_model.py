@@ -48,3 +48,13 @@ def test_shipped_int8_graph_is_the_default_and_matches_fp32(lgg_root):
     assert agree >= 0.98, f"int8 and fp32 masks agree with Dice {agree:.4f}"
     d8, d32 = dice(confusion_counts(m8, case.full_masks)), dice(confusion_counts(m32, case.full_masks))
     assert abs(d8 - d32) <= 0.01, f"int8 Dice {d8:.4f} vs fp32 {d32:.4f}"
+
+
+def test_train_defaults_reproduce_the_shipped_model():
+    """`tumorseg train --data DIR --out DIR` with no other option is the shipped model's recipe."""
+    from tumorseg.config import TrainConfig
+
+    shipped = load_checkpoint(DEFAULT_WEIGHTS).config.model_dump()
+    defaults = TrainConfig().model_dump()
+    differ = {k for k in shipped if shipped[k] != defaults[k]} - {"data", "out"}
+    assert not differ, f"train defaults differ from the shipped model's config in {sorted(differ)}"

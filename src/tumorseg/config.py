@@ -44,7 +44,7 @@ class TrainConfig(BaseModel):
     data: str = "../shared/data/lgg"
     out: str = "runs/default"
     model: ModelConfig = ModelConfig()
-    epochs: int = Field(120, ge=1, le=10000)
+    epochs: int = Field(80, ge=1, le=10000)
     batch_size: int = Field(16, ge=1, le=4096)
     lr: float = Field(1e-3, gt=0, le=1.0)
     weight_decay: float = Field(0.0, ge=0, le=1.0)
@@ -54,7 +54,7 @@ class TrainConfig(BaseModel):
     augment: bool = True
     ema: float = Field(0.99, ge=0, lt=1.0)
     seed: int = Field(0, ge=0)
-    val_frac: float = Field(0.1, ge=0, lt=1)
+    val_frac: float = Field(0.0, ge=0, lt=1)
     test_frac: float = Field(0.2, ge=0, lt=1)
     patience: int = Field(0, ge=0)
     workers: int = Field(0, ge=0, le=64)
