@@ -110,6 +110,7 @@ def test_int8_graph_contract_and_provenance(tiny_int8, tiny_run):
     model = onnx.load(str(tiny_int8))
     ops = {n.op_type for n in model.graph.node}
     assert "QLinearConv" in ops and "TopK" in ops and "Resize" in ops  # int8 convs, fp32 preprocessing
+    assert "ConvTranspose" not in ops and "DepthToSpace" in ops and "QLinearConcat" in ops  # int8 up path too
     props = {p.key: p.value for p in model.metadata_props}
     assert props["tumorseg.source_sha256"] == file_sha256(tiny_int8.with_name("tiny.safetensors"))
     train = load_checkpoint(tiny_run / "last.safetensors").meta["split"]["train"]

@@ -43,3 +43,19 @@ def test_channels_last_matches_contiguous():
         a = model(x)
         b = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_shuffle_ups_compute_the_same_function():
+    """The export's ConvTranspose -> 1x1 conv + pixel shuffle rewrite changes no output."""
+    from tumorseg.export import ShuffleUp, with_shuffle_ups
+
+    torch.manual_seed(0)
+    model = UNet(3, 1, base=8, depth=3).eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.3)
+    rewritten = with_shuffle_ups(model)
+    assert all(isinstance(up, ShuffleUp) for up in rewritten.ups)
+    assert all(isinstance(up, torch.nn.ConvTranspose2d) for up in model.ups)  # the original is untouched
+    x = torch.rand(2, 3, 64, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(rewritten(x), model(x), atol=1e-5, rtol=1e-5)

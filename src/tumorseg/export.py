@@ -31,6 +31,34 @@ from .io import atomic_write_bytes
 from .models import UNet
 
 
+class ShuffleUp(nn.Module):
+    """A 2x2, stride-2 transposed convolution as a 1x1 convolution and a pixel shuffle: the
+    same function, but made of ops that int8 quantization covers (ONNX Conv + DepthToSpace)."""
+
+    def __init__(self, up: nn.ConvTranspose2d):
+        super().__init__()
+        cin, cout = up.in_channels, up.out_channels
+        self.conv = nn.Conv2d(cin, cout * 4, 1)
+        with torch.no_grad():  # out channel o*4 + a*2 + b feeds output pixel (2i + a, 2j + b)
+            self.conv.weight.copy_(up.weight.permute(1, 2, 3, 0).reshape(cout * 4, cin, 1, 1))
+            self.conv.bias.copy_(up.bias.repeat_interleave(4))
+        self.shuffle = nn.PixelShuffle(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shuffle(self.conv(x))
+
+
+def with_shuffle_ups(model: UNet) -> UNet:
+    """A copy of `model` whose 2x2 stride-2 transposed convolutions are `ShuffleUp`s."""
+    import copy
+
+    model = copy.deepcopy(model).eval()
+    for i, up in enumerate(model.ups):
+        if isinstance(up, nn.ConvTranspose2d) and up.kernel_size == (2, 2) and up.stride == (2, 2):
+            model.ups[i] = ShuffleUp(up)
+    return model
+
+
 class Segmenter(nn.Module):
     """uint8 slices of any size -> tumor probability at the same size."""
 
@@ -48,14 +76,18 @@ class Segmenter(nn.Module):
         return F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
 
 
-def export_onnx(weights: str | Path | None, out: str | Path, opset: int = 18) -> Path:
-    """Export a checkpoint (default: the shipped model) to ONNX with the dynamo exporter."""
+def export_onnx(weights: str | Path | None, out: str | Path, opset: int = 18, shuffle_ups: bool = False) -> Path:
+    """Export a checkpoint (default: the shipped model) to ONNX with the dynamo exporter.
+
+    `shuffle_ups` writes the transposed convolutions as 1x1 convolution + pixel shuffle
+    (`ShuffleUp`), which int8 quantization then covers too."""
     try:
         import onnxscript  # noqa: F401
     except ImportError:
         raise TumorsegError("ONNX export needs the onnx extra: pip install 'tumorseg[onnx]'") from None
     ckpt = load_checkpoint(weights or default_weights())
-    seg = Segmenter(build_model(ckpt), ckpt.config.model).eval()
+    model = build_model(ckpt)
+    seg = Segmenter(with_shuffle_ups(model) if shuffle_ups else model, ckpt.config.model).eval()
     c = ckpt.config.model.in_channels
     example = torch.randint(0, 256, (2, c, 256, 256), dtype=torch.uint8)
     n = torch.export.Dim("N", min=1, max=4096)
@@ -128,12 +160,17 @@ def calibration_slices(weights: str | Path, data: str | Path, every: int = 9) ->
     return np.concatenate(images), ids
 
 
+# the network's ops; the input scaling, the resizes and the sigmoid stay fp32
+QUANTIZED_OPS = ["Conv", "ConvTranspose", "Relu", "MaxPool", "Concat", "DepthToSpace"]
+
+
 def quantize_onnx(
     src: str | Path, out: str | Path, calibration: np.ndarray, batch_size: int = 16, reduce_range: bool = True
 ) -> Path:
-    """Static int8 quantization of an exported graph: Conv and ConvTranspose only (QOperator,
+    """Static int8 quantization of an exported graph's network (`QUANTIZED_OPS`; QOperator,
     per-channel 7-bit weights, uint8 activations with ranges from `calibration`, uint8
-    (N, C, H, W) slices). Scaling, resizes and the sigmoid stay fp32.
+    (N, C, H, W) slices): the activations stay uint8 from the first convolution to the last.
+    Scaling, resizes and the sigmoid stay fp32.
 
     7-bit weights (`reduce_range`) keep the uint8 x int8 products from saturating on CPUs
     without VNNI (AVX2-only x86, e.g. AMD Zen 3), so one file gives the same answers there.
@@ -152,9 +189,20 @@ def quantize_onnx(
 
     out = Path(out)
     tmp = out.with_name(f".{out.name}.quant")
-    quantize_static(str(src), str(tmp), Reader(), quant_format=QuantFormat.QOperator, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range,
-                    op_types_to_quantize=["Conv", "ConvTranspose"])  # fmt: skip
+    import contextlib
+    import io
+    import logging
+
+    root = logging.getLogger()  # the quantizer logs advice to the root logger and prints shape protos
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(str(src), str(tmp), Reader(), quant_format=QuantFormat.QOperator, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range,
+                            op_types_to_quantize=QUANTIZED_OPS)  # fmt: skip
+    finally:
+        root.setLevel(level)
     atomic_write_bytes(out, tmp.read_bytes())
     tmp.unlink(missing_ok=True)
     return out
@@ -175,7 +223,7 @@ def export_int8(weights: str | Path | None, out: str | Path, data: str | Path) -
     out.parent.mkdir(parents=True, exist_ok=True)
     fp32 = out.with_name(f".{out.name}.fp32.onnx")
     try:
-        export_onnx(weights, fp32)
+        export_onnx(weights, fp32, shuffle_ups=True)
         quantize_onnx(fp32, out, images)
     finally:
         fp32.unlink(missing_ok=True)
