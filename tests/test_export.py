@@ -152,6 +152,8 @@ def test_auto_backend_and_stale_int8_graph(tiny_int8, tiny_run, tmp_path):
     shutil.copy(tiny_int8, tmp_path / "other.int8.onnx")
     with pytest.raises(TumorsegError, match="other weights"):
         Predictor.from_checkpoint(other, backend="onnx-int8")
+    with pytest.warns(UserWarning, match="other weights"):
+        assert resolve_backend("auto", other) == "torch"  # auto never runs a stale graph
     (tmp_path / "lone.int8.onnx").write_bytes(b"not onnx")
     with pytest.raises(TumorsegError, match="lone.int8.onnx"):
         Predictor.from_checkpoint(lone, backend="onnx-int8")

@@ -54,7 +54,10 @@ def with_shuffle_ups(model: UNet) -> UNet:
 
     model = copy.deepcopy(model).eval()
     for i, up in enumerate(model.ups):
-        if isinstance(up, nn.ConvTranspose2d) and up.kernel_size == (2, 2) and up.stride == (2, 2):
+        if not isinstance(up, nn.ConvTranspose2d) or up.bias is None:
+            continue
+        shape = (up.kernel_size, up.stride, up.padding, up.output_padding, up.dilation, up.groups)
+        if shape == ((2, 2), (2, 2), (0, 0), (0, 0), (1, 1), 1):
             model.ups[i] = ShuffleUp(up)
     return model
 
@@ -95,7 +98,7 @@ def export_onnx(weights: str | Path | None, out: str | Path, opset: int = 18, sh
     w = torch.export.Dim("W", min=16, max=8192)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.export")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.export")
     import logging
     import warnings
 
@@ -113,9 +116,11 @@ def export_onnx(weights: str | Path | None, out: str | Path, opset: int = 18, sh
             opset_version=opset,
             verbose=False,
         )
-    program.save(str(tmp))
-    atomic_write_bytes(out, tmp.read_bytes())
-    tmp.unlink(missing_ok=True)
+    try:
+        program.save(str(tmp))
+        atomic_write_bytes(out, tmp.read_bytes())
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
 
 
@@ -188,7 +193,7 @@ def quantize_onnx(
             return None if i is None else {name: np.ascontiguousarray(calibration[i : i + batch_size])}
 
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.quant")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.quant")
     import contextlib
     import io
     import logging
@@ -201,34 +206,46 @@ def quantize_onnx(
             quantize_static(str(src), str(tmp), Reader(), quant_format=QuantFormat.QOperator, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range,
                             op_types_to_quantize=QUANTIZED_OPS)  # fmt: skip
+        atomic_write_bytes(out, tmp.read_bytes())
     finally:
         root.setLevel(level)
-    atomic_write_bytes(out, tmp.read_bytes())
-    tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
     return out
+
+
+EXPORT_FORMAT = "1"  # bump when the graph's preprocessing or layout changes: older graphs are refused
 
 
 def export_int8(weights: str | Path | None, out: str | Path, data: str | Path) -> Path:
     """Export a checkpoint to an int8 ONNX graph with the same contract as `export_onnx`.
 
-    The graph records the SHA-256 of the checkpoint it came from and the calibration
-    patients (metadata `tumorseg.source_sha256`, `tumorseg.calibration`), so a stale graph
-    is refused at load time.
+    The graph records the SHA-256 of the checkpoint it came from, the export format and the
+    calibration patients (metadata `tumorseg.source_sha256`, `tumorseg.export_format`,
+    `tumorseg.calibration`), so a stale graph is refused at load time. It is written once,
+    atomically, when complete.
     """
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise TumorsegError(f"int8 export needs {', '.join(missing)}: pip install 'tumorseg[onnx]'")
     import onnx
 
     weights = Path(weights or default_weights())
     images, ids = calibration_slices(weights, data)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fp32 = out.with_name(f".{out.name}.fp32.onnx")
+    fp32 = out.with_name(f".{out.name}.{os.getpid()}.fp32.onnx")
+    quant = out.with_name(f".{out.name}.{os.getpid()}.int8.onnx")
     try:
         export_onnx(weights, fp32, shuffle_ups=True)
-        quantize_onnx(fp32, out, images)
+        quantize_onnx(fp32, quant, images)
+        model = onnx.load(str(quant))
+        meta = {"tumorseg.source_sha256": file_sha256(weights), "tumorseg.export_format": EXPORT_FORMAT,
+                "tumorseg.calibration": " ".join(ids)}  # fmt: skip
+        onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, **meta})
+        atomic_write_bytes(out, model.SerializeToString())
     finally:
         fp32.unlink(missing_ok=True)
-    model = onnx.load(str(out))
-    meta = {"tumorseg.source_sha256": file_sha256(weights), "tumorseg.calibration": " ".join(ids)}
-    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, **meta})
-    atomic_write_bytes(out, model.SerializeToString())
+        quant.unlink(missing_ok=True)
     return out

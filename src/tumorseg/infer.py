@@ -55,33 +55,51 @@ def onnx_session(weights: str | Path, int8: bool = False):
 
 
 def int8_graph(weights: str | Path) -> Path:
-    """The int8 graph made from exactly `weights`, or a clear error saying how to make it."""
-    import onnx
+    """The int8 graph made from exactly `weights` by this version's export, or a clear error
+    saying what is wrong and how to remake it."""
+    import onnxruntime as ort
 
-    from .export import file_sha256, int8_path
+    from .export import EXPORT_FORMAT, file_sha256, int8_path
 
     path = int8_path(weights)
     make = f"tumorseg export --int8 --weights {weights} --data DIR --out {path}"
     if not path.is_file():
         raise TumorsegError(f"{path}: no int8 graph for {weights}; make one with: {make}")
     try:
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    except Exception as exc:
-        raise TumorsegError(f"{path}: not a readable ONNX file ({str(exc)[:200]})") from None
-    if props.get("tumorseg.source_sha256") != file_sha256(weights):
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 4
+        props = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]).get_modelmeta()
+        props = props.custom_metadata_map
+    except Exception as exc:  # onnxruntime raises its own exception types for bad files
+        raise TumorsegError(f"{path}: not a loadable ONNX graph ({str(exc)[:200]}); remake it with: {make}") from None
+    if "tumorseg.source_sha256" not in props:
+        raise TumorsegError(f"{path}: has no tumorseg provenance metadata; remake it with: {make}")
+    if props["tumorseg.source_sha256"] != file_sha256(weights):
         raise TumorsegError(f"{path}: made from other weights than {weights}; remake it with: {make}")
+    if props.get("tumorseg.export_format") != EXPORT_FORMAT:
+        raise TumorsegError(f"{path}: made by another tumorseg export format; remake it with: {make}")
     return path
 
 
 def resolve_backend(backend: str, weights: str | Path) -> str:
     """`auto` is onnx-int8, the fastest backend measured here, when ONNX Runtime is installed and
-    the checkpoint has its int8 graph beside it (the shipped model has); else torch, which
-    needs no export."""
+    a valid int8 graph of `weights` lies beside it (the shipped model has one); else torch,
+    which needs no export. A stale or broken graph makes `auto` warn and use torch."""
     if backend != "auto":
         return backend
+    import importlib.util
+    import warnings
+
     from .export import int8_path
 
-    return "onnx-int8" if onnx_available() and int8_path(weights).is_file() else "torch"
+    if importlib.util.find_spec("onnxruntime") is None or not int8_path(weights).is_file():
+        return "torch"
+    try:
+        int8_graph(weights)
+    except TumorsegError as exc:
+        warnings.warn(f"using the torch backend: {exc}", stacklevel=2)
+        return "torch"
+    return "onnx-int8"
 
 
 def set_threads(threads: int = 0) -> None:
