@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import cpu_features, gemm_peak
+from common import cpu_features, cpu_line, gemm_peak
 
 from tumorseg.checkpoint import build_model, load_checkpoint
 from tumorseg.data.lgg import find_cases, load_case, select_channels
 from tumorseg.export import int8_path
 from tumorseg.infer import Predictor, default_weights, onnx_available, resolve_backend, set_threads
 from tumorseg.io import read_image, write_png
+from tumorseg.metrics import confusion_counts, dice
 from tumorseg.models import UNet
 
 
@@ -137,10 +138,7 @@ def main() -> None:
             "fraction_of_gemm_peak": ips16 * flops / 1e9 / peak,
         }
         if not name.startswith("anchor"):  # how far its masks are from eager fp32's on the same slices
-            mask = fn(slices) > 0.5
-            rows[name]["mask_dice_vs_eager"] = (
-                2 * float((mask & reference).sum()) / max(1, int(mask.sum() + reference.sum()))
-            )
+            rows[name]["mask_dice_vs_eager"] = dice(confusion_counts(fn(slices) > 0.5, reference))
     base = rows["eager fp32 (baseline)"]["images_per_s_batch16"]
     for r in rows.values():
         r["speedup_vs_eager"] = r["images_per_s_batch16"] / base
@@ -161,8 +159,7 @@ def main() -> None:
     out = Path(__file__).parent / "results" / f"inference-{platform.node() or 'host'}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    cpu = result["cpu"]
-    print(f"CPU: {cpu.get('model')}; {' '.join(cpu.get('features', []))}; torch {cpu.get('torch_capability')}")
+    print(cpu_line(result["cpu"]))
     print(f"fp32 GEMM peak {peak:.0f} GFLOP/s; model {result['model_gflops_per_image']:.2f} GFLOP per 128x128 image; "
           f"{torch.get_num_threads()} threads")  # fmt: skip
     head = f"{'backend':<56}{'img/s b1':>9}{'img/s b16':>10}{'p50 ms':>8}{'p99 ms':>8}{'patient s':>10}"

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import cpu_features, gemm_peak
+from common import cpu_features, cpu_line, gemm_peak
 
 from tumorseg.config import TrainConfig
 from tumorseg.infer import set_threads
@@ -82,8 +82,7 @@ def main() -> None:
     out = Path(__file__).parent / "results" / f"train-{platform.node() or 'host'}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    cpu = result["cpu"]
-    print(f"CPU: {cpu.get('model')}; {' '.join(cpu.get('features', []))}; torch {cpu.get('torch_capability')}")
+    print(cpu_line(result["cpu"]))
     print(f"fp32 GEMM peak {peak:.0f} GFLOP/s, {torch.get_num_threads()} threads, batch {cfg.batch_size}")
     print(f"{'variant':<30}{'img/s':>8}{'min/epoch':>11}{'GFLOP/s':>9}{'% peak':>8}")
     for v, r in rows.items():

@@ -29,16 +29,18 @@ def cpu_features() -> dict:
     """The CPU's model name and the SIMD features that decide these numbers (Linux /proc/cpuinfo)."""
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16")
     try:
-        info = open("/proc/cpuinfo").read()
+        lines = open("/proc/cpuinfo").read().splitlines()
     except OSError:
         return {}
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-    return {"model": model, "features": [f for f in wanted if f in flags], "torch_capability": _capability()}
+    fields: dict[str, str] = {}
+    for line in lines:  # the first CPU's entry is enough
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = fields.get("flags", "").split()
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "unknown")()
+    return {"model": fields.get("model name", ""), "features": [f for f in wanted if f in flags],
+            "torch_capability": capability}  # fmt: skip
 
 
-def _capability() -> str:
-    try:
-        return torch.backends.cpu.get_cpu_capability()
-    except AttributeError:
-        return "unknown"
+def cpu_line(cpu: dict) -> str:
+    return f"CPU: {cpu.get('model')}; {' '.join(cpu.get('features', []))}; torch {cpu.get('torch_capability')}"
