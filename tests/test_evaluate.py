@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tumorseg.evaluation import evaluate
-from tumorseg.infer import Predictor, drop_minor_components_3d, remove_small_components
+from tumorseg.infer import Predictor, drop_minor_components_3d, fill_holes, postprocess, remove_small_components
 from tumorseg.metrics import confusion_counts, dice
 
 
@@ -86,6 +86,34 @@ def test_remove_small_components():
     out = remove_small_components(m, 5)
     assert out[0, 5:9, 5:9].all() and not out[0, 0:2, 0:2].any() and not out[1].any()
     assert np.array_equal(remove_small_components(m, 0), m)
+
+
+def test_fill_holes_fills_enclosed_holes_only():
+    m = np.zeros((2, 12, 12), bool)
+    m[0, 2:9, 2:9] = True
+    m[0, 4:7, 4:7] = False  # an enclosed hole: filled
+    m[1, 0:6, 0:6] = True
+    m[1, 0:3, 2:4] = False  # a notch open to the border: not a hole
+    out = fill_holes(m)
+    assert out[0, 2:9, 2:9].all() and out[0].sum() == 49
+    assert np.array_equal(out[1], m[1])
+    assert np.array_equal(fill_holes(m[0]), out[0])  # a single slice (H, W) too
+    ring = np.zeros((10, 10), np.float32)
+    ring[2:8, 2:8] = 0.9
+    ring[4:6, 4:6] = 0.1
+    assert postprocess(ring).sum() == 36 and postprocess(ring, holes=False).sum() == 32
+    assert postprocess(ring, threshold=0.95).sum() == 0
+    assert postprocess(ring, min_size=40).sum() == 0  # holes are filled before small parts go
+
+
+def test_predictor_fills_holes_unless_told_not_to(tiny_run):
+    probs = np.zeros((1, 16, 16), np.float32)
+    probs[0, 3:12, 3:12] = 0.8
+    probs[0, 6:9, 6:9] = 0.2
+    on = Predictor.from_checkpoint(tiny_run / "last.safetensors", backend="torch")
+    off = Predictor.from_checkpoint(tiny_run / "last.safetensors", backend="torch", fill_holes=False)
+    assert on.mask(probs)[0, 3:12, 3:12].all()
+    assert off.mask(probs).sum() == 81 - 9
 
 
 def test_drop_minor_components_3d():

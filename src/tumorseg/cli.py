@@ -41,6 +41,7 @@ def _choices(name: str, field: str, model: bool = False) -> type[Enum]:
 Loss = _choices("Loss", "loss")
 Schedule = _choices("Schedule", "schedule")
 Device = _choices("Device", "device")
+Precision = _choices("Precision", "precision")
 Channels = _choices("Channels", "channels", model=True)
 Intensity = _choices("Intensity", "intensity", model=True)
 
@@ -53,6 +54,7 @@ def _backends() -> type[Enum]:
 
 Backend = _backends()
 BACKEND_HELP = "Inference backend; auto: onnx-int8 when ONNX Runtime and the int8 graph are there, else torch."
+FILL_HELP = "Fill holes enclosed by each slice's mask (the expert masks are solid)."
 
 
 class Split(str, Enum):
@@ -87,6 +89,9 @@ def train(
     max_patients: int | None = typer.Option(None, help="Use only the first N patients (0 = all)."),
     device: Device | None = typer.Option(None, help="Where to train (auto: CUDA when visible)."),
     sync_bn: bool | None = typer.Option(None, "--sync-bn/--no-sync-bn", help="SyncBatchNorm under DDP (CUDA)."),
+    precision: Precision | None = typer.Option(
+        None, help="bf16 autocast or fp32 (auto: bf16 where the CPU or GPU computes bf16 natively)."
+    ),
     resume: Path | None = typer.Option(None, help="Continue the run in this folder."),
 ) -> None:
     """Train a U-Net on a kaggle_3m folder and write checkpoints to a run folder."""
@@ -98,7 +103,7 @@ def train(
         "loss": loss, "schedule": schedule, "empty_ratio": empty_ratio, "ema": ema,
         "augment": augment, "seed": seed, "val_frac": val_frac, "test_frac": test_frac,
         "patience": patience, "workers": workers, "threads": threads, "max_patients": max_patients,
-        "device": device, "sync_bn": sync_bn,
+        "device": device, "sync_bn": sync_bn, "precision": precision,
     }  # fmt: skip
     model = {"image_size": image_size, "base": base, "depth": depth, "channels": channels, "intensity": intensity}
     overrides = {k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v) for k, v in top.items()}
@@ -106,7 +111,7 @@ def train(
     if resume is not None:
         cfg = load_config(resume / "config.json")
         saved = cfg.model_dump()
-        free = {"epochs", "patience", "workers", "threads", "device", "out"}
+        free = {"epochs", "patience", "workers", "threads", "device", "out", "precision"}
         changed = {k for k, v in overrides.items() if v is not None and k not in free and saved.get(k) != v}
         changed |= {k for k, v in model.items() if v is not None and saved["model"].get(k) != v}
         if changed:
@@ -148,6 +153,7 @@ def evaluate(
     threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Probability threshold."),
     tta: bool = typer.Option(False, "--tta", help="Average over a left-right flip."),
     min_size: int = typer.Option(0, min=0, help="Drop predicted components under this many pixels."),
+    fill_holes: bool = typer.Option(True, "--fill-holes/--no-fill-holes", help=FILL_HELP),
     batch_size: int = typer.Option(32, min=1, help="Slices per forward pass."),
     backend: Backend = typer.Option("auto", help=BACKEND_HELP),
 ) -> None:
@@ -159,13 +165,13 @@ def evaluate(
         if len(image or []) != len(mask or []):
             fail("give one --mask for each --image")
         todo = list(zip(image or [], mask or [])) + (read_pairs_csv(pairs) if pairs else [])
-        evaluate_volumes(todo, weights, out, threshold, tta, min_size, backend.value)
+        evaluate_volumes(todo, weights, out, threshold, tta, min_size, backend.value, fill_holes)
         return
     if data is None:
         fail("give --data DIR, or volumes with --image/--mask or --pairs")
     if report and out is None:
         fail("--report needs --out DIR")
-    run_evaluate(data, weights, split.value, out, threshold, tta, min_size, report, batch_size=batch_size,
+    run_evaluate(data, weights, split.value, out, threshold, tta, min_size, report, fill_holes, batch_size=batch_size,
                  backend=backend.value)  # fmt: skip
 
 
@@ -184,6 +190,7 @@ def predict(
     threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Probability threshold."),
     tta: bool = typer.Option(False, "--tta", help="Average over a left-right flip."),
     min_size: int = typer.Option(0, min=0, help="Drop predicted components under this many pixels."),
+    fill_holes: bool = typer.Option(True, "--fill-holes/--no-fill-holes", help=FILL_HELP),
     batch_size: int = typer.Option(32, min=1, help="Slices per forward pass."),
     backend: Backend = typer.Option("auto", help=BACKEND_HELP),
 ) -> None:
@@ -192,7 +199,7 @@ def predict(
     from .predict import predict_files
 
     predictor = Predictor.from_checkpoint(weights, backend.value, batch_size=batch_size, tta=tta, threshold=threshold,
-                                          min_size=min_size)  # fmt: skip
+                                          min_size=min_size, fill_holes=fill_holes)  # fmt: skip
     if (t1 or t1c) and not flair:
         fail("--t1 and --t1c need --flair")
     if flair:

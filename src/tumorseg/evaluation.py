@@ -12,6 +12,7 @@ from .checkpoint import load_checkpoint
 from .data.lgg import find_cases, load_case
 from .errors import TumorsegError
 from .infer import Predictor, default_weights, drop_minor_components_3d, remove_small_components
+from .infer import fill_holes as fill_mask_holes
 from .io import atomic_write_text
 from .metrics import score_volume, summarize
 
@@ -48,6 +49,7 @@ def evaluate(
     tta: bool = False,
     min_size: int = 0,
     report: bool = False,
+    fill_holes: bool = True,
     compare_min_size: int = 50,
     batch_size: int = 32,
     backend: str = "auto",
@@ -57,20 +59,29 @@ def evaluate(
 
     Predictions are made at the model's size and resized back to each slice's own size
     (256x256 here) before scoring. Beside the chosen setting (threshold, `tta`,
-    `min_size`), it scores the plain model, flip TTA and removal of components under
-    `compare_min_size` px, so their effect is measured, and an always-empty baseline.
+    `min_size`, `fill_holes`), it scores the plain thresholded model, hole filling, flip
+    TTA and removal of small components, so each step's effect is measured, and an
+    always-empty baseline.
     """
     data = Path(data)
     weights = Path(weights) if weights else default_weights()
     ckpt = load_checkpoint(weights)
     cfg = ckpt.config.model
     predictor = Predictor.from_checkpoint(weights, backend, batch_size=batch_size, threshold=threshold,
-                                          min_size=min_size)  # fmt: skip
+                                          min_size=min_size, fill_holes=fill_holes)  # fmt: skip
     cases = {c.id: c for c in find_cases(data)}
     ids = select_patients(ckpt.meta, split, list(cases), data, weights)
     log(f"scoring {len(ids)} patients ({split} split) with {weights} on the {predictor.backend} backend")
 
-    variants = {"model": [], "tta": [], f"min_size_{compare_min_size}": [], "cc3d_10": [], "chosen": [], "baseline": []}
+    variants = {
+        "model": [],
+        "fill_holes": [],
+        "tta": [],
+        f"min_size_{compare_min_size}": [],
+        "cc3d_10": [],
+        "chosen": [],
+        "baseline": [],
+    }
     rows, strips_input = [], {}
     t0 = time.perf_counter()
     for pid in ids:
@@ -79,9 +90,10 @@ def evaluate(
         plain = predictor.probabilities(case.images)
         flipped = (plain + predictor.probabilities(case.images, flip=True)) / 2
         chosen_probs = flipped if tta else plain
-        chosen = remove_small_components(chosen_probs > threshold, min_size)
+        chosen = predictor.mask(chosen_probs)
         scored = {
             "model": score_volume(plain > 0.5, truth),
+            "fill_holes": score_volume(fill_mask_holes(plain > 0.5), truth),
             "tta": score_volume(flipped > 0.5, truth),
             f"min_size_{compare_min_size}": score_volume(remove_small_components(plain > 0.5, compare_min_size), truth),
             "cc3d_10": score_volume(drop_minor_components_3d(plain > 0.5, 0.1), truth),
@@ -109,7 +121,13 @@ def evaluate(
         "data": str(data),
         "split": split,
         "patients": len(ids),
-        "settings": {"threshold": threshold, "tta": tta, "min_size": min_size, "compare_min_size": compare_min_size},
+        "settings": {
+            "threshold": threshold,
+            "tta": tta,
+            "min_size": min_size,
+            "fill_holes": fill_holes,
+            "compare_min_size": compare_min_size,
+        },
         "model_config": json.loads(cfg.model_dump_json()),
         "seconds": seconds,
         "backend": predictor.backend,
@@ -154,6 +172,7 @@ def print_table(result: dict, log=print) -> None:
     labels = {
         "chosen": "model (chosen settings)",
         "model": "model, threshold 0.5",
+        "fill_holes": "+ fill holes",
         "tta": "+ flip TTA",
         f"min_size_{result['settings']['compare_min_size']}": f"+ drop <{result['settings']['compare_min_size']} px",
         "cc3d_10": "+ drop 3D parts <10% of largest",
@@ -215,6 +234,7 @@ def evaluate_volumes(
     tta: bool = False,
     min_size: int = 0,
     backend: str = "auto",
+    fill_holes: bool = True,
     log=print,
 ) -> dict:
     """Score image volumes (NIfTI or DICOM series) against NIfTI masks, one row per volume,
@@ -222,7 +242,8 @@ def evaluate_volumes(
     from .volume import mask_slices, read_nifti, read_volume, slice_spacing, volume_slices
 
     weights = Path(weights) if weights else default_weights()
-    predictor = Predictor.from_checkpoint(weights, backend, threshold=threshold, min_size=min_size, tta=tta)
+    predictor = Predictor.from_checkpoint(weights, backend, threshold=threshold, min_size=min_size, tta=tta,
+                                          fill_holes=fill_holes)  # fmt: skip
     rows = []
     for image_path, mask_path in pairs:
         vol = read_volume(image_path)
@@ -239,7 +260,8 @@ def evaluate_volumes(
         log(f"  {image_path}: Dice {s['dice']:.3f}  HD95 {s['hd95']:.1f} mm")
     summary = {"chosen": {m: summarize([r[m] for r in rows]) for m in METRICS}}
     result = {"weights": str(weights), "volumes": len(rows), "per_patient": rows, "summary": summary,
-              "settings": {"threshold": threshold, "tta": tta, "min_size": min_size}, "empty_mask_rule": EMPTY_RULE,
+              "settings": {"threshold": threshold, "tta": tta, "min_size": min_size, "fill_holes": fill_holes},
+              "empty_mask_rule": EMPTY_RULE,
               "hd95_unit": "mm"}  # fmt: skip
     d = summary["chosen"]["dice"]
     log(f"per-volume Dice: mean {_f(d['mean'])}, median {_f(d['median'])}, std {_f(d['std'])}")

@@ -157,6 +157,28 @@ def remove_small_components(mask: np.ndarray, min_size: int) -> np.ndarray:
     return out
 
 
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Fill the enclosed holes of each slice's mask ((S,) H, W).
+
+    The expert masks are solid: in the 62 training patients, 221 of 1.6 M tumor pixels
+    (29 of 815 tumor slices) lie in holes, so a hole in a prediction is almost always a miss.
+    """
+    from scipy import ndimage
+
+    mask = np.asarray(mask, bool)
+    out = mask.copy()
+    for s in out.reshape(-1, *mask.shape[-2:]):
+        if s.any():
+            s[:] = ndimage.binary_fill_holes(s)
+    return out
+
+
+def postprocess(probs: np.ndarray, threshold: float = 0.5, min_size: int = 0, holes: bool = True) -> np.ndarray:
+    """Probabilities -> binary masks: threshold, fill holes (when `holes`), drop small parts."""
+    mask = np.asarray(probs) > threshold
+    return remove_small_components(fill_holes(mask) if holes else mask, min_size)
+
+
 def drop_minor_components_3d(mask: np.ndarray, fraction: float) -> np.ndarray:
     """Keep the 26-connected 3D components of a patient's stacked mask (S, H, W) that hold at
     least `fraction` of the largest one's voxels; the rest are taken as false alarms."""
@@ -188,6 +210,7 @@ class Predictor:
         tta: bool = False,
         threshold: float = 0.5,
         min_size: int = 0,
+        fill_holes: bool = True,
         session=None,
         backend: str | None = None,
     ):
@@ -197,6 +220,7 @@ class Predictor:
         self.tta = tta
         self.threshold = threshold
         self.min_size = min_size
+        self.fill_holes = fill_holes
         self.session = session
         self.backend = backend or ("onnx" if session is not None else "torch")
 
@@ -241,5 +265,5 @@ class Predictor:
         return p
 
     def mask(self, probs: np.ndarray) -> np.ndarray:
-        """Threshold, then drop components under `min_size` pixels."""
-        return remove_small_components(probs > self.threshold, self.min_size)
+        """Threshold, fill holes (unless `fill_holes` is off), drop components under `min_size` px."""
+        return postprocess(probs, self.threshold, self.min_size, self.fill_holes)
