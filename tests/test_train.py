@@ -104,7 +104,8 @@ def test_precision_auto_follows_the_hardware(tiny_lgg, tmp_path):
     flags = next(x for x in open("/proc/cpuinfo") if x.startswith("flags")).split()
     native = "avx512_bf16" in flags or "amx_bf16" in flags
     assert native_bf16(cpu) == native
-    assert resolve_precision(tiny_config(tiny_lgg, tmp_path), cpu) == ("bf16" if native else "fp32")
+    assert resolve_precision(tiny_config(tiny_lgg, tmp_path, precision="auto"), cpu) == ("bf16" if native else "fp32")
+    assert tiny_config(tiny_lgg, tmp_path).precision == "fp32"  # the shipped model's recipe
     with pytest.raises(TumorsegError, match="precision"):
         tiny_config(tiny_lgg, tmp_path, precision="fp16")
 

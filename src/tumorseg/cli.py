@@ -90,7 +90,7 @@ def train(
     device: Device | None = typer.Option(None, help="Where to train (auto: CUDA when visible)."),
     sync_bn: bool | None = typer.Option(None, "--sync-bn/--no-sync-bn", help="SyncBatchNorm under DDP (CUDA)."),
     precision: Precision | None = typer.Option(
-        None, help="bf16 autocast or fp32 (auto: bf16 where the CPU or GPU computes bf16 natively)."
+        None, help="fp32 (default), bf16 autocast, or auto: bf16 where the CPU or GPU computes bf16 natively."
     ),
     resume: Path | None = typer.Option(None, help="Continue the run in this folder."),
 ) -> None:

@@ -44,7 +44,7 @@ class TrainConfig(BaseModel):
     data: str = "../shared/data/lgg"
     out: str = "runs/default"
     model: ModelConfig = ModelConfig()
-    epochs: int = Field(130, ge=1, le=10000)
+    epochs: int = Field(80, ge=1, le=10000)
     batch_size: int = Field(16, ge=1, le=4096)
     lr: float = Field(1e-3, gt=0, le=1.0)
     weight_decay: float = Field(0.0, ge=0, le=1.0)
@@ -62,7 +62,7 @@ class TrainConfig(BaseModel):
     max_patients: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     sync_bn: bool = False
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
