@@ -6,6 +6,8 @@ import time
 
 import torch
 
+from tumorseg.hardware import cpuinfo
+
 
 def gemm_peak(n: int = 2048, reps: int = 4, trials: int = 7) -> float:
     """Measured fp32 GFLOP/s of an n x n matmul: the ceiling every benchmark is compared to.
@@ -28,14 +30,9 @@ def gemm_peak(n: int = 2048, reps: int = 4, trials: int = 7) -> float:
 def cpu_features() -> dict:
     """The CPU's model name and the SIMD features that decide these numbers (Linux /proc/cpuinfo)."""
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16")
-    try:
-        lines = open("/proc/cpuinfo").read().splitlines()
-    except OSError:
+    fields = cpuinfo()
+    if not fields:
         return {}
-    fields: dict[str, str] = {}
-    for line in lines:  # the first CPU's entry is enough
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
     flags = fields.get("flags", "").split()
     capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "unknown")()
     return {"model": fields.get("model name", ""), "features": [f for f in wanted if f in flags],

@@ -7,7 +7,8 @@ import torch
 from tumorseg.checkpoint import build_model, load_checkpoint
 from tumorseg.config import validate_config
 from tumorseg.errors import TumorsegError
-from tumorseg.train import epoch_indices, fit, native_bf16, resolve_precision
+from tumorseg.hardware import native_bf16
+from tumorseg.train import epoch_indices, fit, resolve_precision
 
 
 def tiny_config(data, out, **kw):

@@ -11,8 +11,7 @@ import numpy as np
 from .checkpoint import load_checkpoint
 from .data.lgg import find_cases, load_case
 from .errors import TumorsegError
-from .infer import Predictor, default_weights, drop_minor_components_3d, remove_small_components
-from .infer import fill_holes as fill_mask_holes
+from .infer import Predictor, default_weights, drop_minor_components_3d, postprocess, remove_small_components
 from .io import atomic_write_text
 from .metrics import score_volume, summarize
 
@@ -93,7 +92,7 @@ def evaluate(
         chosen = predictor.mask(chosen_probs)
         scored = {
             "model": score_volume(plain > 0.5, truth),
-            "fill_holes": score_volume(fill_mask_holes(plain > 0.5), truth),
+            "fill_holes": score_volume(postprocess(plain), truth),
             "tta": score_volume(flipped > 0.5, truth),
             f"min_size_{compare_min_size}": score_volume(remove_small_components(plain > 0.5, compare_min_size), truth),
             "cc3d_10": score_volume(drop_minor_components_3d(plain > 0.5, 0.1), truth),

@@ -22,6 +22,7 @@ from .data.check import check_data
 from .data.lgg import CaseArrays, find_cases, load_case, split_cases
 from .data.transforms import augment, scale_intensity
 from .errors import TumorsegError
+from .hardware import native_bf16
 from .infer import set_threads, slice_probabilities
 from .io import atomic_write_text
 from .losses import make_loss
@@ -175,19 +176,6 @@ def _read_history(path: Path, before_epoch: int) -> list[dict]:
         if record.get("epoch", before_epoch) < before_epoch:
             history.append(record)
     return history
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bf16 natively: a GPU that supports it, or a CPU with
-    AVX512-BF16 or AMX (elsewhere the CPU emulates bf16, about 100x slower than fp32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def resolve_precision(cfg: TrainConfig, device: torch.device) -> str:

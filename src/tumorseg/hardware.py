@@ -1,0 +1,28 @@
+"""What the machine computes natively: CPU fields from /proc/cpuinfo, bf16 support."""
+
+from __future__ import annotations
+
+import torch
+
+
+def cpuinfo() -> dict[str, str]:
+    """The first CPU's /proc/cpuinfo fields ("model name", "flags", ...); {} where unreadable."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 natively: a GPU that supports it, or a CPU with
+    AVX512-BF16 or AMX (elsewhere the CPU emulates bf16, about 100x slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    flags = cpuinfo().get("flags", "").split()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
