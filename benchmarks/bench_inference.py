@@ -18,7 +18,7 @@ import torch
 from common import cpu_features, cpu_line, gemm_peak
 
 from tumorseg.checkpoint import build_model, load_checkpoint
-from tumorseg.data.lgg import find_cases, load_case, select_channels
+from tumorseg.data.lgg import add_context, find_cases, load_case, select_channels
 from tumorseg.export import int8_path
 from tumorseg.infer import Predictor, default_weights, onnx_available, resolve_backend, set_threads
 from tumorseg.io import read_image, write_png
@@ -71,18 +71,18 @@ def buda_unet():
 
     def run(images: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            x = scale_intensity(torch.from_numpy(images)).contiguous(memory_format=torch.channels_last)
+            x = scale_intensity(torch.from_numpy(images[:, :3])).contiguous(memory_format=torch.channels_last)
             return torch.sigmoid(model(x))[:, 0].numpy()
 
     return run, model
 
 
-def end_to_end(predict, case_dir: Path, channels: str, out_dir: Path) -> float:
+def end_to_end(predict, case_dir: Path, channels: str, context: int, out_dir: Path) -> float:
     """Read every slice of a patient, preprocess, infer, resize back, write the masks."""
     t = time.perf_counter()
     files = sorted(p for p in case_dir.iterdir() if p.suffix in (".png", ".tif") and not p.stem.endswith("_mask"))
     images = np.stack([select_channels(read_image(p), channels, p) for p in files])
-    probs = predict(images)
+    probs = predict(add_context(images, context, channels))
     for p, prob in zip(files, probs):
         write_png(out_dir / f"{p.stem}_pred.png", ((prob > 0.5) * 255).astype(np.uint8))
     return time.perf_counter() - t
@@ -101,7 +101,7 @@ def main() -> None:
     channels = ckpt.config.model.channels
     case_dir = Path(args.data) / args.patient
     case = load_case(find_cases(case_dir)[0], None, channels)
-    slices = case.images[: max(16, min(len(case.images), 32))]
+    slices = add_context(case.images, ckpt.config.model.context, channels)[: max(16, min(len(case.images), 32))]
     peak = gemm_peak()
     m = ckpt.config.model
     flops = model_flops(build_model(ckpt), m.in_channels, m.image_size)
@@ -126,7 +126,7 @@ def main() -> None:
         b1 = timed(lambda fn=fn: fn(slices[:1]), args.reps)
         b16 = timed(lambda fn=fn: fn(slices[:16]), max(3, args.reps // 6))
         with tempfile.TemporaryDirectory() as tmp:
-            e2e = min(end_to_end(fn, case_dir, channels, Path(tmp)) for _ in range(3))
+            e2e = min(end_to_end(fn, case_dir, channels, ckpt.config.model.context, Path(tmp)) for _ in range(3))
         ips16 = 16 / float(np.median(b16))
         rows[name] = {
             "images_per_s_batch1": 1 / float(np.median(b1)),

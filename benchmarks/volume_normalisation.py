@@ -35,8 +35,8 @@ def main() -> None:
         arr = case.images.transpose(3, 2, 0, 1)[::-1, ::-1].astype(np.float32) * 3.7 + 100  # RAS (X, Y, Z, C)
         vol = Volume(np.ascontiguousarray(arr), np.eye(4), (1.0, 1.0, 1.0))
         slices, _ = volume_slices(vol)
-        d_slice = dice(confusion_counts(pred.mask(pred.predict(case.images)), case.full_masks))
-        d_volume = dice(confusion_counts(pred.mask(pred.predict(slices)), case.full_masks))
+        d_slice = dice(confusion_counts(pred.mask(pred.predict(case.images, volume=True)), case.full_masks))
+        d_volume = dice(confusion_counts(pred.mask(pred.predict(slices, volume=True)), case.full_masks))
         rows[pid] = {"slice_path": d_slice, "volume_path": d_volume}
         print(f"{pid}: slice path {d_slice:.3f}  volume path {d_volume:.3f}")
     s = np.array([r["slice_path"] for r in rows.values()])

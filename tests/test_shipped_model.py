@@ -27,7 +27,7 @@ def test_dice_on_fixed_test_patients(lgg_root, pid):
     ref = json.loads(REFERENCE.read_text())
     predictor = Predictor.from_checkpoint(threshold=ref["threshold"])  # no path: the shipped model
     case = load_case(find_cases(lgg_root / pid)[0], None)
-    d = dice(confusion_counts(predictor.mask(predictor.predict(case.images)), case.full_masks))
+    d = dice(confusion_counts(predictor.mask(predictor.predict(case.images, volume=True)), case.full_masks))
     assert d >= ref["patients"][pid] - 0.02, f"{pid}: Dice {d:.4f} vs model card {ref['patients'][pid]:.4f}"
 
 
@@ -42,7 +42,7 @@ def test_shipped_int8_graph_is_the_default_and_matches_fp32(lgg_root):
     assert fast.backend == "onnx-int8"
     exact = Predictor.from_checkpoint(backend="torch")
     case = load_case(find_cases(lgg_root / "TCGA_DU_6400_19830518")[0], None)
-    m8, m32 = fast.predict(case.images) > 0.5, exact.predict(case.images) > 0.5
+    m8, m32 = fast.predict(case.images, volume=True) > 0.5, exact.predict(case.images, volume=True) > 0.5
     agree = dice(confusion_counts(m8, m32))
     assert agree >= 0.98, f"int8 and fp32 masks agree with Dice {agree:.4f}"
     d8, d32 = dice(confusion_counts(m8, case.full_masks)), dice(confusion_counts(m32, case.full_masks))

@@ -75,6 +75,9 @@ def train(
     depth: int | None = typer.Option(None, help="U-Net depth (number of poolings)."),
     channels: Channels | None = typer.Option(None, help="Input channels: all 3 or FLAIR alone."),
     intensity: Intensity | None = typer.Option(None, help="Intensity scaling to [0, 1]."),
+    context: int | None = typer.Option(
+        None, help="Neighbouring slices on each side whose FLAIR is added as input channels (2.5D; 0 = off)."
+    ),
     loss: Loss | None = typer.Option(None, help="Training loss."),
     schedule: Schedule | None = typer.Option(None, help="Learning-rate schedule."),
     empty_ratio: float | None = typer.Option(None, help="Empty slices per tumor slice in each epoch."),
@@ -105,7 +108,10 @@ def train(
         "patience": patience, "workers": workers, "threads": threads, "max_patients": max_patients,
         "device": device, "sync_bn": sync_bn, "precision": precision,
     }  # fmt: skip
-    model = {"image_size": image_size, "base": base, "depth": depth, "channels": channels, "intensity": intensity}
+    model = {
+        "image_size": image_size, "base": base, "depth": depth, "channels": channels, "intensity": intensity,
+        "context": context,
+    }  # fmt: skip
     overrides = {k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v) for k, v in top.items()}
     model = {k: (v.value if isinstance(v, Enum) else v) for k, v in model.items()}
     if resume is not None:
@@ -121,9 +127,9 @@ def train(
     else:
         base_cfg = TrainConfig().model_dump()
     base_cfg.update({k: v for k, v in overrides.items() if v is not None})
-    if model.get("channels") is not None:
-        base_cfg["model"]["in_channels"] = 3 if model["channels"] == "all" else 1
     base_cfg["model"].update({k: v for k, v in model.items() if v is not None})
+    m = base_cfg["model"]
+    m["in_channels"] = (3 if m["channels"] == "all" else 1) + 2 * m.get("context", 0)
     cfg = validate_config(base_cfg, "options")
     fit(cfg, resume=resume is not None, progress=True)
 

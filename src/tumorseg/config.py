@@ -24,14 +24,31 @@ class ModelConfig(BaseModel):
     image_size: int = Field(128, ge=16, le=1024)
     channels: Literal["all", "flair"] = "all"
     intensity: Literal["fixed", "percentile"] = "percentile"
+    context: int = Field(0, ge=0, le=3)
+
+    @property
+    def sequence_channels(self) -> int:
+        """Channels of one slice: 3 sequences (`all`) or FLAIR alone."""
+        return 3 if self.channels == "all" else 1
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_in_channels(cls, data):
+        """in_channels, when not given, follows `channels` and `context`."""
+        if isinstance(data, dict) and "in_channels" not in data:
+            data = {**data, "in_channels": (1 if data.get("channels") == "flair" else 3) + 2 * data.get("context", 0)}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
         if self.image_size % (2**self.depth):
             raise ValueError(f"image_size {self.image_size} must be divisible by 2**depth = {2**self.depth}")
-        want = 3 if self.channels == "all" else 1
+        want = self.sequence_channels + 2 * self.context
         if self.in_channels != want:
-            raise ValueError(f"channels={self.channels!r} needs in_channels={want}, got {self.in_channels}")
+            raise ValueError(
+                f"channels={self.channels!r} with context={self.context} needs in_channels={want}, "
+                f"got {self.in_channels}"
+            )
         return self
 
 

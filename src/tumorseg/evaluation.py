@@ -86,8 +86,9 @@ def evaluate(
     for pid in ids:
         case = load_case(cases[pid], None, cfg.channels)
         truth = case.full_masks
-        plain = predictor.probabilities(case.images)
-        flipped = (plain + predictor.probabilities(case.images, flip=True)) / 2
+        images = predictor.inputs(case.images, volume=True)
+        plain = predictor.probabilities(images)
+        flipped = (plain + predictor.probabilities(images, flip=True)) / 2
         chosen_probs = flipped if tta else plain
         chosen = predictor.mask(chosen_probs)
         scored = {
@@ -250,7 +251,7 @@ def evaluate_volumes(
         if truth_vol.array.shape[:3] != vol.array.shape[:3]:
             raise TumorsegError(f"{mask_path}: mask shape {truth_vol.array.shape} differs from image {vol.array.shape}")
         slices, _ = volume_slices(vol, predictor.config.channels)
-        pred = predictor.mask(predictor.predict(slices))
+        pred = predictor.mask(predictor.predict(slices, volume=True))
         truth = mask_slices(truth_vol.array, vol)
         s = score_volume(pred, truth, slice_spacing(vol))
         base = score_volume(np.zeros_like(truth), truth)

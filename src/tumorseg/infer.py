@@ -10,6 +10,7 @@ import torch
 
 from .checkpoint import build_model, load_checkpoint
 from .config import ModelConfig
+from .data.lgg import add_context
 from .data.transforms import preprocess, resize
 from .errors import TumorsegError
 from .models import UNet
@@ -241,11 +242,22 @@ class Predictor:
         session = onnx_session(path, int8=backend == "onnx-int8") if backend != "torch" else None
         return cls(build_model(ckpt), ckpt.config.model, session=session, backend=backend, **kwargs)
 
-    def probabilities(self, images: np.ndarray, flip: bool = False) -> np.ndarray:
+    def inputs(self, images: np.ndarray, volume: bool = False) -> np.ndarray:
+        """Add the neighbouring slices' FLAIR channels a 2.5D model takes (`add_context`):
+        from the adjacent slices when `volume` (one volume's slices, in order), else each
+        slice's own. Input that already has the model's channels passes through."""
+        c = self.config
+        if c.context == 0 or images.shape[1] == c.in_channels:
+            return images
+        return add_context(images, c.context, c.channels, volume=volume)
+
+    def probabilities(self, images: np.ndarray, flip: bool = False, volume: bool = False) -> np.ndarray:
         """uint8 (N, C, H, W) slices of one size -> float32 probabilities (N, H, W) at H x W.
 
-        `flip` runs the left-right mirrored input and mirrors the answer back.
+        `flip` runs the left-right mirrored input and mirrors the answer back; `volume`
+        says the slices are one volume's, in order (see `inputs`).
         """
+        images = self.inputs(images, volume)
         if self.session is None:
             return slice_probabilities(self.model, self.config, images, flip, self.batch_size)
         x = np.ascontiguousarray(images[..., ::-1] if flip else images, dtype=np.uint8)
@@ -257,8 +269,9 @@ class Predictor:
         out = np.concatenate(outs) if outs else np.zeros((0, *x.shape[-2:]), np.float32)
         return np.ascontiguousarray(out[..., ::-1]) if flip else out
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
+    def predict(self, images: np.ndarray, volume: bool = False) -> np.ndarray:
         """Probabilities, averaged over a left-right flip when `tta` is on."""
+        images = self.inputs(images, volume)
         p = self.probabilities(images)
         if self.tta:
             p = (p + self.probabilities(images, flip=True)) / 2

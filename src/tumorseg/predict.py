@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.lgg import select_channels, slice_number
+from .data.lgg import add_context, select_channels, slice_number
 from .errors import DataError, TumorsegError
 from .infer import Predictor
 from .io import IMAGE_SUFFIXES, is_mask_path, read_image, write_png
@@ -97,10 +97,10 @@ def predict_files(
     if len(set(stems)) != len(stems):
         dup = next(s for s in stems if stems.count(s) > 1)
         raise TumorsegError(f"two inputs share the name {dup!r}; their outputs would collide")
-    channels = predictor.config.channels
-    for start in range(0, len(files), batch_size):
+    channels, context = predictor.config.channels, predictor.config.context
+    for chunk in _chunks(files, batch_size, whole_series=context > 0):
         loaded: dict[tuple[int, int], list[tuple[Path, np.ndarray]]] = {}
-        for path in files[start : start + batch_size]:
+        for path in chunk:
             try:
                 img = select_channels(read_image(path), channels, path)
             except DataError as exc:
@@ -109,7 +109,9 @@ def predict_files(
                 continue
             loaded.setdefault(img.shape[-2:], []).append((path, img))
         for group in loaded.values():
-            probs = predictor.predict(np.stack([img for _, img in group]))
+            images = np.stack([img for _, img in group])
+            numbers = [slice_number(p)[0] for p, _ in group]
+            probs = predictor.predict(add_context(images, context, channels, numbers))
             masks = predictor.mask(probs)
             for (path, img), prob, mask in zip(group, probs, masks):
                 try:
@@ -118,6 +120,25 @@ def predict_files(
                     result.failed.append((path, str(exc)))
                     log(f"failed: {path}: {exc}")
     return result
+
+
+def series_key(path: Path) -> tuple[str, str]:
+    """Slices of one series share a folder and a name up to their trailing number
+    (`TCGA_CS_4941_19960909_12.tif` -> `TCGA_CS_4941_19960909_`); a name without a number
+    is a series of its own."""
+    number, stem = slice_number(path)
+    return str(path.parent), stem.rstrip("0123456789") if number >= 0 else stem
+
+
+def _chunks(files: list[Path], size: int, whole_series: bool) -> list[list[Path]]:
+    """Files in chunks of `size`; with `whole_series`, each series (`series_key`) whole and
+    in slice order, so a 2.5D model sees every slice's neighbours."""
+    if not whole_series:
+        return [files[i : i + size] for i in range(0, len(files), size)]
+    series: dict[tuple[str, str], list[Path]] = {}
+    for f in files:
+        series.setdefault(series_key(f), []).append(f)
+    return [sorted(group, key=slice_number) for group in series.values()]
 
 
 def _write_one(out: Path, path: Path, img, prob, mask, probabilities: bool, overlays: bool) -> list[Path]:
@@ -148,7 +169,7 @@ def predict_volume(vol: Volume, prefix: Path, predictor: Predictor, notes: list[
     notes = [*notes, *more]
     for n in notes:
         log(f"{vol.source}: {n}")
-    masks = predictor.mask(predictor.predict(slices))
+    masks = predictor.mask(predictor.predict(slices, volume=True))
     mask_path = prefix.parent / f"{prefix.name}_pred.nii.gz"
     mask_vol = mask_to_volume(masks, vol)
     write_nifti(mask_path, mask_vol, vol)

@@ -19,8 +19,8 @@ from . import distributed as ddp
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig
 from .data.check import check_data
-from .data.lgg import CaseArrays, find_cases, load_case, split_cases
-from .data.transforms import augment, scale_intensity
+from .data.lgg import CaseArrays, add_context, find_cases, load_case, split_cases
+from .data.transforms import augment, scale_intensity, shuffle_context
 from .errors import TumorsegError
 from .hardware import native_bf16
 from .infer import set_threads, slice_probabilities
@@ -60,12 +60,16 @@ def epoch_indices(has_tumor: np.ndarray, empty_ratio: float, rng: np.random.Gene
 def load_cases(
     cfg: TrainConfig, ids: list[str], cases_by_id: dict, desc: str, native: bool = False, progress: bool = True
 ) -> list[CaseArrays]:
-    """Decode patients once: at the model's size for training, or at their own size (`native`)."""
+    """Decode patients once: at the model's size for training, or at their own size (`native`),
+    with the neighbouring slices' FLAIR as extra channels when the model takes context."""
     m = cfg.model
     size = None if native else m.image_size
-    return [
+    cases = [
         load_case(cases_by_id[i], size, m.channels) for i in tqdm(ids, desc=desc, leave=False, disable=not progress)
     ]
+    for case in cases:
+        case.images = add_context(case.images, m.context, m.channels)
+    return cases
 
 
 def validate_counts(model: UNet, cases: list[CaseArrays], config: ModelConfig, threshold: float = 0.5) -> torch.Tensor:
@@ -352,6 +356,7 @@ def _fit(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo
             y = masks.to(device)[:, None].float()
             if cfg.augment:
                 x, y = augment(x, y, gen)
+                x = shuffle_context(x, m.sequence_channels, 1 if m.channels == "all" else 0, gen)
             x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 logits = model(x)

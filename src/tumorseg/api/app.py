@@ -160,7 +160,7 @@ def create_app(
         slices, notes = volume_slices(vol, predictor.config.channels)
         t0 = time.perf_counter()
         with lock:
-            probs = predictor.predict(slices)
+            probs = predictor.predict(slices, volume=True)
         masks = predictor.mask(probs)
         runtime = time.perf_counter() - t0
         rid = uuid.uuid4().hex

@@ -150,3 +150,25 @@ def select_channels(img: np.ndarray, channels: str, path: Path | None = None) ->
     elif img.shape[-1] == 1:
         img = np.repeat(img, 3, axis=-1)
     return np.ascontiguousarray(img.transpose(2, 0, 1))
+
+
+def add_context(
+    images: np.ndarray, context: int, channels: str = "all", numbers: np.ndarray | None = None, volume: bool = True
+) -> np.ndarray:
+    """Slices (S, C, H, W) -> (S, C + 2 * context, H, W): the FLAIR of the `context` slices
+    below, then of those above, as extra channels (2.5D input).
+
+    `volume`: the slices are one volume's, in order, or numbered by `numbers` (slice n's
+    neighbours are n - 1 and n + 1). A neighbour that is not there (an edge, a gap, or
+    `volume=False` for unrelated single slices) is replaced by the slice's own FLAIR.
+    """
+    if context == 0:
+        return images
+    flair = images[:, 1 if channels == "all" else 0]
+    numbers = np.arange(len(images)) if numbers is None else np.asarray(numbers)
+    where = {int(n): i for i, n in enumerate(numbers)}
+    extra = []
+    for d in [*range(-context, 0), *range(1, context + 1)]:
+        idx = [where.get(int(n) + d, i) if volume else i for i, n in enumerate(numbers)]
+        extra.append(flair[idx])
+    return np.ascontiguousarray(np.concatenate([images, np.stack(extra, 1)], 1))

@@ -103,3 +103,21 @@ def augment(
         g = on_device(torch.exp(uniform(-math.log1p(gamma), math.log1p(gamma))))
         x = torch.where(x > 0, x.clamp_min(1e-6) ** g, x)
     return x, y
+
+
+def shuffle_context(
+    x: torch.Tensor, own: int, flair: int, generator: torch.Generator, drop: float = 0.1, swap: float = 0.5
+) -> torch.Tensor:
+    """Augment 2.5D input (N, own + 2k, H, W): per sample, swap the slices below with those
+    above (`swap`: the slice order of a user's volume is unknown), or replace all
+    neighbours by the slice's own FLAIR (`drop`: a single slice is predicted that way)."""
+    k = (x.shape[1] - own) // 2
+    if k == 0:
+        return x
+    n = x.shape[0]
+    below, above = x[:, own : own + k], x[:, own + k :]
+    swapped = torch.cat([above.flip(1), below.flip(1)], 1)
+    ctx = torch.where((torch.rand(n, generator=generator) < swap).view(n, 1, 1, 1).to(x.device), swapped, x[:, own:])
+    alone = x[:, flair : flair + 1].expand(-1, 2 * k, -1, -1)
+    ctx = torch.where((torch.rand(n, generator=generator) < drop).view(n, 1, 1, 1).to(x.device), alone, ctx)
+    return torch.cat([x[:, :own], ctx], 1)
