@@ -11,6 +11,7 @@ import json
 import platform
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 from common import cpu_features, cpu_line, gemm_peak
 
 from tumorseg.checkpoint import build_model, load_checkpoint
-from tumorseg.data.lgg import add_context, find_cases, load_case, select_channels
+from tumorseg.data.lgg import add_context, find_cases, load_case, select_channels, slice_number
 from tumorseg.export import int8_path
 from tumorseg.infer import Predictor, default_weights, onnx_available, resolve_backend, set_threads
 from tumorseg.io import read_image, write_png
@@ -54,7 +55,7 @@ def eager_baseline(weights):
 
     def run(images: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            x = torch.from_numpy(images)
+            x = torch.from_numpy(add_context(images, cfg.context, cfg.channels))
             p = torch.sigmoid(model(preprocess(x, cfg.image_size, cfg.intensity)))
             return resize(p, tuple(x.shape[-2:]))[:, 0].numpy()
 
@@ -77,12 +78,13 @@ def buda_unet():
     return run, model
 
 
-def end_to_end(predict, case_dir: Path, channels: str, context: int, out_dir: Path) -> float:
+def end_to_end(predict, case_dir: Path, channels: str, out_dir: Path) -> float:
     """Read every slice of a patient, preprocess, infer, resize back, write the masks."""
     t = time.perf_counter()
-    files = sorted(p for p in case_dir.iterdir() if p.suffix in (".png", ".tif") and not p.stem.endswith("_mask"))
+    files = sorted((p for p in case_dir.iterdir() if p.suffix in (".png", ".tif") and not p.stem.endswith("_mask")),
+                   key=slice_number)  # fmt: skip
     images = np.stack([select_channels(read_image(p), channels, p) for p in files])
-    probs = predict(add_context(images, context, channels))
+    probs = predict(images)
     for p, prob in zip(files, probs):
         write_png(out_dir / f"{p.stem}_pred.png", ((prob > 0.5) * 255).astype(np.uint8))
     return time.perf_counter() - t
@@ -101,7 +103,7 @@ def main() -> None:
     channels = ckpt.config.model.channels
     case_dir = Path(args.data) / args.patient
     case = load_case(find_cases(case_dir)[0], None, channels)
-    slices = add_context(case.images, ckpt.config.model.context, channels)[: max(16, min(len(case.images), 32))]
+    slices = case.images[: max(16, min(len(case.images), 32))]
     peak = gemm_peak()
     m = ckpt.config.model
     flops = model_flops(build_model(ckpt), m.in_channels, m.image_size)
@@ -109,14 +111,15 @@ def main() -> None:
     buda_flops = model_flops(buda_model, 3, 256)
     backends = {"eager fp32 (baseline)": (eager_baseline(weights), flops)}
     backends["torch (channels_last, inference_mode)"] = (
-        Predictor.from_checkpoint(weights, "torch").probabilities,
+        partial(Predictor.from_checkpoint(weights, "torch").probabilities, volume=True),
         flops,
     )
     if onnx_available():
-        backends["onnx (ONNX Runtime, fp32)"] = (Predictor.from_checkpoint(weights, "onnx").probabilities, flops)
+        onnx_fp32 = partial(Predictor.from_checkpoint(weights, "onnx").probabilities, volume=True)
+        backends["onnx (ONNX Runtime, fp32)"] = (onnx_fp32, flops)
         if int8_path(weights).is_file():
             backends["onnx-int8 (ONNX Runtime, int8 convolutions)"] = (
-                Predictor.from_checkpoint(weights, "onnx-int8").probabilities,
+                partial(Predictor.from_checkpoint(weights, "onnx-int8").probabilities, volume=True),
                 flops,
             )
     backends["anchor: Buda et al. U-Net, base 32 at 256x256 (torch)"] = (buda_run, buda_flops)
@@ -126,7 +129,7 @@ def main() -> None:
         b1 = timed(lambda fn=fn: fn(slices[:1]), args.reps)
         b16 = timed(lambda fn=fn: fn(slices[:16]), max(3, args.reps // 6))
         with tempfile.TemporaryDirectory() as tmp:
-            e2e = min(end_to_end(fn, case_dir, channels, ckpt.config.model.context, Path(tmp)) for _ in range(3))
+            e2e = min(end_to_end(fn, case_dir, channels, Path(tmp)) for _ in range(3))
         ips16 = 16 / float(np.median(b16))
         rows[name] = {
             "images_per_s_batch1": 1 / float(np.median(b1)),

@@ -31,7 +31,7 @@ def main() -> None:
     cases = {c.id: c for c in find_cases(args.data)}
     rows = {}
     for pid in test:
-        case = load_case(cases[pid], None)
+        case = load_case(cases[pid], None, pred.config.channels)
         arr = case.images.transpose(3, 2, 0, 1)[::-1, ::-1].astype(np.float32) * 3.7 + 100  # RAS (X, Y, Z, C)
         vol = Volume(np.ascontiguousarray(arr), np.eye(4), (1.0, 1.0, 1.0))
         slices, _ = volume_slices(vol)

@@ -22,7 +22,7 @@ def main(evaluation: str, data: str, out: str, worst: int = 3, per_patient: int 
     cases = {c.id: c for c in find_cases(data)}
     strips = []
     for row in rows:
-        case = load_case(cases[row["patient"]], None)
+        case = load_case(cases[row["patient"]], None, predictor.config.channels)
         mask = predictor.mask(predictor.predict(case.images, volume=True))
         area = case.full_masks.reshape(len(mask), -1).sum(1)
         for i in np.argsort(-area)[:per_patient]:

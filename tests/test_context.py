@@ -16,6 +16,7 @@ from conftest import SMALL_PATIENTS, copy_slices
 from tumorseg.config import ModelConfig
 from tumorseg.data.lgg import add_context, find_cases, load_case
 from tumorseg.data.transforms import shuffle_context
+from tumorseg.errors import TumorsegError
 from tumorseg.io import read_image
 from tumorseg.metrics import confusion_counts, dice
 
@@ -46,6 +47,18 @@ def test_add_context_neighbours_edges_gaps_and_single_slices():
     flair_only = add_context(x[:, 1:2], 1, "flair")[:, :, 0, 0]
     np.testing.assert_array_equal(flair_only[:, 1], [1, 1, 11, 21])
     assert add_context(x, 0) is x
+
+
+def test_slice_numbers_and_series():
+    from tumorseg.data.lgg import slice_numbers
+    from tumorseg.predict import series_key
+
+    assert slice_numbers([Path("P_3.tif"), Path("P_10.tif"), Path("P_4.png")]) == [3, 10, 4]
+    assert slice_numbers([Path("P_012.png"), Path("P_12.png")]) is None  # two slices 12: use their order
+    assert slice_numbers([Path("P_1.png"), Path("scan.png")]) is None
+    a, b, c = (series_key(Path(f"d/{n}.png")) for n in ("P_1", "P_10", "P_"))
+    assert a == b and c != a  # `P_.png` has no number: a series of its own
+    assert series_key(Path("e/P_1.png")) != a  # another folder, another series
 
 
 def test_shuffle_context_swaps_or_drops_neighbours():
@@ -126,6 +139,11 @@ def test_predict_on_slices_matches_evaluate(context_run, tmp_path):
     # the neighbours matter: the same slices alone (own FLAIR as neighbours) give other probabilities
     pred = Predictor.from_checkpoint(weights, backend="torch")
     assert not np.allclose(pred.predict(case.images, volume=True), pred.predict(case.images), atol=1e-4)
+    with pytest.raises(TumorsegError, match=r"slices of 3 channel\(s\).*got shape \(2, 5, 256, 256\)"):
+        pred.predict(add_context(case.images[:2], 1))  # already 2.5D: refused, not taken as raw slices
+    # evaluate also reports the slices scored alone (as the web page sees them)
+    single = dice(confusion_counts(pred.mask(pred.predict(case.images)), case.full_masks))
+    assert res["summary"]["single_slices"]["dice"]["mean"] == pytest.approx(single, abs=1e-12)
     # one slice copied alone: predicted without neighbours, no error
     lone = tmp_path / "lone"
     lone.mkdir()

@@ -35,8 +35,9 @@ class ModelConfig(BaseModel):
     @classmethod
     def _derive_in_channels(cls, data):
         """in_channels, when not given, follows `channels` and `context`."""
-        if isinstance(data, dict) and "in_channels" not in data:
-            data = {**data, "in_channels": (1 if data.get("channels") == "flair" else 3) + 2 * data.get("context", 0)}
+        context = data.get("context", 0) if isinstance(data, dict) else None
+        if isinstance(context, int) and "in_channels" not in data:
+            data = {**data, "in_channels": (1 if data.get("channels") == "flair" else 3) + 2 * context}
         return data
 
     @model_validator(mode="after")

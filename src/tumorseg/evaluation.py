@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import load_checkpoint
-from .data.lgg import find_cases, load_case
+from .data.lgg import find_cases, load_case, slice_numbers
 from .errors import TumorsegError
 from .infer import Predictor, default_weights, drop_minor_components_3d, postprocess, remove_small_components
 from .io import atomic_write_text
@@ -81,14 +81,16 @@ def evaluate(
         "chosen": [],
         "baseline": [],
     }
+    if cfg.context:
+        variants["single_slices"] = []  # a 2.5D model shown each slice alone, as the web page does
     rows, strips_input = [], {}
     t0 = time.perf_counter()
     for pid in ids:
         case = load_case(cases[pid], None, cfg.channels)
         truth = case.full_masks
-        images = predictor.inputs(case.images, volume=True)
-        plain = predictor.probabilities(images)
-        flipped = (plain + predictor.probabilities(images, flip=True)) / 2
+        numbers = slice_numbers(cases[pid].images)
+        plain = predictor.probabilities(case.images, volume=True, numbers=numbers)
+        flipped = (plain + predictor.probabilities(case.images, flip=True, volume=True, numbers=numbers)) / 2
         chosen_probs = flipped if tta else plain
         chosen = predictor.mask(chosen_probs)
         scored = {
@@ -100,6 +102,8 @@ def evaluate(
             "chosen": score_volume(chosen, truth),
             "baseline": score_volume(np.zeros_like(truth), truth),
         }
+        if cfg.context:
+            scored["single_slices"] = score_volume(postprocess(predictor.probabilities(case.images)), truth)
         for k, v in scored.items():
             variants[k].append(v)
         s = scored["chosen"]
@@ -176,9 +180,10 @@ def print_table(result: dict, log=print) -> None:
         "tta": "+ flip TTA",
         f"min_size_{result['settings']['compare_min_size']}": f"+ drop <{result['settings']['compare_min_size']} px",
         "cc3d_10": "+ drop 3D parts <10% of largest",
+        "single_slices": "+ fill holes, each slice alone",
         "baseline": 'always "no tumor" baseline',
     }
-    for key, label in labels.items():
+    for key, label in [(k, v) for k, v in labels.items() if k in result["summary"]]:
         d = result["summary"][key]["dice"]
         log(f"{label:<34}{_f(d['mean']):>8}{_f(d['median']):>8}{_f(d['min']):>8}")
     acc = result["summary"]["baseline"]["accuracy"]["mean"]

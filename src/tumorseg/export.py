@@ -150,7 +150,7 @@ def calibration_slices(weights: str | Path, data: str | Path, every: int = 9) ->
 
     Only training patients: the validation and test patients stay unseen by every choice.
     """
-    from .data.lgg import add_context, find_cases, load_case
+    from .data.lgg import add_context, find_cases, load_case, slice_numbers
 
     ckpt = load_checkpoint(weights)
     train = ckpt.meta.get("split", {}).get("train", [])
@@ -159,7 +159,10 @@ def calibration_slices(weights: str | Path, data: str | Path, every: int = 9) ->
     if not ids:
         raise TumorsegError(f"{data}: none of the checkpoint's training patients are there to calibrate int8 on")
     m = ckpt.config.model
-    images = [add_context(load_case(by_id[i], None, m.channels).images, m.context, m.channels) for i in ids]
+    images = [
+        add_context(load_case(by_id[i], None, m.channels).images, m.context, m.channels, slice_numbers(by_id[i].images))
+        for i in ids
+    ]
     sizes = {im.shape[-2:] for im in images}
     if len(sizes) > 1:
         raise TumorsegError(f"{data}: calibration patients have different slice sizes {sorted(sizes)}")

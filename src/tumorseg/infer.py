@@ -242,22 +242,29 @@ class Predictor:
         session = onnx_session(path, int8=backend == "onnx-int8") if backend != "torch" else None
         return cls(build_model(ckpt), ckpt.config.model, session=session, backend=backend, **kwargs)
 
-    def inputs(self, images: np.ndarray, volume: bool = False) -> np.ndarray:
-        """Add the neighbouring slices' FLAIR channels a 2.5D model takes (`add_context`):
-        from the adjacent slices when `volume` (one volume's slices, in order), else each
-        slice's own. Input that already has the model's channels passes through."""
+    def inputs(self, images: np.ndarray, volume: bool = False, numbers: list[int] | None = None) -> np.ndarray:
+        """Slices with the model's `channels` -> the network's input: plus, for a 2.5D model,
+        the neighbouring slices' FLAIR (`add_context`), taken from the adjacent slices when
+        `volume` (one volume's slices, in order or numbered by `numbers`), else each slice's own."""
         c = self.config
-        if c.context == 0 or images.shape[1] == c.in_channels:
-            return images
-        return add_context(images, c.context, c.channels, volume=volume)
+        if images.ndim != 4 or images.shape[1] != c.sequence_channels:
+            raise TumorsegError(
+                f"the model takes slices of {c.sequence_channels} channel(s) (channels={c.channels!r}) as "
+                f"(N, C, H, W); got shape {tuple(images.shape)}"
+            )
+        return add_context(images, c.context, c.channels, numbers, volume)
 
-    def probabilities(self, images: np.ndarray, flip: bool = False, volume: bool = False) -> np.ndarray:
+    def probabilities(
+        self, images: np.ndarray, flip: bool = False, volume: bool = False, numbers: list[int] | None = None
+    ) -> np.ndarray:
         """uint8 (N, C, H, W) slices of one size -> float32 probabilities (N, H, W) at H x W.
 
-        `flip` runs the left-right mirrored input and mirrors the answer back; `volume`
-        says the slices are one volume's, in order (see `inputs`).
+        `flip` runs the left-right mirrored input and mirrors the answer back; `volume` and
+        `numbers` say where each slice's neighbours are (see `inputs`).
         """
-        images = self.inputs(images, volume)
+        return self._run(self.inputs(images, volume, numbers), flip)
+
+    def _run(self, images: np.ndarray, flip: bool) -> np.ndarray:
         if self.session is None:
             return slice_probabilities(self.model, self.config, images, flip, self.batch_size)
         x = np.ascontiguousarray(images[..., ::-1] if flip else images, dtype=np.uint8)
@@ -269,12 +276,12 @@ class Predictor:
         out = np.concatenate(outs) if outs else np.zeros((0, *x.shape[-2:]), np.float32)
         return np.ascontiguousarray(out[..., ::-1]) if flip else out
 
-    def predict(self, images: np.ndarray, volume: bool = False) -> np.ndarray:
+    def predict(self, images: np.ndarray, volume: bool = False, numbers: list[int] | None = None) -> np.ndarray:
         """Probabilities, averaged over a left-right flip when `tta` is on."""
-        images = self.inputs(images, volume)
-        p = self.probabilities(images)
+        x = self.inputs(images, volume, numbers)
+        p = self._run(x, False)
         if self.tta:
-            p = (p + self.probabilities(images, flip=True)) / 2
+            p = (p + self._run(x, True)) / 2
         return p
 
     def mask(self, probs: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.lgg import add_context, select_channels, slice_number
+from .data.lgg import select_channels, slice_number, slice_numbers
 from .errors import DataError, TumorsegError
 from .infer import Predictor
 from .io import IMAGE_SUFFIXES, is_mask_path, read_image, write_png
@@ -97,8 +97,8 @@ def predict_files(
     if len(set(stems)) != len(stems):
         dup = next(s for s in stems if stems.count(s) > 1)
         raise TumorsegError(f"two inputs share the name {dup!r}; their outputs would collide")
-    channels, context = predictor.config.channels, predictor.config.context
-    for chunk in _chunks(files, batch_size, whole_series=context > 0):
+    channels = predictor.config.channels
+    for chunk in _chunks(files, batch_size, whole_series=predictor.config.context > 0):
         loaded: dict[tuple[int, int], list[tuple[Path, np.ndarray]]] = {}
         for path in chunk:
             try:
@@ -110,8 +110,7 @@ def predict_files(
             loaded.setdefault(img.shape[-2:], []).append((path, img))
         for group in loaded.values():
             images = np.stack([img for _, img in group])
-            numbers = [slice_number(p)[0] for p, _ in group]
-            probs = predictor.predict(add_context(images, context, channels, numbers))
+            probs = predictor.predict(images, volume=True, numbers=slice_numbers([p for p, _ in group]))
             masks = predictor.mask(probs)
             for (path, img), prob, mask in zip(group, probs, masks):
                 try:
@@ -122,12 +121,12 @@ def predict_files(
     return result
 
 
-def series_key(path: Path) -> tuple[str, str]:
+def series_key(path: Path) -> tuple[str, str, bool]:
     """Slices of one series share a folder and a name up to their trailing number
     (`TCGA_CS_4941_19960909_12.tif` -> `TCGA_CS_4941_19960909_`); a name without a number
     is a series of its own."""
     number, stem = slice_number(path)
-    return str(path.parent), stem.rstrip("0123456789") if number >= 0 else stem
+    return str(path.parent), stem.rstrip("0123456789") if number >= 0 else stem, number >= 0
 
 
 def _chunks(files: list[Path], size: int, whole_series: bool) -> list[list[Path]]:

@@ -19,7 +19,7 @@ from . import distributed as ddp
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig
 from .data.check import check_data
-from .data.lgg import CaseArrays, add_context, find_cases, load_case, split_cases
+from .data.lgg import CaseArrays, add_context, find_cases, load_case, slice_numbers, split_cases
 from .data.transforms import augment, scale_intensity, shuffle_context
 from .errors import TumorsegError
 from .hardware import native_bf16
@@ -64,11 +64,11 @@ def load_cases(
     with the neighbouring slices' FLAIR as extra channels when the model takes context."""
     m = cfg.model
     size = None if native else m.image_size
-    cases = [
-        load_case(cases_by_id[i], size, m.channels) for i in tqdm(ids, desc=desc, leave=False, disable=not progress)
-    ]
-    for case in cases:
-        case.images = add_context(case.images, m.context, m.channels)
+    cases = []
+    for i in tqdm(ids, desc=desc, leave=False, disable=not progress):
+        case = load_case(cases_by_id[i], size, m.channels)
+        case.images = add_context(case.images, m.context, m.channels, slice_numbers(cases_by_id[i].images))
+        cases.append(case)
     return cases
 
 
@@ -356,6 +356,7 @@ def _fit(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo
             y = masks.to(device)[:, None].float()
             if cfg.augment:
                 x, y = augment(x, y, gen)
+            if m.context:  # also without --augment: single slices are predicted with their own FLAIR
                 x = shuffle_context(x, m.sequence_channels, 1 if m.channels == "all" else 0, gen)
             x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):

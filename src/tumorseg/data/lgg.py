@@ -51,6 +51,13 @@ def slice_number(path: Path) -> tuple[int, str]:
     return (int(m.group(1)) if m else -1, stem)
 
 
+def slice_numbers(paths: list[Path] | tuple[Path, ...]) -> list[int] | None:
+    """The trailing slice numbers of `paths`, for `add_context`; None (use their order) when
+    one has no number or two share one."""
+    numbers = [slice_number(p)[0] for p in paths]
+    return None if min(numbers, default=0) < 0 or len(set(numbers)) < len(numbers) else numbers
+
+
 def _slice_files(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES]
 
@@ -153,7 +160,7 @@ def select_channels(img: np.ndarray, channels: str, path: Path | None = None) ->
 
 
 def add_context(
-    images: np.ndarray, context: int, channels: str = "all", numbers: np.ndarray | None = None, volume: bool = True
+    images: np.ndarray, context: int, channels: str = "all", numbers: list[int] | None = None, volume: bool = True
 ) -> np.ndarray:
     """Slices (S, C, H, W) -> (S, C + 2 * context, H, W): the FLAIR of the `context` slices
     below, then of those above, as extra channels (2.5D input).
