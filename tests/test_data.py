@@ -142,3 +142,31 @@ def test_tif_sample_copy_is_found_flat(tif_root, tmp_path):
     cases = find_cases(dst)
     assert len(cases) == 1 and cases[0].images[0].suffix == ".tif"
     assert isinstance(cases[0].images[0], Path)
+
+
+def test_folds_partition_the_non_test_patients():
+    ids = [f"P{i:03d}" for i in range(40)]
+    plain = split_cases(ids, 0, 0.0, 0.2)
+    splits = [split_cases(ids, 0, 0.0, 0.2, folds=3, fold=k) for k in range(3)]
+    vals = [set(s["val"]) for s in splits]
+    assert set().union(*vals) == set(plain["train"]) and sum(map(len, vals)) == len(plain["train"])
+    assert all(len(v) in (10, 11) for v in vals)
+    for s in splits:
+        assert s["test"] == plain["test"] and not set(s["train"]) & set(s["val"])
+        assert set(s["train"]) | set(s["val"]) == set(plain["train"])
+
+
+def test_fold_options_are_checked():
+    from tumorseg.config import validate_config
+    from tumorseg.errors import TumorsegError
+
+    assert validate_config({"folds": 3, "fold": 2}).fold == 2
+    bad_configs = [
+        ({"folds": 3, "fold": 3}, "fold must be in"),
+        ({"folds": 1}, "fold must be in"),
+        ({"fold": 1}, "fold must be in"),
+        ({"folds": 3, "val_frac": 0.1}, "leave val_frac at 0"),
+    ]
+    for bad, why in bad_configs:
+        with pytest.raises(TumorsegError, match=why):
+            validate_config(bad)

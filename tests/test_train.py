@@ -122,3 +122,34 @@ def test_epoch_indices_balance():
     idx = epoch_indices(has, 1.0, np.random.default_rng(0))
     assert len(idx) == 20 and has[idx].sum() == 10 and len(set(idx)) == 20
     assert len(epoch_indices(has, 0.5, np.random.default_rng(0))) == 15
+
+
+def test_k_fold_runs_pool_out_of_fold_scores(lgg_root, tmp_path):
+    """Three fold runs validate disjoint patients; scripts/cv_summary.py pools every non-test patient."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import copy_slices
+
+    data = tmp_path / "lgg"
+    for pid in ("TCGA_CS_4941_19960909", "TCGA_CS_4943_20000902", "TCGA_CS_4944_20010208", "TCGA_CS_5393_19990606"):
+        copy_slices(lgg_root / pid, data / pid, range(10, 16))
+    runs = []
+    for k in range(3):
+        cfg = tiny_config(data, tmp_path / f"cv-{k}", epochs=1, test_frac=0.25, folds=3, fold=k)
+        fit(cfg, progress=False, log=lambda *a: None)
+        runs.append(tmp_path / f"cv-{k}")
+    splits = [json.loads((r / "split.json").read_text()) for r in runs]
+    assert len({s["test"][0] for s in splits}) == 1 and all(len(s["val"]) == 1 for s in splits)
+    script = Path(__file__).parents[1] / "scripts" / "cv_summary.py"
+    out = tmp_path / "cv.json"
+    r = subprocess.run([sys.executable, str(script), *map(str, runs), "--json", str(out)],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    pooled = json.loads(out.read_text())
+    assert sorted(pooled["per_patient"]) == sorted(s["val"][0] for s in splits)
+    expected = np.mean([read_metrics(r)[-1]["val_dice"] for r in runs])
+    assert pooled["dice_mean"] == pytest.approx(expected) and pooled["patients"] == 3
+    r = subprocess.run([sys.executable, str(script), str(runs[0]), str(runs[0])], capture_output=True, text=True)
+    assert r.returncode != 0 and "given twice" in r.stderr

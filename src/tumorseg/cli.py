@@ -86,6 +86,8 @@ def train(
     seed: int | None = typer.Option(None, help="Seed for the split, sampling and init."),
     val_frac: float | None = typer.Option(None, help="Fraction of patients for validation."),
     test_frac: float | None = typer.Option(None, help="Fraction of patients held out for testing."),
+    folds: int | None = typer.Option(None, help="K-fold cross-validation over the non-test patients (0 = off)."),
+    fold: int | None = typer.Option(None, help="Which fold (0..folds-1) validates."),
     patience: int | None = typer.Option(None, help="Early-stopping patience in epochs (0 = off)."),
     workers: int | None = typer.Option(None, help="DataLoader worker processes."),
     threads: int | None = typer.Option(None, help="Torch threads (0 = one per core)."),
@@ -104,7 +106,7 @@ def train(
     top = {
         "data": data, "out": out, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "loss": loss, "schedule": schedule, "empty_ratio": empty_ratio, "ema": ema,
-        "augment": augment, "seed": seed, "val_frac": val_frac, "test_frac": test_frac,
+        "augment": augment, "seed": seed, "val_frac": val_frac, "test_frac": test_frac, "folds": folds, "fold": fold,
         "patience": patience, "workers": workers, "threads": threads, "max_patients": max_patients,
         "device": device, "sync_bn": sync_bn, "precision": precision,
     }  # fmt: skip

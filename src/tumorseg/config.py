@@ -74,6 +74,8 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, ge=0)
     val_frac: float = Field(0.0, ge=0, lt=1)
     test_frac: float = Field(0.2, ge=0, lt=1)
+    folds: int = Field(0, ge=0, le=100)
+    fold: int = Field(0, ge=0)
     patience: int = Field(0, ge=0)
     workers: int = Field(0, ge=0, le=64)
     threads: int = Field(0, ge=0, le=1024)
@@ -86,6 +88,10 @@ class TrainConfig(BaseModel):
     def _check(self) -> TrainConfig:
         if self.val_frac + self.test_frac >= 1:
             raise ValueError("val_frac + test_frac must be below 1")
+        if self.folds == 1 or self.fold >= max(self.folds, 1):
+            raise ValueError(f"fold must be in 0..folds-1 with folds >= 2 (got fold {self.fold} of {self.folds})")
+        if self.folds and self.val_frac:
+            raise ValueError("folds choose the validation patients: leave val_frac at 0")
         return self
 
 

@@ -269,7 +269,7 @@ def _fit(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo
     if cfg.max_patients:
         cases = cases[: cfg.max_patients]
     by_id = {c.id: c for c in cases}
-    split = split_cases(list(by_id), cfg.seed, cfg.val_frac, cfg.test_frac)
+    split = split_cases(list(by_id), cfg.seed, cfg.val_frac, cfg.test_frac, cfg.folds, cfg.fold)
     if not split["train"]:
         raise TumorsegError(f"{cfg.data}: too few patients ({len(by_id)}) to train")
     for name, ids in split.items():

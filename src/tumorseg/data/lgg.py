@@ -96,12 +96,22 @@ def find_cases(root: str | Path) -> list[Case]:
     return [c for c in cases if c.images]
 
 
-def split_cases(ids: list[str], seed: int, val_frac: float, test_frac: float) -> dict[str, list[str]]:
+def split_cases(
+    ids: list[str], seed: int, val_frac: float, test_frac: float, folds: int = 0, fold: int = 0
+) -> dict[str, list[str]]:
     """Split patient ids into train/val/test, deterministically from `seed`.
 
     The ids are sorted first, so the split does not depend on listing order. Each
-    non-zero fraction gets at least one patient when there are enough patients.
+    non-zero fraction gets at least one patient when there are enough patients. With
+    `folds`, the non-test patients are dealt into `folds` disjoint groups and group `fold`
+    validates (k-fold cross-validation; the test patients stay those of `folds=0`).
     """
+    if folds:
+        base = split_cases(ids, seed, 0.0, test_frac)
+        rest = base["train"]
+        order = np.random.default_rng([seed, folds]).permutation(len(rest))
+        val = sorted(rest[i] for i in order[fold::folds])
+        return {"train": [i for i in rest if i not in val], "val": val, "test": base["test"]}
     ids = sorted(set(ids))
     order = np.random.default_rng(seed).permutation(len(ids))
     n = len(ids)

@@ -1,0 +1,65 @@
+"""Pool the out-of-fold validation Dice of a k-fold cross-validation (one run per fold).
+
+usage: python scripts/cv_summary.py runs/cv-0 runs/cv-1 runs/cv-2 [--json OUT]
+
+Each run was trained with `tumorseg train --folds K --fold i` (the same K, seed and recipe).
+Its last epoch scored its validation patients per patient at their own size; together the
+folds score every non-test patient once, with a model that never trained on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tumorseg.config import load_config
+from tumorseg.io import atomic_write_text
+
+
+def pool(runs: list[Path]) -> dict:
+    configs = [load_config(r / "config.json") for r in runs]
+    folds = {c.folds for c in configs}
+    if len(folds) != 1 or 0 in folds:
+        raise SystemExit(f"runs must share one --folds K > 0; got {sorted(folds)}")
+    seen = sorted(c.fold for c in configs)
+    if len(set(seen)) != len(seen):
+        raise SystemExit(f"a fold is given twice: {seen}")
+    per_patient: dict[str, float] = {}
+    for run, cfg in zip(runs, configs):
+        lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        last = lines[-1] if lines else {}
+        if "val_per_patient" not in last:
+            raise SystemExit(f"{run}: no validation scores in metrics.jsonl (trained with --folds?)")
+        if last["epoch"] != cfg.epochs:
+            raise SystemExit(f"{run}: stopped at epoch {last['epoch']} of {cfg.epochs}")
+        per_patient.update(last["val_per_patient"])
+    values = np.array(list(per_patient.values()))
+    return {
+        "folds": folds.pop(),
+        "runs_given": seen,
+        "patients": len(values),
+        "dice_mean": float(values.mean()),
+        "dice_median": float(np.median(values)),
+        "dice_min": float(values.min()),
+        "per_patient": per_patient,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    result = pool(args.runs)
+    print(f"folds {result['runs_given']} of {result['folds']}: {result['patients']} out-of-fold patients, "
+          f"per-patient Dice mean {result['dice_mean']:.3f}, median {result['dice_median']:.3f}, "
+          f"min {result['dice_min']:.3f}")  # fmt: skip
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
