@@ -213,7 +213,9 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
     info = ddp.setup("cuda" if _use_cuda(cfg) else "cpu")
     stop = _StopOnSigint(enabled=not info.enabled)
     try:
-        return _fit(cfg, resume, progress, log, info, stop)
+        summary = _fit(cfg, resume, progress, log, info, stop)
+        ddp.barrier(info)  # no rank tears the process group down while another still uses it
+        return summary
     finally:
         stop.restore()
         ddp.cleanup()
