@@ -130,8 +130,7 @@ def train(
         base_cfg = TrainConfig().model_dump()
     base_cfg.update({k: v for k, v in overrides.items() if v is not None})
     base_cfg["model"].update({k: v for k, v in model.items() if v is not None})
-    m = base_cfg["model"]
-    m["in_channels"] = (3 if m["channels"] == "all" else 1) + 2 * m.get("context", 0)
+    base_cfg["model"].pop("in_channels")  # ModelConfig derives it from channels and context
     cfg = validate_config(base_cfg, "options")
     fit(cfg, resume=resume is not None, progress=True)
 

@@ -134,7 +134,7 @@ def _chunks(files: list[Path], size: int, whole_series: bool) -> list[list[Path]
     in slice order, so a 2.5D model sees every slice's neighbours."""
     if not whole_series:
         return [files[i : i + size] for i in range(0, len(files), size)]
-    series: dict[tuple[str, str], list[Path]] = {}
+    series: dict[tuple[str, str, bool], list[Path]] = {}
     for f in files:
         series.setdefault(series_key(f), []).append(f)
     return [sorted(group, key=slice_number) for group in series.values()]

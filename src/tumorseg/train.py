@@ -19,7 +19,7 @@ from . import distributed as ddp
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig
 from .data.check import check_data
-from .data.lgg import CaseArrays, add_context, find_cases, load_case, slice_numbers, split_cases
+from .data.lgg import CaseArrays, add_context, find_cases, flair_index, load_case, slice_numbers, split_cases
 from .data.transforms import augment, scale_intensity, shuffle_context
 from .errors import TumorsegError
 from .hardware import native_bf16
@@ -359,7 +359,7 @@ def _fit(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo
             if cfg.augment:
                 x, y = augment(x, y, gen)
             if m.context:  # also without --augment: single slices are predicted with their own FLAIR
-                x = shuffle_context(x, m.sequence_channels, 1 if m.channels == "all" else 0, gen)
+                x = shuffle_context(x, m.sequence_channels, flair_index(m.channels), gen)
             x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 logits = model(x)

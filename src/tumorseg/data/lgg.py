@@ -169,6 +169,11 @@ def select_channels(img: np.ndarray, channels: str, path: Path | None = None) ->
     return np.ascontiguousarray(img.transpose(2, 0, 1))
 
 
+def flair_index(channels: str) -> int:
+    """FLAIR's channel in a slice of `channels` (T1, FLAIR, T1c for `all`)."""
+    return 1 if channels == "all" else 0
+
+
 def add_context(
     images: np.ndarray, context: int, channels: str = "all", numbers: list[int] | None = None, volume: bool = True
 ) -> np.ndarray:
@@ -181,7 +186,7 @@ def add_context(
     """
     if context == 0:
         return images
-    flair = images[:, 1 if channels == "all" else 0]
+    flair = images[:, flair_index(channels)]
     numbers = np.arange(len(images)) if numbers is None else np.asarray(numbers)
     where = {int(n): i for i, n in enumerate(numbers)}
     extra = []
