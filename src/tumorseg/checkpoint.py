@@ -19,7 +19,7 @@ from safetensors.torch import save as st_save
 from .config import SCHEMA_VERSION, TrainConfig, validate_config
 from .errors import CheckpointError
 from .io import atomic_write_bytes
-from .models import UNet
+from .models import Ensemble, UNet
 
 FORMAT = "tumorseg-checkpoint"
 
@@ -103,12 +103,20 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(config, model, meta, extra)
 
 
-def build_model(ckpt: Checkpoint) -> UNet:
-    """The UNet described by the checkpoint's config, with its weights, in eval mode."""
+def build_model(ckpt: Checkpoint) -> UNet | Ensemble:
+    """The network the checkpoint's config describes (a UNet, or an Ensemble of `members`
+    UNets), with its weights, in eval mode."""
     m = ckpt.config.model
-    model = UNet(m.in_channels, 1, m.base, m.depth)
+    model = new_model(m.in_channels, m.base, m.depth, m.members)
     try:
         model.load_state_dict(ckpt.model)
     except RuntimeError as exc:
         raise CheckpointError(f"weights do not match the config's model: {str(exc)[:300]}") from None
     return model.eval()
+
+
+def new_model(in_channels: int, base: int, depth: int, members: int = 1) -> UNet | Ensemble:
+    """An untrained UNet, or an Ensemble of `members` of them when members > 1."""
+    if members == 1:
+        return UNet(in_channels, 1, base, depth)
+    return Ensemble([UNet(in_channels, 1, base, depth) for _ in range(members)])

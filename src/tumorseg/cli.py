@@ -78,6 +78,9 @@ def train(
     context: int | None = typer.Option(
         None, help="Neighbouring slices on each side whose FLAIR is added as input channels (2.5D; 0 = off)."
     ),
+    members: int | None = typer.Option(
+        None, help="Train this many U-Nets (seeds seed, seed+1, ...; one split) and average their probabilities."
+    ),
     loss: Loss | None = typer.Option(None, help="Training loss."),
     schedule: Schedule | None = typer.Option(None, help="Learning-rate schedule."),
     empty_ratio: float | None = typer.Option(None, help="Empty slices per tumor slice in each epoch."),
@@ -112,7 +115,7 @@ def train(
     }  # fmt: skip
     model = {
         "image_size": image_size, "base": base, "depth": depth, "channels": channels, "intensity": intensity,
-        "context": context,
+        "context": context, "members": members,
     }  # fmt: skip
     overrides = {k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v) for k, v in top.items()}
     model = {k: (v.value if isinstance(v, Enum) else v) for k, v in model.items()}

@@ -25,6 +25,7 @@ class ModelConfig(BaseModel):
     channels: Literal["all", "flair"] = "all"
     intensity: Literal["fixed", "percentile"] = "percentile"
     context: int = Field(0, ge=0, le=3)
+    members: int = Field(1, ge=1, le=8)
 
     @property
     def sequence_channels(self) -> int:
@@ -83,6 +84,7 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     sync_bn: bool = False
     precision: Literal["auto", "fp32", "bf16"] = "fp32"
+    member: int = Field(0, ge=0, le=7)
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

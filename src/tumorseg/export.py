@@ -28,7 +28,7 @@ from .data.transforms import scale_intensity
 from .errors import TumorsegError
 from .infer import default_weights
 from .io import atomic_write_bytes
-from .models import UNet
+from .models import Ensemble, UNet
 
 
 class ShuffleUp(nn.Module):
@@ -48,24 +48,26 @@ class ShuffleUp(nn.Module):
         return self.shuffle(self.conv(x))
 
 
-def with_shuffle_ups(model: UNet) -> UNet:
-    """A copy of `model` whose 2x2 stride-2 transposed convolutions are `ShuffleUp`s."""
+def with_shuffle_ups(model: UNet | Ensemble) -> UNet | Ensemble:
+    """A copy of `model` (a UNet or each UNet of an Ensemble) whose 2x2 stride-2 transposed
+    convolutions are `ShuffleUp`s."""
     import copy
 
     model = copy.deepcopy(model).eval()
-    for i, up in enumerate(model.ups):
-        if not isinstance(up, nn.ConvTranspose2d) or up.bias is None:
-            continue
-        shape = (up.kernel_size, up.stride, up.padding, up.output_padding, up.dilation, up.groups)
-        if shape == ((2, 2), (2, 2), (0, 0), (0, 0), (1, 1), 1):
-            model.ups[i] = ShuffleUp(up)
+    for net in model.members if isinstance(model, Ensemble) else [model]:
+        for i, up in enumerate(net.ups):
+            if not isinstance(up, nn.ConvTranspose2d) or up.bias is None:
+                continue
+            shape = (up.kernel_size, up.stride, up.padding, up.output_padding, up.dilation, up.groups)
+            if shape == ((2, 2), (2, 2), (0, 0), (0, 0), (1, 1), 1):
+                net.ups[i] = ShuffleUp(up)
     return model
 
 
 class Segmenter(nn.Module):
     """uint8 slices of any size -> tumor probability at the same size."""
 
-    def __init__(self, model: UNet, config: ModelConfig):
+    def __init__(self, model: UNet | Ensemble, config: ModelConfig):
         super().__init__()
         self.model = model.eval()
         self.size = config.image_size

@@ -13,7 +13,7 @@ from .config import ModelConfig
 from .data.lgg import add_context
 from .data.transforms import preprocess, resize
 from .errors import TumorsegError
-from .models import UNet
+from .models import Ensemble, UNet
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "tumorseg-lgg-unet.safetensors"
@@ -109,7 +109,7 @@ def set_threads(threads: int = 0) -> None:
 
 
 @torch.inference_mode()
-def predict_logits(model: UNet, x: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+def predict_logits(model: UNet | Ensemble, x: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
     """Logits for preprocessed float input (N, C, h, w), in batches, in eval mode."""
     was_training = model.training
     model.eval()
@@ -124,7 +124,7 @@ def predict_logits(model: UNet, x: torch.Tensor, batch_size: int = 32) -> torch.
 
 
 def slice_probabilities(
-    model: UNet, config: ModelConfig, images: np.ndarray, flip: bool = False, batch_size: int = 32
+    model: UNet | Ensemble, config: ModelConfig, images: np.ndarray, flip: bool = False, batch_size: int = 32
 ) -> np.ndarray:
     """Raw uint8 slices (N, C, H, W) -> probabilities (N, H, W) at H x W: preprocess, infer, resize back."""
     x = torch.from_numpy(np.ascontiguousarray(images))
@@ -205,7 +205,7 @@ class Predictor:
 
     def __init__(
         self,
-        model: UNet,
+        model: UNet | Ensemble,
         config: ModelConfig,
         batch_size: int = 32,
         tta: bool = False,

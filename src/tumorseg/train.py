@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from . import distributed as ddp
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .config import ModelConfig, TrainConfig
+from .config import ModelConfig, TrainConfig, load_config
 from .data.check import check_data
 from .data.lgg import CaseArrays, add_context, find_cases, flair_index, load_case, slice_numbers, split_cases
 from .data.transforms import augment, scale_intensity, shuffle_context
@@ -206,6 +206,10 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
     last.safetensors (with optimizer state, for `resume`) and best.safetensors (the
     best validation per-patient Dice). Returns the final summary.
 
+    With `model.members` > 1 it trains that many U-Nets one after another, each a run of its
+    own in out/member<i> (seed + i for init and sampling, one split), and writes their
+    ensemble (probabilities averaged) as out/last.safetensors.
+
     Launched by torchrun, it trains with DistributedDataParallel: `batch_size` is the
     global batch, split evenly across processes, so the learning rate needs no rescaling;
     validation counts are all-reduced; rank 0 alone logs, plots and saves.
@@ -213,7 +217,8 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
     info = ddp.setup("cuda" if _use_cuda(cfg) else "cpu")
     stop = _StopOnSigint(enabled=not info.enabled)
     try:
-        summary = _fit(cfg, resume, progress, log, info, stop)
+        run = _fit_ensemble if cfg.model.members > 1 else _fit
+        summary = run(cfg, resume, progress, log, info, stop)
         ddp.barrier(info)  # no rank tears the process group down while another still uses it
         return summary
     finally:
@@ -247,6 +252,82 @@ class _StopOnSigint:
             signal.signal(signal.SIGINT, self._old)
 
 
+def member_config(cfg: TrainConfig, i: int) -> TrainConfig:
+    """The run that trains ensemble member `i`: one U-Net in `out/member{i}`, seeded with
+    seed + i for its init and sampling, on the same split (seed) as every other member."""
+    model = cfg.model.model_copy(update={"members": 1})
+    return cfg.model_copy(update={"model": model, "member": i, "out": str(Path(cfg.out) / f"member{i}")})
+
+
+_FREE = {"out", "workers", "threads", "device"}  # options that do not change what is trained
+
+
+def _finished_member(cfg: TrainConfig) -> dict | None:
+    """The summary of the member run in cfg.out if it ran to its end with this config."""
+    out = Path(cfg.out)
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+        saved = load_config(out / "config.json")
+        epoch = load_checkpoint(out / "last.safetensors").meta.get("epoch")
+    except (OSError, json.JSONDecodeError, TumorsegError):
+        return None
+    device = torch.device("cuda" if _use_cuda(cfg) else "cpu")
+    if _comparable(saved, device) != _comparable(cfg, device):
+        return None
+    ended = epoch == cfg.epochs or (summary.get("early_stopped") and summary.get("epochs_done") == epoch)
+    return summary if ended else None
+
+
+def _comparable(cfg: TrainConfig, device: torch.device) -> dict:
+    """What decides the weights: the config less `_FREE`, with `auto` precision resolved."""
+    return {**cfg.model_dump(exclude=_FREE), "precision": resolve_precision(cfg, device)}
+
+
+def _fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo, stop) -> dict:
+    """Train the members one after another, then write their ensemble to out/last.safetensors
+    (and out/best.safetensors when every member has a best). `resume` keeps finished members
+    and continues an unfinished one."""
+    out = Path(cfg.out)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.json", cfg.model_dump_json(indent=2))
+    summaries = []
+    for i in range(cfg.model.members):
+        mcfg = member_config(cfg, i)
+        done = _finished_member(mcfg) if resume else None
+        if done is not None:
+            log(f"member {i}: already trained in {mcfg.out}")
+        else:
+            again = resume and (Path(mcfg.out) / "last.safetensors").exists()
+            log(f"member {i + 1} of {cfg.model.members}: {mcfg.out} (init and sampling seed {cfg.seed + i})")
+            done = _fit(mcfg, again, progress, log, info, stop)
+            ddp.barrier(info)
+        summaries.append(done)
+    summary = {"run": str(out), "members": summaries}
+    if info.is_main:
+        runs = [Path(member_config(cfg, i).out) for i in range(cfg.model.members)]
+        for name in ("last", "best"):
+            if all((r / f"{name}.safetensors").exists() for r in runs):
+                combine_members(cfg, [r / f"{name}.safetensors" for r in runs], out / f"{name}.safetensors")
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+        log(f"ensemble of {len(runs)} members: {out / 'last.safetensors'}")
+    return summary
+
+
+def combine_members(cfg: TrainConfig, paths: list[Path], target: Path) -> None:
+    """One checkpoint holding every member's weights (keys `members.<i>.`) and `cfg`."""
+    weights, members, split = {}, [], None
+    for i, path in enumerate(paths):
+        ck = load_checkpoint(path)
+        if split is not None and ck.meta.get("split") != split:
+            raise TumorsegError(f"{path}: trained on a different split from the other members")
+        split = ck.meta.get("split")
+        weights.update({f"members.{i}.{k}": v for k, v in ck.model.items()})
+        members.append({"source": str(path), "epoch": ck.meta.get("epoch"), "metrics": ck.meta.get("metrics")})
+    meta = {"epoch": members[-1]["epoch"], "split": split, "members": members}
+    save_checkpoint(target, Checkpoint(cfg, weights, meta))
+
+
 def _fit(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo, stop: _StopOnSigint) -> dict:
     if cfg.batch_size % info.world_size:
         raise TumorsegError(f"batch size {cfg.batch_size} is not divisible by the {info.world_size} processes")
@@ -258,7 +339,10 @@ def _fit(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo
     if main:
         out.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.threads or max(1, _cores() // info.local_world_size))
-    torch.manual_seed(cfg.seed)
+    if cfg.model.members > 1:
+        raise TumorsegError("an ensemble is trained member by member: use fit(), not _fit()")
+    seed = cfg.seed + cfg.member  # init and sampling; the split stays cfg.seed's
+    torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
 
     report = check_data(cfg.data)  # the same checks as `tumorseg check-data`
@@ -329,12 +413,13 @@ def _fit(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo
     if main:
         atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
 
+    early = False
     for epoch in range(start, cfg.epochs + 1):
         lr = lr_at(cfg, epoch, plateau_scale)
         for g in opt.param_groups:
             g["lr"] = lr
-        rng = np.random.default_rng([cfg.seed, epoch])
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch + 7919 * info.rank)
+        rng = np.random.default_rng([seed, epoch])
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 7919 * info.rank)
         indices = epoch_indices(data.has_tumor, cfg.empty_ratio, rng)  # the same on every rank
         drop_last = len(indices) > cfg.batch_size
         if info.enabled:
@@ -428,8 +513,10 @@ def _fit(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo
         log(msg + f", {record['epoch_seconds']:.0f} s")
         if cfg.patience and bad_epochs >= cfg.patience:
             log(f"early stop: no improvement for {cfg.patience} epochs (best epoch {best_epoch})")
+            early = True
             break
-    summary = {"run": str(out), "best_epoch": best_epoch, "best_score": best, "epochs_done": len(history)}
+    summary = {"run": str(out), "best_epoch": best_epoch, "best_score": best, "epochs_done": len(history),
+               "early_stopped": early}  # fmt: skip
     summary["weights_sha256"] = state_digest(net.state_dict())  # equal on every rank under DDP
     if history:
         summary["last"] = {k: v for k, v in history[-1].items() if k != "val_per_patient"}

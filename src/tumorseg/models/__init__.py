@@ -1,3 +1,4 @@
+from .ensemble import Ensemble
 from .unet import UNet
 
-__all__ = ["UNet"]
+__all__ = ["Ensemble", "UNet"]

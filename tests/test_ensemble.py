@@ -1,0 +1,131 @@
+"""Ensembles: members trained one after another on one split, averaged probabilities,
+one checkpoint, resumable, and the same answers through every backend."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import SMALL_PATIENTS, copy_slices
+
+from tumorseg.checkpoint import build_model, load_checkpoint
+from tumorseg.config import validate_config
+from tumorseg.data.lgg import find_cases, load_case
+from tumorseg.infer import Predictor
+from tumorseg.models import Ensemble, UNet
+from tumorseg.train import fit
+
+
+def test_ensemble_averages_the_members_probabilities():
+    torch.manual_seed(0)
+    a, b = UNet(3, 1, 4, 2).eval(), UNet(3, 1, 4, 2).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        want = (torch.sigmoid(a(x)) + torch.sigmoid(b(x))) / 2
+        got = torch.sigmoid(Ensemble([a, b])(x))
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(torch.sigmoid(Ensemble([a])(x)), torch.sigmoid(a(x)), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError):
+        Ensemble([])
+
+
+@pytest.fixture(scope="module")
+def ensemble_run(lgg_root, tmp_path_factory):
+    base = tmp_path_factory.mktemp("ensemble")
+    data = base / "lgg"
+    for pid in (*SMALL_PATIENTS, "TCGA_CS_4944_20010208"):
+        copy_slices(lgg_root / pid, data / pid, range(8, 18))
+    cfg = validate_config({
+        "data": str(data), "out": str(base / "run"), "epochs": 2, "batch_size": 4, "lr": 3e-3, "val_frac": 0.0,
+        "test_frac": 0.34, "threads": 2, "model": {"base": 4, "depth": 2, "image_size": 64, "members": 2},
+    })  # fmt: skip
+    logs = []
+    fit(cfg, progress=False, log=logs.append)
+    return cfg, logs
+
+
+def test_members_share_the_split_and_differ_in_seed(ensemble_run):
+    cfg, logs = ensemble_run
+    run = Path(cfg.out)
+    m0, m1 = (load_checkpoint(run / f"member{i}" / "last.safetensors") for i in (0, 1))
+    assert m0.meta["split"] == m1.meta["split"] and m0.meta["split"]["test"]
+    assert m0.config.member == 0 and m1.config.member == 1 and m0.config.seed == m1.config.seed == cfg.seed
+    assert not torch.equal(m0.model["head.weight"], m1.model["head.weight"])
+    ens = load_checkpoint(run / "last.safetensors")
+    assert ens.config.model.members == 2 and ens.meta["split"] == m0.meta["split"]
+    assert torch.equal(ens.model["members.1.head.weight"], m1.model["head.weight"])
+    assert [m["epoch"] for m in ens.meta["members"]] == [2, 2]
+    summary = json.loads((run / "summary.json").read_text())
+    assert [s["epochs_done"] for s in summary["members"]] == [2, 2]
+    assert any("member 2 of 2" in s for s in logs)
+
+
+def test_a_single_member_is_the_plain_run_with_that_seed(ensemble_run, tmp_path):
+    """Member 0 is exactly the run a single model with the same options makes."""
+    cfg, _ = ensemble_run
+    single = cfg.model_copy(update={"model": cfg.model.model_copy(update={"members": 1}), "out": str(tmp_path / "one")})
+    fit(single, progress=False, log=lambda *a: None)
+    a = load_checkpoint(tmp_path / "one" / "last.safetensors").model
+    b = load_checkpoint(Path(cfg.out) / "member0" / "last.safetensors").model
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_keeps_finished_members(ensemble_run, tmp_path):
+    import shutil
+
+    cfg, _ = ensemble_run
+    run = tmp_path / "run"
+    shutil.copytree(cfg.out, run)
+    shutil.rmtree(run / "member1")
+    (run / "last.safetensors").unlink()
+    before = (run / "member0" / "last.safetensors").read_bytes()
+    logs = []
+    fit(cfg.model_copy(update={"out": str(run)}), resume=True, progress=False, log=logs.append)
+    assert any("member 0: already trained" in s for s in logs)
+    assert (run / "member0" / "last.safetensors").read_bytes() == before
+    # member 1 retrained from scratch with the same seed gives the same weights
+    a = load_checkpoint(run / "last.safetensors").model
+    b = load_checkpoint(Path(cfg.out) / "last.safetensors").model
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_member_trained_with_other_options_is_not_reused(ensemble_run, tmp_path):
+    import shutil
+
+    cfg, _ = ensemble_run
+    run = tmp_path / "run"
+    shutil.copytree(cfg.out, run)
+    logs = []
+    fit(cfg.model_copy(update={"out": str(run), "lr": 1e-3}), resume=True, progress=False, log=logs.append)
+    assert not any("already trained" in s for s in logs)
+
+
+def test_predictor_and_int8_graph_on_an_ensemble(ensemble_run, lgg_root, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import shutil
+
+    cfg, _ = ensemble_run
+    w = tmp_path / "ens.safetensors"
+    shutil.copy(Path(cfg.out) / "last.safetensors", w)
+    model = build_model(load_checkpoint(w))
+    assert isinstance(model, Ensemble) and len(model.members) == 2
+    images = load_case(find_cases(lgg_root / SMALL_PATIENTS[0])[0], None).images[8:14]
+    torch_p = Predictor.from_checkpoint(w, backend="torch").probabilities(images)
+    parts = [
+        Predictor(m, cfg.model.model_copy(update={"members": 1}), backend="torch").probabilities(images)
+        for m in model.members
+    ]
+    assert np.abs(torch_p - (parts[0] + parts[1]) / 2).max() < 1e-5
+    r = subprocess.run(
+        [sys.executable, "-m", "tumorseg", "export", "--int8", "--weights", str(w), "--data",
+         str(Path(cfg.data)), "--out", str(w.with_name("ens.int8.onnx"))],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    int8_p = Predictor.from_checkpoint(w, backend="onnx-int8").probabilities(images)
+    assert int8_p.shape == torch_p.shape
+    assert np.abs(int8_p - torch_p).max() < 0.1
