@@ -57,9 +57,9 @@ def test_members_share_the_split_and_differ_in_seed(ensemble_run):
     ens = load_checkpoint(run / "last.safetensors")
     assert ens.config.model.members == 2 and ens.meta["split"] == m0.meta["split"]
     assert torch.equal(ens.model["members.1.head.weight"], m1.model["head.weight"])
-    assert [m["epoch"] for m in ens.meta["members"]] == [2, 2]
+    assert ens.meta["epochs"] == [2, 2] and ens.meta["members"][1]["source"] == "member1/last.safetensors"
     summary = json.loads((run / "summary.json").read_text())
-    assert [s["epochs_done"] for s in summary["members"]] == [2, 2]
+    assert summary["members"] == [str(run / "member0"), str(run / "member1")]
     assert any("member 2 of 2" in s for s in logs)
 
 
@@ -84,7 +84,7 @@ def test_resume_keeps_finished_members(ensemble_run, tmp_path):
     before = (run / "member0" / "last.safetensors").read_bytes()
     logs = []
     fit(cfg.model_copy(update={"out": str(run)}), resume=True, progress=False, log=logs.append)
-    assert any("member 0: already trained" in s for s in logs)
+    assert any("member 1 of 2: already trained" in s for s in logs)
     assert (run / "member0" / "last.safetensors").read_bytes() == before
     # member 1 retrained from scratch with the same seed gives the same weights
     a = load_checkpoint(run / "last.safetensors").model
@@ -92,15 +92,28 @@ def test_resume_keeps_finished_members(ensemble_run, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_member_trained_with_other_options_is_not_reused(ensemble_run, tmp_path):
+def test_a_member_trained_with_other_options_is_refused(ensemble_run, tmp_path):
     import shutil
+
+    from tumorseg.errors import TumorsegError
 
     cfg, _ = ensemble_run
     run = tmp_path / "run"
     shutil.copytree(cfg.out, run)
+    before = (run / "member0" / "last.safetensors").read_bytes()
+    with pytest.raises(TumorsegError, match="other options"):
+        fit(cfg.model_copy(update={"out": str(run), "lr": 1e-3}), resume=True, progress=False, log=lambda *a: None)
+    assert (run / "member0" / "last.safetensors").read_bytes() == before
+
+
+def test_resume_continues_unfinished_members(ensemble_run, tmp_path):
+    cfg, _ = ensemble_run
+    short = cfg.model_copy(update={"out": str(tmp_path / "run"), "epochs": 1, "schedule": "none"})
+    fit(short, progress=False, log=lambda *a: None)
     logs = []
-    fit(cfg.model_copy(update={"out": str(run), "lr": 1e-3}), resume=True, progress=False, log=logs.append)
-    assert not any("already trained" in s for s in logs)
+    fit(short.model_copy(update={"epochs": 2}), resume=True, progress=False, log=logs.append)
+    assert sum("resuming" in s and "epoch 2" in s for s in logs) == 2
+    assert load_checkpoint(tmp_path / "run" / "last.safetensors").meta["epochs"] == [2, 2]
 
 
 def test_predictor_and_int8_graph_on_an_ensemble(ensemble_run, lgg_root, tmp_path):
@@ -128,4 +141,4 @@ def test_predictor_and_int8_graph_on_an_ensemble(ensemble_run, lgg_root, tmp_pat
     assert r.returncode == 0, r.stderr
     int8_p = Predictor.from_checkpoint(w, backend="onnx-int8").probabilities(images)
     assert int8_p.shape == torch_p.shape
-    assert np.abs(int8_p - torch_p).max() < 0.1
+    assert np.abs(int8_p - torch_p).max() < 0.05

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from . import distributed as ddp
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .config import ModelConfig, TrainConfig, load_config
+from .config import ModelConfig, TrainConfig
 from .data.check import check_data
 from .data.lgg import CaseArrays, add_context, find_cases, flair_index, load_case, slice_numbers, split_cases
 from .data.transforms import augment, scale_intensity, shuffle_context
@@ -259,23 +259,7 @@ def member_config(cfg: TrainConfig, i: int) -> TrainConfig:
     return cfg.model_copy(update={"model": model, "member": i, "out": str(Path(cfg.out) / f"member{i}")})
 
 
-_FREE = {"out", "workers", "threads", "device"}  # options that do not change what is trained
-
-
-def _finished_member(cfg: TrainConfig) -> dict | None:
-    """The summary of the member run in cfg.out if it ran to its end with this config."""
-    out = Path(cfg.out)
-    try:
-        summary = json.loads((out / "summary.json").read_text())
-        saved = load_config(out / "config.json")
-        epoch = load_checkpoint(out / "last.safetensors").meta.get("epoch")
-    except (OSError, json.JSONDecodeError, TumorsegError):
-        return None
-    device = torch.device("cuda" if _use_cuda(cfg) else "cpu")
-    if _comparable(saved, device) != _comparable(cfg, device):
-        return None
-    ended = epoch == cfg.epochs or (summary.get("early_stopped") and summary.get("epochs_done") == epoch)
-    return summary if ended else None
+_FREE = {"out", "workers", "threads", "device", "epochs", "patience"}  # what a resumed run may change
 
 
 def _comparable(cfg: TrainConfig, device: torch.device) -> dict:
@@ -283,34 +267,55 @@ def _comparable(cfg: TrainConfig, device: torch.device) -> dict:
     return {**cfg.model_dump(exclude=_FREE), "precision": resolve_precision(cfg, device)}
 
 
+def member_state(cfg: TrainConfig) -> str:
+    """`finished`, `partial` or `absent`: how far the member run in cfg.out got, read from its
+    last checkpoint. A checkpoint trained with other options raises: it is another run."""
+    path = Path(cfg.out) / "last.safetensors"
+    if not path.exists():
+        return "absent"
+    ck = load_checkpoint(path)
+    device = torch.device("cuda" if _use_cuda(cfg) else "cpu")
+    if _comparable(ck.config, device) != _comparable(cfg, device):
+        raise TumorsegError(f"{path}: trained with other options than this ensemble's member; "
+                            "move it away or train the ensemble in a new folder")  # fmt: skip
+    state = ck.meta.get("train_state", {})
+    stopped = cfg.patience and state.get("bad_epochs", 0) >= cfg.patience
+    return "finished" if state.get("epoch") == cfg.epochs or stopped else "partial"
+
+
 def _fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo, stop) -> dict:
     """Train the members one after another, then write their ensemble to out/last.safetensors
     (and out/best.safetensors when every member has a best). `resume` keeps finished members
-    and continues an unfinished one."""
+    and continues an unfinished one; without it every member is trained afresh."""
     out = Path(cfg.out)
+    if not info.is_main:
+        log = lambda *a: None  # noqa: E731
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        for name in ("last", "best"):  # an earlier ensemble here is stale from now on
+            (out / f"{name}.safetensors").unlink(missing_ok=True)
         atomic_write_text(out / "config.json", cfg.model_dump_json(indent=2))
-    summaries = []
-    for i in range(cfg.model.members):
-        mcfg = member_config(cfg, i)
-        done = _finished_member(mcfg) if resume else None
-        if done is not None:
-            log(f"member {i}: already trained in {mcfg.out}")
-        else:
-            again = resume and (Path(mcfg.out) / "last.safetensors").exists()
-            log(f"member {i + 1} of {cfg.model.members}: {mcfg.out} (init and sampling seed {cfg.seed + i})")
-            done = _fit(mcfg, again, progress, log, info, stop)
-            ddp.barrier(info)
-        summaries.append(done)
-    summary = {"run": str(out), "members": summaries}
+    n = cfg.model.members
+    runs = [member_config(cfg, i) for i in range(n)]
+    states = ddp.broadcast_object([member_state(m) if resume else "absent" for m in runs] if info.is_main else None,
+                                  info)  # fmt: skip
+    started = time.perf_counter()
+    for i, (mcfg, state) in enumerate(zip(runs, states)):
+        if state == "finished":
+            log(f"member {i + 1} of {n}: already trained in {mcfg.out}")
+            continue
+        log(f"member {i + 1} of {n}: {mcfg.out} (init and sampling seed {cfg.seed + i})")
+        _fit(mcfg, state == "partial", progress, log, info, stop, resume_dir=out)
+        ddp.barrier(info)
+    summary = {"run": str(out), "members": [m.out for m in runs],
+               "minutes_this_call": (time.perf_counter() - started) / 60}  # fmt: skip
     if info.is_main:
-        runs = [Path(member_config(cfg, i).out) for i in range(cfg.model.members)]
         for name in ("last", "best"):
-            if all((r / f"{name}.safetensors").exists() for r in runs):
-                combine_members(cfg, [r / f"{name}.safetensors" for r in runs], out / f"{name}.safetensors")
+            paths = [Path(m.out) / f"{name}.safetensors" for m in runs]
+            if all(p.exists() for p in paths):
+                combine_members(cfg, paths, out / f"{name}.safetensors")
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-        log(f"ensemble of {len(runs)} members: {out / 'last.safetensors'}")
+        log(f"ensemble of {n} members: {out / 'last.safetensors'}")
     return summary
 
 
@@ -323,12 +328,16 @@ def combine_members(cfg: TrainConfig, paths: list[Path], target: Path) -> None:
             raise TumorsegError(f"{path}: trained on a different split from the other members")
         split = ck.meta.get("split")
         weights.update({f"members.{i}.{k}": v for k, v in ck.model.items()})
-        members.append({"source": str(path), "epoch": ck.meta.get("epoch"), "metrics": ck.meta.get("metrics")})
-    meta = {"epoch": members[-1]["epoch"], "split": split, "members": members}
+        members.append({"source": f"{path.parent.name}/{path.name}", "epoch": ck.meta.get("epoch"),
+                        "metrics": ck.meta.get("metrics")})  # fmt: skip
+    meta = {"epochs": [m["epoch"] for m in members], "split": split, "members": members}
     save_checkpoint(target, Checkpoint(cfg, weights, meta))
 
 
-def _fit(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo, stop: _StopOnSigint) -> dict:
+def _fit(
+    cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo, stop: _StopOnSigint,
+    resume_dir: Path | None = None,
+) -> dict:  # fmt: skip
     if cfg.batch_size % info.world_size:
         raise TumorsegError(f"batch size {cfg.batch_size} is not divisible by the {info.world_size} processes")
     local_batch = cfg.batch_size // info.world_size
@@ -467,7 +476,7 @@ def _fit(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo
             save_checkpoint(path, Checkpoint(cfg, weights, {"epoch": epoch - 1, "interrupted_in_epoch": epoch,
                                                             "split": split}))  # fmt: skip
             log(f"interrupted in epoch {epoch}: weights saved to {path}; the last complete epoch is in "
-                f"{last_path}; continue with: tumorseg train --resume {out}")  # fmt: skip
+                f"{last_path}; continue with: tumorseg train --resume {resume_dir or out}")  # fmt: skip
             raise KeyboardInterrupt
         train_time = time.perf_counter() - t0
         ddp.average_buffers(net, info)

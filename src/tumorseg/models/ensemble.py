@@ -18,5 +18,7 @@ class Ensemble(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = torch.stack([torch.sigmoid(m(x)) for m in self.members]).mean(0).clamp(self.eps, 1 - self.eps)
+        # a sum, not a stack: int8 export quantizes Concat, and the probabilities stay fp32
+        p = sum(torch.sigmoid(m(x)) for m in self.members) / len(self.members)
+        p = p.clamp(self.eps, 1 - self.eps)
         return torch.log(p) - torch.log1p(-p)
