@@ -9,6 +9,7 @@ from hypothesis.extra.numpy import arrays
 from tumorseg.metrics import (
     Counts,
     accuracy,
+    bootstrap_ci,
     confusion_counts,
     dice,
     hd95,
@@ -100,3 +101,18 @@ def test_score_volume_per_slice_rule():
 def test_summarize_counts_undefined():
     s = summarize([0.5, float("nan"), 1.0])
     assert s["mean"] == 0.75 and s["n"] == 2 and s["undefined"] == 1
+    assert 0.5 <= s["mean_ci95"][0] <= 0.75 <= s["mean_ci95"][1] <= 1.0
+
+
+def test_bootstrap_interval_of_the_mean():
+    assert bootstrap_ci(np.full(15, 0.8)) == pytest.approx((0.8, 0.8))  # no spread, no uncertainty
+    assert all(np.isnan(bootstrap_ci(np.array([]))))
+    rng = np.random.default_rng(1)
+    small, large = rng.uniform(0.3, 1.0, 15), rng.uniform(0.3, 1.0, 500)
+    lo, hi = bootstrap_ci(small)
+    assert lo < small.mean() < hi and bootstrap_ci(small) == (lo, hi)  # seeded: reproducible
+    # about mean +- 1.96 standard errors, and narrower with more patients
+    se = small.std() / np.sqrt(15)
+    assert hi - lo == pytest.approx(2 * 1.96 * se, rel=0.2)
+    lo2, hi2 = bootstrap_ci(large)
+    assert hi2 - lo2 < (hi - lo) / 3

@@ -186,6 +186,9 @@ def print_table(result: dict, log=print) -> None:
     for key, label in [(k, v) for k, v in labels.items() if k in result["summary"]]:
         d = result["summary"][key]["dice"]
         log(f"{label:<34}{_f(d['mean']):>8}{_f(d['median']):>8}{_f(d['min']):>8}")
+    lo, hi = result["summary"]["chosen"]["dice"]["mean_ci95"]
+    log(f"mean per-patient Dice {_f(result['summary']['chosen']['dice']['mean'])}, 95% bootstrap interval over "
+        f"these {result['patients']} patients [{_f(lo)}, {_f(hi)}]")  # fmt: skip
     acc = result["summary"]["baseline"]["accuracy"]["mean"]
     log(f"pixel accuracy: model {_f(result['summary']['chosen']['accuracy']['mean'])}, baseline {_f(acc)}")
 
@@ -203,6 +206,12 @@ def markdown(result: dict) -> str:
     for name, s in result["summary"].items():
         vals = [_f(s[m]["mean"]) for m in METRICS] + [_f(s["dice"]["median"]), _f(s["dice"]["min"])]
         lines.append(f"| {name} | " + " | ".join(vals) + " |")
+    d = result["summary"]["chosen"]["dice"]
+    lines += [
+        "",
+        f"Mean per-patient Dice {_f(d['mean'])}; 95 % bootstrap interval over these {result['patients']} "
+        f"patients (10,000 resamples, seed 0): [{_f(d['mean_ci95'][0])}, {_f(d['mean_ci95'][1])}].",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -269,7 +278,8 @@ def evaluate_volumes(
               "empty_mask_rule": EMPTY_RULE,
               "hd95_unit": "mm"}  # fmt: skip
     d = summary["chosen"]["dice"]
-    log(f"per-volume Dice: mean {_f(d['mean'])}, median {_f(d['median'])}, std {_f(d['std'])}")
+    log(f"per-volume Dice: mean {_f(d['mean'])} (95% bootstrap interval [{_f(d['mean_ci95'][0])}, "
+        f"{_f(d['mean_ci95'][1])}]), median {_f(d['median'])}, std {_f(d['std'])}")  # fmt: skip
     if out:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
