@@ -84,7 +84,7 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     sync_bn: bool = False
     precision: Literal["auto", "fp32", "bf16"] = "fp32"
-    member: int = Field(0, ge=0, le=7)
+    member: int = Field(0, ge=0, le=7)  # which ensemble member a run trains: init and sampling use seed + member
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
