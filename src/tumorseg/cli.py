@@ -103,7 +103,7 @@ def train(
     resume: Path | None = typer.Option(None, help="Continue the run in this folder."),
 ) -> None:
     """Train a U-Net on a kaggle_3m folder and write checkpoints to a run folder."""
-    from .config import TrainConfig, load_config, validate_config
+    from .config import RESUME_MAY_CHANGE, TrainConfig, load_config, validate_config
     from .train import fit
 
     top = {
@@ -122,7 +122,7 @@ def train(
     if resume is not None:
         cfg = load_config(resume / "config.json")
         saved = cfg.model_dump()
-        free = {"epochs", "patience", "workers", "threads", "device", "out", "precision"}
+        free = RESUME_MAY_CHANGE | {"precision"}
         changed = {k for k, v in overrides.items() if v is not None and k not in free and saved.get(k) != v}
         changed |= {k for k, v in model.items() if v is not None and saved["model"].get(k) != v}
         if changed:

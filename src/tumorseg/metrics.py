@@ -143,7 +143,7 @@ def summarize(values: list[float]) -> dict:
     if finite.size == 0:
         nan = float("nan")
         return {"mean": nan, "mean_ci95": [nan, nan], "median": nan, "std": nan, "min": nan,
-                "max": float("nan"), "n": 0, "undefined": int(arr.size)}  # fmt: skip
+                "max": nan, "n": 0, "undefined": int(arr.size)}  # fmt: skip
     lo, hi = bootstrap_ci(finite)
     return {
         "mean": float(finite.mean()),

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from . import distributed as ddp
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .config import ModelConfig, TrainConfig
+from .config import RESUME_MAY_CHANGE, ModelConfig, TrainConfig
 from .data.check import check_data
 from .data.lgg import CaseArrays, add_context, find_cases, flair_index, load_case, slice_numbers, split_cases
 from .data.transforms import augment, scale_intensity, shuffle_context
@@ -259,12 +259,9 @@ def member_config(cfg: TrainConfig, i: int) -> TrainConfig:
     return cfg.model_copy(update={"model": model, "member": i, "out": str(Path(cfg.out) / f"member{i}")})
 
 
-_FREE = {"out", "workers", "threads", "device", "epochs", "patience"}  # what a resumed run may change
-
-
 def _comparable(cfg: TrainConfig, device: torch.device) -> dict:
-    """What decides the weights: the config less `_FREE`, with `auto` precision resolved."""
-    return {**cfg.model_dump(exclude=_FREE), "precision": resolve_precision(cfg, device)}
+    """What decides the weights: the config less `RESUME_MAY_CHANGE`, with `auto` precision resolved."""
+    return {**cfg.model_dump(exclude=RESUME_MAY_CHANGE), "precision": resolve_precision(cfg, device)}
 
 
 def member_state(cfg: TrainConfig) -> str:
@@ -422,7 +419,6 @@ def _fit(
     if main:
         atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
 
-    early = False
     for epoch in range(start, cfg.epochs + 1):
         lr = lr_at(cfg, epoch, plateau_scale)
         for g in opt.param_groups:
@@ -522,10 +518,8 @@ def _fit(
         log(msg + f", {record['epoch_seconds']:.0f} s")
         if cfg.patience and bad_epochs >= cfg.patience:
             log(f"early stop: no improvement for {cfg.patience} epochs (best epoch {best_epoch})")
-            early = True
             break
-    summary = {"run": str(out), "best_epoch": best_epoch, "best_score": best, "epochs_done": len(history),
-               "early_stopped": early}  # fmt: skip
+    summary = {"run": str(out), "best_epoch": best_epoch, "best_score": best, "epochs_done": len(history)}
     summary["weights_sha256"] = state_digest(net.state_dict())  # equal on every rank under DDP
     if history:
         summary["last"] = {k: v for k, v in history[-1].items() if k != "val_per_patient"}
