@@ -22,6 +22,7 @@ def test_help_lists_commands():
         (["--epochs", "0"], "epochs: Input should be greater than or equal to 1"),
         (["--image-size", "100"], "must be divisible by 2\\*\\*depth"),
         (["--lr", "-1"], "lr: Input should be greater than 0"),
+        (["--dim-lesions", "1.5"], "dim_lesions: Input should be less than or equal to 1"),
         (["--val-frac", "0.6", "--test-frac", "0.5"], "val_frac \\+ test_frac must be below 1"),
     ],
 )

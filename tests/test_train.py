@@ -65,6 +65,18 @@ def test_same_seed_same_metrics(tiny_lgg, tmp_path):
         assert x["val_dice"] == y["val_dice"]
 
 
+def test_dim_lesions_reaches_the_training_loop(tiny_lgg, tmp_path):
+    """--dim-lesions changes what the network sees, is saved with the run, and 0 leaves the run as it was."""
+    quiet = {"progress": False, "log": lambda *a: None}
+    fit(tiny_config(tiny_lgg, tmp_path / "off", epochs=1), **quiet)
+    fit(tiny_config(tiny_lgg, tmp_path / "zero", epochs=1, dim_lesions=0.0), **quiet)
+    fit(tiny_config(tiny_lgg, tmp_path / "on", epochs=1, dim_lesions=1.0), **quiet)
+    loss = {k: read_metrics(tmp_path / k)[0]["train_loss"] for k in ("off", "zero", "on")}
+    assert loss["zero"] == loss["off"]
+    assert loss["on"] != loss["off"]
+    assert json.loads((tmp_path / "on" / "config.json").read_text())["dim_lesions"] == 1.0
+
+
 def test_resume_continues_from_the_right_epoch(tiny_lgg, tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     # a constant learning rate, so stopping at 2 of 3 epochs changes nothing but the stop

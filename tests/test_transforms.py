@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from tumorseg.data.lgg import find_cases, load_case
-from tumorseg.data.transforms import augment, preprocess, resize_uint8, scale_intensity, upper_quantile
+from tumorseg.data.transforms import augment, dim_lesions, preprocess, resize_uint8, scale_intensity, upper_quantile
 
 
 def test_augment_keeps_image_and_mask_aligned():
@@ -74,3 +74,35 @@ def test_upper_quantile_matches_torch_quantile(n, q):
     g = torch.Generator().manual_seed(n)
     x = torch.randint(0, 256, (6, n), generator=g) / 255.0
     torch.testing.assert_close(upper_quantile(x, q), torch.quantile(x, q, dim=1), atol=1e-5, rtol=0)
+
+
+def test_dim_lesions_darkens_only_inside_tumors(lgg_root):
+    case = load_case(find_cases(lgg_root / "TCGA_CS_4941_19960909")[0], 128)
+    tumor = case.tumor_slices[:3].tolist()
+    empty = [i for i in range(len(case.masks)) if i not in tumor][:2]
+    idx = tumor + empty
+    x = scale_intensity(torch.from_numpy(case.images[idx]), "percentile")
+    y = torch.from_numpy(case.masks[idx])[:, None].float()
+    xd, yd = dim_lesions(x, y, torch.Generator().manual_seed(0), p=1.0)
+    assert torch.equal(yd, y)  # the label stays
+    assert torch.all(xd <= x + 1e-7)  # only darker
+    near = torch.nn.functional.max_pool2d(y, 5, stride=1, padding=2) > 0
+    assert torch.equal(xd[~near.expand_as(x)], x[~near.expand_as(x)])  # nothing away from the tumor moves
+    changed = (x - xd).flatten(1).amax(1)
+    assert (changed[: len(tumor)] > 0.05).sum() >= 2  # tumor slices got a darkened part (a small one may miss the blob)
+    assert torch.all(changed[len(tumor) :] == 0)  # empty slices are left alone
+    dimmed = (x - xd > 1e-3)[:, 1] & (y[:, 0] > 0)
+    assert 0 < dimmed.sum() < (y > 0).sum()  # a part of the tumor, not all of it
+
+
+def test_dim_lesions_share_and_seed():
+    y = torch.zeros(200, 1, 32, 32)
+    y[:, :, 8:24, 8:24] = 1
+    x = torch.full((200, 3, 32, 32), 0.8)
+    a, _ = dim_lesions(x, y, torch.Generator().manual_seed(1), p=0.3)
+    b, _ = dim_lesions(x, y, torch.Generator().manual_seed(1), p=0.3)
+    assert torch.equal(a, b)
+    share = ((x - a).flatten(1).amax(1) > 0).float().mean()
+    assert 0.2 < share < 0.4
+    none, _ = dim_lesions(x, y, torch.Generator().manual_seed(1), p=0.0)
+    assert torch.equal(none, x)

@@ -86,6 +86,9 @@ def train(
     empty_ratio: float | None = typer.Option(None, help="Empty slices per tumor slice in each epoch."),
     ema: float | None = typer.Option(None, help="EMA decay of the weights (0 = off)."),
     augment: bool | None = typer.Option(None, "--augment/--no-augment", help="Random flips, rotations, shifts."),
+    dim_lesions: float | None = typer.Option(
+        None, help="Share of tumor slices whose tumor is partly darkened in augmentation (0 = off)."
+    ),
     seed: int | None = typer.Option(None, help="Seed for the split, sampling and init."),
     val_frac: float | None = typer.Option(None, help="Fraction of patients for validation."),
     test_frac: float | None = typer.Option(None, help="Fraction of patients held out for testing."),
@@ -109,7 +112,8 @@ def train(
     top = {
         "data": data, "out": out, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "loss": loss, "schedule": schedule, "empty_ratio": empty_ratio, "ema": ema,
-        "augment": augment, "seed": seed, "val_frac": val_frac, "test_frac": test_frac, "folds": folds, "fold": fold,
+        "augment": augment, "dim_lesions": dim_lesions, "seed": seed,
+        "val_frac": val_frac, "test_frac": test_frac, "folds": folds, "fold": fold,
         "patience": patience, "workers": workers, "threads": threads, "max_patients": max_patients,
         "device": device, "sync_bn": sync_bn, "precision": precision,
     }  # fmt: skip

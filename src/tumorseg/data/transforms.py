@@ -121,3 +121,30 @@ def shuffle_context(
     alone = x[:, flair : flair + 1].expand(-1, 2 * k, -1, -1)
     ctx = torch.where((torch.rand(n, generator=generator) < drop).view(n, 1, 1, 1).to(x.device), alone, ctx)
     return torch.cat([x[:, :own], ctx], 1)
+
+
+def dim_lesions(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    generator: torch.Generator,
+    p: float,
+    factor: tuple[float, float] = (0.3, 0.9),
+    grid: int = 6,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Darken a random part of the tumor in a fraction `p` of the slices with tumor.
+
+    Targets the misses of the shipped model: cystic or dark parts of a tumor are labelled
+    tumor but look unlike the bright FLAIR signal most training tumors show. The part is a
+    smooth random blob (noise on a `grid` x `grid` lattice, upsampled) inside the mask,
+    softened at its edge; each channel is scaled there by its own factor in `factor`. A small
+    tumor may lie outside the blob and stay as it is. The mask is unchanged.
+    """
+    n, c, h, w = x.shape
+    chosen = (torch.rand(n, generator=generator) < p).to(x.device) & (y.flatten(1).amax(1) > 0)
+    noise = torch.rand(n, 1, grid, grid, generator=generator)
+    cut = torch.rand(n, 1, 1, 1, generator=generator) * 0.4 + 0.3
+    scale = torch.rand(n, c, 1, 1, generator=generator) * (factor[1] - factor[0]) + factor[0]
+    blob = torch.sigmoid((F.interpolate(noise, size=(h, w), mode="bicubic", align_corners=False) - cut) / 0.05)
+    inside = F.avg_pool2d(y, 5, stride=1, padding=2, count_include_pad=False)
+    weight = blob.to(x.device) * inside * chosen.view(n, 1, 1, 1)
+    return x * (1 - weight * (1 - scale.to(x.device))), y
