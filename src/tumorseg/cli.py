@@ -87,7 +87,7 @@ def train(
     ema: float | None = typer.Option(None, help="EMA decay of the weights (0 = off)."),
     augment: bool | None = typer.Option(None, "--augment/--no-augment", help="Random flips, rotations, shifts."),
     dim_lesions: float | None = typer.Option(
-        None, help="Share of tumor slices whose tumor is partly darkened in augmentation (0 = off)."
+        None, help="Share of tumor slices whose tumor is partly darkened (with --augment; 0 = off)."
     ),
     seed: int | None = typer.Option(None, help="Seed for the split, sampling and init."),
     val_frac: float | None = typer.Option(None, help="Fraction of patients for validation."),

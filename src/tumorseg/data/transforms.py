@@ -144,7 +144,8 @@ def dim_lesions(
     noise = torch.rand(n, 1, grid, grid, generator=generator)
     cut = torch.rand(n, 1, 1, 1, generator=generator) * 0.4 + 0.3
     scale = torch.rand(n, c, 1, 1, generator=generator) * (factor[1] - factor[0]) + factor[0]
+    noise, cut, scale = noise.to(x.device), cut.to(x.device), scale.to(x.device)  # upsample where x is
     blob = torch.sigmoid((F.interpolate(noise, size=(h, w), mode="bicubic", align_corners=False) - cut) / 0.05)
     inside = F.avg_pool2d(y, 5, stride=1, padding=2, count_include_pad=False)
-    weight = blob.to(x.device) * inside * chosen.view(n, 1, 1, 1)
-    return x * (1 - weight * (1 - scale.to(x.device))), y
+    weight = blob * inside * chosen.view(n, 1, 1, 1)
+    return x * (1 - weight * (1 - scale)), y
