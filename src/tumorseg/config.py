@@ -26,7 +26,7 @@ class ModelConfig(BaseModel):
     depth: int = Field(4, ge=1, le=7)
     image_size: int = Field(128, ge=16, le=1024)
     channels: Literal["all", "flair"] = "all"
-    intensity: Literal["fixed", "percentile"] = "percentile"
+    intensity: Literal["fixed", "percentile", "volume"] = "percentile"
     context: int = Field(0, ge=0, le=3)
     members: int = Field(1, ge=1, le=8)
 

@@ -161,10 +161,10 @@ def calibration_slices(weights: str | Path, data: str | Path, every: int = 9) ->
     if not ids:
         raise TumorsegError(f"{data}: none of the checkpoint's training patients are there to calibrate int8 on")
     m = ckpt.config.model
-    images = [
-        add_context(load_case(by_id[i], None, m.channels).images, m.context, m.channels, slice_numbers(by_id[i].images))
-        for i in ids
-    ]
+    images = []
+    for i in ids:  # each patient scaled as a volume when the model's intensity is "volume"
+        case = load_case(by_id[i], None, m.channels, m.intensity)
+        images.append(add_context(case.images, m.context, m.channels, slice_numbers(by_id[i].images)))
     sizes = {im.shape[-2:] for im in images}
     if len(sizes) > 1:
         raise TumorsegError(f"{data}: calibration patients have different slice sizes {sorted(sizes)}")

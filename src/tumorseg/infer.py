@@ -11,7 +11,7 @@ import torch
 from .checkpoint import build_model, load_checkpoint
 from .config import ModelConfig
 from .data.lgg import add_context
-from .data.transforms import preprocess, resize
+from .data.transforms import preprocess, resize, volume_normalize
 from .errors import TumorsegError
 from .models import Ensemble, UNet
 
@@ -243,15 +243,19 @@ class Predictor:
         return cls(build_model(ckpt), ckpt.config.model, session=session, backend=backend, **kwargs)
 
     def inputs(self, images: np.ndarray, volume: bool = False, numbers: list[int] | None = None) -> np.ndarray:
-        """Slices with the model's `channels` -> the network's input: plus, for a 2.5D model,
-        the neighbouring slices' FLAIR (`add_context`), taken from the adjacent slices when
-        `volume` (one volume's slices, in order or numbered by `numbers`), else each slice's own."""
+        """Slices with the model's `channels` -> the network's input: for a model with
+        `intensity` "volume", scaled per volume (`volume` on: the slices are one volume's) or
+        else per slice; plus, for a 2.5D model, the neighbouring slices' FLAIR (`add_context`),
+        taken from the adjacent slices when `volume` (in order or numbered by `numbers`),
+        else each slice's own."""
         c = self.config
         if images.ndim != 4 or images.shape[1] != c.sequence_channels:
             raise TumorsegError(
                 f"the model takes slices of {c.sequence_channels} channel(s) (channels={c.channels!r}) as "
                 f"(N, C, H, W); got shape {tuple(images.shape)}"
             )
+        if c.intensity == "volume" and len(images):
+            images = volume_normalize(images) if volume else np.stack([volume_normalize(s[None])[0] for s in images])
         return add_context(images, c.context, c.channels, numbers, volume)
 
     def probabilities(

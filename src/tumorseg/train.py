@@ -66,7 +66,7 @@ def load_cases(
     size = None if native else m.image_size
     cases = []
     for i in tqdm(ids, desc=desc, leave=False, disable=not progress):
-        case = load_case(cases_by_id[i], size, m.channels)
+        case = load_case(cases_by_id[i], size, m.channels, m.intensity)
         case.images = add_context(case.images, m.context, m.channels, slice_numbers(cases_by_id[i].images))
         cases.append(case)
     return cases

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..io import is_mask_path, read_image
-from .transforms import resize_uint8
+from .transforms import resize_uint8, volume_normalize
 
 SLICE_SUFFIXES = (".png", ".tif", ".tiff")
 _NUMBER = re.compile(r"(\d+)$")
@@ -124,9 +124,10 @@ def split_cases(
     return {"train": train, "val": val, "test": test}
 
 
-def load_case(case: Case, size: int | None, channels: str = "all") -> CaseArrays:
+def load_case(case: Case, size: int | None, channels: str = "all", intensity: str = "fixed") -> CaseArrays:
     """Decode a patient once: images resized to `size` (None keeps the original size),
-    masks binarised after resizing."""
+    masks binarised after resizing. With `intensity` "volume" the images are scaled per
+    volume (`volume_normalize`) at their own size, before resizing, as `Predictor` does."""
     imgs, masks, full = [], [], []
     for ip, mp in zip(case.images, case.masks):
         img = read_image(ip)
@@ -143,6 +144,8 @@ def load_case(case: Case, size: int | None, channels: str = "all") -> CaseArrays
     if len(shapes) > 1:
         raise DataError(f"{case.images[0].parent}: slices of one patient differ in size: {sorted(shapes)}")
     images = np.stack(imgs)
+    if intensity == "volume":
+        images = volume_normalize(images)
     full_masks = np.stack(full)
     names = [p.stem for p in case.images]
     if size is None:

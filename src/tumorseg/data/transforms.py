@@ -29,7 +29,8 @@ def scale_intensity(x: torch.Tensor, mode: str = "fixed") -> torch.Tensor:
     """uint8-valued (N, C, H, W) -> float32 in [0, 1].
 
     `fixed` divides by 255. `percentile` divides each slice's channel by its own 99th
-    percentile (then clips to 1), which evens out contrast between scanners.
+    percentile (then clips to 1), which evens out contrast between scanners. `volume` divides
+    by 255: its slices were already scaled per volume by `volume_normalize`.
     """
     x = x.float() / 255.0
     if mode == "percentile":
@@ -37,6 +38,24 @@ def scale_intensity(x: torch.Tensor, mode: str = "fixed") -> torch.Tensor:
         hi = upper_quantile(x.reshape(n * c, -1), 0.99).clamp_min(1 / 255)
         x = (x / hi.reshape(n, c, 1, 1)).clamp_(0, 1)
     return x
+
+
+def volume_normalize(images: np.ndarray, q: float = 0.99) -> np.ndarray:
+    """uint8 slices (S, C, H, W) of one volume -> uint8, each channel stretched so that the
+    `q` quantile of the volume's non-zero voxels becomes 255 (brighter ones clip).
+
+    One scale for the whole volume keeps every slice's contrast the same, where a per-slice
+    scale changes with how much tumor or bone a slice holds. Given unrelated single slices,
+    pass them one at a time.
+    """
+    out = np.empty_like(images)
+    for c in range(images.shape[1]):
+        ch = images[:, c]
+        nz = ch[ch > 0]
+        hi = float(np.quantile(nz, q)) if nz.size else 255.0
+        scaled = ch.astype(np.float32) * (255.0 / max(hi, 1.0))
+        out[:, c] = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return out
 
 
 def upper_quantile(x: torch.Tensor, q: float) -> torch.Tensor:
