@@ -64,6 +64,22 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
     return path
 
 
+def cli_tiny_run(lgg_root: Path, base: Path, *options: str) -> subprocess.CompletedProcess:
+    """`tumorseg train` with `options` on the 3 patients of `tiny_run`, copied to `base`/lgg, for
+    2 epochs into `base`/run; fails the test when the command fails."""
+    data = base / "lgg"
+    for pid in (*SMALL_PATIENTS, "TCGA_CS_4944_20010208"):
+        copy_slices(lgg_root / pid, data / pid, range(6, 22))
+    r = subprocess.run(
+        [sys.executable, "-m", "tumorseg", "train", "--data", str(data), "--out", str(base / "run"), "--epochs", "2",
+         "--batch-size", "4", "--lr", "3e-3", "--val-frac", "0", "--test-frac", "0.34", "--threads", "2",
+         "--base", "4", "--depth", "2", "--image-size", "64", *options],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return r
+
+
 @pytest.fixture(scope="session")
 def tiny_run(lgg_root: Path, tmp_path_factory) -> Path:
     """A tiny model trained for 2 epochs on 3 real patients (1 held out as its test split)."""

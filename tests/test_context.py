@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_PATIENTS, copy_slices
+from conftest import SMALL_PATIENTS, cli_tiny_run
 
 from tumorseg.config import ModelConfig
 from tumorseg.data.lgg import add_context, find_cases, load_case
@@ -92,16 +92,7 @@ def test_config_in_channels_follow_context():
 def context_run(lgg_root: Path, tmp_path_factory) -> Path:
     """A tiny 2.5D model (context 1) trained by the CLI for 2 epochs on 3 real patients."""
     base = tmp_path_factory.mktemp("context_run")
-    data = base / "lgg"
-    for pid in (*SMALL_PATIENTS, "TCGA_CS_4944_20010208"):
-        copy_slices(lgg_root / pid, data / pid, range(6, 22))
-    r = subprocess.run(
-        [sys.executable, "-m", "tumorseg", "train", "--data", str(data), "--out", str(base / "run"), "--epochs", "2",
-         "--batch-size", "4", "--lr", "3e-3", "--val-frac", "0", "--test-frac", "0.34", "--threads", "2",
-         "--base", "4", "--depth", "2", "--image-size", "64", "--context", "1"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
+    r = cli_tiny_run(lgg_root, base, "--context", "1")
     assert "UNet(in_channels=5" in r.stdout
     return base
 

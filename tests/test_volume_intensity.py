@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SMALL_PATIENTS, copy_slices
+from conftest import SMALL_PATIENTS, cli_tiny_run
 
 from tumorseg.data.lgg import find_cases, load_case
 from tumorseg.data.transforms import resize_uint8, volume_normalize
@@ -54,16 +54,7 @@ def test_load_case_scales_the_full_size_volume_before_resizing(lgg_root: Path):
 def volume_run(lgg_root: Path, tmp_path_factory) -> Path:
     """A tiny model with `--intensity volume`, trained by the CLI for 2 epochs on 3 real patients."""
     base = tmp_path_factory.mktemp("volume_run")
-    data = base / "lgg"
-    for pid in (*SMALL_PATIENTS, "TCGA_CS_4944_20010208"):
-        copy_slices(lgg_root / pid, data / pid, range(6, 22))
-    r = subprocess.run(
-        [sys.executable, "-m", "tumorseg", "train", "--data", str(data), "--out", str(base / "run"), "--epochs", "2",
-         "--batch-size", "4", "--lr", "3e-3", "--val-frac", "0", "--test-frac", "0.34", "--threads", "2",
-         "--base", "4", "--depth", "2", "--image-size", "64", "--intensity", "volume"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
+    cli_tiny_run(lgg_root, base, "--intensity", "volume")
     return base
 
 

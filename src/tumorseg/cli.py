@@ -74,7 +74,9 @@ def train(
     base: int | None = typer.Option(None, help="U-Net base width."),
     depth: int | None = typer.Option(None, help="U-Net depth (number of poolings)."),
     channels: Channels | None = typer.Option(None, help="Input channels: all 3 or FLAIR alone."),
-    intensity: Intensity | None = typer.Option(None, help="Intensity scaling to [0, 1]: per slice (percentile), per volume (volume) or /255 (fixed)."),
+    intensity: Intensity | None = typer.Option(
+        None, help="Intensity scaling to [0, 1]: per slice (percentile), per volume (volume) or /255 (fixed)."
+    ),
     context: int | None = typer.Option(
         None, help="Neighbouring slices on each side whose FLAIR is added as input channels (2.5D; 0 = off)."
     ),
