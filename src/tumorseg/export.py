@@ -152,7 +152,8 @@ def calibration_slices(weights: str | Path, data: str | Path, every: int = 9) ->
 
     Only training patients: the validation and test patients stay unseen by every choice.
     """
-    from .data.lgg import add_context, find_cases, load_case, slice_numbers
+    from .data.lgg import find_cases, load_case, slice_numbers
+    from .infer import network_inputs
 
     ckpt = load_checkpoint(weights)
     train = ckpt.meta.get("split", {}).get("train", [])
@@ -161,10 +162,10 @@ def calibration_slices(weights: str | Path, data: str | Path, every: int = 9) ->
     if not ids:
         raise TumorsegError(f"{data}: none of the checkpoint's training patients are there to calibrate int8 on")
     m = ckpt.config.model
-    images = []
-    for i in ids:  # each patient scaled as a volume when the model's intensity is "volume"
-        case = load_case(by_id[i], None, m.channels, m.intensity)
-        images.append(add_context(case.images, m.context, m.channels, slice_numbers(by_id[i].images)))
+    images = [  # each patient as Predictor shows a volume to the graph
+        network_inputs(load_case(by_id[i], None, m.channels).images, m, True, slice_numbers(by_id[i].images))
+        for i in ids
+    ]
     sizes = {im.shape[-2:] for im in images}
     if len(sizes) > 1:
         raise TumorsegError(f"{data}: calibration patients have different slice sizes {sorted(sizes)}")

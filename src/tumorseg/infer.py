@@ -196,6 +196,19 @@ def drop_minor_components_3d(mask: np.ndarray, fraction: float) -> np.ndarray:
     return keep[labels]
 
 
+def network_inputs(
+    images: np.ndarray, config: ModelConfig, volume: bool = False, numbers: list[int] | None = None
+) -> np.ndarray:
+    """uint8 slices (N, C, H, W) -> what the network (or its ONNX graph) takes: for a model with
+    `intensity` "volume", scaled per volume when `volume` (the slices are one volume's), else
+    per slice; plus, for a 2.5D model, the neighbouring slices' FLAIR (`add_context`), taken
+    from the adjacent slices when `volume` (in order or numbered by `numbers`), else each
+    slice's own."""
+    if config.intensity == "volume" and len(images):
+        images = volume_normalize(images) if volume else np.stack([volume_normalize(s[None])[0] for s in images])
+    return add_context(images, config.context, config.channels, numbers, volume)
+
+
 class Predictor:
     """A loaded model plus its preprocessing. `predict` maps raw slices to probabilities.
 
@@ -243,20 +256,14 @@ class Predictor:
         return cls(build_model(ckpt), ckpt.config.model, session=session, backend=backend, **kwargs)
 
     def inputs(self, images: np.ndarray, volume: bool = False, numbers: list[int] | None = None) -> np.ndarray:
-        """Slices with the model's `channels` -> the network's input: for a model with
-        `intensity` "volume", scaled per volume (`volume` on: the slices are one volume's) or
-        else per slice; plus, for a 2.5D model, the neighbouring slices' FLAIR (`add_context`),
-        taken from the adjacent slices when `volume` (in order or numbered by `numbers`),
-        else each slice's own."""
+        """Slices with the model's `channels` -> the network's input (`network_inputs`)."""
         c = self.config
         if images.ndim != 4 or images.shape[1] != c.sequence_channels:
             raise TumorsegError(
                 f"the model takes slices of {c.sequence_channels} channel(s) (channels={c.channels!r}) as "
                 f"(N, C, H, W); got shape {tuple(images.shape)}"
             )
-        if c.intensity == "volume" and len(images):
-            images = volume_normalize(images) if volume else np.stack([volume_normalize(s[None])[0] for s in images])
-        return add_context(images, c.context, c.channels, numbers, volume)
+        return network_inputs(images, c, volume, numbers)
 
     def probabilities(
         self, images: np.ndarray, flip: bool = False, volume: bool = False, numbers: list[int] | None = None

@@ -127,7 +127,7 @@ def split_cases(
 def load_case(case: Case, size: int | None, channels: str = "all", intensity: str = "fixed") -> CaseArrays:
     """Decode a patient once: images resized to `size` (None keeps the original size),
     masks binarised after resizing. With `intensity` "volume" the images are scaled per
-    volume (`volume_normalize`) at their own size, before resizing, as `Predictor` does."""
+    volume (`volume_normalize`) at their own size, before resizing, as `network_inputs` does."""
     imgs, masks, full = [], [], []
     for ip, mp in zip(case.images, case.masks):
         img = read_image(ip)
