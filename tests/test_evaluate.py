@@ -9,7 +9,14 @@ import pytest
 from PIL import Image
 
 from tumorseg.evaluation import evaluate
-from tumorseg.infer import Predictor, drop_minor_components_3d, fill_holes, postprocess, remove_small_components
+from tumorseg.infer import (
+    Predictor,
+    drop_minor_components_3d,
+    fill_holes,
+    keep_largest_3d,
+    postprocess,
+    remove_small_components,
+)
 from tumorseg.metrics import confusion_counts, dice
 
 
@@ -128,6 +135,29 @@ def test_drop_minor_components_3d():
     m[2, 6, 6] = m[3, 7, 7] = True  # a diagonal bridge joins the lone voxel to the tumor in 3D
     assert drop_minor_components_3d(m, 0.5)[3, 8, 8]
     assert not drop_minor_components_3d(np.zeros((2, 4, 4), bool), 0.1).any()
+
+
+def test_keep_largest_3d():
+    m = np.zeros((6, 12, 12), bool)
+    m[0:2, 1:5, 1:5] = True  # 32 voxels in slices 0-1: a false-alarm block
+    m[3:6, 4:9, 4:9] = True  # 75 voxels in slices 3-5: the tumor
+    out = keep_largest_3d(m)
+    assert out.sum() == 75 and out[3:6, 4:9, 4:9].all() and not out[0:2].any()
+    m[2, 5, 5] = True  # one voxel in slice 2 touches both blocks (26-connected): one part
+    assert keep_largest_3d(m).sum() == 32 + 75 + 1
+    assert not keep_largest_3d(np.zeros((3, 4, 4), bool)).any()
+
+
+def test_predictor_keeps_the_largest_part_of_volumes_only(tiny_run):
+    probs = np.zeros((4, 16, 16), np.float32)
+    probs[0, 1:4, 1:4] = 0.9  # 9 px, slice 0
+    probs[2:4, 8:14, 8:14] = 0.9  # 72 px, slices 2-3
+    weights = tiny_run / "last.safetensors"
+    pred = Predictor.from_checkpoint(weights, backend="torch")
+    assert pred.mask(probs, volume=True).sum() == 72  # a volume: the largest 3D part
+    assert pred.mask(probs).sum() == 81  # slices not known to be one volume keep every part
+    assert pred.mask(probs[:1], volume=True).sum() == 9  # a one-slice volume is a lone slice
+    assert Predictor.from_checkpoint(weights, backend="torch", largest=False).mask(probs, volume=True).sum() == 81
 
 
 def test_tta_is_mean_of_plain_and_flipped(tiny_run, lgg_root):

@@ -5,6 +5,10 @@ import sys
 import numpy as np
 from PIL import Image
 
+from tumorseg.checkpoint import load_checkpoint
+from tumorseg.data.lgg import slice_number
+from tumorseg.infer import DEFAULT_WEIGHTS, keep_largest_3d
+
 
 def run_predict(*args):
     return subprocess.run(
@@ -27,6 +31,31 @@ def test_patient_folder_pred_and_overlay_per_slice(tiny_run, lgg_root, tmp_path)
     assert prob.shape == (256, 256)
     ov = Image.open(tmp_path / "p" / preds[0].name.replace("_pred", "_overlay"))
     assert ov.width > 3 * 256  # MRI, truth, prediction, overlay side by side
+
+
+def test_series_keep_their_largest_3d_part_and_lone_slices_every_part(lgg_root, tmp_path):
+    """The shipped model on a test patient: a numbered series is one volume whose mask is the
+    largest 3D part of what --all-parts writes; a lone copy of a slice keeps every part."""
+    folder = tmp_path / "in"
+    shutil.copytree(lgg_root / "TCGA_CS_5395_19981004", folder)
+    slice5 = folder / "TCGA_CS_5395_19981004_5.png"
+    shutil.copy(slice5, folder / "lone.png")
+    for flag, out in (("--largest", tmp_path / "a"), ("--all-parts", tmp_path / "b")):
+        r = run_predict(folder, "--out", out, flag)
+        assert r.returncode == 0, r.stderr
+
+    def stack(out):
+        paths = sorted(out.glob("TCGA_*_pred.png"), key=slice_number)
+        return np.stack([np.asarray(Image.open(p)) > 0 for p in paths])
+
+    largest, every = stack(tmp_path / "a"), stack(tmp_path / "b")
+    assert len(largest) == 20 and every.sum() > 0
+    assert np.array_equal(largest, keep_largest_3d(every))
+    lone = np.asarray(Image.open(tmp_path / "a" / "lone_pred.png"))
+    assert np.array_equal(lone, np.asarray(Image.open(tmp_path / "b" / "lone_pred.png")))
+    if load_checkpoint(DEFAULT_WEIGHTS).config.model.intensity != "volume":  # scaled per slice, as in the series
+        every5 = np.asarray(Image.open(tmp_path / "b" / "TCGA_CS_5395_19981004_5_pred.png"))
+        assert np.array_equal(lone, every5)  # the same slice alone gets the same mask, no 3D step
 
 
 def test_any_size_grayscale_rgb_and_jpeg(tiny_run, lgg_root, tmp_path):

@@ -55,6 +55,10 @@ def _backends() -> type[Enum]:
 Backend = _backends()
 BACKEND_HELP = "Inference backend; auto: onnx-int8 when ONNX Runtime and the int8 graph are there, else torch."
 FILL_HELP = "Fill holes enclosed by each slice's mask (the expert masks are solid)."
+LARGEST_HELP = (
+    "Keep only the largest 3D tumor part of each volume or numbered series (Buda et al.'s step: a low-grade glioma "
+    "is one lesion); lone slices keep every part. --all-parts keeps every part, e.g. for multifocal tumors."
+)
 
 
 class Split(str, Enum):
@@ -170,6 +174,7 @@ def evaluate(
     tta: bool = typer.Option(False, "--tta", help="Average over a left-right flip."),
     min_size: int = typer.Option(0, min=0, help="Drop predicted components under this many pixels."),
     fill_holes: bool = typer.Option(True, "--fill-holes/--no-fill-holes", help=FILL_HELP),
+    largest: bool = typer.Option(True, "--largest/--all-parts", help=LARGEST_HELP),
     batch_size: int = typer.Option(32, min=1, help="Slices per forward pass."),
     backend: Backend = typer.Option("auto", help=BACKEND_HELP),
 ) -> None:
@@ -181,14 +186,14 @@ def evaluate(
         if len(image or []) != len(mask or []):
             fail("give one --mask for each --image")
         todo = list(zip(image or [], mask or [])) + (read_pairs_csv(pairs) if pairs else [])
-        evaluate_volumes(todo, weights, out, threshold, tta, min_size, backend.value, fill_holes)
+        evaluate_volumes(todo, weights, out, threshold, tta, min_size, backend.value, fill_holes, largest)
         return
     if data is None:
         fail("give --data DIR, or volumes with --image/--mask or --pairs")
     if report and out is None:
         fail("--report needs --out DIR")
-    run_evaluate(data, weights, split.value, out, threshold, tta, min_size, report, fill_holes, batch_size=batch_size,
-                 backend=backend.value)  # fmt: skip
+    run_evaluate(data, weights, split.value, out, threshold, tta, min_size, report, fill_holes, largest,
+                 batch_size=batch_size, backend=backend.value)  # fmt: skip
 
 
 @app.command()
@@ -207,6 +212,7 @@ def predict(
     tta: bool = typer.Option(False, "--tta", help="Average over a left-right flip."),
     min_size: int = typer.Option(0, min=0, help="Drop predicted components under this many pixels."),
     fill_holes: bool = typer.Option(True, "--fill-holes/--no-fill-holes", help=FILL_HELP),
+    largest: bool = typer.Option(True, "--largest/--all-parts", help=LARGEST_HELP),
     batch_size: int = typer.Option(32, min=1, help="Slices per forward pass."),
     backend: Backend = typer.Option("auto", help=BACKEND_HELP),
 ) -> None:
@@ -215,7 +221,7 @@ def predict(
     from .predict import predict_files
 
     predictor = Predictor.from_checkpoint(weights, backend.value, batch_size=batch_size, tta=tta, threshold=threshold,
-                                          min_size=min_size, fill_holes=fill_holes)  # fmt: skip
+                                          min_size=min_size, fill_holes=fill_holes, largest=largest)  # fmt: skip
     if (t1 or t1c) and not flair:
         fail("--t1 and --t1c need --flair")
     if flair:

@@ -11,7 +11,14 @@ import numpy as np
 from .checkpoint import load_checkpoint
 from .data.lgg import find_cases, load_case, slice_numbers
 from .errors import TumorsegError
-from .infer import Predictor, default_weights, drop_minor_components_3d, postprocess, remove_small_components
+from .infer import (
+    Predictor,
+    default_weights,
+    drop_minor_components_3d,
+    keep_largest_3d,
+    postprocess,
+    remove_small_components,
+)
 from .io import atomic_write_text
 from .metrics import score_volume, summarize
 
@@ -49,6 +56,7 @@ def evaluate(
     min_size: int = 0,
     report: bool = False,
     fill_holes: bool = True,
+    largest: bool = True,
     compare_min_size: int = 50,
     batch_size: int = 32,
     backend: str = "auto",
@@ -58,16 +66,16 @@ def evaluate(
 
     Predictions are made at the model's size and resized back to each slice's own size
     (256x256 here) before scoring. Beside the chosen setting (threshold, `tta`,
-    `min_size`, `fill_holes`), it scores the plain thresholded model, hole filling, flip
-    TTA and removal of small components, so each step's effect is measured, and an
-    always-empty baseline.
+    `min_size`, `fill_holes`, `largest`), it scores the plain thresholded model, hole filling,
+    flip TTA, removal of small components and keeping the largest 3D component, so each
+    step's effect is measured, and an always-empty baseline.
     """
     data = Path(data)
     weights = Path(weights) if weights else default_weights()
     ckpt = load_checkpoint(weights)
     cfg = ckpt.config.model
     predictor = Predictor.from_checkpoint(weights, backend, batch_size=batch_size, threshold=threshold,
-                                          min_size=min_size, fill_holes=fill_holes)  # fmt: skip
+                                          min_size=min_size, fill_holes=fill_holes, largest=largest)  # fmt: skip
     cases = {c.id: c for c in find_cases(data)}
     ids = select_patients(ckpt.meta, split, list(cases), data, weights)
     log(f"scoring {len(ids)} patients ({split} split) with {weights} on the {predictor.backend} backend")
@@ -78,6 +86,7 @@ def evaluate(
         "tta": [],
         f"min_size_{compare_min_size}": [],
         "cc3d_10": [],
+        "largest_3d": [],
         "chosen": [],
         "baseline": [],
     }
@@ -92,13 +101,14 @@ def evaluate(
         plain = predictor.probabilities(case.images, volume=True, numbers=numbers)
         flipped = (plain + predictor.probabilities(case.images, flip=True, volume=True, numbers=numbers)) / 2
         chosen_probs = flipped if tta else plain
-        chosen = predictor.mask(chosen_probs)
+        chosen = predictor.mask(chosen_probs, volume=True)
         scored = {
             "model": score_volume(plain > 0.5, truth),
             "fill_holes": score_volume(postprocess(plain), truth),
             "tta": score_volume(flipped > 0.5, truth),
             f"min_size_{compare_min_size}": score_volume(remove_small_components(plain > 0.5, compare_min_size), truth),
             "cc3d_10": score_volume(drop_minor_components_3d(plain > 0.5, 0.1), truth),
+            "largest_3d": score_volume(keep_largest_3d(postprocess(plain)), truth),
             "chosen": score_volume(chosen, truth),
             "baseline": score_volume(np.zeros_like(truth), truth),
         }
@@ -130,6 +140,7 @@ def evaluate(
             "tta": tta,
             "min_size": min_size,
             "fill_holes": fill_holes,
+            "largest": largest,
             "compare_min_size": compare_min_size,
         },
         "model_config": json.loads(cfg.model_dump_json()),
@@ -180,6 +191,7 @@ def print_table(result: dict, log=print) -> None:
         "tta": "+ flip TTA",
         f"min_size_{result['settings']['compare_min_size']}": f"+ drop <{result['settings']['compare_min_size']} px",
         "cc3d_10": "+ drop 3D parts <10% of largest",
+        "largest_3d": "+ fill holes, largest 3D part",
         "single_slices": "+ fill holes, each slice alone",
         "baseline": 'always "no tumor" baseline',
     }
@@ -249,6 +261,7 @@ def evaluate_volumes(
     min_size: int = 0,
     backend: str = "auto",
     fill_holes: bool = True,
+    largest: bool = True,
     log=print,
 ) -> dict:
     """Score image volumes (NIfTI or DICOM series) against NIfTI masks, one row per volume,
@@ -257,7 +270,7 @@ def evaluate_volumes(
 
     weights = Path(weights) if weights else default_weights()
     predictor = Predictor.from_checkpoint(weights, backend, threshold=threshold, min_size=min_size, tta=tta,
-                                          fill_holes=fill_holes)  # fmt: skip
+                                          fill_holes=fill_holes, largest=largest)  # fmt: skip
     rows = []
     for image_path, mask_path in pairs:
         vol = read_volume(image_path)
@@ -265,7 +278,7 @@ def evaluate_volumes(
         if truth_vol.array.shape[:3] != vol.array.shape[:3]:
             raise TumorsegError(f"{mask_path}: mask shape {truth_vol.array.shape} differs from image {vol.array.shape}")
         slices, _ = volume_slices(vol, predictor.config.channels)
-        pred = predictor.mask(predictor.predict(slices, volume=True))
+        pred = predictor.mask(predictor.predict(slices, volume=True), volume=True)
         truth = mask_slices(truth_vol.array, vol)
         s = score_volume(pred, truth, slice_spacing(vol))
         base = score_volume(np.zeros_like(truth), truth)
@@ -274,7 +287,8 @@ def evaluate_volumes(
         log(f"  {image_path}: Dice {s['dice']:.3f}  HD95 {s['hd95']:.1f} mm")
     summary = {"chosen": {m: summarize([r[m] for r in rows]) for m in METRICS}}
     result = {"weights": str(weights), "volumes": len(rows), "per_patient": rows, "summary": summary,
-              "settings": {"threshold": threshold, "tta": tta, "min_size": min_size, "fill_holes": fill_holes},
+              "settings": {"threshold": threshold, "tta": tta, "min_size": min_size, "fill_holes": fill_holes,
+                           "largest": largest},
               "empty_mask_rule": EMPTY_RULE,
               "hd95_unit": "mm"}  # fmt: skip
     d = summary["chosen"]["dice"]

@@ -196,6 +196,13 @@ def drop_minor_components_3d(mask: np.ndarray, fraction: float) -> np.ndarray:
     return keep[labels]
 
 
+def keep_largest_3d(mask: np.ndarray) -> np.ndarray:
+    """Keep only the largest 26-connected 3D component of a volume's stacked mask (S, H, W), as
+    Buda et al.'s published pipeline does: a low-grade glioma is one lesion, and a block of
+    slices away from it is taken as a false alarm. Equal largest components are all kept."""
+    return drop_minor_components_3d(mask, 1.0)
+
+
 def network_inputs(
     images: np.ndarray, config: ModelConfig, volume: bool = False, numbers: list[int] | None = None
 ) -> np.ndarray:
@@ -225,6 +232,7 @@ class Predictor:
         threshold: float = 0.5,
         min_size: int = 0,
         fill_holes: bool = True,
+        largest: bool = True,
         session=None,
         backend: str | None = None,
     ):
@@ -235,6 +243,7 @@ class Predictor:
         self.threshold = threshold
         self.min_size = min_size
         self.fill_holes = fill_holes
+        self.largest = largest
         self.session = session
         self.backend = backend or ("onnx" if session is not None else "torch")
 
@@ -295,6 +304,9 @@ class Predictor:
             p = (p + self._run(x, True)) / 2
         return p
 
-    def mask(self, probs: np.ndarray) -> np.ndarray:
-        """Threshold, fill holes (unless `fill_holes` is off), drop components under `min_size` px."""
-        return postprocess(probs, self.threshold, self.min_size, self.fill_holes)
+    def mask(self, probs: np.ndarray, volume: bool = False) -> np.ndarray:
+        """Threshold, fill holes (unless `fill_holes` is off), drop components under `min_size` px;
+        when `volume` (the slices are one volume's, in order) and `largest` is on, keep only the
+        volume's largest 3D component (`keep_largest_3d`). A lone slice keeps all its parts."""
+        masks = postprocess(probs, self.threshold, self.min_size, self.fill_holes)
+        return keep_largest_3d(masks) if volume and self.largest and len(masks) > 1 else masks

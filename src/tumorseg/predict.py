@@ -98,7 +98,7 @@ def predict_files(
         dup = next(s for s in stems if stems.count(s) > 1)
         raise TumorsegError(f"two inputs share the name {dup!r}; their outputs would collide")
     channels = predictor.config.channels
-    for chunk in _chunks(files, batch_size, whole_series=predictor.config.context > 0):
+    for chunk, series in _chunks(files, batch_size):
         loaded: dict[tuple[int, int], list[tuple[Path, np.ndarray]]] = {}
         for path in chunk:
             try:
@@ -110,8 +110,9 @@ def predict_files(
             loaded.setdefault(img.shape[-2:], []).append((path, img))
         for group in loaded.values():
             images = np.stack([img for _, img in group])
-            probs = predictor.predict(images, volume=True, numbers=slice_numbers([p for p, _ in group]))
-            masks = predictor.mask(probs)
+            numbers = slice_numbers([p for p, _ in group]) if series else None
+            probs = predictor.predict(images, volume=series, numbers=numbers)
+            masks = predictor.mask(probs, volume=series)
             for (path, img), prob, mask in zip(group, probs, masks):
                 try:
                     result.written += _write_one(out, path, img, prob, mask, probabilities, overlays)
@@ -129,15 +130,17 @@ def series_key(path: Path) -> tuple[str, str, bool]:
     return str(path.parent), stem.rstrip("0123456789") if number >= 0 else stem, number >= 0
 
 
-def _chunks(files: list[Path], size: int, whole_series: bool) -> list[list[Path]]:
-    """Files in chunks of `size`; with `whole_series`, each series (`series_key`) whole and
-    in slice order, so a 2.5D model sees every slice's neighbours."""
-    if not whole_series:
-        return [files[i : i + size] for i in range(0, len(files), size)]
+def _chunks(files: list[Path], size: int) -> list[tuple[list[Path], bool]]:
+    """(files, is_series) chunks: each numbered series (`series_key`) whole and in slice order,
+    taken as one volume (per-volume scaling, 2.5D neighbours, the largest 3D component); files
+    without a trailing number in chunks of `size`, each slice on its own."""
     series: dict[tuple[str, str, bool], list[Path]] = {}
+    lone = []
     for f in files:
-        series.setdefault(series_key(f), []).append(f)
-    return [sorted(group, key=slice_number) for group in series.values()]
+        key = series_key(f)
+        (series.setdefault(key, []) if key[2] else lone).append(f)
+    chunks = [(sorted(group, key=slice_number), True) for group in series.values()]
+    return chunks + [(lone[i : i + size], False) for i in range(0, len(lone), size)]
 
 
 def _write_one(out: Path, path: Path, img, prob, mask, probabilities: bool, overlays: bool) -> list[Path]:
@@ -168,7 +171,7 @@ def predict_volume(vol: Volume, prefix: Path, predictor: Predictor, notes: list[
     notes = [*notes, *more]
     for n in notes:
         log(f"{vol.source}: {n}")
-    masks = predictor.mask(predictor.predict(slices, volume=True))
+    masks = predictor.mask(predictor.predict(slices, volume=True), volume=True)
     mask_path = prefix.parent / f"{prefix.name}_pred.nii.gz"
     mask_vol = mask_to_volume(masks, vol)
     write_nifti(mask_path, mask_vol, vol)
