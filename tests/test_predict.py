@@ -1,6 +1,7 @@
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -56,6 +57,21 @@ def test_series_keep_their_largest_3d_part_and_lone_slices_every_part(lgg_root, 
     if load_checkpoint(DEFAULT_WEIGHTS).config.model.intensity != "volume":  # scaled per slice, as in the series
         every5 = np.asarray(Image.open(tmp_path / "b" / "TCGA_CS_5395_19981004_5_pred.png"))
         assert np.array_equal(lone, every5)  # the same slice alone gets the same mask, no 3D step
+
+
+def test_chunks_keep_each_numbered_series_whole():
+    """A numbered series is one chunk, whole and in slice order, however long; files without a
+    trailing number go in batch-sized chunks as lone slices."""
+    from tumorseg.predict import _chunks
+
+    a = [Path(f"d/A_{n}.png") for n in (10, 2, 1, 7, 3, 4, 5, 6, 8, 9)]
+    b = [Path(f"d/B_{n}.png") for n in (3, 1, 2)]
+    lone = [Path(f"d/{n}.png") for n in ("x", "y", "z", "v", "w")]
+    chunks = _chunks([*a, *lone, *b], size=4)
+    series = [c for c, is_series in chunks if is_series]
+    assert series == [sorted(a, key=slice_number), sorted(b, key=slice_number)]
+    assert [len(c) for c, is_series in chunks if not is_series] == [4, 1]
+    assert sorted(p for c, _ in chunks for p in c) == sorted([*a, *b, *lone])
 
 
 def test_any_size_grayscale_rgb_and_jpeg(tiny_run, lgg_root, tmp_path):

@@ -73,7 +73,7 @@ def test_predictor_scales_volumes_and_single_slices(volume_run):
 
 def test_predict_on_a_patient_folder_matches_evaluate(volume_run, tmp_path):
     """`predict` on a patient's folder scales the slices as one volume, as `evaluate` does,
-    so its masks score exactly what `evaluate` reports."""
+    so its masks score exactly what `evaluate` reports, also when the series spans batches."""
     from tumorseg.evaluation import evaluate
 
     weights = volume_run / "run" / "last.safetensors"
@@ -83,10 +83,11 @@ def test_predict_on_a_patient_folder_matches_evaluate(volume_run, tmp_path):
     case = load_case(find_cases(folder)[0], None)
     r = subprocess.run(
         [sys.executable, "-m", "tumorseg", "predict", str(folder), "--out", str(tmp_path), "--weights", str(weights),
-         "--backend", "torch"],
+         "--backend", "torch", "--batch-size", "4"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
+    assert len(case.names) > 4
     preds = np.stack([read_image(tmp_path / f"{n}_pred.png") > 127 for n in case.names])
     assert dice(confusion_counts(preds, case.full_masks)) == pytest.approx(row["dice"], abs=1e-12)
 
