@@ -24,8 +24,7 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data/lgg")
     args = ap.parse_args()
     weights = default_weights()
-    split = load_checkpoint(weights).meta["split"]
-    train = [p for p in split["train"] if p not in split["test"]]
+    train = load_checkpoint(weights).meta["split"]["train"]
     cases = {c.id: c for c in find_cases(args.data)}
     pred = Predictor.from_checkpoint(weights, "torch")
     shares, parts, plain, largest = [], [], [], []

@@ -23,7 +23,7 @@ def main(evaluation: str, data: str, out: str, worst: int = 3, per_patient: int 
     strips = []
     for row in rows:
         case = load_case(cases[row["patient"]], None, predictor.config.channels)
-        mask = predictor.mask(predictor.predict(case.images, volume=True), volume=True)
+        mask = predictor.segment(case.images, volume=True)
         area = case.full_masks.reshape(len(mask), -1).sum(1)
         for i in np.argsort(-area)[:per_patient]:
             title = f"{row['patient']} (patient Dice {row['dice']:.2f}) slice {case.names[i].rsplit('_', 1)[-1]}"

@@ -102,13 +102,14 @@ def evaluate(
         flipped = (plain + predictor.probabilities(case.images, flip=True, volume=True, numbers=numbers)) / 2
         chosen_probs = flipped if tta else plain
         chosen = predictor.mask(chosen_probs, volume=True)
+        filled = postprocess(plain)
         scored = {
             "model": score_volume(plain > 0.5, truth),
-            "fill_holes": score_volume(postprocess(plain), truth),
+            "fill_holes": score_volume(filled, truth),
             "tta": score_volume(flipped > 0.5, truth),
             f"min_size_{compare_min_size}": score_volume(remove_small_components(plain > 0.5, compare_min_size), truth),
             "cc3d_10": score_volume(drop_minor_components_3d(plain > 0.5, 0.1), truth),
-            "largest_3d": score_volume(keep_largest_3d(postprocess(plain)), truth),
+            "largest_3d": score_volume(keep_largest_3d(filled), truth),
             "chosen": score_volume(chosen, truth),
             "baseline": score_volume(np.zeros_like(truth), truth),
         }
@@ -278,7 +279,7 @@ def evaluate_volumes(
         if truth_vol.array.shape[:3] != vol.array.shape[:3]:
             raise TumorsegError(f"{mask_path}: mask shape {truth_vol.array.shape} differs from image {vol.array.shape}")
         slices, _ = volume_slices(vol, predictor.config.channels)
-        pred = predictor.mask(predictor.predict(slices, volume=True), volume=True)
+        pred = predictor.segment(slices, volume=True)
         truth = mask_slices(truth_vol.array, vol)
         s = score_volume(pred, truth, slice_spacing(vol))
         base = score_volume(np.zeros_like(truth), truth)

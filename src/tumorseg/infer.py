@@ -304,6 +304,10 @@ class Predictor:
             p = (p + self._run(x, True)) / 2
         return p
 
+    def segment(self, images: np.ndarray, volume: bool = False, numbers: list[int] | None = None) -> np.ndarray:
+        """Raw slices -> boolean masks: `predict`, then `mask`, both told whether it is one volume."""
+        return self.mask(self.predict(images, volume, numbers), volume)
+
     def mask(self, probs: np.ndarray, volume: bool = False) -> np.ndarray:
         """Threshold, fill holes (unless `fill_holes` is off), drop components under `min_size` px;
         when `volume` (the slices are one volume's, in order) and `largest` is on, keep only the

@@ -171,7 +171,7 @@ def predict_volume(vol: Volume, prefix: Path, predictor: Predictor, notes: list[
     notes = [*notes, *more]
     for n in notes:
         log(f"{vol.source}: {n}")
-    masks = predictor.mask(predictor.predict(slices, volume=True), volume=True)
+    masks = predictor.segment(slices, volume=True)
     mask_path = prefix.parent / f"{prefix.name}_pred.nii.gz"
     mask_vol = mask_to_volume(masks, vol)
     write_nifti(mask_path, mask_vol, vol)
