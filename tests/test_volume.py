@@ -80,7 +80,7 @@ def test_predict_nifti_same_dice_as_slice_path(lgg_case, nifti, tmp_path):
     assert set(np.unique(mask)) <= {0, 1}
     # the same patient through the slice path
     pred = Predictor.from_checkpoint()
-    slice_masks = pred.mask(pred.predict(lgg_case.images, volume=True))
+    slice_masks = pred.segment(lgg_case.images, volume=True)
     truth_vol = mask_to_volume(lgg_case.full_masks, Volume(np.asanyarray(src.dataobj)[..., 0], src.affine, (1, 1, 1)))
     d_volume = dice(confusion_counts(mask > 0, truth_vol > 0))
     d_slices = dice(confusion_counts(slice_masks, lgg_case.full_masks))
@@ -141,6 +141,6 @@ def test_evaluate_volume_pairs_matches_slice_path(lgg_case, nifti, tmp_path):
     res = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     row = res["per_patient"][0]
     pred = Predictor.from_checkpoint()
-    expected = dice(confusion_counts(pred.mask(pred.predict(lgg_case.images, volume=True)), lgg_case.full_masks))
+    expected = dice(confusion_counts(pred.segment(lgg_case.images, volume=True), lgg_case.full_masks))
     assert row["dice"] == pytest.approx(expected, abs=1e-9)
     assert res["hd95_unit"] == "mm" and np.isfinite(row["hd95"])
