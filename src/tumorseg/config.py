@@ -71,7 +71,7 @@ class TrainConfig(BaseModel):
     lr: float = Field(1e-3, gt=0, le=1.0)
     weight_decay: float = Field(0.0, ge=0, le=1.0)
     schedule: Literal["none", "cosine", "plateau"] = "cosine"
-    loss: Literal["bce", "bce+dice", "bce+tversky"] = "bce+dice"
+    loss: Literal["bce", "bce+dice", "bce+tversky"] = "bce+tversky"
     empty_ratio: float = Field(1.0, ge=0, le=100)
     augment: bool = True
     dim_lesions: float = Field(0.0, ge=0, le=1)  # share of tumor slices with a part of the tumor darkened
