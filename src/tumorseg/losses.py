@@ -26,7 +26,7 @@ def soft_tversky(
     return 1 - (tp + eps) / (tp + fp * fps + fn * fns + eps)
 
 
-class BCEDiceLoss(nn.Module):
+class BCEOverlapLoss(nn.Module):
     """BCE with logits, plus `dice_weight` * an overlap loss (soft Dice, or soft Tversky when `tversky`)."""
 
     def __init__(self, dice_weight: float = 1.0, tversky: bool = False):
@@ -44,4 +44,4 @@ class BCEDiceLoss(nn.Module):
 
 def make_loss(name: str) -> nn.Module:
     """`bce`, `bce+dice` or `bce+tversky` (FP weight 0.3, FN weight 0.7)."""
-    return BCEDiceLoss(0.0 if name == "bce" else 1.0, tversky=name == "bce+tversky")
+    return BCEOverlapLoss(0.0 if name == "bce" else 1.0, tversky=name == "bce+tversky")
