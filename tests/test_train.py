@@ -77,6 +77,18 @@ def test_dim_lesions_reaches_the_training_loop(tiny_lgg, tmp_path):
     assert json.loads((tmp_path / "on" / "config.json").read_text())["dim_lesions"] == 1.0
 
 
+def test_zoom_reaches_the_training_loop(tiny_lgg, tmp_path):
+    """--zoom changes what the network sees and is saved with the run; its default is the old fixed 0.1."""
+    quiet = {"progress": False, "log": lambda *a: None}
+    fit(tiny_config(tiny_lgg, tmp_path / "default", epochs=1), **quiet)
+    fit(tiny_config(tiny_lgg, tmp_path / "same", epochs=1, zoom=0.1), **quiet)
+    fit(tiny_config(tiny_lgg, tmp_path / "wide", epochs=1, zoom=0.3), **quiet)
+    loss = {k: read_metrics(tmp_path / k)[0]["train_loss"] for k in ("default", "same", "wide")}
+    assert loss["same"] == loss["default"]
+    assert loss["wide"] != loss["default"]
+    assert json.loads((tmp_path / "wide" / "config.json").read_text())["zoom"] == 0.3
+
+
 def test_resume_continues_from_the_right_epoch(tiny_lgg, tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     # a constant learning rate, so stopping at 2 of 3 epochs changes nothing but the stop

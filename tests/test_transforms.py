@@ -33,6 +33,19 @@ def test_augment_real_slice_tumor_moves_with_image(lgg_root):
     assert ya.sum() > 0
 
 
+@pytest.mark.parametrize("zoom", [0.1, 0.3])
+def test_augment_zoom_scales_tumor_area_within_its_range(zoom):
+    # a centred square, moved by zoom alone: its area changes by a factor in [(1-z)^2, (1+z)^2]
+    y = torch.zeros(256, 1, 96, 96)
+    y[:, :, 33:63, 33:63] = 1
+    _, ya = augment(y.repeat(1, 3, 1, 1), y, torch.Generator().manual_seed(0), rotate_deg=0, shift=0, scale=zoom,
+                    intensity=0, gamma=0)  # fmt: skip
+    ratio = ya.sum((1, 2, 3)) / y[0].sum()
+    lo, hi = (1 - zoom) ** 2, (1 + zoom) ** 2
+    assert ratio.min() >= lo * 0.9 and ratio.max() <= hi * 1.1
+    assert ratio.min() < (1 - zoom / 2) ** 2 and ratio.max() > (1 + zoom / 2) ** 2  # the range is used
+
+
 def test_scale_intensity_range():
     x = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
     for mode in ("fixed", "percentile"):

@@ -92,6 +92,9 @@ def train(
     empty_ratio: float | None = typer.Option(None, help="Empty slices per tumor slice in each epoch."),
     ema: float | None = typer.Option(None, help="EMA decay of the weights (0 = off)."),
     augment: bool | None = typer.Option(None, "--augment/--no-augment", help="Random flips, rotations, shifts."),
+    zoom: float | None = typer.Option(
+        None, help="Random zoom range: each slice is scaled by a factor in [1 - zoom, 1 + zoom] (with --augment)."
+    ),
     dim_lesions: float | None = typer.Option(
         None, help="Share of tumor slices whose tumor is partly darkened (with --augment; 0 = off)."
     ),
@@ -118,7 +121,7 @@ def train(
     top = {
         "data": data, "out": out, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "loss": loss, "schedule": schedule, "empty_ratio": empty_ratio, "ema": ema,
-        "augment": augment, "dim_lesions": dim_lesions, "seed": seed,
+        "augment": augment, "zoom": zoom, "dim_lesions": dim_lesions, "seed": seed,
         "val_frac": val_frac, "test_frac": test_frac, "folds": folds, "fold": fold,
         "patience": patience, "workers": workers, "threads": threads, "max_patients": max_patients,
         "device": device, "sync_bn": sync_bn, "precision": precision,

@@ -74,6 +74,7 @@ class TrainConfig(BaseModel):
     loss: Literal["bce", "bce+dice", "bce+tversky"] = "bce+tversky"
     empty_ratio: float = Field(1.0, ge=0, le=100)
     augment: bool = True
+    zoom: float = Field(0.1, ge=0, lt=1)  # random zoom drawn from [1 - zoom, 1 + zoom] (with augment)
     dim_lesions: float = Field(0.0, ge=0, le=1)  # share of tumor slices with a part of the tumor darkened
     ema: float = Field(0.99, ge=0, lt=1.0)
     seed: int = Field(0, ge=0)

@@ -447,7 +447,7 @@ def _fit(
             x = scale_intensity(images.to(device), m.intensity)
             y = masks.to(device)[:, None].float()
             if cfg.augment:
-                x, y = augment(x, y, gen)
+                x, y = augment(x, y, gen, scale=cfg.zoom)
                 if cfg.dim_lesions:
                     x, y = dim_lesions(x, y, gen, cfg.dim_lesions)
             if m.context:  # also without --augment: single slices are predicted with their own FLAIR
