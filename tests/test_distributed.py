@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -11,11 +12,21 @@ from tumorseg.evaluation import evaluate
 
 SCRIPT = textwrap.dedent(
     """
-    import json, os, sys
+    import gc, json, os, sys
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
     from tumorseg.config import validate_config
     from tumorseg.train import fit
+    # DDP wrappers still alive when the process group is destroyed keep it until they are
+    # collected, which may be at interpreter shutdown, where gloo can abort (SIGABRT)
+    alive, destroy = [], dist.destroy_process_group
+    def counted(*args, **kwargs):
+        alive.append(sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects()))
+        return destroy(*args, **kwargs)
+    dist.destroy_process_group = counted
     cfg = validate_config(json.loads(sys.argv[1]))
     summary = fit(cfg, resume=len(sys.argv) > 2, progress=False)
+    summary["ddp_alive_at_destroy"] = alive
     rank = os.environ.get("RANK", "0")
     with open(os.path.join(cfg.out, f"rank{rank}.json"), "w") as f:
         json.dump(summary, f)
@@ -33,6 +44,9 @@ def launch(tmp_path, cfg: dict, nproc: int, resume: bool = False) -> subprocess.
         cmd = [sys.executable, *args]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
+    for rank in range(nproc if nproc > 1 else 0):
+        summary = json.loads((Path(cfg["out"]) / f"rank{rank}.json").read_text())
+        assert summary["ddp_alive_at_destroy"] == [0], f"rank {rank}: DDP outlived its process group"
     return r
 
 

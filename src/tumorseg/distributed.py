@@ -6,6 +6,7 @@ runs in one process and every helper here is a no-op.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -52,8 +53,16 @@ def setup(device_kind: str) -> DistInfo:
 
 
 def cleanup() -> None:
+    """Leave the process group while the interpreter is fully alive.
+
+    A DistributedDataParallel wrapper sits in a reference cycle, so it (and the process group
+    its reducer holds) can outlive `destroy_process_group` until interpreter shutdown, where
+    gloo's threads then abort the process (SIGABRT) now and then. Collecting first frees it.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
