@@ -23,6 +23,8 @@ def test_help_lists_commands():
         (["--image-size", "100"], "must be divisible by 2\\*\\*depth"),
         (["--lr", "-1"], "lr: Input should be greater than 0"),
         (["--dim-lesions", "1.5"], "dim_lesions: Input should be less than or equal to 1"),
+        (["--zoom", "1"], "zoom: Input should be less than 1"),
+        (["--member", "8"], "member: Input should be less than or equal to 7"),
         (["--val-frac", "0.6", "--test-frac", "0.5"], "val_frac \\+ test_frac must be below 1"),
     ],
 )

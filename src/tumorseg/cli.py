@@ -87,6 +87,9 @@ def train(
     members: int | None = typer.Option(
         None, help="Train this many U-Nets (seeds seed, seed+1, ...; one split) and average their probabilities."
     ),
+    member: int | None = typer.Option(
+        None, help="Train ensemble member i alone: seed + i for init and sampling, the seed's split kept."
+    ),
     loss: Loss | None = typer.Option(None, help="Training loss."),
     schedule: Schedule | None = typer.Option(None, help="Learning-rate schedule."),
     empty_ratio: float | None = typer.Option(None, help="Empty slices per tumor slice in each epoch."),
@@ -121,7 +124,7 @@ def train(
     top = {
         "data": data, "out": out, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "loss": loss, "schedule": schedule, "empty_ratio": empty_ratio, "ema": ema,
-        "augment": augment, "zoom": zoom, "dim_lesions": dim_lesions, "seed": seed,
+        "augment": augment, "zoom": zoom, "dim_lesions": dim_lesions, "seed": seed, "member": member,
         "val_frac": val_frac, "test_frac": test_frac, "folds": folds, "fold": fold,
         "patience": patience, "workers": workers, "threads": threads, "max_patients": max_patients,
         "device": device, "sync_bn": sync_bn, "precision": precision,

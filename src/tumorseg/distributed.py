@@ -55,14 +55,14 @@ def setup(device_kind: str) -> DistInfo:
 def cleanup() -> None:
     """Leave the process group while the interpreter is fully alive.
 
-    A DistributedDataParallel wrapper sits in a reference cycle, so it (and the process group
-    its reducer holds) can outlive `destroy_process_group` until interpreter shutdown, where
-    gloo's threads then abort the process (SIGABRT) now and then. Collecting first frees it.
+    On rank 0 the DistributedDataParallel wrapper sits in a reference cycle, so without a
+    collection it (and the process group its reducer holds) outlives `destroy_process_group`,
+    possibly until interpreter shutdown. There gloo can abort the process (SIGABRT), the likely
+    cause of a rare failed exit. Collecting first frees the wrapper.
     """
     if dist.is_available() and dist.is_initialized():
         gc.collect()
         dist.destroy_process_group()
-        gc.collect()
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
