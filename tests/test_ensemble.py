@@ -60,6 +60,9 @@ def test_members_share_the_split_and_differ_in_seed(ensemble_run):
     assert ens.meta["epochs"] == [2, 2] and ens.meta["members"][1]["source"] == "member1/last.safetensors"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["members"] == [str(run / "member0"), str(run / "member1")]
+    members = [json.loads((run / f"member{i}" / "summary.json").read_text()) for i in (0, 1)]
+    assert summary["train_seconds"] == pytest.approx(sum(m["train_seconds"] for m in members))
+    assert summary["machine"] == members[1]["machine"]
     assert any("member 2 of 2" in s for s in logs)
 
 

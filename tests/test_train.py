@@ -96,10 +96,16 @@ def test_resume_continues_from_the_right_epoch(tiny_lgg, tmp_path):
     fit(tiny_config(tiny_lgg, part, epochs=2, schedule="none", ema=0.9), progress=False, log=lambda *a: None)
     logs = []
     cfg = tiny_config(tiny_lgg, part, epochs=3, schedule="none", ema=0.9)
-    fit(cfg, resume=True, progress=False, log=logs.append)
+    summary = fit(cfg, resume=True, progress=False, log=logs.append)
     assert any("resuming" in s and "epoch 3" in s for s in logs)
     lines = read_metrics(part)
     assert [x["epoch"] for x in lines] == [1, 2, 3]
+    # the run's training time counts the epochs before the resume too, and names the machine
+    assert summary["train_seconds"] == pytest.approx(sum(x["epoch_seconds"] for x in lines))
+    assert summary["train_seconds"] > lines[2]["epoch_seconds"] > 0
+    assert json.loads((part / "summary.json").read_text())["machine"] == summary["machine"]
+    assert summary["machine"]["cores"] >= 1 and summary["machine"]["torch"] == torch.__version__
+    assert summary["machine"]["device"] == "cpu" and summary["machine"]["cpu"]
     ref = read_metrics(full)
     assert lines[2]["train_loss"] == pytest.approx(ref[2]["train_loss"], rel=1e-5)
     a, b = load_checkpoint(part / "last.safetensors"), load_checkpoint(full / "last.safetensors")

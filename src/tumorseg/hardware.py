@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import platform
+
 import torch
 
 
@@ -26,3 +29,12 @@ def native_bf16(device: torch.device) -> bool:
         return torch.cuda.is_bf16_supported()
     flags = cpuinfo().get("flags", "").split()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def machine(device: torch.device) -> dict[str, str | int]:
+    """What a timing was measured on: CPU model, cores, torch threads, torch version, device."""
+    name = cpuinfo().get("model name") or platform.processor() or platform.machine()
+    if device.type == "cuda":
+        name += f"; {torch.cuda.get_device_name(device)}"
+    return {"cpu": name, "cores": os.cpu_count() or 1, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "device": device.type}  # fmt: skip

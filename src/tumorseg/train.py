@@ -22,7 +22,7 @@ from .data.check import check_data
 from .data.lgg import CaseArrays, add_context, find_cases, flair_index, load_case, slice_numbers, split_cases
 from .data.transforms import augment, dim_lesions, scale_intensity, shuffle_context
 from .errors import TumorsegError
-from .hardware import native_bf16
+from .hardware import machine, native_bf16
 from .infer import set_threads, slice_probabilities
 from .io import atomic_write_text
 from .losses import make_loss
@@ -307,6 +307,9 @@ def _fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp
     summary = {"run": str(out), "members": [m.out for m in runs],
                "minutes_this_call": (time.perf_counter() - started) / 60}  # fmt: skip
     if info.is_main:
+        member_summaries = [json.loads((Path(m.out) / "summary.json").read_text()) for m in runs]
+        summary["train_seconds"] = sum(m.get("train_seconds", 0.0) for m in member_summaries)
+        summary["machine"] = member_summaries[-1].get("machine")
         for name in ("last", "best"):
             paths = [Path(m.out) / f"{name}.safetensors" for m in runs]
             if all(p.exists() for p in paths):
@@ -523,6 +526,9 @@ def _fit(
             break
     summary = {"run": str(out), "best_epoch": best_epoch, "best_score": best, "epochs_done": len(history)}
     summary["weights_sha256"] = state_digest(net.state_dict())  # equal on every rank under DDP
+    # training time of every epoch on record (resumed runs included) and the machine of this one
+    summary["train_seconds"] = sum(h["epoch_seconds"] for h in history)
+    summary["machine"] = machine(device)
     if history:
         summary["last"] = {k: v for k, v in history[-1].items() if k != "val_per_patient"}
     if main:
