@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from tumorseg.hardware import cpuinfo
+from tumorseg.hardware import cpuinfo, simd_features
 
 
 def gemm_peak(n: int = 2048, reps: int = 4, trials: int = 7) -> float:
@@ -29,14 +29,11 @@ def gemm_peak(n: int = 2048, reps: int = 4, trials: int = 7) -> float:
 
 def cpu_features() -> dict:
     """The CPU's model name and the SIMD features that decide these numbers (Linux /proc/cpuinfo)."""
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16")
     fields = cpuinfo()
     if not fields:
         return {}
-    flags = fields.get("flags", "").split()
     capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "unknown")()
-    return {"model": fields.get("model name", ""), "features": [f for f in wanted if f in flags],
-            "torch_capability": capability}  # fmt: skip
+    return {"model": fields.get("model name", ""), "features": simd_features(fields), "torch_capability": capability}
 
 
 def cpu_line(cpu: dict) -> str:

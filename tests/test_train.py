@@ -106,6 +106,8 @@ def test_resume_continues_from_the_right_epoch(tiny_lgg, tmp_path):
     assert json.loads((part / "summary.json").read_text())["machine"] == summary["machine"]
     assert summary["machine"]["cores"] >= 1 and summary["machine"]["torch"] == torch.__version__
     assert summary["machine"]["device"] == "cpu" and summary["machine"]["cpu"]
+    flags = next(x for x in open("/proc/cpuinfo") if x.startswith("flags")).split()
+    assert ("avx2" in summary["machine"]["features"]) == ("avx2" in flags)
     ref = read_metrics(full)
     assert lines[2]["train_loss"] == pytest.approx(ref[2]["train_loss"], rel=1e-5)
     a, b = load_checkpoint(part / "last.safetensors"), load_checkpoint(full / "last.safetensors")

@@ -31,10 +31,21 @@ def native_bf16(device: torch.device) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def machine(device: torch.device) -> dict[str, str | int]:
-    """What a timing was measured on: CPU model, cores, torch threads, torch version, device."""
-    name = cpuinfo().get("model name") or platform.processor() or platform.machine()
+SIMD_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16")
+
+
+def simd_features(fields: dict[str, str] | None = None) -> list[str]:
+    """Which of the SIMD features that decide CPU speed here the CPU has (from /proc/cpuinfo)."""
+    flags = (cpuinfo() if fields is None else fields).get("flags", "").split()
+    return [f for f in SIMD_FEATURES if f in flags]
+
+
+def machine(device: torch.device) -> dict[str, str | int | list[str]]:
+    """What a timing was measured on: CPU model and SIMD features, cores, torch threads and
+    version, device. CPUs sold under one model name can differ 2x in speed; the features tell some apart."""
+    fields = cpuinfo()
+    name = fields.get("model name") or platform.processor() or platform.machine()
     if device.type == "cuda":
         name += f"; {torch.cuda.get_device_name(device)}"
-    return {"cpu": name, "cores": os.cpu_count() or 1, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "device": device.type}  # fmt: skip
+    return {"cpu": name, "features": simd_features(fields), "cores": os.cpu_count() or 1,
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "device": device.type}  # fmt: skip
