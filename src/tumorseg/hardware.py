@@ -27,8 +27,7 @@ def native_bf16(device: torch.device) -> bool:
     AVX512-BF16 or AMX (elsewhere the CPU emulates bf16, about 100x slower than fp32)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    flags = cpuinfo().get("flags", "").split()
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & set(simd_features()))
 
 
 SIMD_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16")
