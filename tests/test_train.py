@@ -185,3 +185,21 @@ def test_k_fold_runs_pool_out_of_fold_scores(lgg_root, tmp_path):
     assert pooled["dice_mean"] == pytest.approx(expected) and pooled["patients"] == 3
     r = subprocess.run([sys.executable, str(script), str(runs[0]), str(runs[0])], capture_output=True, text=True)
     assert r.returncode != 0 and "given twice" in r.stderr
+
+    # The post-processing grid scores each run's own validation patients, and its settings give
+    # what `evaluate` gives for the same setting on the same checkpoint.
+    from tumorseg.evaluation import evaluate
+
+    script = Path(__file__).parents[1] / "scripts" / "cv_postprocess.py"
+    out = tmp_path / "grid.json"
+    r = subprocess.run([sys.executable, str(script), *map(str, runs), "--data", str(data), "--json", str(out)],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    grid = json.loads(out.read_text())
+    assert sorted(grid["per_patient"]) == sorted(s["val"][0] for s in splits)
+    assert len(grid["means"]) == 30 and "tta=1 thr=0.5 parts=largest" in grid["means"]
+    for run, split in zip(runs, splits):
+        scores = grid["per_patient"][split["val"][0]]
+        for tta in (False, True):
+            result = evaluate(data, run / "last.safetensors", "val", backend="torch", tta=tta, log=lambda *a: None)
+            assert scores[f"tta={int(tta)} thr=0.5 parts=largest"] == pytest.approx(result["per_patient"][0]["dice"])
