@@ -75,10 +75,12 @@ def keep_parts(mask: np.ndarray, probs: np.ndarray, parts: str) -> np.ndarray:
 def grid_scores(truth: np.ndarray, plain: np.ndarray, tta: np.ndarray) -> dict[str, float]:
     """Per-patient Dice of every setting of the grid."""
     out = {}
-    for use_tta, threshold, parts in itertools.product((False, True), THRESHOLDS, PARTS):
+    for use_tta, threshold in itertools.product((False, True), THRESHOLDS):
         probs = tta if use_tta else plain
-        mask = keep_parts(postprocess(probs, threshold), probs, parts)
-        out[f"tta={int(use_tta)} thr={threshold} parts={parts}"] = dice(confusion_counts(mask, truth))
+        filled = postprocess(probs, threshold)  # threshold and hole filling, shared by every parts option
+        for parts in PARTS:
+            mask = keep_parts(filled, probs, parts)
+            out[f"tta={int(use_tta)} thr={threshold} parts={parts}"] = dice(confusion_counts(mask, truth))
     return out
 
 
