@@ -1,0 +1,292 @@
+"""Cross-validate several training recipes at once, e.g. on a GPU machine that lacks the data.
+
+usage:
+  python scripts/cv_recipes.py pack --data ../shared/data/lgg --out lgg128.npz.xz
+  python scripts/cv_recipes.py run --pack lgg128.npz.xz --device cuda --workers 10 --deadline 465 --out DIR
+  python scripts/cv_recipes.py run ... --recipes R0-shipped,R5-empty0.25-e128 --folds 0,1,2
+
+`pack` writes the non-test patients of the default split as the network sees them in training
+(uint8 slices resized to the model's input size) with their masks at their own size, lzma
+compressed: about 43 MB for the 62 LGG patients, small enough to carry to a machine without
+the data. It is a derived copy of the dataset: keep it out of git.
+
+`run` trains every (recipe, fold) of `tumorseg train --folds 3` with `tumorseg.train.fit`, up to
+`--workers` at once (one process each), and scores each fold's validation patients with the
+fold's last checkpoint: per-patient Dice at their own size, threshold 0.5 and holes filled,
+with and without the largest-3D-part step, plain and with flip TTA. The probabilities come from
+the packed inputs and are resized to the masks' size, so they differ slightly from
+`tumorseg evaluate`, which resizes the original slices itself. The per-epoch validation of
+`fit` is skipped (it only picks best.safetensors). DIR/results.json is rewritten after each job;
+a job still running at `--deadline` seconds is killed, and none is started that would not
+finish by then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import lzma
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# each recipe changes the shipped defaults; all cost about the same CPU time
+# (epochs x (1 + empty_ratio) slices per tumor slice)
+RECIPES: dict[str, dict] = {
+    "R0-shipped": {},
+    "R1-seed1": {"member": 1},
+    "R2-empty0.5-e106": {"empty_ratio": 0.5, "epochs": 106},
+    "R3-bce+dice": {"loss": "bce+dice"},
+    "R4-lr2e-3": {"lr": 2e-3},
+    "R5-empty0.25-e128": {"empty_ratio": 0.25, "epochs": 128},
+    "R6-zoom0.2": {"zoom": 0.2},
+    "R7-lr5e-4": {"lr": 5e-4},
+    "R8-ema0.995": {"ema": 0.995},
+    "R9-empty2-e53": {"empty_ratio": 2.0, "epochs": 53},
+}
+SCORES = ("plain_all", "plain_largest", "tta_all", "tta_largest")
+
+
+def pack(data: Path, out: Path, size: int = 128, seed: int = 0, test_frac: float = 0.2) -> dict:
+    """Write the non-test patients of `data` (split by `seed`, `test_frac`) to `out`."""
+    from tumorseg.data.lgg import find_cases, load_case, split_cases
+    from tumorseg.io import atomic_write_bytes
+
+    cases = find_cases(data)
+    by_id = {c.id: c for c in cases}
+    keep = split_cases(list(by_id), seed, 0.0, test_frac)["train"]
+    arrays: dict[str, np.ndarray] = {}
+    for pid in keep:
+        case = load_case(by_id[pid], size)
+        arrays[f"img_{pid}"] = case.images
+        arrays[f"full_{pid}"] = np.packbits(case.full_masks, axis=-1)
+        arrays[f"width_{pid}"] = np.array(case.full_masks.shape[-1])
+        arrays[f"names_{pid}"] = np.array([p.name for p in by_id[pid].images])
+    meta = {"size": size, "seed": seed, "test_frac": test_frac, "all_ids": sorted(by_id), "packed": keep}
+    arrays["meta"] = np.array(json.dumps(meta))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(out, lzma.compress(buf.getvalue(), preset=9 | lzma.PRESET_EXTREME))
+    return meta
+
+
+def unpack(path: Path, tmp: Path) -> Path:
+    """Decompress the pack once into `tmp` (shared by the job processes)."""
+    dest = tmp / "pack.npz"
+    if not dest.exists():
+        tmp.mkdir(parents=True, exist_ok=True)
+        part = tmp / "pack.npz.part"
+        part.write_bytes(lzma.decompress(path.read_bytes()))
+        part.rename(dest)
+    return dest
+
+
+class PackedData:
+    """The packed patients, served to `tumorseg.train` in place of its folder reader."""
+
+    def __init__(self, npz: Path):
+        from tumorseg.data.lgg import Case
+
+        self.arrays = dict(np.load(npz))
+        self.meta = json.loads(str(self.arrays["meta"]))
+        packed = set(self.meta["packed"])
+        self.cases = []
+        for pid in self.meta["all_ids"]:  # every id, so the split is the one of the real folder
+            names = self.arrays[f"names_{pid}"].tolist() if pid in packed else []
+            masks = [n.rsplit(".", 1)[0] + "_mask." + n.rsplit(".", 1)[1] for n in names]
+            self.cases.append(Case(pid, tuple(Path(pid, n) for n in names), tuple(Path(pid, n) for n in masks)))
+        self.by_id = {c.id: c for c in self.cases}
+
+    def load_case(self, case, size=None, channels: str = "all", intensity: str = "fixed"):
+        """What `load_case(case, size)` gives for a packed patient (images at the packed size)."""
+        from tumorseg.data.lgg import CaseArrays
+        from tumorseg.data.transforms import resize_uint8
+
+        if f"img_{case.id}" not in self.arrays:
+            raise KeyError(f"{case.id} is not in the pack (a test patient?)")
+        width = int(self.arrays[f"width_{case.id}"])
+        full = np.unpackbits(self.arrays[f"full_{case.id}"], axis=-1, count=width).astype(bool)
+        small = resize_uint8(full.astype(np.uint8)[:, None] * 255, self.meta["size"])[:, 0]
+        return CaseArrays(case.id, self.arrays[f"img_{case.id}"].copy(), (small > 127).astype(np.uint8), full,
+                          [p.stem for p in case.images])  # fmt: skip
+
+
+def job(npz: Path, tmp: Path, recipe: str, fold: int, device: str, extra: dict) -> dict:
+    """Train one fold of one recipe from the pack and score its validation patients."""
+    import torch
+
+    import tumorseg.train as train
+    from tumorseg.checkpoint import build_model, load_checkpoint
+    from tumorseg.config import validate_config
+    from tumorseg.data.transforms import resize
+    from tumorseg.infer import keep_largest_3d, postprocess, slice_probabilities
+    from tumorseg.metrics import confusion_counts, dice
+
+    data = PackedData(npz)
+    out = tmp / "runs" / f"{recipe}-f{fold}"
+    cfg = {"data": str(npz), "out": str(out), "folds": 3, "fold": fold, "device": device, "threads": 2,
+           "seed": data.meta["seed"], "test_frac": data.meta["test_frac"], **RECIPES[recipe], **extra}  # fmt: skip
+    cfg = validate_config(cfg, f"recipe {recipe}")
+    m = cfg.model
+    if m.image_size != data.meta["size"] or m.context or m.intensity == "volume" or m.channels != "all":
+        raise SystemExit(f"recipe {recipe}: the pack holds 3-channel slices at {data.meta['size']}, as read for "
+                         "intensity fixed/percentile without context")  # fmt: skip
+    train.find_cases = lambda root: data.cases
+    train.load_case = data.load_case
+    train.check_data = lambda root: {"errors": [], "warnings": []}
+    train.validate_counts = lambda model, cases, config, threshold=0.5: torch.zeros(len(cases), 4, dtype=torch.int64)
+    train._plot_curves = lambda history, path: None
+    t0 = time.time()
+    summary = train.fit(cfg, progress=False, log=lambda *a: None)
+    train_s = time.time() - t0
+    ckpt = load_checkpoint(out / "last.safetensors")
+    model = build_model(ckpt).to(device).to(memory_format=torch.channels_last)
+    scores: dict[str, dict[str, float]] = {k: {} for k in SCORES}
+    for pid in ckpt.meta["split"]["val"]:
+        case = data.load_case(data.by_id[pid])
+        plain = slice_probabilities(model, m, case.images)
+        flipped = slice_probabilities(model, m, case.images, flip=True)
+        for name, probs in (("plain", plain), ("tta", (plain + flipped) / 2)):
+            probs = resize(torch.from_numpy(probs)[:, None], case.full_masks.shape[-2:])[:, 0].numpy()
+            mask = postprocess(probs, 0.5)
+            scores[f"{name}_all"][pid] = dice(confusion_counts(mask, case.full_masks))
+            scores[f"{name}_largest"][pid] = dice(confusion_counts(keep_largest_3d(mask), case.full_masks))
+    last = summary.get("last", {})
+    return {"recipe": recipe, "fold": fold, "train_s": train_s, "epochs": summary.get("epochs_done"),
+            "img_s": last.get("train_images_per_s"), "loss": last.get("train_loss"), "scores": scores,
+            "means": {k: float(np.mean(list(v.values()))) for k, v in scores.items()}}  # fmt: skip
+
+
+def aggregate(results: dict[str, dict], recipes: list[str], folds: int = 3) -> dict:
+    """Per recipe: the fold means, and once every fold is in, the pooled per-patient scores."""
+    agg = {}
+    for recipe in recipes:
+        done = [results[k] for f in range(folds) if (k := f"{recipe}-f{f}") in results]
+        if not done:
+            continue
+        entry: dict = {"folds_done": len(done), "fold_means": {r["fold"]: r["means"] for r in done},
+                       "train_s": [round(r["train_s"]) for r in done]}  # fmt: skip
+        if len(done) == folds:
+            for k in SCORES:
+                pooled = {pid: d for r in done for pid, d in r["scores"][k].items()}
+                vals = np.array(list(pooled.values()))
+                entry[k] = {"mean": float(vals.mean()), "median": float(np.median(vals)), "min": float(vals.min()),
+                            "under_0.5": int((vals < 0.5).sum()), "n": len(vals), "per_patient": pooled}  # fmt: skip
+        agg[recipe] = entry
+    return agg
+
+
+def run(args) -> dict:
+    from tumorseg.io import atomic_write_text
+
+    t0 = time.time()
+    out, tmp = Path(args.out), Path(args.tmp)
+    out.mkdir(parents=True, exist_ok=True)
+    unpack(Path(args.pack), tmp)
+    recipes = args.recipes.split(",") if args.recipes else list(RECIPES)
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown:
+        raise SystemExit(f"unknown recipes {unknown}; known: {', '.join(RECIPES)}")
+    queue = [(r, int(f)) for r in recipes for f in args.folds.split(",")]
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+    (tmp / "logs").mkdir(parents=True, exist_ok=True)
+    running: dict[subprocess.Popen, tuple[str, int, float]] = {}
+    results: dict[str, dict] = {}
+    failures: dict[str, str] = {}
+    durations: list[float] = []
+
+    def save() -> dict:
+        doc = {"elapsed_s": time.time() - t0, "durations": durations, "failures": failures, "results": results,
+               "aggregate": aggregate(results, recipes)}  # fmt: skip
+        atomic_write_text(out / "results.json", json.dumps(doc, indent=1))
+        return doc
+
+    while queue or running:
+        left = args.deadline - (time.time() - t0)
+        typical = float(np.median(durations)) if durations else 0.0
+        while queue and len(running) < args.workers and left > typical * 1.1:
+            r, f = queue.pop(0)
+            log = open(tmp / "logs" / f"{r}-f{f}.log", "w")
+            cmd = [sys.executable, __file__, "job", r, str(f), "--pack", args.pack, "--tmp", args.tmp,
+                   "--device", args.device, "--extra", args.extra]  # fmt: skip
+            running[subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)] = (r, f, time.time())
+            print(f"{time.time() - t0:6.0f} s: start {r} fold {f}", flush=True)
+        if left <= 0:
+            for p, (r, f, _) in running.items():
+                p.kill()
+                failures[f"{r}-f{f}"] = "killed at the deadline"
+            print(f"deadline: killed {len(running)} jobs; {len(queue)} never started", flush=True)
+            break
+        if not running and queue:
+            print(f"{len(queue)} jobs not started: {left:.0f} s left, a job takes {typical:.0f} s", flush=True)
+            break
+        time.sleep(1)
+        for p in [p for p in running if p.poll() is not None]:
+            r, f, started = running.pop(p)
+            key = f"{r}-f{f}"
+            result = tmp / "jobs" / f"{key}.json"
+            if p.returncode == 0 and result.exists():
+                results[key] = json.loads(result.read_text())
+                durations.append(time.time() - started)
+                m = results[key]["means"]
+                print(f"{time.time() - t0:6.0f} s: done {key} in {durations[-1]:.0f} s: Dice largest part "
+                      f"{m['plain_largest']:.3f}, all parts {m['plain_all']:.3f}, TTA {m['tta_largest']:.3f}",
+                      flush=True)  # fmt: skip
+            else:
+                failures[key] = (tmp / "logs" / f"{key}.log").read_text()[-3000:]
+                print(f"FAILED {key} (exit {p.returncode}):\n{failures[key][-1500:]}", flush=True)
+            save()
+    doc = save()
+    for recipe, e in doc["aggregate"].items():
+        if "plain_largest" in e:
+            s = e["plain_largest"]
+            print(
+                f"{recipe:20s} mean {s['mean']:.3f} median {s['median']:.3f} min {s['min']:.3f} "
+                f"<0.5: {s['under_0.5']}  TTA {e['tta_largest']['mean']:.3f}  all parts {e['plain_all']['mean']:.3f}"
+            )
+        else:
+            print(f"{recipe:20s} {e['folds_done']} folds done")
+    return doc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=["pack", "run", "job"])
+    ap.add_argument("recipe", nargs="?")
+    ap.add_argument("fold", nargs="?", type=int)
+    ap.add_argument("--data", default="../shared/data/lgg")
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--test-frac", type=float, default=0.2)
+    ap.add_argument("--pack", default="lgg128.npz.xz")
+    ap.add_argument("--tmp", default=os.environ.get("CV_TMP", "/tmp/cv_recipes"))
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--extra", default="{}", help="JSON merged into every recipe's config (tests: a tiny model)")
+    ap.add_argument("--deadline", type=float, default=465)
+    ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--recipes", default="")
+    ap.add_argument("--folds", default="0,1,2")
+    ap.add_argument("--out", default=os.environ.get("OUT", "cv_recipes_out"))
+    a = ap.parse_args()
+    if a.mode == "pack":
+        meta = pack(Path(a.data), Path(a.out), a.size, test_frac=a.test_frac)
+        size = Path(a.out).stat().st_size / 1e6
+        print(f"{a.out}: {len(meta['packed'])} of {len(meta['all_ids'])} patients, {size:.1f} MB")
+    elif a.mode == "job":
+        tmp = Path(a.tmp)
+        res = job(tmp / "pack.npz", tmp, a.recipe, a.fold, a.device, json.loads(a.extra))
+        dest = tmp / "jobs" / f"{a.recipe}-f{a.fold}.json"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        from tumorseg.io import atomic_write_text
+
+        atomic_write_text(dest, json.dumps(res))
+    else:
+        run(a)
+
+
+if __name__ == "__main__":
+    main()

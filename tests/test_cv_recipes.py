@@ -1,0 +1,66 @@
+"""scripts/cv_recipes.py: the pack reproduces what training reads, and a fold's scores are those
+of its checkpoint on the real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import copy_slices
+
+from tumorseg.checkpoint import build_model, load_checkpoint
+from tumorseg.data.lgg import find_cases, load_case, split_cases
+from tumorseg.data.transforms import resize
+from tumorseg.infer import keep_largest_3d, postprocess, slice_probabilities
+from tumorseg.metrics import confusion_counts, dice
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "cv_recipes.py"
+PATIENTS = ("TCGA_CS_4941_19960909", "TCGA_CS_4943_20000902", "TCGA_CS_4944_20010208", "TCGA_CS_5393_19990606",
+            "TCGA_CS_5395_19981004")  # fmt: skip
+
+
+def test_pack_and_one_fold_match_the_real_files(lgg_root, tmp_path):
+    data = tmp_path / "lgg"
+    for pid in PATIENTS:
+        copy_slices(lgg_root / pid, data / pid, range(10, 15))
+    pack = tmp_path / "pack.npz.xz"
+    r = subprocess.run([sys.executable, str(SCRIPT), "pack", "--data", str(data), "--size", "64", "--out", str(pack)],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    cases = {c.id: c for c in find_cases(data)}
+    split = split_cases(list(cases), 0, 0.0, 0.2, folds=3, fold=0)
+    assert "4 of 5 patients" in r.stdout  # the test patient stays out of the pack
+
+    extra = {"epochs": 1, "batch_size": 4, "model": {"base": 4, "depth": 2, "image_size": 64}}
+    tmp, out = tmp_path / "work", tmp_path / "out"
+    r = subprocess.run([sys.executable, str(SCRIPT), "run", "--pack", str(pack), "--tmp", str(tmp), "--out", str(out),
+                        "--device", "cpu", "--workers", "1", "--recipes", "R0-shipped", "--folds", "0",
+                        "--extra", json.dumps(extra)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr + r.stdout
+    doc = json.loads((out / "results.json").read_text())
+    assert not doc["failures"]
+    scores = doc["results"]["R0-shipped-f0"]["scores"]
+    assert sorted(scores["plain_largest"]) == split["val"]  # the fold of `tumorseg train --folds 3 --fold 0`
+
+    weights = tmp / "runs" / "R0-shipped-f0" / "last.safetensors"
+    ckpt = load_checkpoint(weights)
+    assert ckpt.meta["split"] == split
+    model = build_model(ckpt)
+    for pid in split["val"]:
+        case = load_case(cases[pid], 64)  # from the tif files, not the pack
+        probs = slice_probabilities(model, ckpt.config.model, case.images)
+        probs = resize(torch.from_numpy(probs)[:, None], case.full_masks.shape[-2:])[:, 0].numpy()
+        mask = postprocess(probs, 0.5)
+        assert scores["plain_all"][pid] == pytest.approx(dice(confusion_counts(mask, case.full_masks)), abs=1e-9)
+        want = dice(confusion_counts(keep_largest_3d(mask), case.full_masks))
+        assert scores["plain_largest"][pid] == pytest.approx(want, abs=1e-9)
+    assert np.isfinite(list(scores["tta_largest"].values())).all()
+
+    r = subprocess.run([sys.executable, str(SCRIPT), "run", "--pack", str(pack), "--tmp", str(tmp), "--out", str(out),
+                        "--recipes", "R99"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode != 0 and "unknown recipes" in r.stderr
