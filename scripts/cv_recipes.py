@@ -75,9 +75,16 @@ def pack(data: Path, out: Path, size: int = 128, seed: int = 0, test_frac: float
     return meta
 
 
+def unpacked_path(path: Path, tmp: Path) -> Path:
+    """Where `unpack` puts the pack: named by its content's hash, so another pack never reuses it."""
+    import hashlib
+
+    return tmp / f"pack-{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}.npz"
+
+
 def unpack(path: Path, tmp: Path) -> Path:
     """Decompress the pack once into `tmp` (shared by the job processes)."""
-    dest = tmp / "pack.npz"
+    dest = unpacked_path(path, tmp)
     if not dest.exists():
         tmp.mkdir(parents=True, exist_ok=True)
         part = tmp / "pack.npz.part"
@@ -92,7 +99,8 @@ class PackedData:
     def __init__(self, npz: Path):
         from tumorseg.data.lgg import Case
 
-        self.arrays = dict(np.load(npz))
+        with np.load(npz) as f:
+            self.arrays = dict(f)
         self.meta = json.loads(str(self.arrays["meta"]))
         packed = set(self.meta["packed"])
         self.cases = []
@@ -206,26 +214,7 @@ def run(args) -> dict:
         atomic_write_text(out / "results.json", json.dumps(doc, indent=1))
         return doc
 
-    while queue or running:
-        left = args.deadline - (time.time() - t0)
-        typical = float(np.median(durations)) if durations else 0.0
-        while queue and len(running) < args.workers and left > typical * 1.1:
-            r, f = queue.pop(0)
-            log = open(tmp / "logs" / f"{r}-f{f}.log", "w")
-            cmd = [sys.executable, __file__, "job", r, str(f), "--pack", args.pack, "--tmp", args.tmp,
-                   "--device", args.device, "--extra", args.extra]  # fmt: skip
-            running[subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)] = (r, f, time.time())
-            print(f"{time.time() - t0:6.0f} s: start {r} fold {f}", flush=True)
-        if left <= 0:
-            for p, (r, f, _) in running.items():
-                p.kill()
-                failures[f"{r}-f{f}"] = "killed at the deadline"
-            print(f"deadline: killed {len(running)} jobs; {len(queue)} never started", flush=True)
-            break
-        if not running and queue:
-            print(f"{len(queue)} jobs not started: {left:.0f} s left, a job takes {typical:.0f} s", flush=True)
-            break
-        time.sleep(1)
+    def collect() -> None:
         for p in [p for p in running if p.poll() is not None]:
             r, f, started = running.pop(p)
             key = f"{r}-f{f}"
@@ -241,6 +230,30 @@ def run(args) -> dict:
                 failures[key] = (tmp / "logs" / f"{key}.log").read_text()[-3000:]
                 print(f"FAILED {key} (exit {p.returncode}):\n{failures[key][-1500:]}", flush=True)
             save()
+
+    while queue or running:
+        left = args.deadline - (time.time() - t0)
+        typical = float(np.median(durations)) if durations else 0.0
+        while queue and len(running) < args.workers and left > typical * 1.1:
+            r, f = queue.pop(0)
+            with open(tmp / "logs" / f"{r}-f{f}.log", "w") as log:  # the child keeps its own handle
+                cmd = [sys.executable, __file__, "job", r, str(f), "--pack", args.pack, "--tmp", args.tmp,
+                       "--device", args.device, "--extra", args.extra]  # fmt: skip
+                running[subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)] = (r, f, time.time())
+            print(f"{time.time() - t0:6.0f} s: start {r} fold {f}", flush=True)
+        if left <= 0:
+            collect()  # a job that ended in the last second still counts
+            for p, (r, f, _) in running.items():
+                p.kill()
+                p.wait()
+                failures[f"{r}-f{f}"] = "killed at the deadline"
+            print(f"deadline: killed {len(running)} jobs; {len(queue)} never started", flush=True)
+            break
+        if not running and queue:
+            print(f"{len(queue)} jobs not started: {left:.0f} s left, a job takes {typical:.0f} s", flush=True)
+            break
+        time.sleep(1)
+        collect()
     doc = save()
     for recipe, e in doc["aggregate"].items():
         if "plain_largest" in e:
@@ -278,7 +291,7 @@ def main() -> None:
         print(f"{a.out}: {len(meta['packed'])} of {len(meta['all_ids'])} patients, {size:.1f} MB")
     elif a.mode == "job":
         tmp = Path(a.tmp)
-        res = job(tmp / "pack.npz", tmp, a.recipe, a.fold, a.device, json.loads(a.extra))
+        res = job(unpacked_path(Path(a.pack), tmp), tmp, a.recipe, a.fold, a.device, json.loads(a.extra))
         dest = tmp / "jobs" / f"{a.recipe}-f{a.fold}.json"
         dest.parent.mkdir(parents=True, exist_ok=True)
         from tumorseg.io import atomic_write_text

@@ -35,6 +35,17 @@ def test_pack_and_one_fold_match_the_real_files(lgg_root, tmp_path):
     cases = {c.id: c for c in find_cases(data)}
     split = split_cases(list(cases), 0, 0.0, 0.2, folds=3, fold=0)
     assert "4 of 5 patients" in r.stdout  # the test patient stays out of the pack
+    sys.path.insert(0, str(SCRIPT.parent))
+    from cv_recipes import PackedData, unpack
+
+    packed = PackedData(unpack(pack, tmp_path / "unpacked"))
+    assert [c.id for c in packed.cases] == sorted(cases)  # every id, so the split is the folder's
+    for pid in split["train"] + split["val"]:  # what training reads, exactly
+        want, got = load_case(cases[pid], 64), packed.load_case(packed.by_id[pid])
+        for name in ("images", "masks", "full_masks"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=f"{pid} {name}")
+    with pytest.raises(KeyError, match="not in the pack"):
+        packed.load_case(packed.by_id[split["test"][0]])
 
     extra = {"epochs": 1, "batch_size": 4, "model": {"base": 4, "depth": 2, "image_size": 64}}
     tmp, out = tmp_path / "work", tmp_path / "out"
@@ -56,9 +67,10 @@ def test_pack_and_one_fold_match_the_real_files(lgg_root, tmp_path):
         probs = slice_probabilities(model, ckpt.config.model, case.images)
         probs = resize(torch.from_numpy(probs)[:, None], case.full_masks.shape[-2:])[:, 0].numpy()
         mask = postprocess(probs, 0.5)
-        assert scores["plain_all"][pid] == pytest.approx(dice(confusion_counts(mask, case.full_masks)), abs=1e-9)
+        # 5e-3: a pixel at p = 0.5 may flip with the thread count
+        assert scores["plain_all"][pid] == pytest.approx(dice(confusion_counts(mask, case.full_masks)), abs=5e-3)
         want = dice(confusion_counts(keep_largest_3d(mask), case.full_masks))
-        assert scores["plain_largest"][pid] == pytest.approx(want, abs=1e-9)
+        assert scores["plain_largest"][pid] == pytest.approx(want, abs=5e-3)
     assert np.isfinite(list(scores["tta_largest"].values())).all()
 
     r = subprocess.run([sys.executable, str(SCRIPT), "run", "--pack", str(pack), "--tmp", str(tmp), "--out", str(out),
