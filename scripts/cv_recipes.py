@@ -112,16 +112,14 @@ class PackedData:
 
     def load_case(self, case, size=None, channels: str = "all", intensity: str = "fixed"):
         """What `load_case(case, size)` gives for a packed patient (images at the packed size)."""
-        from tumorseg.data.lgg import CaseArrays
-        from tumorseg.data.transforms import resize_uint8
+        from tumorseg.data.lgg import CaseArrays, masks_at
 
         if f"img_{case.id}" not in self.arrays:
             raise KeyError(f"{case.id} is not in the pack (a test patient?)")
         width = int(self.arrays[f"width_{case.id}"])
         full = np.unpackbits(self.arrays[f"full_{case.id}"], axis=-1, count=width).astype(bool)
-        small = resize_uint8(full.astype(np.uint8)[:, None] * 255, self.meta["size"])[:, 0]
-        return CaseArrays(case.id, self.arrays[f"img_{case.id}"].copy(), (small > 127).astype(np.uint8), full,
-                          [p.stem for p in case.images])  # fmt: skip
+        images = self.arrays[f"img_{case.id}"].copy()
+        return CaseArrays(case.id, images, masks_at(full, self.meta["size"]), full, [p.stem for p in case.images])
 
 
 def job(npz: Path, tmp: Path, recipe: str, fold: int, device: str, extra: dict) -> dict:
@@ -195,7 +193,7 @@ def run(args) -> dict:
     t0 = time.time()
     out, tmp = Path(args.out), Path(args.tmp)
     out.mkdir(parents=True, exist_ok=True)
-    unpack(Path(args.pack), tmp)
+    npz = unpack(Path(args.pack), tmp)
     recipes = args.recipes.split(",") if args.recipes else list(RECIPES)
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
@@ -237,7 +235,7 @@ def run(args) -> dict:
         while queue and len(running) < args.workers and left > typical * 1.1:
             r, f = queue.pop(0)
             with open(tmp / "logs" / f"{r}-f{f}.log", "w") as log:  # the child keeps its own handle
-                cmd = [sys.executable, __file__, "job", r, str(f), "--pack", args.pack, "--tmp", args.tmp,
+                cmd = [sys.executable, __file__, "job", r, str(f), "--npz", str(npz), "--tmp", args.tmp,
                        "--device", args.device, "--extra", args.extra]  # fmt: skip
                 running[subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)] = (r, f, time.time())
             print(f"{time.time() - t0:6.0f} s: start {r} fold {f}", flush=True)
@@ -276,6 +274,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--test-frac", type=float, default=0.2)
     ap.add_argument("--pack", default="lgg128.npz.xz")
+    ap.add_argument("--npz", help="(job) the unpacked pack that `run` made")
     ap.add_argument("--tmp", default=os.environ.get("CV_TMP", "/tmp/cv_recipes"))
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--extra", default="{}", help="JSON merged into every recipe's config (tests: a tiny model)")
@@ -291,7 +290,7 @@ def main() -> None:
         print(f"{a.out}: {len(meta['packed'])} of {len(meta['all_ids'])} patients, {size:.1f} MB")
     elif a.mode == "job":
         tmp = Path(a.tmp)
-        res = job(unpacked_path(Path(a.pack), tmp), tmp, a.recipe, a.fold, a.device, json.loads(a.extra))
+        res = job(Path(a.npz), tmp, a.recipe, a.fold, a.device, json.loads(a.extra))
         dest = tmp / "jobs" / f"{a.recipe}-f{a.fold}.json"
         dest.parent.mkdir(parents=True, exist_ok=True)
         from tumorseg.io import atomic_write_text

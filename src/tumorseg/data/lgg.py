@@ -128,7 +128,7 @@ def load_case(case: Case, size: int | None, channels: str = "all", intensity: st
     """Decode a patient once: images resized to `size` (None keeps the original size),
     masks binarised after resizing. With `intensity` "volume" the images are scaled per
     volume (`volume_normalize`) at their own size, before resizing, as `network_inputs` does."""
-    imgs, masks, full = [], [], []
+    imgs, full = [], []
     for ip, mp in zip(case.images, case.masks):
         img = read_image(ip)
         mask = read_image(mp)
@@ -150,9 +150,13 @@ def load_case(case: Case, size: int | None, channels: str = "all", intensity: st
     names = [p.stem for p in case.images]
     if size is None:
         return CaseArrays(case.id, images, full_masks.astype(np.uint8), full_masks, names)
+    return CaseArrays(case.id, resize_uint8(images, size), masks_at(full_masks, size), full_masks, names)
+
+
+def masks_at(full_masks: np.ndarray, size: int) -> np.ndarray:
+    """Boolean masks (S, H, W) -> uint8 {0, 1} (S, size, size): resized, then binarised at half."""
     small = resize_uint8(full_masks.astype(np.uint8)[:, None] * 255, size)[:, 0]
-    masks = (small > 127).astype(np.uint8)
-    return CaseArrays(case.id, resize_uint8(images, size), masks, full_masks, names)
+    return (small > 127).astype(np.uint8)
 
 
 def select_channels(img: np.ndarray, channels: str, path: Path | None = None) -> np.ndarray:
