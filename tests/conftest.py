@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -39,6 +40,19 @@ def copy_slices(src: Path, dst: Path, numbers: range) -> None:
             shutil.copy(p, dst / p.name)
         for p in src.glob(f"{src.name}_{n}_mask.*"):
             shutil.copy(p, dst / p.name)
+
+
+def case_nifti(lgg_root: Path, patient: str, slices: slice, path: Path) -> tuple[Path, np.ndarray]:
+    """Write slices of a real patient as a RAS NIfTI volume (0.9 x 0.9 x 3 mm): (path, its
+    (S, C, H, W) slices)."""
+    import nibabel as nib
+
+    from tumorseg.data.lgg import find_cases, load_case
+
+    images = load_case(find_cases(lgg_root / patient)[0], None).images[slices]
+    arr = np.ascontiguousarray(images.transpose(3, 2, 0, 1)[::-1, ::-1])  # RAS (X, Y, Z, C)
+    nib.save(nib.Nifti1Image(arr, np.diag([0.9, 0.9, 3.0, 1.0])), str(path))
+    return path, images
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ import httpx
 import pytest
 
 sync_api = pytest.importorskip("playwright.sync_api")
+from conftest import case_nifti  # noqa: E402
+
 SLICE = "TCGA_CS_4941_19960909/TCGA_CS_4941_19960909_12.png"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -69,3 +71,19 @@ def test_keyboard_opens_the_file_chooser(browser, server):
     page.wait_for_function("window.__chooserClicks === 1", timeout=5000)
     page.keyboard.press("Tab")  # moving on does not click it again
     assert page.evaluate("window.__chooserClicks") == 1
+
+
+def test_volume_notes_are_shown_and_cleared(browser, server, lgg_root, tmp_path):
+    """A volume whose largest-part step was a close call lists the note under the result; the
+    next upload, a lone slice, has no note and hides the list."""
+    pytest.importorskip("nibabel")
+    path, _ = case_nifti(lgg_root, "TCGA_CS_5395_19981004", slice(2, 16), tmp_path / "scan.nii.gz")
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.set_input_files("#file", str(path))
+    page.wait_for_selector("#notes:not([hidden])", timeout=60000)
+    assert "close call" in page.inner_text("#notes") and "--all-parts" in page.inner_text("#notes")
+    assert page.inner_text("#measure").startswith("Tumor volume:")
+    page.set_input_files("#file", str(lgg_root / SLICE))
+    page.wait_for_function("document.getElementById('measure').textContent.startsWith('Tumor area')", timeout=30000)
+    assert page.is_hidden("#notes")

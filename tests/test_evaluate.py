@@ -11,6 +11,7 @@ from PIL import Image
 from tumorseg.evaluation import evaluate
 from tumorseg.infer import (
     Predictor,
+    close_call,
     drop_minor_components_3d,
     fill_holes,
     keep_largest_3d,
@@ -146,6 +147,38 @@ def test_keep_largest_3d():
     m[2, 5, 5] = True  # one voxel in slice 2 touches both blocks (26-connected): one part
     assert keep_largest_3d(m).sum() == 32 + 75 + 1
     assert not keep_largest_3d(np.zeros((3, 4, 4), bool)).any()
+
+
+def test_close_call_names_the_kept_and_the_dropped_part():
+    m = np.zeros((8, 12, 12), bool)
+    m[1:3, 1:5, 1:5] = True  # 32 voxels, slices 2-3 counted from 1
+    m[5:8, 4:9, 4:9] = True  # 75 voxels, slices 6-8
+    assert close_call(m, 0.5) is None  # 32 < 0.5 * 75
+    note = close_call(m, 0.4)
+    assert "(75 px, slices 6-8)" in note and "(32 px, slices 2-3) was dropped" in note
+    m[0, 10:12, 10:12] = True  # a third, smaller part does not change which parts are named
+    assert close_call(m, 0.4) == note
+    m[1:3, 1:5, 5:9] = True  # the block grows to 64 voxels: still the smaller
+    assert "(64 px, slices 2-3)" in close_call(m, 0.8)
+    m[1:3, 5:6, 1:9] = True  # now 80 voxels: the tumor is the one dropped
+    assert "(80 px, slices 2-3); the next (75 px, slices 6-8) was dropped" in close_call(m, 0.9)
+    twins = np.zeros((4, 8, 8), bool)
+    twins[0, 0:2, 0:2] = twins[3, 5:7, 5:7] = True  # equal largest parts are both kept: nothing dropped
+    assert close_call(twins, 0.1) is None
+    assert close_call(np.zeros((3, 4, 4), bool)) is None and close_call(m[6:7]) is None
+
+
+def test_predictor_notes_close_calls_of_volumes_only(tiny_run):
+    probs = np.zeros((4, 16, 16), np.float32)
+    probs[0, 1:7, 1:7] = 0.9  # 36 px, slice 1
+    probs[2:4, 8:14, 8:14] = 0.9  # 72 px, slices 3-4
+    pred = Predictor.from_checkpoint(tiny_run / "last.safetensors", backend="torch")
+    masks, notes = pred.mask_with_notes(probs, volume=True)
+    assert masks.sum() == 72 and len(notes) == 1 and "(36 px, slice 1) was dropped" in notes[0]
+    assert pred.mask_with_notes(probs)[1] == []  # lone slices keep every part: nothing to note
+    probs[0] = 0
+    probs[0, 1:3, 1:3] = 0.9  # 4 px: far from a close call
+    assert pred.mask_with_notes(probs, volume=True)[1] == []
 
 
 def test_predictor_keeps_the_largest_part_of_volumes_only(tiny_run):

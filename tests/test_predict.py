@@ -8,7 +8,7 @@ from PIL import Image
 
 from tumorseg.checkpoint import load_checkpoint
 from tumorseg.data.lgg import slice_number
-from tumorseg.infer import DEFAULT_WEIGHTS, keep_largest_3d
+from tumorseg.infer import DEFAULT_WEIGHTS, close_call, keep_largest_3d
 
 
 def run_predict(*args):
@@ -41,17 +41,25 @@ def test_series_keep_their_largest_3d_part_and_lone_slices_every_part(lgg_root, 
     shutil.copytree(lgg_root / "TCGA_CS_5395_19981004", folder)
     slice5 = folder / "TCGA_CS_5395_19981004_5.png"
     shutil.copy(slice5, folder / "lone.png")
+    said = {}
     for flag, out in (("--largest", tmp_path / "a"), ("--all-parts", tmp_path / "b")):
         r = run_predict(folder, "--out", out, flag)
         assert r.returncode == 0, r.stderr
+        said[flag] = r.stdout + r.stderr
 
     def stack(out):
-        paths = sorted(out.glob("TCGA_*_pred.png"), key=slice_number)
+        paths = sorted(out.glob("TCGA_*_pred.png"), key=lambda p: int(p.stem.removesuffix("_pred").rsplit("_")[-1]))
         return np.stack([np.asarray(Image.open(p)) > 0 for p in paths])
 
     largest, every = stack(tmp_path / "a"), stack(tmp_path / "b")
     assert len(largest) == 20 and every.sum() > 0
     assert np.array_equal(largest, keep_largest_3d(every))
+    # The shipped model also marks tumor-free slices 5-7 below this small tumor (model card), a
+    # part nearly as large as the tumor's: the run says so, and --all-parts has nothing to say.
+    note = close_call(every)
+    assert note is not None and "slices 11-14" in note
+    assert f"TCGA_CS_5395_19981004_*: {note}" in said["--largest"] and "close call(s)" in said["--largest"]
+    assert "close call" not in said["--all-parts"]
     lone = np.asarray(Image.open(tmp_path / "a" / "lone_pred.png"))
     assert np.array_equal(lone, np.asarray(Image.open(tmp_path / "b" / "lone_pred.png")))
     if load_checkpoint(DEFAULT_WEIGHTS).config.model.intensity != "volume":  # scaled per slice, as in the series

@@ -12,7 +12,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from conftest import png_header_only  # noqa: E402
+from conftest import case_nifti, png_header_only  # noqa: E402
 
 from tumorseg.infer import DEFAULT_WEIGHTS, resolve_backend  # noqa: E402
 
@@ -103,14 +103,9 @@ def test_schemathesis_finds_no_server_error(server):
 
 def test_segment_nifti_volume(server, lgg_root, tmp_path):
     nib = pytest.importorskip("nibabel")
-    from tumorseg.data.lgg import find_cases, load_case
-
-    case = load_case(find_cases(lgg_root / "TCGA_CS_4941_19960909")[0], None)
-    images = case.images[8:16]  # within the test server's 2 MB upload limit
-    arr = np.ascontiguousarray(images.transpose(3, 2, 0, 1)[::-1, ::-1])  # RAS (X, Y, Z, C)
-    path = tmp_path / "scan.nii.gz"
-    affine = np.diag([0.9, 0.9, 3.0, 1.0])
-    nib.save(nib.Nifti1Image(arr, affine), str(path))
+    # 8 slices: within the test server's 2 MB upload limit
+    path, images = case_nifti(lgg_root, "TCGA_CS_4941_19960909", slice(8, 16), tmp_path / "scan.nii.gz")
+    arr, affine = np.asarray(nib.load(str(path)).dataobj), np.diag([0.9, 0.9, 3.0, 1.0])
     r = httpx.post(server + "/api/v1/segment", files={"file": ("whatever", path.read_bytes())}, timeout=120)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -123,3 +118,15 @@ def test_segment_nifti_volume(server, lgg_root, tmp_path):
     out = nib.load(str(tmp_path / "mask.nii.gz"))
     assert out.shape == arr.shape[:3] and np.allclose(out.affine, affine)
     assert httpx.get(server + "/api/v1/results/../../etc/passwd").status_code == 404
+
+
+def test_volume_notes_a_close_call(server, lgg_root, tmp_path):
+    """The shipped model marks tumor-free slices below TCGA_CS_5395's small tumor, a part nearly
+    as large as the tumor's: the answer keeps the tumor and says what it dropped."""
+    pytest.importorskip("nibabel")
+    path, _ = case_nifti(lgg_root, "TCGA_CS_5395_19981004", slice(2, 16), tmp_path / "scan.nii.gz")
+    body = httpx.post(server + "/api/v1/segment", files={"file": ("s.nii.gz", path.read_bytes())}, timeout=120).json()
+    notes = [n for n in body["notes"] if n.startswith("close call")]
+    assert len(notes) == 1 and "slices 9-12" in notes[0], body["notes"]  # slices 11-14 of the patient
+    kept = [i + 1 for i, s in enumerate(body["slices"]) if s["tumor_area_px"]]
+    assert kept == [9, 10, 11, 12]

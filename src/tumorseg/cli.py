@@ -243,6 +243,9 @@ def predict(
         fail("give INPUT files or folders, or --flair")
     res = predict_files(inputs, out, predictor, probabilities, overlay, batch_size)
     typer.echo(f"{res.inputs - len(res.failed)} of {res.inputs} inputs segmented; {len(res.written)} files in {out}")
+    if res.notes:
+        msg = f"{len(res.notes)} close call(s) of the largest-part step, listed above: check them with --all-parts"
+        typer.secho(msg, fg=typer.colors.YELLOW, err=True)
     if res.failed:
         for _path, msg in res.failed:
             typer.secho(f"failed: {msg}", fg=typer.colors.RED, err=True)

@@ -101,7 +101,7 @@ def evaluate(
         plain = predictor.probabilities(case.images, volume=True, numbers=numbers)
         flipped = (plain + predictor.probabilities(case.images, flip=True, volume=True, numbers=numbers)) / 2
         chosen_probs = flipped if tta else plain
-        chosen = predictor.mask(chosen_probs, volume=True)
+        chosen, notes = predictor.mask_with_notes(chosen_probs, volume=True)
         filled = postprocess(plain)
         scored = {
             "model": score_volume(plain > 0.5, truth),
@@ -121,10 +121,13 @@ def evaluate(
         row = {"patient": pid, **{k: s[k] for k in COLUMNS if k in s}}
         row["baseline_dice"] = scored["baseline"]["dice"]
         row["baseline_accuracy"] = scored["baseline"]["accuracy"]
+        row["notes"] = notes
         rows.append(row)
         if report:
             strips_input[pid] = (case, chosen)
         log(f"  {pid}: Dice {s['dice']:.3f}  HD95 {s['hd95']:.1f} px  ({len(truth)} slices)")
+        for note in notes:
+            log(f"  {pid}: {note}")
     seconds = time.perf_counter() - t0
 
     summary = {name: {m: summarize([v[m] for v in vals]) for m in METRICS} for name, vals in variants.items()}
@@ -219,6 +222,7 @@ def markdown(result: dict) -> str:
     for name, s in result["summary"].items():
         vals = [_f(s[m]["mean"]) for m in METRICS] + [_f(s["dice"]["median"]), _f(s["dice"]["min"])]
         lines.append(f"| {name} | " + " | ".join(vals) + " |")
+    lines += [""] + [f"- {r['patient']}: {n}" for r in result["per_patient"] for n in r.get("notes", [])]
     d = result["summary"]["chosen"]["dice"]
     lines += [
         "",
@@ -279,13 +283,15 @@ def evaluate_volumes(
         if truth_vol.array.shape[:3] != vol.array.shape[:3]:
             raise TumorsegError(f"{mask_path}: mask shape {truth_vol.array.shape} differs from image {vol.array.shape}")
         slices, _ = volume_slices(vol, predictor.config.channels)
-        pred = predictor.segment(slices, volume=True)
+        pred, notes = predictor.mask_with_notes(predictor.predict(slices, volume=True), volume=True)
         truth = mask_slices(truth_vol.array, vol)
         s = score_volume(pred, truth, slice_spacing(vol))
         base = score_volume(np.zeros_like(truth), truth)
         rows.append({"patient": str(image_path), **{k: s[k] for k in COLUMNS if k in s}, "hd95_unit": "mm",
-                     "baseline_dice": base["dice"], "baseline_accuracy": base["accuracy"]})  # fmt: skip
+                     "baseline_dice": base["dice"], "baseline_accuracy": base["accuracy"], "notes": notes})  # fmt: skip
         log(f"  {image_path}: Dice {s['dice']:.3f}  HD95 {s['hd95']:.1f} mm")
+        for note in notes:
+            log(f"  {image_path}: {note}")
     summary = {"chosen": {m: summarize([r[m] for r in rows]) for m in METRICS}}
     result = {"weights": str(weights), "volumes": len(rows), "per_patient": rows, "summary": summary,
               "settings": {"threshold": threshold, "tta": tta, "min_size": min_size, "fill_holes": fill_holes,

@@ -203,6 +203,34 @@ def keep_largest_3d(mask: np.ndarray) -> np.ndarray:
     return drop_minor_components_3d(mask, 1.0)
 
 
+CLOSE_CALL = 0.5  # a dropped 3D part this large against the kept one gets a note
+
+
+def close_call(mask: np.ndarray, ratio: float = CLOSE_CALL) -> str | None:
+    """A note when keeping only the largest 3D part of a volume's stacked mask (S, H, W) is a
+    close call: the largest part that `keep_largest_3d` drops holds at least `ratio` of the
+    kept part's voxels, so both may be tumor (a small lesion beside a block of false alarms, or
+    a multifocal tumor). None otherwise. Slices are counted from 1, in stack order."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(np.asarray(mask, bool), structure=np.ones((3, 3, 3)))
+    sizes = np.bincount(labels.ravel())[1:]
+    dropped = sizes[sizes < sizes.max()] if n else sizes
+    if not len(dropped) or dropped.max() < ratio * sizes.max():
+        return None
+
+    def where(size: int) -> str:
+        part = int(np.flatnonzero(sizes == size)[0]) + 1
+        s = np.flatnonzero((labels == part).any(axis=(1, 2))) + 1
+        return f"slices {s[0]}-{s[-1]}" if len(s) > 1 else f"slice {s[0]}"
+
+    big, rival = int(sizes.max()), int(dropped.max())
+    return (
+        f"close call: only the largest 3D tumor part was kept ({big} px, {where(big)}); the next "
+        f"({rival} px, {where(rival)}) was dropped. If both may be tumor, keep every part (--all-parts)"
+    )
+
+
 def network_inputs(
     images: np.ndarray, config: ModelConfig, volume: bool = False, numbers: list[int] | None = None
 ) -> np.ndarray:
@@ -312,5 +340,12 @@ class Predictor:
         """Threshold, fill holes (unless `fill_holes` is off), drop components under `min_size` px;
         when `volume` (the slices are one volume's, in order) and `largest` is on, keep only the
         volume's largest 3D component (`keep_largest_3d`). A lone slice keeps all its parts."""
+        return self.mask_with_notes(probs, volume)[0]
+
+    def mask_with_notes(self, probs: np.ndarray, volume: bool = False) -> tuple[np.ndarray, list[str]]:
+        """`mask`, plus a note for the user when keeping the largest part was a close call."""
         masks = postprocess(probs, self.threshold, self.min_size, self.fill_holes)
-        return keep_largest_3d(masks) if volume and self.largest and len(masks) > 1 else masks
+        if not (volume and self.largest and len(masks) > 1):
+            return masks, []
+        note = close_call(masks)
+        return keep_largest_3d(masks), [note] if note else []

@@ -33,6 +33,7 @@ class PredictResult:
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     inputs: int = 0
+    notes: list[str] = field(default_factory=list)  # e.g. close calls of the largest-part step
 
 
 def collect_inputs(inputs: list[str | Path]) -> list[Path]:
@@ -89,7 +90,7 @@ def predict_files(
     for path in volumes:
         try:
             vol = read_dicom_series(path) if path.is_dir() else read_nifti(path)
-            result.written += predict_volume(vol, out / volume_stem(path), predictor, log=log)
+            result.written += predict_volume(vol, out / volume_stem(path), predictor, log=log, found=result.notes)
         except DataError as exc:
             result.failed.append((path, str(exc)))
             log(f"failed: {exc}")
@@ -112,7 +113,10 @@ def predict_files(
             images = np.stack([img for _, img in group])
             numbers = slice_numbers([p for p, _ in group]) if series else None
             probs = predictor.predict(images, volume=series, numbers=numbers)
-            masks = predictor.mask(probs, volume=series)
+            masks, notes = predictor.mask_with_notes(probs, volume=series)
+            for note in notes:
+                result.notes.append(f"{group[0][0].parent / series_key(group[0][0])[1]}*: {note}")
+                log(result.notes[-1])
             for (path, img), prob, mask in zip(group, probs, masks):
                 try:
                     result.written += _write_one(out, path, img, prob, mask, probabilities, overlays)
@@ -164,14 +168,20 @@ def _write_one(out: Path, path: Path, img, prob, mask, probabilities: bool, over
     return written
 
 
-def predict_volume(vol: Volume, prefix: Path, predictor: Predictor, notes: list[str] = (), log=print) -> list[Path]:
+def predict_volume(
+    vol: Volume, prefix: Path, predictor: Predictor, notes: list[str] = (), log=print, found: list[str] | None = None
+) -> list[Path]:
     """Segment a volume slice by slice; write PREFIX_pred.nii.gz (uint8 {0, 1}, the input's
-    shape and affine) and PREFIX_summary.json (tumor volume in mL, slices, largest section)."""
+    shape and affine) and PREFIX_summary.json (tumor volume in mL, slices, largest section,
+    notes). The model's notes (a close call of the largest-part step) are also added to `found`."""
     slices, more = volume_slices(vol, predictor.config.channels)
     notes = [*notes, *more]
+    masks, said = predictor.mask_with_notes(predictor.predict(slices, volume=True), volume=True)
+    notes += said
+    if found is not None:
+        found += [f"{vol.source}: {n}" for n in said]
     for n in notes:
         log(f"{vol.source}: {n}")
-    masks = predictor.segment(slices, volume=True)
     mask_path = prefix.parent / f"{prefix.name}_pred.nii.gz"
     mask_vol = mask_to_volume(masks, vol)
     write_nifti(mask_path, mask_vol, vol)

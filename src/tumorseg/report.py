@@ -45,6 +45,7 @@ def build_report(result: dict, strips_input: dict, weights: Path) -> str:
         f"Weights: {result['weights']}. Data: {result['data']} ({result['split']} split). "
         f"Settings: {result['settings']}.",
         result["empty_mask_rule"],
+        *(f"{r['patient']}: {n}" for r in rows for n in r.get("notes", [])),
     ]
     columns = ["patient", "slices", "tumor_slices", "dice", "iou", "precision", "recall", "hd95", "slice_dice",
                "fp_slices", "baseline_dice"]  # fmt: skip

@@ -161,7 +161,8 @@ def create_app(
         t0 = time.perf_counter()
         with lock:
             probs = predictor.predict(slices, volume=True)
-        masks = predictor.mask(probs, volume=True)
+        masks, said = predictor.mask_with_notes(probs, volume=True)
+        notes = [*notes, *said]
         runtime = time.perf_counter() - t0
         rid = uuid.uuid4().hex
         out = results / f"{rid}.nii.gz"

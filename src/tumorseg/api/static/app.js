@@ -34,6 +34,9 @@ async function upload(file) {
   if (!res.ok) return showError(body.error || `The server answered ${res.status}.`);
   current = body;
   $("result").hidden = false;
+  const notes = body.notes || [];
+  $("notes").replaceChildren(...notes.map((n) => Object.assign(document.createElement("li"), { textContent: n })));
+  $("notes").hidden = notes.length === 0;
   $("status").textContent = `Done in ${Math.round(body.runtime_ms)} ms.`;
   if (body.kind === "volume") {
     $("slice-controls").hidden = false;
