@@ -22,7 +22,7 @@ from scipy import ndimage
 
 from tumorseg.checkpoint import load_checkpoint
 from tumorseg.data.lgg import find_cases, load_case, slice_numbers
-from tumorseg.infer import Predictor, drop_minor_components_3d, keep_largest_3d, postprocess
+from tumorseg.infer import Predictor, drop_minor_components_3d, keep_largest_3d, largest_3d_noted, postprocess
 from tumorseg.io import atomic_write_text
 from tumorseg.metrics import confusion_counts, dice
 
@@ -92,8 +92,18 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     per_patient: dict[str, dict[str, float]] = {}
+    close_calls: dict[str, dict] = {}
     for pid, truth, plain, tta in out_of_fold_probabilities(args.runs, args.data):
         per_patient[pid] = grid_scores(truth, plain, tta)
+        filled = postprocess(plain)
+        kept, note = largest_3d_noted(filled)  # the default's close call, if any
+        if note:
+            gone = filled & ~kept
+            close_calls[pid] = {
+                "note": note,
+                "voxels_dropped": int(gone.sum()),
+                "tumor_dropped": int((gone & truth).sum()),
+            }
     settings = list(next(iter(per_patient.values())))
     table = {s: np.array([per_patient[p][s] for p in per_patient]) for s in settings}
     default = table["tta=0 thr=0.5 parts=largest"]
@@ -104,9 +114,13 @@ def main() -> None:
         d = v - default
         print(f"{s:40s} {v.mean():6.4f} {np.median(v):6.4f} {v.min():6.3f} {d.mean():+10.4f} "
               f"{int((d > 1e-4).sum()):>5d}/{int((d < -1e-4).sum()):<5d}")  # fmt: skip
+    print(f"close calls of the largest-region step at the default: {len(close_calls)} of {len(per_patient)} patients")
+    for pid, c in close_calls.items():
+        print(f"  {pid}: {c['tumor_dropped']} of the {c['voxels_dropped']} voxels dropped are tumor; {c['note']}")
     if args.json:
         means = {s: float(table[s].mean()) for s in settings}
-        atomic_write_text(args.json, json.dumps({"means": means, "per_patient": per_patient}, indent=1))
+        out = {"means": means, "per_patient": per_patient, "close_calls": close_calls}
+        atomic_write_text(args.json, json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

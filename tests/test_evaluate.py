@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import copy_slices
 from PIL import Image
 
 from tumorseg.evaluation import evaluate
@@ -15,6 +16,7 @@ from tumorseg.infer import (
     drop_minor_components_3d,
     fill_holes,
     keep_largest_3d,
+    largest_3d_noted,
     postprocess,
     remove_small_components,
 )
@@ -149,36 +151,67 @@ def test_keep_largest_3d():
     assert not keep_largest_3d(np.zeros((3, 4, 4), bool)).any()
 
 
-def test_close_call_names_the_kept_and_the_dropped_part():
+def test_close_call_names_the_kept_and_the_dropped_regions():
     m = np.zeros((8, 12, 12), bool)
-    m[1:3, 1:5, 1:5] = True  # 32 voxels, slices 2-3 counted from 1
-    m[5:8, 4:9, 4:9] = True  # 75 voxels, slices 6-8
-    assert close_call(m, 0.5) is None  # 32 < 0.5 * 75
-    note = close_call(m, 0.4)
-    assert "(75 px, slices 6-8)" in note and "(32 px, slices 2-3) was dropped" in note
-    m[0, 10:12, 10:12] = True  # a third, smaller part does not change which parts are named
-    assert close_call(m, 0.4) == note
-    m[1:3, 1:5, 5:9] = True  # the block grows to 64 voxels: still the smaller
-    assert "(64 px, slices 2-3)" in close_call(m, 0.8)
-    m[1:3, 5:6, 1:9] = True  # now 80 voxels: the tumor is the one dropped
-    assert "(80 px, slices 2-3); the next (75 px, slices 6-8) was dropped" in close_call(m, 0.9)
-    twins = np.zeros((4, 8, 8), bool)
-    twins[0, 0:2, 0:2] = twins[3, 5:7, 5:7] = True  # equal largest parts are both kept: nothing dropped
-    assert close_call(twins, 0.1) is None
+    m[1:3, 1:5, 1:5] = True  # 32 voxels, slices 1-2 (from 0)
+    m[5:8, 4:9, 4:9] = True  # 75 voxels, slices 5-7
+    assert close_call(m, ratio=0.5) is None  # 32 < 0.5 * 75
+    kept, note = largest_3d_noted(m, ratio=0.4)
+    assert np.array_equal(kept, keep_largest_3d(m))
+    assert "(slices counted from 0): kept 75 voxels in slices 5-7; dropped 32 voxels in slices 1-2." in note
+    assert "slice numbers): kept 75 voxels in slices 15-17;" in close_call(m, list(range(10, 18)), 0.4)
+    m[0, 10:12, 10:12] = True  # a third, small region is not named
+    assert close_call(m, ratio=0.4) == note
+    m[1:3, 5:6, 1:5] = m[1:3, 1:5, 5:6] = True  # the block grows to 48 voxels
+    m[6, 0, 0] = True  # a lone voxel in slice 6: below the ratio, not named
+    assert "dropped 48 voxels in slices 1-2; 4 voxels in slice 0. The dropped regions may" in close_call(m, ratio=0.05)
+    m[1:3, 5:8, 5:9] = m[1:3, 8, 1:9] = True  # now 88 voxels: the tumor is the one dropped
+    assert "kept 88 voxels in slices 1-2; dropped 75 voxels in slices 5-7." in close_call(m, ratio=0.8)
+    twins = np.zeros((6, 8, 8), bool)
+    twins[0, 0:2, 0:2] = twins[5, 5:7, 5:7] = True  # equal largest regions are both kept
+    twins[3, 0, 7] = True
+    assert close_call(twins, ratio=0.1) == (
+        "close call of the largest-region step (slices counted from 0): kept 4 voxels in slice 0; "
+        "4 voxels in slice 5; dropped 1 voxel in slice 3. The dropped region may be tumor too"
+    )
+    assert close_call(twins, ratio=0.5) is None
     assert close_call(np.zeros((3, 4, 4), bool)) is None and close_call(m[6:7]) is None
+    one = np.zeros((1, 8, 8), bool)
+    one[0, 0:2, 0:2] = one[0, 5:7, 5:7] = True  # a single slice is a volume of one slice here
+    assert close_call(one) is None  # two equal regions: both kept
+    one[0, 5:7, 7] = True
+    assert "kept 6 voxels in slice 0; dropped 4 voxels in slice 0." in close_call(one)
 
 
 def test_predictor_notes_close_calls_of_volumes_only(tiny_run):
     probs = np.zeros((4, 16, 16), np.float32)
-    probs[0, 1:7, 1:7] = 0.9  # 36 px, slice 1
-    probs[2:4, 8:14, 8:14] = 0.9  # 72 px, slices 3-4
+    probs[0, 1:7, 1:7] = 0.9  # 36 px, slice 0
+    probs[2:4, 8:14, 8:14] = 0.9  # 72 px, slices 2-3
     pred = Predictor.from_checkpoint(tiny_run / "last.safetensors", backend="torch")
-    masks, notes = pred.mask_with_notes(probs, volume=True)
-    assert masks.sum() == 72 and len(notes) == 1 and "(36 px, slice 1) was dropped" in notes[0]
-    assert pred.mask_with_notes(probs)[1] == []  # lone slices keep every part: nothing to note
+    masks, notes = pred.mask_with_notes(probs, volume=True, numbers=[5, 6, 7, 8])
+    assert masks.sum() == 72 and len(notes) == 1 and "dropped 36 voxels in slice 5." in notes[0]
+    assert pred.mask_with_notes(probs)[1] == []  # lone slices keep every region: nothing to note
+    every, notes = pred.mask_with_notes(probs, volume=True, largest=False)
+    assert every.sum() == 108 and notes == []
     probs[0] = 0
     probs[0, 1:3, 1:3] = 0.9  # 4 px: far from a close call
     assert pred.mask_with_notes(probs, volume=True)[1] == []
+
+
+def test_evaluate_reports_the_shipped_models_close_call(lgg_root, tmp_path):
+    """The shipped model marks tumor-free slices below TCGA_CS_5395's small tumor (slices 11-14),
+    a region nearly as large as the tumor: evaluate keeps the tumor and notes the close call in
+    its printout, evaluation.json, evaluation.md and the HTML report."""
+    copy_slices(lgg_root / "TCGA_CS_5395_19981004", tmp_path / "data" / "TCGA_CS_5395_19981004", range(1, 21))
+    lines = []
+    result = evaluate(tmp_path / "data", split="all", out=tmp_path / "ev", report=True, log=lines.append)
+    (row,) = result["per_patient"]
+    assert len(row["notes"]) == 1 and "(slice numbers): kept " in row["notes"][0]
+    assert " voxels in slices 11-14; dropped " in row["notes"][0] and row["dice"] > 0.5
+    assert any(row["notes"][0] in line for line in lines)
+    assert json.loads((tmp_path / "ev" / "evaluation.json").read_text())["per_patient"][0]["notes"] == row["notes"]
+    assert row["notes"][0] in (tmp_path / "ev" / "evaluation.md").read_text()
+    assert "largest-region step (slice numbers)" in (tmp_path / "ev" / "report.html").read_text()
 
 
 def test_predictor_keeps_the_largest_part_of_volumes_only(tiny_run):

@@ -203,3 +203,5 @@ def test_k_fold_runs_pool_out_of_fold_scores(lgg_root, tmp_path):
         for tta in (False, True):
             result = evaluate(data, run / "last.safetensors", "val", backend="torch", tta=tta, log=lambda *a: None)
             assert scores[f"tta={int(tta)} thr=0.5 parts=largest"] == pytest.approx(result["per_patient"][0]["dice"])
+            if not tta:  # the same close calls as evaluate's notes
+                assert bool(result["per_patient"][0]["notes"]) == (split["val"][0] in grid["close_calls"])

@@ -236,16 +236,16 @@ def predict(
 
         vol, notes = stack_channels(read_nifti(t1) if t1 else None, read_nifti(flair), read_nifti(t1c) if t1c else None)
         out.mkdir(parents=True, exist_ok=True)
-        predict_volume(vol, out / volume_stem(flair), predictor, notes)
+        found: list[str] = []
+        predict_volume(vol, out / volume_stem(flair), predictor, notes, found=found)
+        say_close_calls(found)
         if not inputs:
             return
     if not inputs:
         fail("give INPUT files or folders, or --flair")
     res = predict_files(inputs, out, predictor, probabilities, overlay, batch_size)
     typer.echo(f"{res.inputs - len(res.failed)} of {res.inputs} inputs segmented; {len(res.written)} files in {out}")
-    if res.notes:
-        msg = f"{len(res.notes)} close call(s) of the largest-part step, listed above: check them with --all-parts"
-        typer.secho(msg, fg=typer.colors.YELLOW, err=True)
+    say_close_calls(res.notes)
     if res.failed:
         for _path, msg in res.failed:
             typer.secho(f"failed: {msg}", fg=typer.colors.RED, err=True)
@@ -266,6 +266,12 @@ def export(
         fail("--int8 calibrates on the checkpoint's training patients: give --data DIR")
     path = export_int8(weights, out, data) if int8 else export_onnx(weights, out)
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+def say_close_calls(notes: list[str]) -> None:
+    if notes:
+        msg = f"{len(notes)} close call(s) of the largest-region step above: --all-parts keeps every region"
+        typer.secho(msg, fg=typer.colors.YELLOW)
 
 
 @app.command()

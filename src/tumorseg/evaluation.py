@@ -101,7 +101,7 @@ def evaluate(
         plain = predictor.probabilities(case.images, volume=True, numbers=numbers)
         flipped = (plain + predictor.probabilities(case.images, flip=True, volume=True, numbers=numbers)) / 2
         chosen_probs = flipped if tta else plain
-        chosen, notes = predictor.mask_with_notes(chosen_probs, volume=True)
+        chosen, notes = predictor.mask_with_notes(chosen_probs, volume=True, numbers=numbers)
         filled = postprocess(plain)
         scored = {
             "model": score_volume(plain > 0.5, truth),
@@ -222,7 +222,12 @@ def markdown(result: dict) -> str:
     for name, s in result["summary"].items():
         vals = [_f(s[m]["mean"]) for m in METRICS] + [_f(s["dice"]["median"]), _f(s["dice"]["min"])]
         lines.append(f"| {name} | " + " | ".join(vals) + " |")
-    lines += [""] + [f"- {r['patient']}: {n}" for r in result["per_patient"] for n in r.get("notes", [])]
+    noted = [f"- {r['patient']}: {n}" for r in result["per_patient"] for n in r.get("notes", [])]
+    lines += (
+        ["", "Notes (close calls of the largest-region step; `--all-parts` keeps every region):", *noted]
+        if noted
+        else []
+    )
     d = result["summary"]["chosen"]["dice"]
     lines += [
         "",

@@ -203,32 +203,55 @@ def keep_largest_3d(mask: np.ndarray) -> np.ndarray:
     return drop_minor_components_3d(mask, 1.0)
 
 
-CLOSE_CALL = 0.5  # a dropped 3D part this large against the kept one gets a note
+CLOSE_CALL = 0.5  # a dropped 3D region this large against the kept one gets a note
 
 
-def close_call(mask: np.ndarray, ratio: float = CLOSE_CALL) -> str | None:
-    """A note when keeping only the largest 3D part of a volume's stacked mask (S, H, W) is a
-    close call: the largest part that `keep_largest_3d` drops holds at least `ratio` of the
-    kept part's voxels, so both may be tumor (a small lesion beside a block of false alarms, or
-    a multifocal tumor). None otherwise. Slices are counted from 1, in stack order."""
+def largest_3d_noted(
+    mask: np.ndarray, numbers: list[int] | None = None, ratio: float = CLOSE_CALL
+) -> tuple[np.ndarray, str | None]:
+    """`keep_largest_3d`, plus a note when it is a close call: a region it drops holds at least
+    `ratio` of the kept region's voxels, so both may be tumor (a small lesion beside a block of
+    false alarms, or a multifocal tumor). The note names the regions by slice: `numbers` (the
+    slice files' numbers) when given, else the stack index counted from 0 (the first slice, the
+    most inferior for a volume). It names every region kept (equal largest ones are all kept)
+    and every region dropped at or above `ratio`."""
     from scipy import ndimage
 
-    labels, n = ndimage.label(np.asarray(mask, bool), structure=np.ones((3, 3, 3)))
-    sizes = np.bincount(labels.ravel())[1:]
-    dropped = sizes[sizes < sizes.max()] if n else sizes
-    if not len(dropped) or dropped.max() < ratio * sizes.max():
-        return None
+    mask = np.asarray(mask, bool)
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    if n <= 1:
+        return mask, None
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    kept = np.flatnonzero(sizes == sizes.max())
+    rivals = [
+        k for k in np.argsort(-sizes, kind="stable") if 0 < sizes[k] < sizes.max() and sizes[k] >= ratio * sizes.max()
+    ]
+    keep = np.zeros(n + 1, bool)
+    keep[kept] = True
+    if not rivals:
+        return keep[labels], None
+    extents = ndimage.find_objects(labels)
+    label = (lambda i: numbers[i]) if numbers is not None else (lambda i: i)
 
-    def where(size: int) -> str:
-        part = int(np.flatnonzero(sizes == size)[0]) + 1
-        s = np.flatnonzero((labels == part).any(axis=(1, 2))) + 1
-        return f"slices {s[0]}-{s[-1]}" if len(s) > 1 else f"slice {s[0]}"
+    def region(k: int) -> str:
+        z = extents[k - 1][0]
+        a, b = label(z.start), label(z.stop - 1)
+        voxels = f"{sizes[k]} voxel{'s' if sizes[k] > 1 else ''}"
+        return f"{voxels} in slice {a}" if a == b else f"{voxels} in slices {a}-{b}"
 
-    big, rival = int(sizes.max()), int(dropped.max())
-    return (
-        f"close call: only the largest 3D tumor part was kept ({big} px, {where(big)}); the next "
-        f"({rival} px, {where(rival)}) was dropped. If both may be tumor, keep every part (--all-parts)"
+    base = "slice numbers" if numbers is not None else "slices counted from 0"
+    them = "regions" if len(rivals) > 1 else "region"
+    note = (
+        f"close call of the largest-region step ({base}): kept {'; '.join(map(region, kept))}; "
+        f"dropped {'; '.join(map(region, rivals))}. The dropped {them} may be tumor too"
     )
+    return keep[labels], note
+
+
+def close_call(mask: np.ndarray, numbers: list[int] | None = None, ratio: float = CLOSE_CALL) -> str | None:
+    """The note of `largest_3d_noted` alone: None unless keeping the largest region is a close call."""
+    return largest_3d_noted(mask, numbers, ratio)[1]
 
 
 def network_inputs(
@@ -342,10 +365,15 @@ class Predictor:
         volume's largest 3D component (`keep_largest_3d`). A lone slice keeps all its parts."""
         return self.mask_with_notes(probs, volume)[0]
 
-    def mask_with_notes(self, probs: np.ndarray, volume: bool = False) -> tuple[np.ndarray, list[str]]:
-        """`mask`, plus a note for the user when keeping the largest part was a close call."""
+    def mask_with_notes(
+        self, probs: np.ndarray, volume: bool = False, numbers: list[int] | None = None, largest: bool | None = None
+    ) -> tuple[np.ndarray, list[str]]:
+        """`mask`, plus a note for the user when keeping the largest region was a close call
+        (`largest_3d_noted`; `numbers`: the slices' file numbers, to name them by). `largest`
+        overrides the predictor's own setting for this call."""
         masks = postprocess(probs, self.threshold, self.min_size, self.fill_holes)
-        if not (volume and self.largest and len(masks) > 1):
+        largest = self.largest if largest is None else largest
+        if not (volume and largest and len(masks) > 1):
             return masks, []
-        note = close_call(masks)
-        return keep_largest_3d(masks), [note] if note else []
+        masks, note = largest_3d_noted(masks, numbers)
+        return masks, [note] if note else []

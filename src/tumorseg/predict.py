@@ -113,7 +113,7 @@ def predict_files(
             images = np.stack([img for _, img in group])
             numbers = slice_numbers([p for p, _ in group]) if series else None
             probs = predictor.predict(images, volume=series, numbers=numbers)
-            masks, notes = predictor.mask_with_notes(probs, volume=series)
+            masks, notes = predictor.mask_with_notes(probs, volume=series, numbers=numbers)
             for note in notes:
                 result.notes.append(f"{group[0][0].parent / series_key(group[0][0])[1]}*: {note}")
                 log(result.notes[-1])

@@ -110,9 +110,11 @@ def create_app(
     def segment(
         file: UploadFile = File(..., description="A PNG, TIFF or JPEG slice, or a NIfTI volume"),
         format: str = Query("json", pattern="^(json|png)$", description="json, or png for the mask alone"),
+        all_parts: bool = Query(False, description="a volume keeps every 3D region, not only the largest"),
     ):
         """Segment one upload. Returns the mask and overlay as PNG data URLs, the tumor area
-        (or volume in mL), the max probability and the runtime; `?format=png` returns the mask."""
+        (or volume in mL), the max probability and the runtime; `?format=png` returns the mask.
+        A volume's answer also has `notes`, e.g. a close call of the largest-region step."""
         data = file.file.read(max_upload + 1)  # a sync handler: FastAPI runs it in its threadpool
         if len(data) > max_upload:
             return error(413, f"upload larger than {max_upload // (1024 * 1024)} MB")
@@ -127,7 +129,7 @@ def create_app(
             path.write_bytes(data)
             try:
                 if kind.startswith("nifti"):
-                    return segment_volume(path, format)
+                    return segment_volume(path, format, all_parts)
                 img = read_image(path, max_pixels=max_pixels)
                 chw = select_channels(img, predictor.config.channels, path)
             except TumorsegError as exc:
@@ -153,7 +155,7 @@ def create_app(
             "model": model_id,
         }
 
-    def segment_volume(path: Path, format: str):
+    def segment_volume(path: Path, format: str, all_parts: bool = False):
         from ..volume import mask_summary, mask_to_volume, read_nifti, volume_slices, write_nifti
 
         vol = read_nifti(path)
@@ -161,7 +163,7 @@ def create_app(
         t0 = time.perf_counter()
         with lock:
             probs = predictor.predict(slices, volume=True)
-        masks, said = predictor.mask_with_notes(probs, volume=True)
+        masks, said = predictor.mask_with_notes(probs, volume=True, largest=not all_parts)
         notes = [*notes, *said]
         runtime = time.perf_counter() - t0
         rid = uuid.uuid4().hex

@@ -26,7 +26,7 @@ async function upload(file) {
   form.append("file", file);
   let res, body;
   try {
-    res = await fetch("/api/v1/segment", { method: "POST", body: form });
+    res = await fetch(`/api/v1/segment?all_parts=${$("all-parts").checked}`, { method: "POST", body: form });
     body = await res.json();
   } catch (e) {
     return showError("The server could not be reached or answered with something unreadable.");
