@@ -223,11 +223,8 @@ def markdown(result: dict) -> str:
         vals = [_f(s[m]["mean"]) for m in METRICS] + [_f(s["dice"]["median"]), _f(s["dice"]["min"])]
         lines.append(f"| {name} | " + " | ".join(vals) + " |")
     noted = [f"- {r['patient']}: {n}" for r in result["per_patient"] for n in r.get("notes", [])]
-    lines += (
-        ["", "Notes (close calls of the largest-region step; `--all-parts` keeps every region):", *noted]
-        if noted
-        else []
-    )
+    if noted:
+        lines += ["", "Notes (close calls of the largest-region step; `--all-parts` keeps every region):", *noted]
     d = result["summary"]["chosen"]["dice"]
     lines += [
         "",
@@ -288,7 +285,7 @@ def evaluate_volumes(
         if truth_vol.array.shape[:3] != vol.array.shape[:3]:
             raise TumorsegError(f"{mask_path}: mask shape {truth_vol.array.shape} differs from image {vol.array.shape}")
         slices, _ = volume_slices(vol, predictor.config.channels)
-        pred, notes = predictor.mask_with_notes(predictor.predict(slices, volume=True), volume=True)
+        pred, notes = predictor.segment_with_notes(slices, volume=True)
         truth = mask_slices(truth_vol.array, vol)
         s = score_volume(pred, truth, slice_spacing(vol))
         base = score_volume(np.zeros_like(truth), truth)

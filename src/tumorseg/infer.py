@@ -180,17 +180,24 @@ def postprocess(probs: np.ndarray, threshold: float = 0.5, min_size: int = 0, ho
     return remove_small_components(fill_holes(mask) if holes else mask, min_size)
 
 
+def regions_3d(mask: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    """The 26-connected 3D components of a stacked mask (S, H, W): (labels, count, voxels per
+    label, with 0 for the background)."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(np.asarray(mask, bool), structure=np.ones((3, 3, 3)))
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels, n, sizes
+
+
 def drop_minor_components_3d(mask: np.ndarray, fraction: float) -> np.ndarray:
     """Keep the 26-connected 3D components of a patient's stacked mask (S, H, W) that hold at
     least `fraction` of the largest one's voxels; the rest are taken as false alarms."""
-    from scipy import ndimage
-
     mask = np.asarray(mask, bool)
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    labels, n, sizes = regions_3d(mask)
     if n <= 1:
         return mask
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
     keep = sizes >= fraction * sizes.max()
     keep[0] = False
     return keep[labels]
@@ -218,11 +225,9 @@ def largest_3d_noted(
     from scipy import ndimage
 
     mask = np.asarray(mask, bool)
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    labels, n, sizes = regions_3d(mask)
     if n <= 1:
         return mask, None
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
     kept = np.flatnonzero(sizes == sizes.max())
     rivals = [
         k for k in np.argsort(-sizes, kind="stable") if 0 < sizes[k] < sizes.max() and sizes[k] >= ratio * sizes.max()
@@ -357,7 +362,13 @@ class Predictor:
 
     def segment(self, images: np.ndarray, volume: bool = False, numbers: list[int] | None = None) -> np.ndarray:
         """Raw slices -> boolean masks: `predict`, then `mask`, both told whether it is one volume."""
-        return self.mask(self.predict(images, volume, numbers), volume)
+        return self.segment_with_notes(images, volume, numbers)[0]
+
+    def segment_with_notes(
+        self, images: np.ndarray, volume: bool = False, numbers: list[int] | None = None
+    ) -> tuple[np.ndarray, list[str]]:
+        """`segment`, plus the notes of `mask_with_notes`."""
+        return self.mask_with_notes(self.predict(images, volume, numbers), volume, numbers)
 
     def mask(self, probs: np.ndarray, volume: bool = False) -> np.ndarray:
         """Threshold, fill holes (unless `fill_holes` is off), drop components under `min_size` px;

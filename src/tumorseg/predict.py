@@ -176,7 +176,7 @@ def predict_volume(
     notes). The model's notes (a close call of the largest-part step) are also added to `found`."""
     slices, more = volume_slices(vol, predictor.config.channels)
     notes = [*notes, *more]
-    masks, said = predictor.mask_with_notes(predictor.predict(slices, volume=True), volume=True)
+    masks, said = predictor.segment_with_notes(slices, volume=True)
     notes += said
     if found is not None:
         found += [f"{vol.source}: {n}" for n in said]
