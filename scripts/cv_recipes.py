@@ -48,6 +48,7 @@ RECIPES: dict[str, dict] = {
     "R7-lr5e-4": {"lr": 5e-4},
     "R8-ema0.995": {"ema": 0.995},
     "R9-empty2-e53": {"empty_ratio": 2.0, "epochs": 53},
+    "R10-empty0.1-e145": {"empty_ratio": 0.1, "epochs": 145},
 }
 SCORES = ("plain_all", "plain_largest", "tta_all", "tta_largest")
 
