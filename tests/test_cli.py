@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -14,6 +15,14 @@ def test_help_lists_commands():
     r = tumorseg("--help")
     assert r.returncode == 0
     assert "train" in r.stdout
+
+
+def test_help_keeps_the_install_hint_brackets():
+    # Rich markup would take "[serve]" for a tag and print "pip install 'tumorseg'"
+    env = {**os.environ, "COLUMNS": "200"}
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "serve", "--help"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0
+    assert "pip install 'tumorseg[serve]'" in r.stdout
 
 
 @pytest.mark.parametrize(

@@ -283,7 +283,7 @@ def serve(
     backend: Backend = typer.Option("auto", help=BACKEND_HELP),
     max_upload_mb: int = typer.Option(50, min=1, max=2048, help="Largest accepted upload in MB."),
 ) -> None:
-    """Start the web page and REST API (needs the serve extra: pip install 'tumorseg[serve]')."""
+    r"""Start the web page and REST API (needs the serve extra: pip install 'tumorseg\[serve]')."""
     import os
 
     try:
