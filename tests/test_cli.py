@@ -5,9 +5,14 @@ import sys
 import pytest
 
 
-def tumorseg(*args, cwd=None):
+def tumorseg(*args, cwd=None, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "tumorseg", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
+        [sys.executable, "-m", "tumorseg", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
     )
 
 
@@ -19,8 +24,7 @@ def test_help_lists_commands():
 
 def test_help_keeps_the_install_hint_brackets():
     # Rich markup would take "[serve]" for a tag and print "pip install 'tumorseg'"
-    env = {**os.environ, "COLUMNS": "200"}
-    r = subprocess.run([sys.executable, "-m", "tumorseg", "serve", "--help"], capture_output=True, text=True, env=env)
+    r = tumorseg("serve", "--help", env={**os.environ, "COLUMNS": "200"})
     assert r.returncode == 0
     assert "pip install 'tumorseg[serve]'" in r.stdout
 
