@@ -50,6 +50,7 @@ RECIPES: dict[str, dict] = {
     "R9-empty2-e53": {"empty_ratio": 2.0, "epochs": 53},
     "R10-empty0.1-e145": {"empty_ratio": 0.1, "epochs": 145},
     "R11-r5-zoom0.2": {"empty_ratio": 0.25, "epochs": 128, "zoom": 0.2},
+    "R12-r5-tversky-slice": {"empty_ratio": 0.25, "epochs": 128, "loss": "bce+tversky-slice"},
 }
 SCORES = ("plain_all", "plain_largest", "tta_all", "tta_largest")
 

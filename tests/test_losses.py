@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from tumorseg.config import TrainConfig
-from tumorseg.losses import make_loss, soft_dice, soft_tversky
+from tumorseg.losses import make_loss, soft_dice, soft_tversky, soft_tversky_per_slice
 
 
 def _masks() -> torch.Tensor:
@@ -47,3 +47,37 @@ def test_make_loss_names():
     assert make_loss("bce+dice")(logits, target).item() == pytest.approx((bce + soft_dice(probs, target)).item())
     assert make_loss("bce+tversky")(logits, target).item() == pytest.approx((bce + soft_tversky(probs, target)).item())
     assert TrainConfig(loss="bce+tversky").loss == "bce+tversky"
+
+
+def test_per_slice_tversky_weighs_a_missed_small_tumor_like_a_missed_large_one():
+    target = torch.zeros(3, 1, 16, 16)
+    target[0, :, 2:14, 2:14] = 1  # large tumor, found
+    target[1, :, 7:9, 7:9] = 1  # small tumor, missed
+    probs = target.clone()
+    probs[1] = 0
+    # over the batch the small miss is 4 of 148 tumor pixels; per slice it is one of two tumor slices
+    assert soft_tversky(probs, target).item() < 0.05
+    per_slice = soft_tversky_per_slice(probs, target).item()
+    assert per_slice == pytest.approx((0 + (1 - 1 / (0.7 * 4 + 1))) / 2, rel=1e-6)
+    # the empty slice (index 2) adds nothing, even with false alarms on it: BCE handles those
+    probs[2, :, :4, :4] = 1
+    assert soft_tversky_per_slice(probs, target).item() == pytest.approx(per_slice)
+
+
+def test_per_slice_tversky_on_a_batch_without_tumor_is_zero_with_a_gradient():
+    probs = torch.rand(2, 1, 8, 8, requires_grad=True)
+    loss = soft_tversky_per_slice(probs, torch.zeros(2, 1, 8, 8))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert probs.grad is not None
+
+
+def test_make_loss_per_slice_and_unknown_names():
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 1, 16, 16), _masks()
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    probs = torch.sigmoid(logits)
+    expected = bce + soft_tversky_per_slice(probs, target)
+    assert make_loss("bce+tversky-slice")(logits, target).item() == pytest.approx(expected.item())
+    with pytest.raises(ValueError, match="unknown loss"):
+        make_loss("dice")

@@ -71,7 +71,7 @@ class TrainConfig(BaseModel):
     lr: float = Field(1e-3, gt=0, le=1.0)
     weight_decay: float = Field(0.0, ge=0, le=1.0)
     schedule: Literal["none", "cosine", "plateau"] = "cosine"
-    loss: Literal["bce", "bce+dice", "bce+tversky"] = "bce+tversky"
+    loss: Literal["bce", "bce+dice", "bce+tversky", "bce+tversky-slice"] = "bce+tversky"
     empty_ratio: float = Field(1.0, ge=0, le=100)
     augment: bool = True
     zoom: float = Field(0.1, ge=0, lt=1)  # random zoom drawn from [1 - zoom, 1 + zoom] (with augment)

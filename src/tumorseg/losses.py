@@ -1,4 +1,4 @@
-"""Losses on logits: BCE, BCE plus soft Dice, and BCE plus soft Tversky."""
+"""Losses on logits: BCE, BCE plus soft Dice, and BCE plus soft Tversky (over the batch or per slice)."""
 
 from __future__ import annotations
 
@@ -26,22 +26,50 @@ def soft_tversky(
     return 1 - (tp + eps) / (tp + fp * fps + fn * fns + eps)
 
 
-class BCEOverlapLoss(nn.Module):
-    """BCE with logits, plus `dice_weight` * an overlap loss (soft Dice, or soft Tversky when `tversky`)."""
+def soft_tversky_per_slice(
+    probs: torch.Tensor, target: torch.Tensor, fp: float = TVERSKY_FP, fn: float = TVERSKY_FN, eps: float = 1.0
+) -> torch.Tensor:
+    """Mean of 1 - soft Tversky taken per slice, over the slices with tumor only (0 when none has).
 
-    def __init__(self, dice_weight: float = 1.0, tversky: bool = False):
+    Over the whole batch, a large tumor's pixels outweigh a small one's; per slice, each tumor
+    slice counts the same, so missing a small tumor costs as much as missing a large one.
+    Empty slices are left to BCE.
+    """
+    dims = tuple(range(1, probs.dim()))
+    has_tumor = target.sum(dims) > 0
+    if not has_tumor.any():
+        return probs.sum() * 0.0  # keeps the graph
+    p, t = probs[has_tumor], target[has_tumor]
+    tp = (p * t).sum(dims)
+    fps = (p * (1 - t)).sum(dims)
+    fns = ((1 - p) * t).sum(dims)
+    return (1 - (tp + eps) / (tp + fp * fps + fn * fns + eps)).mean()
+
+
+class BCEOverlapLoss(nn.Module):
+    """BCE with logits, plus `dice_weight` * an overlap loss (soft Dice, or soft Tversky when `tversky`).
+
+    `per_slice` takes the Tversky loss per tumor slice (`soft_tversky_per_slice`) instead of over the batch.
+    """
+
+    def __init__(self, dice_weight: float = 1.0, tversky: bool = False, per_slice: bool = False):
         super().__init__()
         self.dice_weight = dice_weight
         self.tversky = tversky
+        self.per_slice = per_slice
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = F.binary_cross_entropy_with_logits(logits, target)
         if self.dice_weight:
-            overlap = soft_tversky if self.tversky else soft_dice
+            overlap = soft_tversky_per_slice if self.per_slice else soft_tversky if self.tversky else soft_dice
             loss = loss + self.dice_weight * overlap(torch.sigmoid(logits), target)
         return loss
 
 
 def make_loss(name: str) -> nn.Module:
-    """`bce`, `bce+dice` or `bce+tversky` (FP weight 0.3, FN weight 0.7)."""
-    return BCEOverlapLoss(0.0 if name == "bce" else 1.0, tversky=name == "bce+tversky")
+    """`bce`, `bce+dice`, `bce+tversky` (FP weight 0.3, FN weight 0.7) or `bce+tversky-slice` (per tumor slice)."""
+    if name not in ("bce", "bce+dice", "bce+tversky", "bce+tversky-slice"):
+        raise ValueError(f"unknown loss {name!r}")
+    return BCEOverlapLoss(
+        0.0 if name == "bce" else 1.0, tversky=name.startswith("bce+tversky"), per_slice=name == "bce+tversky-slice"
+    )
