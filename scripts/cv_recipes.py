@@ -17,8 +17,9 @@ with and without the largest-3D-part step, plain and with flip TTA. The probabil
 the packed inputs and are resized to the masks' size, so they differ slightly from
 `tumorseg evaluate`, which resizes the original slices itself. The per-epoch validation of
 `fit` is skipped (it only picks best.safetensors). DIR/results.json is rewritten after each job;
-a job still running at `--deadline` seconds is killed, and none is started that would not
-finish by then.
+a job still running at `--deadline` seconds (default: none) is killed, and none is started
+that would not finish by then. Run again with the same `--tmp`, a killed job resumes from its
+fold's last complete epoch (its train_s then counts the resumed part only).
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ def job(npz: Path, tmp: Path, recipe: str, fold: int, device: str, extra: dict) 
     train.validate_counts = lambda model, cases, config, threshold=0.5: torch.zeros(len(cases), 4, dtype=torch.int64)
     train._plot_curves = lambda history, path: None
     t0 = time.time()
-    summary = train.fit(cfg, progress=False, log=lambda *a: None)
+    summary = train.fit(cfg, resume=(out / "last.safetensors").exists(), progress=False, log=lambda *a: None)
     train_s = time.time() - t0
     ckpt = load_checkpoint(out / "last.safetensors")
     model = build_model(ckpt).to(device).to(memory_format=torch.channels_last)
@@ -281,7 +282,7 @@ def main() -> None:
     ap.add_argument("--tmp", default=os.environ.get("CV_TMP", "/tmp/cv_recipes"))
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--extra", default="{}", help="JSON merged into every recipe's config (tests: a tiny model)")
-    ap.add_argument("--deadline", type=float, default=465)
+    ap.add_argument("--deadline", type=float, default=float("inf"), help="seconds (default: none)")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--recipes", default="")
     ap.add_argument("--folds", default="0,1,2")

@@ -76,3 +76,16 @@ def test_pack_and_one_fold_match_the_real_files(lgg_root, tmp_path):
     r = subprocess.run([sys.executable, str(SCRIPT), "run", "--pack", str(pack), "--tmp", str(tmp), "--out", str(out),
                         "--recipes", "R99"], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert r.returncode != 0 and "unknown recipes" in r.stderr
+
+    # run again in the same --tmp with one more epoch: the fold resumes from its last epoch, not from scratch
+    metrics = tmp / "runs" / "R0-shipped-f0" / "metrics.jsonl"
+    first = json.loads(metrics.read_text().splitlines()[0])
+    extra["epochs"] = 2
+    r = subprocess.run([sys.executable, str(SCRIPT), "run", "--pack", str(pack), "--tmp", str(tmp), "--out", str(out),
+                        "--device", "cpu", "--workers", "1", "--recipes", "R0-shipped", "--folds", "0",
+                        "--extra", json.dumps(extra)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr + r.stdout
+    lines = [json.loads(x) for x in metrics.read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2]
+    assert lines[0] == first  # epoch 1 was kept, not trained again
+    assert json.loads((out / "results.json").read_text())["results"]["R0-shipped-f0"]["epochs"] == 2
