@@ -19,7 +19,8 @@ the packed inputs and are resized to the masks' size, so they differ slightly fr
 `fit` is skipped (it only picks best.safetensors). DIR/results.json is rewritten after each job;
 a job still running at `--deadline` seconds (default: none) is killed, and none is started
 that would not finish by then. Run again with the same `--tmp`, a killed job resumes from its
-fold's last complete epoch (its train_s then counts the resumed part only).
+fold's last complete epoch; a fold trained there with other options is refused, not reused.
+A result's train_s sums the time of every epoch (resumed ones too); wall_s is this call's.
 """
 
 from __future__ import annotations
@@ -151,9 +152,15 @@ def job(npz: Path, tmp: Path, recipe: str, fold: int, device: str, extra: dict) 
     train.check_data = lambda root: {"errors": [], "warnings": []}
     train.validate_counts = lambda model, cases, config, threshold=0.5: torch.zeros(len(cases), 4, dtype=torch.int64)
     train._plot_curves = lambda history, path: None
+    resume = (out / "last.safetensors").exists()
+    if resume:  # a fold cut off before; only the same options may continue it
+        train.member_state(cfg)  # raises when it was trained with other options
+        done = load_checkpoint(out / "last.safetensors").meta["train_state"]["epoch"]
+        if done > cfg.epochs:
+            raise SystemExit(f"{out}: trained {done} epochs, more than this recipe's {cfg.epochs}; use another --tmp")
     t0 = time.time()
-    summary = train.fit(cfg, resume=(out / "last.safetensors").exists(), progress=False, log=lambda *a: None)
-    train_s = time.time() - t0
+    summary = train.fit(cfg, resume=resume, progress=False, log=lambda *a: None)
+    wall_s = time.time() - t0
     ckpt = load_checkpoint(out / "last.safetensors")
     model = build_model(ckpt).to(device).to(memory_format=torch.channels_last)
     scores: dict[str, dict[str, float]] = {k: {} for k in SCORES}
@@ -167,7 +174,8 @@ def job(npz: Path, tmp: Path, recipe: str, fold: int, device: str, extra: dict) 
             scores[f"{name}_all"][pid] = dice(confusion_counts(mask, case.full_masks))
             scores[f"{name}_largest"][pid] = dice(confusion_counts(keep_largest_3d(mask), case.full_masks))
     last = summary.get("last", {})
-    return {"recipe": recipe, "fold": fold, "train_s": train_s, "epochs": summary.get("epochs_done"),
+    return {"recipe": recipe, "fold": fold, "train_s": summary.get("train_seconds", wall_s), "wall_s": wall_s,
+            "epochs": summary.get("epochs_done"),
             "img_s": last.get("train_images_per_s"), "loss": last.get("train_loss"), "scores": scores,
             "means": {k: float(np.mean(list(v.values()))) for k, v in scores.items()}}  # fmt: skip
 

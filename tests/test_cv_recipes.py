@@ -89,3 +89,15 @@ def test_pack_and_one_fold_match_the_real_files(lgg_root, tmp_path):
     assert [x["epoch"] for x in lines] == [1, 2]
     assert lines[0] == first  # epoch 1 was kept, not trained again
     assert json.loads((out / "results.json").read_text())["results"]["R0-shipped-f0"]["epochs"] == 2
+    assert json.loads((out / "results.json").read_text())["results"]["R0-shipped-f0"]["train_s"] == pytest.approx(
+        sum(x["epoch_seconds"] for x in lines)
+    )
+
+    # the same --tmp with other options: the fold there is another run, refused rather than reused
+    extra["lr"] = 5e-4
+    r = subprocess.run([sys.executable, str(SCRIPT), "run", "--pack", str(pack), "--tmp", str(tmp), "--out", str(out),
+                        "--device", "cpu", "--workers", "1", "--recipes", "R0-shipped", "--folds", "0",
+                        "--extra", json.dumps(extra)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    failures = json.loads((out / "results.json").read_text())["failures"]
+    assert "trained with other options" in failures["R0-shipped-f0"], r.stdout
+    assert [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()] == [1, 2]  # left as it was
