@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from tumorseg.config import TrainConfig
-from tumorseg.losses import make_loss, soft_dice, soft_tversky, soft_tversky_per_slice
+from tumorseg.losses import BCEOverlapLoss, make_loss, soft_dice, soft_tversky, soft_tversky_per_slice
 
 
 def _masks() -> torch.Tensor:
@@ -49,7 +49,7 @@ def test_make_loss_names():
     assert TrainConfig(loss="bce+tversky").loss == "bce+tversky"
 
 
-def test_per_slice_tversky_weighs_a_missed_small_tumor_like_a_missed_large_one():
+def test_per_slice_tversky_weighs_each_tumor_slice_alike():
     target = torch.zeros(3, 1, 16, 16)
     target[0, :, 2:14, 2:14] = 1  # large tumor, found
     target[1, :, 7:9, 7:9] = 1  # small tumor, missed
@@ -59,6 +59,11 @@ def test_per_slice_tversky_weighs_a_missed_small_tumor_like_a_missed_large_one()
     assert soft_tversky(probs, target).item() < 0.05
     per_slice = soft_tversky_per_slice(probs, target).item()
     assert per_slice == pytest.approx((0 + (1 - 1 / (0.7 * 4 + 1))) / 2, rel=1e-6)
+    # missing the large tumor instead costs about 1 per slice; eps makes the small miss a bit cheaper
+    swapped = target.clone()
+    swapped[0] = 0
+    assert soft_tversky_per_slice(swapped, target).item() == pytest.approx((1 - 1 / (0.7 * 144 + 1)) / 2, rel=1e-6)
+    assert per_slice > 0.35 > 10 * soft_tversky(probs, target).item()
     # the empty slice (index 2) adds nothing, even with false alarms on it: BCE handles those
     probs[2, :, :4, :4] = 1
     assert soft_tversky_per_slice(probs, target).item() == pytest.approx(per_slice)
@@ -81,3 +86,8 @@ def test_make_loss_per_slice_and_unknown_names():
     assert make_loss("bce+tversky-slice")(logits, target).item() == pytest.approx(expected.item())
     with pytest.raises(ValueError, match="unknown loss"):
         make_loss("dice")
+
+
+def test_per_slice_needs_tversky():
+    with pytest.raises(ValueError, match="Tversky"):
+        BCEOverlapLoss(tversky=False, per_slice=True)

@@ -32,8 +32,8 @@ def soft_tversky_per_slice(
     """Mean of 1 - soft Tversky taken per slice, over the slices with tumor only (0 when none has).
 
     Over the whole batch, a large tumor's pixels outweigh a small one's; per slice, each tumor
-    slice counts the same, so missing a small tumor costs as much as missing a large one.
-    Empty slices are left to BCE.
+    slice has the same weight in the mean. The smoothing `eps` still makes a tiny miss cheaper:
+    missing a 4-pixel tumor costs 0.74, a 144-pixel one 0.99. Empty slices are left to BCE.
     """
     dims = tuple(range(1, probs.dim()))
     has_tumor = target.sum(dims) > 0
@@ -54,6 +54,8 @@ class BCEOverlapLoss(nn.Module):
 
     def __init__(self, dice_weight: float = 1.0, tversky: bool = False, per_slice: bool = False):
         super().__init__()
+        if per_slice and not tversky:
+            raise ValueError("per_slice is implemented for the Tversky loss only")
         self.dice_weight = dice_weight
         self.tversky = tversky
         self.per_slice = per_slice
