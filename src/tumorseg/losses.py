@@ -34,6 +34,7 @@ def soft_tversky_per_slice(
     Over the whole batch, a large tumor's pixels outweigh a small one's; per slice, each tumor
     slice has the same weight in the mean. The smoothing `eps` still makes a tiny miss cheaper:
     missing a 4-pixel tumor costs 0.74, a 144-pixel one 0.99. Empty slices are left to BCE.
+    Under DDP each process averages over its own tumor slices, as batch losses do over their batch.
     """
     dims = tuple(range(1, probs.dim()))
     has_tumor = target.sum(dims) > 0
