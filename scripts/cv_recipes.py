@@ -54,7 +54,7 @@ RECIPES: dict[str, dict] = {
     "R11-r5-zoom0.2": {"empty_ratio": 0.25, "epochs": 128, "zoom": 0.2},
     "R12-r5-tversky-slice": {"empty_ratio": 0.25, "epochs": 128, "loss": "bce+tversky-slice"},
     # 160x160 input; a step costs 1.45x one at 128 here, so 88 epochs keep R5's CPU time (needs a pack at 160)
-    "R13-r5-size160": {"empty_ratio": 0.25, "epochs": 88, "image_size": 160},
+    "R13-r5-size160": {"empty_ratio": 0.25, "epochs": 88, "model": {"image_size": 160}},
 }
 SCORES = ("plain_all", "plain_largest", "tta_all", "tta_largest")
 

@@ -101,3 +101,16 @@ def test_pack_and_one_fold_match_the_real_files(lgg_root, tmp_path):
     failures = json.loads((out / "results.json").read_text())["failures"]
     assert "trained with other options" in failures["R0-shipped-f0"], r.stdout
     assert [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()] == [1, 2]  # left as it was
+
+
+def test_every_recipe_is_a_valid_config():
+    """A recipe with a misplaced option (image_size outside `model`) once failed only when its fold ran."""
+    from tumorseg.config import validate_config
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    from cv_recipes import RECIPES
+
+    for name, recipe in RECIPES.items():
+        cfg = validate_config({"data": "d", "out": "o", **recipe}, f"recipe {name}")
+        budget = cfg.epochs * (1 + cfg.empty_ratio) * (cfg.model.image_size / 128) ** 2
+        assert 100 < budget < 260, f"{name}: about {budget:.0f} slice-epochs at 128, far from the shipped 160"
