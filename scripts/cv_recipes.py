@@ -4,6 +4,8 @@ usage:
   python scripts/cv_recipes.py pack --data ../shared/data/lgg --out lgg128.npz.xz
   python scripts/cv_recipes.py run --pack lgg128.npz.xz --device cuda --workers 10 --deadline 465 --out DIR
   python scripts/cv_recipes.py run ... --recipes R0-shipped,R5-empty0.25-e128 --folds 0,1,2
+  python scripts/cv_recipes.py run ... --recipes R13-r5-size160 --folds 2 --merge earlier.json
+  python scripts/cv_recipes.py compare benchmarks/results/cv/R5.json benchmarks/results/cv/R13.json
 
 `pack` writes the non-test patients of the default split as the network sees them in training
 (uint8 slices resized to the model's input size) with their masks at their own size, lzma
@@ -21,6 +23,13 @@ a job still running at `--deadline` seconds (default: none) is killed, and none 
 that would not finish by then. Run again with the same `--tmp`, a killed job resumes from its
 fold's last complete epoch; a fold trained there with other options is refused, not reused.
 A result's train_s sums the time of every epoch (resumed ones too); wall_s is this call's.
+
+`--merge` adds the folds of an earlier results.json (another session's, say) for the recipes run
+now and the folds not run now, so a CV can be finished across machines; a fold whose patients are
+not this pack's fold is refused. `compare A B` sets two recipes side by side on the patients both
+have scored (pooled over the folds each file holds): the means, and on how many patients B is
+better or worse than A by more than 0.001. Keep each recipe's results.json in
+benchmarks/results/cv/: per-patient scores are ours, and a machine's runs/ do not outlive it.
 """
 
 from __future__ import annotations
@@ -201,6 +210,58 @@ def aggregate(results: dict[str, dict], recipes: list[str], folds: int = 3) -> d
     return agg
 
 
+def fold_patients(npz: Path, fold: int, folds: int = 3) -> list[str]:
+    """The validation patients of `fold`, as `tumorseg train --folds` deals them for this pack."""
+    from tumorseg.data.lgg import split_cases
+
+    with np.load(npz) as f:
+        meta = json.loads(str(f["meta"]))
+    return split_cases(meta["all_ids"], meta["seed"], 0.0, meta["test_frac"], folds=folds, fold=fold)["val"]
+
+
+def merged(paths: list[str], recipes: list[str], skip: set[str], npz: Path) -> dict[str, dict]:
+    """The fold results in earlier results.json files for `recipes`, less the keys in `skip`."""
+    found: dict[str, dict] = {}
+    for path in paths:
+        try:
+            earlier = json.loads(Path(path).read_text())["results"]
+        except (OSError, ValueError, KeyError) as e:
+            raise SystemExit(f"--merge {path}: not a results.json of this script ({e})") from e
+        for key, r in earlier.items():
+            if r["recipe"] not in recipes or key in skip:
+                continue
+            if sorted(r["scores"]["plain_largest"]) != fold_patients(npz, r["fold"]):
+                raise SystemExit(f"--merge {path}: {key} scored other patients than this pack's fold {r['fold']}")
+            found[key] = r
+    return found
+
+
+def scored(path: Path, recipe: str | None) -> tuple[str, dict[str, float]]:
+    """One recipe's per-patient Dice (largest part), pooled over the folds in a results.json."""
+    results = json.loads(path.read_text())["results"]
+    recipes = sorted({r["recipe"] for r in results.values()})
+    if recipe is None and len(recipes) == 1:
+        recipe = recipes[0]
+    if recipe not in recipes:
+        raise SystemExit(f"{path}: name one recipe of {recipes}")
+    pooled = {
+        pid: d for r in results.values() if r["recipe"] == recipe for pid, d in r["scores"]["plain_largest"].items()
+    }
+    return recipe, pooled
+
+
+def compare(a: dict[str, float], b: dict[str, float], tol: float = 1e-3) -> dict:
+    """B against A on the patients both scored."""
+    common = sorted(set(a) & set(b))
+    if not common:
+        raise SystemExit("the two results share no patient")
+    diff = {pid: b[pid] - a[pid] for pid in common}
+    return {"n": len(common), "mean_a": float(np.mean([a[p] for p in common])),
+            "mean_b": float(np.mean([b[p] for p in common])),
+            "better": sum(d > tol for d in diff.values()), "worse": sum(d < -tol for d in diff.values()),
+            "moved": sorted(diff.items(), key=lambda kv: -abs(kv[1]))}  # fmt: skip
+
+
 def run(args) -> dict:
     from tumorseg.io import atomic_write_text
 
@@ -216,7 +277,9 @@ def run(args) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "2", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
     (tmp / "logs").mkdir(parents=True, exist_ok=True)
     running: dict[subprocess.Popen, tuple[str, int, float]] = {}
-    results: dict[str, dict] = {}
+    results = merged(args.merge, recipes, {f"{r}-f{f}" for r, f in queue}, npz)
+    for key in results:
+        print(f"merged {key} from --merge", flush=True)
     failures: dict[str, str] = {}
     durations: list[float] = []
 
@@ -281,9 +344,12 @@ def run(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["pack", "run", "job"])
-    ap.add_argument("recipe", nargs="?")
-    ap.add_argument("fold", nargs="?", type=int)
+    ap.add_argument("mode", choices=["pack", "run", "job", "compare"])
+    ap.add_argument("recipe", nargs="?", help="(job) a recipe; (compare) results.json A")
+    ap.add_argument("fold", nargs="?", help="(job) a fold; (compare) results.json B")
+    ap.add_argument("--a", help="(compare) the recipe in A, when it holds several")
+    ap.add_argument("--b", help="(compare) the recipe in B, when it holds several")
+    ap.add_argument("--merge", action="append", default=[], help="(run) an earlier results.json; repeatable")
     ap.add_argument("--data", default="../shared/data/lgg")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--test-frac", type=float, default=0.2)
@@ -304,12 +370,21 @@ def main() -> None:
         print(f"{a.out}: {len(meta['packed'])} of {len(meta['all_ids'])} patients, {size:.1f} MB")
     elif a.mode == "job":
         tmp = Path(a.tmp)
-        res = job(Path(a.npz), tmp, a.recipe, a.fold, a.device, json.loads(a.extra))
+        res = job(Path(a.npz), tmp, a.recipe, int(a.fold), a.device, json.loads(a.extra))
         dest = tmp / "jobs" / f"{a.recipe}-f{a.fold}.json"
         dest.parent.mkdir(parents=True, exist_ok=True)
         from tumorseg.io import atomic_write_text
 
         atomic_write_text(dest, json.dumps(res))
+    elif a.mode == "compare":
+        if not (a.recipe and a.fold):
+            ap.error("compare needs two results.json files")
+        (ra, sa), (rb, sb) = scored(Path(a.recipe), a.a), scored(Path(a.fold), a.b)
+        c = compare(sa, sb)
+        print(f"{c['n']} patients scored by both: {ra} {c['mean_a']:.3f}, {rb} {c['mean_b']:.3f}; "
+              f"{rb} better on {c['better']}, worse on {c['worse']} (by > 0.001)")  # fmt: skip
+        for pid, d in c["moved"][:8]:
+            print(f"  {pid}  {sa[pid]:.3f} -> {sb[pid]:.3f}  ({d:+.3f})")
     else:
         run(a)
 

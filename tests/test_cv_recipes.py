@@ -73,6 +73,36 @@ def test_pack_and_one_fold_match_the_real_files(lgg_root, tmp_path):
         assert scores["plain_largest"][pid] == pytest.approx(want, abs=5e-3)
     assert np.isfinite(list(scores["tta_largest"].values())).all()
 
+    # another call (another machine, say) trains fold 1 and merges fold 0 from the first results.json
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text((out / "results.json").read_text())
+    out2 = tmp_path / "out2"
+    r = subprocess.run([sys.executable, str(SCRIPT), "run", "--pack", str(pack), "--tmp", str(tmp_path / "work2"),
+                        "--out", str(out2), "--device", "cpu", "--workers", "1", "--recipes", "R0-shipped",
+                        "--folds", "1", "--merge", str(earlier), "--extra", json.dumps(extra)],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr + r.stdout
+    merged = json.loads((out2 / "results.json").read_text())
+    assert merged["results"]["R0-shipped-f0"] == doc["results"]["R0-shipped-f0"]
+    fold1 = split_cases(list(cases), 0, 0.0, 0.2, folds=3, fold=1)["val"]
+    assert sorted(merged["results"]["R0-shipped-f1"]["scores"]["plain_largest"]) == fold1
+    assert merged["aggregate"]["R0-shipped"]["folds_done"] == 2
+
+    # compare: on the patients both files scored (fold 0's), the same scores
+    r = subprocess.run([sys.executable, str(SCRIPT), "compare", str(earlier), str(out2 / "results.json")],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert f"{len(split['val'])} patients scored by both" in r.stdout and "better on 0, worse on 0" in r.stdout
+
+    # a merged fold that scored other patients than this pack's fold is refused before any training
+    wrong = json.loads(earlier.read_text())
+    wrong["results"]["R0-shipped-f0"]["fold"] = 1
+    earlier.write_text(json.dumps(wrong))
+    r = subprocess.run([sys.executable, str(SCRIPT), "run", "--pack", str(pack), "--tmp", str(tmp_path / "work2"),
+                        "--out", str(tmp_path / "out3"), "--recipes", "R0-shipped", "--folds", "2",
+                        "--merge", str(earlier)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode != 0 and "scored other patients than this pack's fold 1" in r.stderr
+
     r = subprocess.run([sys.executable, str(SCRIPT), "run", "--pack", str(pack), "--tmp", str(tmp), "--out", str(out),
                         "--recipes", "R99"], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert r.returncode != 0 and "unknown recipes" in r.stderr
@@ -114,3 +144,17 @@ def test_every_recipe_is_a_valid_config():
         cfg = validate_config({"data": "d", "out": "o", **recipe}, f"recipe {name}")
         budget = cfg.epochs * (1 + cfg.empty_ratio) * (cfg.model.image_size / 128) ** 2
         assert 100 < budget < 260, f"{name}: about {budget:.0f} slice-epochs at 128, far from the shipped 160"
+
+
+def test_compare_counts_better_and_worse_on_shared_patients():
+    sys.path.insert(0, str(SCRIPT.parent))
+    from cv_recipes import compare
+
+    a = {"p1": 0.8, "p2": 0.5, "p3": 0.9, "p4": 0.7}
+    b = {"p1": 0.85, "p2": 0.3, "p3": 0.9005, "p5": 0.1}  # p3 within 0.001: neither; p4, p5 not shared
+    c = compare(a, b)
+    assert (c["n"], c["better"], c["worse"]) == (3, 1, 1)
+    assert c["mean_a"] == pytest.approx(2.2 / 3) and c["mean_b"] == pytest.approx(2.0505 / 3)
+    assert [pid for pid, _ in c["moved"]] == ["p2", "p1", "p3"]
+    with pytest.raises(SystemExit, match="share no patient"):
+        compare({"p1": 1.0}, {"p2": 1.0})
