@@ -5,7 +5,7 @@ usage:
   python scripts/cv_recipes.py run --pack lgg128.npz.xz --device cuda --workers 10 --deadline 465 --out DIR
   python scripts/cv_recipes.py run ... --recipes R0-shipped,R5-empty0.25-e128 --folds 0,1,2
   python scripts/cv_recipes.py run ... --recipes R13-r5-size160 --folds 2 --merge earlier.json
-  python scripts/cv_recipes.py compare benchmarks/results/cv/R5.json benchmarks/results/cv/R13.json
+  python scripts/cv_recipes.py compare OTHER.json benchmarks/results/cv/R13-r5-size160.json
 
 `pack` writes the non-test patients of the default split as the network sees them in training
 (uint8 slices resized to the model's input size) with their masks at their own size, lzma
@@ -370,8 +370,9 @@ def main() -> None:
         print(f"{a.out}: {len(meta['packed'])} of {len(meta['all_ids'])} patients, {size:.1f} MB")
     elif a.mode == "job":
         tmp = Path(a.tmp)
-        res = job(Path(a.npz), tmp, a.recipe, int(a.fold), a.device, json.loads(a.extra))
-        dest = tmp / "jobs" / f"{a.recipe}-f{a.fold}.json"
+        fold = int(a.fold)
+        res = job(Path(a.npz), tmp, a.recipe, fold, a.device, json.loads(a.extra))
+        dest = tmp / "jobs" / f"{a.recipe}-f{fold}.json"
         dest.parent.mkdir(parents=True, exist_ok=True)
         from tumorseg.io import atomic_write_text
 
