@@ -64,6 +64,7 @@ RECIPES: dict[str, dict] = {
     "R12-r5-tversky-slice": {"empty_ratio": 0.25, "epochs": 128, "loss": "bce+tversky-slice"},
     # 160x160 input; a step costs 1.45x one at 128 here, so 88 epochs keep R5's CPU time (needs a pack at 160)
     "R13-r5-size160": {"empty_ratio": 0.25, "epochs": 88, "model": {"image_size": 160}},
+    "R14-r5-lr2e-3": {"empty_ratio": 0.25, "epochs": 128, "lr": 2e-3},
 }
 SCORES = ("plain_all", "plain_largest", "tta_all", "tta_largest")
 
