@@ -25,10 +25,11 @@ fold's last complete epoch; a fold trained there with other options is refused, 
 A result's train_s sums the time of every epoch (resumed ones too); wall_s is this call's.
 
 `--merge` adds the folds of an earlier results.json (another session's, say) for the recipes run
-now and the folds not run now, so a CV can be finished across machines; a fold whose patients are
-not this pack's fold is refused. `compare A B` sets two recipes side by side on the patients both
-have scored (pooled over the folds each file holds): the means, and on how many patients B is
-better or worse than A by more than 0.001. Keep each recipe's results.json in
+now, and those folds are not trained again, so a CV can be finished across machines. A fold whose
+patients are not this pack's fold, one trained with another `--extra`, or one that two merged files
+hold differently is refused. Each result records its device and `--extra`. `compare A B` sets two
+recipes side by side on the patients both have scored (pooled over the folds each file holds):
+the means, and on how many patients B is better or worse than A by more than 0.001. Keep each recipe's results.json in
 benchmarks/results/cv/: per-patient scores are ours, and a machine's runs/ do not outlive it.
 """
 
@@ -67,6 +68,7 @@ RECIPES: dict[str, dict] = {
     "R14-r5-lr2e-3": {"empty_ratio": 0.25, "epochs": 128, "lr": 2e-3},
 }
 SCORES = ("plain_all", "plain_largest", "tta_all", "tta_largest")
+FOLDS = 3  # as `tumorseg train --folds 3`
 
 
 def pack(data: Path, out: Path, size: int = 128, seed: int = 0, test_frac: float = 0.2) -> dict:
@@ -152,7 +154,7 @@ def job(npz: Path, tmp: Path, recipe: str, fold: int, device: str, extra: dict) 
 
     data = PackedData(npz)
     out = tmp / "runs" / f"{recipe}-f{fold}"
-    cfg = {"data": str(npz), "out": str(out), "folds": 3, "fold": fold, "device": device, "threads": 2,
+    cfg = {"data": str(npz), "out": str(out), "folds": FOLDS, "fold": fold, "device": device, "threads": 2,
            "seed": data.meta["seed"], "test_frac": data.meta["test_frac"], **RECIPES[recipe], **extra}  # fmt: skip
     cfg = validate_config(cfg, f"recipe {recipe}")
     m = cfg.model
@@ -186,13 +188,13 @@ def job(npz: Path, tmp: Path, recipe: str, fold: int, device: str, extra: dict) 
             scores[f"{name}_all"][pid] = dice(confusion_counts(mask, case.full_masks))
             scores[f"{name}_largest"][pid] = dice(confusion_counts(keep_largest_3d(mask), case.full_masks))
     last = summary.get("last", {})
-    return {"recipe": recipe, "fold": fold, "train_s": summary.get("train_seconds", wall_s), "wall_s": wall_s,
-            "epochs": summary.get("epochs_done"),
+    return {"recipe": recipe, "fold": fold, "device": device, "extra": extra,
+            "train_s": summary.get("train_seconds", wall_s), "wall_s": wall_s, "epochs": summary.get("epochs_done"),
             "img_s": last.get("train_images_per_s"), "loss": last.get("train_loss"), "scores": scores,
             "means": {k: float(np.mean(list(v.values()))) for k, v in scores.items()}}  # fmt: skip
 
 
-def aggregate(results: dict[str, dict], recipes: list[str], folds: int = 3) -> dict:
+def aggregate(results: dict[str, dict], recipes: list[str], folds: int = FOLDS) -> dict:
     """Per recipe: the fold means, and once every fold is in, the pooled per-patient scores."""
     agg = {}
     for recipe in recipes:
@@ -211,7 +213,7 @@ def aggregate(results: dict[str, dict], recipes: list[str], folds: int = 3) -> d
     return agg
 
 
-def fold_patients(npz: Path, fold: int, folds: int = 3) -> list[str]:
+def fold_patients(npz: Path, fold: int, folds: int = FOLDS) -> list[str]:
     """The validation patients of `fold`, as `tumorseg train --folds` deals them for this pack."""
     from tumorseg.data.lgg import split_cases
 
@@ -220,31 +222,48 @@ def fold_patients(npz: Path, fold: int, folds: int = 3) -> list[str]:
     return split_cases(meta["all_ids"], meta["seed"], 0.0, meta["test_frac"], folds=folds, fold=fold)["val"]
 
 
-def merged(paths: list[str], recipes: list[str], skip: set[str], npz: Path) -> dict[str, dict]:
-    """The fold results in earlier results.json files for `recipes`, less the keys in `skip`."""
+def read_results(path: str | Path) -> dict[str, dict]:
+    """The fold results of a results.json that `run` wrote, checked so that a bad file names itself."""
+    try:
+        results = json.loads(Path(path).read_text())["results"]
+        for key, r in results.items():
+            if key != f"{r['recipe']}-f{r['fold']}":
+                raise ValueError(f"{key} holds {r['recipe']} fold {r['fold']}")
+            if not all(isinstance(r["scores"][k], dict) for k in SCORES):
+                raise ValueError(f"{key} has no per-patient scores")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise SystemExit(f"{path}: not a results.json of this script ({type(e).__name__}: {e})") from e
+    return results
+
+
+def merged(paths: list[str], recipes: list[str], npz: Path, extra: dict) -> dict[str, dict]:
+    """The fold results in earlier results.json files for `recipes`, refusing any fold that could not
+    have come from this run: other patients, other --extra options, or two files that disagree."""
     found: dict[str, dict] = {}
+    source: dict[str, str] = {}
     for path in paths:
-        try:
-            earlier = json.loads(Path(path).read_text())["results"]
-        except (OSError, ValueError, KeyError) as e:
-            raise SystemExit(f"--merge {path}: not a results.json of this script ({e})") from e
-        for key, r in earlier.items():
-            if r["recipe"] not in recipes or key in skip:
+        for key, r in read_results(path).items():
+            if r["recipe"] not in recipes:
                 continue
             if sorted(r["scores"]["plain_largest"]) != fold_patients(npz, r["fold"]):
                 raise SystemExit(f"--merge {path}: {key} scored other patients than this pack's fold {r['fold']}")
-            found[key] = r
+            if r.get("extra", {}) != extra:  # files written before --extra was recorded ran with none
+                raise SystemExit(f"--merge {path}: {key} was trained with --extra {json.dumps(r.get('extra', {}))}, "
+                                 f"this run with {json.dumps(extra)}")  # fmt: skip
+            if key in found and found[key] != r:
+                raise SystemExit(f"--merge {path}: {key} differs from the {key} in {source[key]}; merge one of them")
+            found[key], source[key] = r, path
     return found
 
 
-def scored(path: Path, recipe: str | None) -> tuple[str, dict[str, float]]:
+def scored(path: Path, recipe: str | None, flag: str = "--a") -> tuple[str, dict[str, float]]:
     """One recipe's per-patient Dice (largest part), pooled over the folds in a results.json."""
-    results = json.loads(path.read_text())["results"]
+    results = read_results(path)
     recipes = sorted({r["recipe"] for r in results.values()})
     if recipe is None and len(recipes) == 1:
         recipe = recipes[0]
     if recipe not in recipes:
-        raise SystemExit(f"{path}: name one recipe of {recipes}")
+        raise SystemExit(f"{path}: name one recipe of {recipes} with {flag}")
     pooled = {
         pid: d for r in results.values() if r["recipe"] == recipe for pid, d in r["scores"]["plain_largest"].items()
     }
@@ -269,18 +288,28 @@ def run(args) -> dict:
     t0 = time.time()
     out, tmp = Path(args.out), Path(args.tmp)
     out.mkdir(parents=True, exist_ok=True)
-    npz = unpack(Path(args.pack), tmp)
+    try:
+        folds = [int(f) for f in args.folds.split(",")]
+    except ValueError:
+        folds = []
+    if not folds or any(f not in range(FOLDS) for f in folds):
+        raise SystemExit(f"--folds {args.folds}: give folds of 0..{FOLDS - 1}, comma separated")
+    try:
+        extra = json.loads(args.extra)
+    except ValueError as e:
+        raise SystemExit(f"--extra {args.extra}: not JSON ({e})") from e
     recipes = args.recipes.split(",") if args.recipes else list(RECIPES)
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
         raise SystemExit(f"unknown recipes {unknown}; known: {', '.join(RECIPES)}")
-    queue = [(r, int(f)) for r in recipes for f in args.folds.split(",")]
+    npz = unpack(Path(args.pack), tmp)
+    results = merged(args.merge, recipes, npz, extra)
+    for key in results:
+        print(f"merged {key} from --merge (not trained again)", flush=True)
+    queue = [(r, f) for r in recipes for f in folds if f"{r}-f{f}" not in results]
     env = {**os.environ, "OMP_NUM_THREADS": "2", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
     (tmp / "logs").mkdir(parents=True, exist_ok=True)
     running: dict[subprocess.Popen, tuple[str, int, float]] = {}
-    results = merged(args.merge, recipes, {f"{r}-f{f}" for r, f in queue}, npz)
-    for key in results:
-        print(f"merged {key} from --merge", flush=True)
     failures: dict[str, str] = {}
     durations: list[float] = []
 
@@ -381,8 +410,9 @@ def main() -> None:
     elif a.mode == "compare":
         if not (a.recipe and a.fold):
             ap.error("compare needs two results.json files")
-        (ra, sa), (rb, sb) = scored(Path(a.recipe), a.a), scored(Path(a.fold), a.b)
+        (ra, sa), (rb, sb) = scored(Path(a.recipe), a.a, "--a"), scored(Path(a.fold), a.b, "--b")
         c = compare(sa, sb)
+        print("per-patient Dice: threshold 0.5, holes filled, largest 3D part, no TTA")
         print(f"{c['n']} patients scored by both: {ra} {c['mean_a']:.3f}, {rb} {c['mean_b']:.3f}; "
               f"{rb} better on {c['better']}, worse on {c['worse']} (by > 0.001)")  # fmt: skip
         for pid, d in c["moved"][:8]:

@@ -73,15 +73,19 @@ def test_pack_and_one_fold_match_the_real_files(lgg_root, tmp_path):
         assert scores["plain_largest"][pid] == pytest.approx(want, abs=5e-3)
     assert np.isfinite(list(scores["tta_largest"].values())).all()
 
-    # another call (another machine, say) trains fold 1 and merges fold 0 from the first results.json
+    # another call (another machine, say) asked for folds 0 and 1 merges fold 0 from the first
+    # results.json and trains fold 1 only
     earlier = tmp_path / "earlier.json"
     earlier.write_text((out / "results.json").read_text())
+    assert doc["results"]["R0-shipped-f0"]["extra"] == extra and doc["results"]["R0-shipped-f0"]["device"] == "cpu"
     out2 = tmp_path / "out2"
     r = subprocess.run([sys.executable, str(SCRIPT), "run", "--pack", str(pack), "--tmp", str(tmp_path / "work2"),
                         "--out", str(out2), "--device", "cpu", "--workers", "1", "--recipes", "R0-shipped",
-                        "--folds", "1", "--merge", str(earlier), "--extra", json.dumps(extra)],
+                        "--folds", "0,1", "--merge", str(earlier), "--extra", json.dumps(extra)],
                        capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == 0, r.stderr + r.stdout
+    assert "merged R0-shipped-f0 from --merge (not trained again)" in r.stdout
+    assert sorted(p.name for p in (tmp_path / "work2" / "runs").iterdir()) == ["R0-shipped-f1"]
     merged = json.loads((out2 / "results.json").read_text())
     assert merged["results"]["R0-shipped-f0"] == doc["results"]["R0-shipped-f0"]
     fold1 = split_cases(list(cases), 0, 0.0, 0.2, folds=3, fold=1)["val"]
@@ -96,11 +100,12 @@ def test_pack_and_one_fold_match_the_real_files(lgg_root, tmp_path):
 
     # a merged fold that scored other patients than this pack's fold is refused before any training
     wrong = json.loads(earlier.read_text())
-    wrong["results"]["R0-shipped-f0"]["fold"] = 1
+    wrong["results"] = {"R0-shipped-f1": {**wrong["results"]["R0-shipped-f0"], "fold": 1}}
     earlier.write_text(json.dumps(wrong))
     r = subprocess.run([sys.executable, str(SCRIPT), "run", "--pack", str(pack), "--tmp", str(tmp_path / "work2"),
                         "--out", str(tmp_path / "out3"), "--recipes", "R0-shipped", "--folds", "2",
-                        "--merge", str(earlier)], capture_output=True, text=True, timeout=60)  # fmt: skip
+                        "--merge", str(earlier), "--extra", json.dumps(extra)],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
     assert r.returncode != 0 and "scored other patients than this pack's fold 1" in r.stderr
 
     r = subprocess.run([sys.executable, str(SCRIPT), "run", "--pack", str(pack), "--tmp", str(tmp), "--out", str(out),
@@ -158,3 +163,44 @@ def test_compare_counts_better_and_worse_on_shared_patients():
     assert [pid for pid, _ in c["moved"]] == ["p2", "p1", "p3"]
     with pytest.raises(SystemExit, match="share no patient"):
         compare({"p1": 1.0}, {"p2": 1.0})
+
+
+def test_merge_refuses_folds_that_could_not_come_from_this_run(tmp_path):
+    sys.path.insert(0, str(SCRIPT.parent))
+    from cv_recipes import fold_patients, merged
+
+    npz = tmp_path / "pack.npz"  # fold_patients reads only the pack's meta
+    ids = [f"TCGA_XX_{i:04d}_20000101" for i in range(12)]
+    np.savez(npz, meta=json.dumps({"all_ids": ids, "seed": 0, "test_frac": 0.2}))
+    folds = [fold_patients(npz, f) for f in range(3)]
+    assert sorted(sum(folds, [])) == sorted(split_cases(ids, 0, 0.0, 0.2)["train"])  # the 3 folds tile training
+
+    def result(recipe, fold, dice=0.8, extra=None):
+        r = {"recipe": recipe, "fold": fold, "scores": {k: {p: dice for p in folds[fold]} for k in
+             ("plain_all", "plain_largest", "tta_all", "tta_largest")}}  # fmt: skip
+        return r if extra is None else {**r, "extra": extra}
+
+    def write(name, results):
+        path = tmp_path / name
+        path.write_text(json.dumps({"results": {f"{r['recipe']}-f{r['fold']}": r for r in results}}))
+        return str(path)
+
+    a = write("a.json", [result("R5", 0), result("R5", 1), result("R0", 2)])
+    got = merged([a], ["R5"], npz, {})
+    assert sorted(got) == ["R5-f0", "R5-f1"]  # other recipes are left out
+    assert got == merged([a, a], ["R5"], npz, {})  # the same fold twice is fine
+    b = write("b.json", [result("R5", 1, dice=0.7)])
+    with pytest.raises(SystemExit, match="R5-f1 differs from the R5-f1 in .*a.json"):
+        merged([a, b], ["R5"], npz, {})
+    c = write("c.json", [result("R5", 2, extra={"epochs": 1})])
+    with pytest.raises(SystemExit, match='R5-f2 was trained with --extra {"epochs": 1}, this run with {}'):
+        merged([c], ["R5"], npz, {})
+    assert sorted(merged([c], ["R5"], npz, {"epochs": 1})) == ["R5-f2"]
+    bad_key = tmp_path / "d.json"
+    bad_key.write_text(json.dumps({"results": {"R5-f0": result("R5", 1)}}))
+    with pytest.raises(SystemExit, match="d.json: not a results.json.*R5-f0 holds R5 fold 1"):
+        merged([str(bad_key)], ["R5"], npz, {})
+    for text in ("{", '{"results": {"R5-f0": {"recipe": "R5"}}}', '{"elapsed_s": 1}'):
+        bad_key.write_text(text)
+        with pytest.raises(SystemExit, match="d.json: not a results.json of this script"):
+            merged([str(bad_key)], ["R5"], npz, {})
