@@ -88,6 +88,38 @@ def test_evaluate_split_missing_from_data(tiny_run, tmp_path, lgg_root):
     assert res["patients"] == 1
 
 
+def test_evaluate_scores_missing_sequences_as_the_dataset_fills_them(tiny_run, tmp_path):
+    """--missing-sequences scores each patient again with T1 channels replaced by FLAIR; each variant's
+    per-patient Dice equals a direct segmentation of the altered slices, and the CLI prints them."""
+    from tumorseg.data.lgg import find_cases, load_case
+    from tumorseg.evaluation import MISSING, without_sequences
+    from tumorseg.metrics import score_volume
+
+    data = Path(json.loads((tiny_run / "config.json").read_text())["data"])
+    weights = tiny_run / "last.safetensors"
+    res = evaluate(data, weights, "test", missing=True, log=lambda *a: None)
+    assert res["settings"]["missing_sequences"] is True
+    pid = res["per_patient"][0]["patient"]
+    case = load_case(find_cases(data / pid)[0], None)
+    pred = Predictor.from_checkpoint(weights)
+    for name, chans in MISSING.items():
+        img = without_sequences(case.images, chans)
+        assert all(np.array_equal(img[:, c], case.images[:, 1]) for c in chans)
+        kept = [c for c in range(3) if c not in chans]
+        assert all(np.array_equal(img[:, c], case.images[:, c]) for c in kept)
+        want = score_volume(pred.segment(img, volume=True), case.full_masks)["dice"]
+        assert res["summary"][name]["dice"]["mean"] == pytest.approx(want, abs=1e-9)
+    assert "no_pre_t1" not in evaluate(data, weights, "test", log=lambda *a: None)["summary"]
+    r = subprocess.run(
+        [sys.executable, "-m", "tumorseg", "evaluate", "--data", str(data), "--weights", str(weights),
+         "--missing-sequences"],  # fmt: skip
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    for label in ("FLAIR for pre-contrast T1", "FLAIR for post-contrast T1", "FLAIR for both T1s"):
+        assert label in r.stdout
+
+
 def test_remove_small_components():
     m = np.zeros((2, 10, 10), bool)
     m[0, 0:2, 0:2] = True  # 4 px

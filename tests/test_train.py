@@ -89,6 +89,21 @@ def test_zoom_reaches_the_training_loop(tiny_lgg, tmp_path):
     assert json.loads((tmp_path / "wide" / "config.json").read_text())["zoom"] == 0.3
 
 
+def test_missing_sequences_reaches_the_training_loop(tiny_lgg, tmp_path):
+    """--missing-sequences changes what the network sees and is saved with the run; 0 changes nothing,
+    and a FLAIR-only model refuses it."""
+    quiet = {"progress": False, "log": lambda *a: None}
+    fit(tiny_config(tiny_lgg, tmp_path / "off", epochs=1), **quiet)
+    fit(tiny_config(tiny_lgg, tmp_path / "zero", epochs=1, missing_sequences=0.0), **quiet)
+    fit(tiny_config(tiny_lgg, tmp_path / "on", epochs=1, missing_sequences=1.0), **quiet)
+    loss = {k: read_metrics(tmp_path / k)[0]["train_loss"] for k in ("off", "zero", "on")}
+    assert loss["zero"] == loss["off"]
+    assert loss["on"] != loss["off"]
+    assert json.loads((tmp_path / "on" / "config.json").read_text())["missing_sequences"] == 1.0
+    with pytest.raises(TumorsegError, match="missing_sequences needs channels='all'"):
+        tiny_config(tiny_lgg, tmp_path / "flair", missing_sequences=0.2, model={"channels": "flair"})
+
+
 def test_resume_continues_from_the_right_epoch(tiny_lgg, tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     # a constant learning rate, so stopping at 2 of 3 epochs changes nothing but the stop

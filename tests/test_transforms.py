@@ -3,7 +3,15 @@ import pytest
 import torch
 
 from tumorseg.data.lgg import find_cases, load_case
-from tumorseg.data.transforms import augment, dim_lesions, preprocess, resize_uint8, scale_intensity, upper_quantile
+from tumorseg.data.transforms import (
+    augment,
+    dim_lesions,
+    missing_sequences,
+    preprocess,
+    resize_uint8,
+    scale_intensity,
+    upper_quantile,
+)
 
 
 def test_augment_keeps_image_and_mask_aligned():
@@ -119,3 +127,27 @@ def test_dim_lesions_share_and_seed():
     assert 0.2 < share < 0.4
     none, _ = dim_lesions(x, y, torch.Generator().manual_seed(1), p=0.0)
     assert torch.equal(none, x)
+
+
+def test_missing_sequences_copies_flair_into_the_t1_channels(lgg_root):
+    """Each pattern (no pre-T1, no post-T1, neither) shows up about p/3 of the time, FLAIR and any
+    2.5D context channels stay as they were, and slices not chosen are untouched."""
+    case = load_case(find_cases(lgg_root / "TCGA_CS_4941_19960909")[0], 64)
+    x = scale_intensity(torch.from_numpy(case.images))
+    x = torch.cat([x, torch.rand(len(x), 2, 64, 64)], 1).repeat(40, 1, 1, 1)  # + 2 context channels
+    assert not torch.equal(x[:, 0], x[:, 1]) and not torch.equal(x[:, 2], x[:, 1])
+    out = missing_sequences(x, torch.Generator().manual_seed(0), 0.3)
+    no_pre = (out[:, 0] == out[:, 1]).flatten(1).all(1) & ~(x[:, 0] == x[:, 1]).flatten(1).all(1)
+    no_post = (out[:, 2] == out[:, 1]).flatten(1).all(1) & ~(x[:, 2] == x[:, 1]).flatten(1).all(1)
+    for share in (
+        (no_pre & ~no_post).float().mean(),
+        (no_post & ~no_pre).float().mean(),
+        (no_pre & no_post).float().mean(),
+    ):
+        assert abs(share.item() - 0.1) < 0.03
+    assert torch.equal(out[:, 1], x[:, 1]) and torch.equal(out[:, 3:], x[:, 3:])
+    kept = ~(no_pre | no_post)
+    assert torch.equal(out[kept], x[kept])
+    assert torch.equal(missing_sequences(x, torch.Generator().manual_seed(0), 0.0), x)
+    again = missing_sequences(x, torch.Generator().manual_seed(0), 0.3)
+    assert torch.equal(again, out)

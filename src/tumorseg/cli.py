@@ -101,6 +101,11 @@ def train(
     dim_lesions: float | None = typer.Option(
         None, help="Share of tumor slices whose tumor is partly darkened (with --augment; 0 = off)."
     ),
+    missing_sequences: float | None = typer.Option(
+        None,
+        help="Share of slices shown with pre- and/or post-contrast T1 replaced by FLAIR, as the dataset fills a "
+        "missing sequence (with --augment; 0 = off).",
+    ),
     seed: int | None = typer.Option(None, help="Seed for the split, sampling and init."),
     val_frac: float | None = typer.Option(None, help="Fraction of patients for validation."),
     test_frac: float | None = typer.Option(None, help="Fraction of patients held out for testing."),
@@ -124,7 +129,8 @@ def train(
     top = {
         "data": data, "out": out, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "loss": loss, "schedule": schedule, "empty_ratio": empty_ratio, "ema": ema,
-        "augment": augment, "zoom": zoom, "dim_lesions": dim_lesions, "seed": seed, "member": member,
+        "augment": augment, "zoom": zoom, "dim_lesions": dim_lesions, "missing_sequences": missing_sequences,
+        "seed": seed, "member": member,
         "val_frac": val_frac, "test_frac": test_frac, "folds": folds, "fold": fold,
         "patience": patience, "workers": workers, "threads": threads, "max_patients": max_patients,
         "device": device, "sync_bn": sync_bn, "precision": precision,
@@ -183,6 +189,12 @@ def evaluate(
     largest: bool = typer.Option(True, "--largest/--all-parts", help=LARGEST_HELP),
     batch_size: int = typer.Option(32, min=1, help="Slices per forward pass."),
     backend: Backend = typer.Option("auto", help=BACKEND_HELP),
+    missing_sequences: bool = typer.Option(
+        False,
+        "--missing-sequences",
+        help="Also score each patient with pre-contrast T1, post-contrast T1 or both replaced by FLAIR, "
+        "as the dataset fills a missing sequence.",
+    ),
 ) -> None:
     """Score a checkpoint per patient at the original resolution, beside a no-tumor baseline."""
     from .evaluation import evaluate as run_evaluate
@@ -191,6 +203,8 @@ def evaluate(
     if image or mask or pairs:
         if len(image or []) != len(mask or []):
             fail("give one --mask for each --image")
+        if missing_sequences:
+            fail("--missing-sequences scores a --data folder of kaggle_3m patients, not --image/--pairs volumes")
         todo = list(zip(image or [], mask or [])) + (read_pairs_csv(pairs) if pairs else [])
         evaluate_volumes(todo, weights, out, threshold, tta, min_size, backend.value, fill_holes, largest)
         return
@@ -199,7 +213,7 @@ def evaluate(
     if report and out is None:
         fail("--report needs --out DIR")
     run_evaluate(data, weights, split.value, out, threshold, tta, min_size, report, fill_holes, largest,
-                 batch_size=batch_size, backend=backend.value)  # fmt: skip
+                 batch_size=batch_size, backend=backend.value, missing=missing_sequences)  # fmt: skip
 
 
 @app.command()

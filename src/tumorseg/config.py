@@ -76,6 +76,7 @@ class TrainConfig(BaseModel):
     augment: bool = True
     zoom: float = Field(0.1, ge=0, lt=1)  # random zoom drawn from [1 - zoom, 1 + zoom] (with augment)
     dim_lesions: float = Field(0.0, ge=0, le=1)  # share of tumor slices with a part of the tumor darkened
+    missing_sequences: float = Field(0.0, ge=0, le=1)  # share of slices shown with T1 sequences replaced by FLAIR
     ema: float = Field(0.99, ge=0, lt=1.0)
     seed: int = Field(0, ge=0)
     val_frac: float = Field(0.0, ge=0, lt=1)
@@ -97,6 +98,8 @@ class TrainConfig(BaseModel):
             raise ValueError("val_frac + test_frac must be below 1")
         if self.folds == 1 or self.fold >= max(self.folds, 1):
             raise ValueError(f"fold must be in 0..folds-1 with folds >= 2 (got fold {self.fold} of {self.folds})")
+        if self.missing_sequences and self.model.channels != "all":
+            raise ValueError("missing_sequences needs channels='all' (it replaces the T1 sequences by FLAIR)")
         if self.folds and self.val_frac:
             raise ValueError("folds choose the validation patients: leave val_frac at 0")
         return self

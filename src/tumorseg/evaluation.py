@@ -25,6 +25,15 @@ from .metrics import score_volume, summarize
 COLUMNS = ["patient", "slices", "tumor_slices", "dice", "iou", "precision", "recall", "hd95", "accuracy",
            "slice_dice", "fp_slices", "baseline_dice", "baseline_accuracy"]  # fmt: skip
 METRICS = ["dice", "iou", "precision", "recall", "hd95", "accuracy", "slice_dice"]
+# channels of an `all` slice replaced by FLAIR (channel 1), as the LGG dataset fills a missing sequence
+MISSING = {"no_pre_t1": (0,), "no_post_t1": (2,), "flair_only": (0, 2)}
+
+
+def without_sequences(images: np.ndarray, missing: tuple[int, ...]) -> np.ndarray:
+    """uint8 (N, 3, H, W) slices with the channels `missing` replaced by FLAIR."""
+    out = images.copy()
+    out[:, list(missing)] = images[:, 1:2]
+    return out
 
 
 def select_patients(ckpt_meta: dict, split: str, available: list[str], data: Path, weights: Path) -> list[str]:
@@ -60,6 +69,7 @@ def evaluate(
     compare_min_size: int = 50,
     batch_size: int = 32,
     backend: str = "auto",
+    missing: bool = False,
     log=print,
 ) -> dict:
     """Score `weights` on the patients of `split`, per patient and per slice.
@@ -68,7 +78,8 @@ def evaluate(
     (256x256 here) before scoring. Beside the chosen setting (threshold, `tta`,
     `min_size`, `fill_holes`, `largest`), it scores the plain thresholded model, hole filling,
     flip TTA, removal of small components and keeping the largest 3D component, so each
-    step's effect is measured, and an always-empty baseline.
+    step's effect is measured, and an always-empty baseline. `missing` also scores the chosen
+    setting with pre-contrast T1, post-contrast T1 or both replaced by FLAIR (`MISSING`).
     """
     data = Path(data)
     weights = Path(weights) if weights else default_weights()
@@ -76,6 +87,8 @@ def evaluate(
     cfg = ckpt.config.model
     predictor = Predictor.from_checkpoint(weights, backend, batch_size=batch_size, threshold=threshold,
                                           min_size=min_size, fill_holes=fill_holes, largest=largest)  # fmt: skip
+    if missing and cfg.channels != "all":
+        raise TumorsegError(f"{weights}: --missing-sequences needs a model of all 3 sequences (this one: FLAIR)")
     cases = {c.id: c for c in find_cases(data)}
     ids = select_patients(ckpt.meta, split, list(cases), data, weights)
     log(f"scoring {len(ids)} patients ({split} split) with {weights} on the {predictor.backend} backend")
@@ -92,6 +105,8 @@ def evaluate(
     }
     if cfg.context:
         variants["single_slices"] = []  # a 2.5D model shown each slice alone, as the web page does
+    if missing:
+        variants.update({k: [] for k in MISSING})
     rows, strips_input = [], {}
     t0 = time.perf_counter()
     for pid in ids:
@@ -115,6 +130,12 @@ def evaluate(
         }
         if cfg.context:
             scored["single_slices"] = score_volume(postprocess(predictor.probabilities(case.images)), truth)
+        for name, chans in MISSING.items() if missing else ():
+            img = without_sequences(case.images, chans)
+            p = predictor.probabilities(img, volume=True, numbers=numbers)
+            if tta:
+                p = (p + predictor.probabilities(img, flip=True, volume=True, numbers=numbers)) / 2
+            scored[name] = score_volume(predictor.mask(p, volume=True), truth)
         for k, v in scored.items():
             variants[k].append(v)
         s = scored["chosen"]
@@ -146,6 +167,7 @@ def evaluate(
             "fill_holes": fill_holes,
             "largest": largest,
             "compare_min_size": compare_min_size,
+            "missing_sequences": missing,
         },
         "model_config": json.loads(cfg.model_dump_json()),
         "seconds": seconds,
@@ -197,6 +219,9 @@ def print_table(result: dict, log=print) -> None:
         "cc3d_10": "+ drop 3D parts <10% of largest",
         "largest_3d": "+ fill holes, largest 3D part",
         "single_slices": "+ fill holes, each slice alone",
+        "no_pre_t1": "chosen, FLAIR for pre-contrast T1",
+        "no_post_t1": "chosen, FLAIR for post-contrast T1",
+        "flair_only": "chosen, FLAIR for both T1s",
         "baseline": 'always "no tumor" baseline',
     }
     for key, label in [(k, v) for k, v in labels.items() if k in result["summary"]]:

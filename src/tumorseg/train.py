@@ -20,7 +20,7 @@ from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import RESUME_MAY_CHANGE, ModelConfig, TrainConfig
 from .data.check import check_data
 from .data.lgg import CaseArrays, add_context, find_cases, flair_index, load_case, slice_numbers, split_cases
-from .data.transforms import augment, dim_lesions, scale_intensity, shuffle_context
+from .data.transforms import augment, dim_lesions, missing_sequences, scale_intensity, shuffle_context
 from .errors import TumorsegError
 from .hardware import machine, native_bf16
 from .infer import set_threads, slice_probabilities
@@ -453,6 +453,8 @@ def _fit(
                 x, y = augment(x, y, gen, scale=cfg.zoom)
                 if cfg.dim_lesions:
                     x, y = dim_lesions(x, y, gen, cfg.dim_lesions)
+                if cfg.missing_sequences:
+                    x = missing_sequences(x, gen, cfg.missing_sequences, flair_index(m.channels))
             if m.context:  # also without --augment: single slices are predicted with their own FLAIR
                 x = shuffle_context(x, m.sequence_channels, flair_index(m.channels), gen)
             x = x.contiguous(memory_format=torch.channels_last)

@@ -124,6 +124,22 @@ def augment(
     return x, y
 
 
+def missing_sequences(x: torch.Tensor, generator: torch.Generator, p: float, flair: int = 1) -> torch.Tensor:
+    """Show a share `p` of the slices (N, C, H, W) as if pre- or post-contrast T1, or both, were
+    missing: their channels 0 and/or 2 become a copy of FLAIR (`flair`), as the LGG dataset fills
+    a sequence a patient lacks. The three patterns are equally likely; later channels (2.5D
+    context) are left as they are."""
+    n = x.shape[0]
+    chosen = torch.rand(n, generator=generator) < p
+    pattern = torch.randint(0, 3, (n,), generator=generator)  # 0: no pre-T1, 1: no post-T1, 2: neither
+    others = [c for c in range(3) if c != flair]
+    out = x.clone()
+    for c, missing in zip(others, (pattern != 1, pattern != 0)):
+        rows = (chosen & missing).to(x.device).view(n, 1, 1)
+        out[:, c] = torch.where(rows, x[:, flair], x[:, c])
+    return out
+
+
 def shuffle_context(
     x: torch.Tensor, own: int, flair: int, generator: torch.Generator, drop: float = 0.1, swap: float = 0.5
 ) -> torch.Tensor:
