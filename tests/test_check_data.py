@@ -47,3 +47,28 @@ def test_every_problem_is_reported(tiny_lgg, tmp_path):
     assert r.returncode == 1 and "image has no mask" in r.stdout
     r = run("train", "--data", tiny_lgg, "--out", tmp_path / "r", "--epochs", "1")
     assert r.returncode == 2 and "data errors" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_patients_lacking_a_sequence_are_listed(lgg_root, tmp_path):
+    """The dataset fills a missing sequence with FLAIR: TCGA_HT_7877 lacks both T1s, TCGA_DU_7301 the
+    post-contrast T1, TCGA_CS_4941 none. Found on every slice, not just one, and printed."""
+    from conftest import copy_slices
+
+    for pid in ("TCGA_HT_7877_19980917", "TCGA_DU_7301_19911112", "TCGA_CS_4941_19960909"):
+        copy_slices(lgg_root / pid, tmp_path / "lgg" / pid, range(1, 6))
+    report = check_data(tmp_path / "lgg")
+    assert report["missing_sequences"] == {
+        "TCGA_DU_7301_19911112": ["post-contrast T1"],
+        "TCGA_HT_7877_19980917": ["pre-contrast T1", "post-contrast T1"],
+    }
+    # one slice whose post-contrast T1 differs from FLAIR is enough to show the sequence is there
+    slice1 = next((tmp_path / "lgg" / "TCGA_DU_7301_19911112").glob("*_3.png"))
+    arr = np.asarray(Image.open(slice1)).copy()
+    arr[100, 100, 2] ^= 1
+    Image.fromarray(arr).save(slice1)
+    assert list(check_data(tmp_path / "lgg")["missing_sequences"]) == ["TCGA_HT_7877_19980917"]
+    r = run("check-data", tmp_path / "lgg")
+    assert r.returncode == 0, r.stderr
+    assert (
+        "1 patient lacks a sequence (a copy of FLAIR in its place): TCGA_HT_7877_19980917 (pre-contrast T1" in r.stdout
+    )

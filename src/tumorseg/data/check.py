@@ -2,7 +2,8 @@
 
 Errors stop training: a slice without its mask (or the reverse), an unreadable file, a mask
 whose size differs from its image. Warnings are reported: non-binary masks, duplicate
-slices, patients without tumor. The class balance is summarised.
+slices, patients without tumor. The class balance is summarised, and so are the patients that
+lack a sequence (filled with a copy of FLAIR in every slice, as the LGG dataset does).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from ..errors import DataError
 from ..io import is_mask_path, read_image
 from .lgg import SLICE_SUFFIXES, slice_number
 
+# the channels of an RGB slice other than FLAIR (channel 1), by name
+T1_CHANNELS = {0: "pre-contrast T1", 2: "post-contrast T1"}
+
 
 def check_data(root: str | Path, log=None) -> dict:
     """Scan every patient folder under `root`; returns a report (see module docstring)."""
@@ -28,6 +32,7 @@ def check_data(root: str | Path, log=None) -> dict:
     errors: list[str] = []
     warnings: list[str] = []
     seen: dict[str, str] = {}
+    missing: dict[str, list[str]] = {}
     patients, slices, tumor_slices, tumor_px, total_px = 0, 0, 0, 0, 0
     for folder in folders:
         files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES]
@@ -39,6 +44,8 @@ def check_data(root: str | Path, log=None) -> dict:
         errors += [f"{masks[s]}: mask has no image" for s in sorted(set(masks) - set(images))]
         patients += 1
         patient_tumor = 0
+        copies = set(T1_CHANNELS)  # channels that equal FLAIR in every slice read so far
+        first = slices
         for stem in sorted(set(images) & set(masks), key=lambda s: slice_number(images[s])):
             try:
                 img, mask = read_image(images[stem]), read_image(masks[stem])
@@ -51,6 +58,8 @@ def check_data(root: str | Path, log=None) -> dict:
                 errors.append(f"{masks[stem]}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
                               f"{img.shape[1]}x{img.shape[0]}")  # fmt: skip
                 continue
+            if img.ndim == 3 and img.shape[-1] >= 3:
+                copies = {c for c in copies if np.array_equal(img[..., c], img[..., 1])}
             values = np.unique(mask)
             if not set(values.tolist()) <= {0, 255}:
                 warnings.append(f"{masks[stem]}: mask is not binary (values {values[:6].tolist()}...); "
@@ -67,6 +76,8 @@ def check_data(root: str | Path, log=None) -> dict:
             total_px += mask.size
         if patient_tumor == 0:
             warnings.append(f"{folder}: patient has no tumor in any slice")
+        if copies and slices > first:
+            missing[folder.name] = [T1_CHANNELS[c] for c in sorted(copies)]
     if patients == 0:
         errors.append(f"{root}: no slices found (expected <CASE>/<CASE>_<n>.png|tif with _mask beside each)")
     report = {
@@ -76,6 +87,7 @@ def check_data(root: str | Path, log=None) -> dict:
         "slices_with_tumor": tumor_slices,
         "tumor_slice_fraction": tumor_slices / slices if slices else 0.0,
         "tumor_pixel_fraction": tumor_px / total_px if total_px else 0.0,
+        "missing_sequences": missing,
         "errors": errors,
         "warnings": warnings,
     }
@@ -84,6 +96,10 @@ def check_data(root: str | Path, log=None) -> dict:
         pixels = 100 * report["tumor_pixel_fraction"]
         log(f"{patients} patients, {slices} slices, {tumor_slices} with tumor ({share:.1f} %), "
             f"tumor pixels {pixels:.2f} %")  # fmt: skip
+        if missing:
+            who = "1 patient lacks" if len(missing) == 1 else f"{len(missing)} patients lack"
+            log(f"{who} a sequence (a copy of FLAIR in its place): "
+                + "; ".join(f"{pid} ({', '.join(names)})" for pid, names in missing.items()))  # fmt: skip
         for w in warnings:
             log(f"warning: {w}")
         for e in errors:
