@@ -66,8 +66,11 @@ RECIPES: dict[str, dict] = {
     # 160x160 input; a step costs 1.45x one at 128 here, so 88 epochs keep R5's CPU time (needs a pack at 160)
     "R13-r5-size160": {"empty_ratio": 0.25, "epochs": 88, "model": {"image_size": 160}},
     "R14-r5-lr2e-3": {"empty_ratio": 0.25, "epochs": 128, "lr": 2e-3},
+    "R15-missing0.2": {"missing_sequences": 0.2},
 }
 SCORES = ("plain_all", "plain_largest", "tta_all", "tta_largest")
+# scored too since R15 (absent from older files): both T1 sequences replaced by FLAIR, largest part
+STRESS = ("flair_largest",)
 FOLDS = 3  # as `tumorseg train --folds 3`
 
 
@@ -149,6 +152,7 @@ def job(npz: Path, tmp: Path, recipe: str, fold: int, device: str, extra: dict) 
     from tumorseg.checkpoint import build_model, load_checkpoint
     from tumorseg.config import validate_config
     from tumorseg.data.transforms import resize
+    from tumorseg.evaluation import MISSING, without_sequences
     from tumorseg.infer import keep_largest_3d, postprocess, slice_probabilities
     from tumorseg.metrics import confusion_counts, dice
 
@@ -177,15 +181,17 @@ def job(npz: Path, tmp: Path, recipe: str, fold: int, device: str, extra: dict) 
     wall_s = time.time() - t0
     ckpt = load_checkpoint(out / "last.safetensors")
     model = build_model(ckpt).to(device).to(memory_format=torch.channels_last)
-    scores: dict[str, dict[str, float]] = {k: {} for k in SCORES}
+    scores: dict[str, dict[str, float]] = {k: {} for k in (*SCORES, *STRESS)}
     for pid in ckpt.meta["split"]["val"]:
         case = data.load_case(data.by_id[pid])
         plain = slice_probabilities(model, m, case.images)
         flipped = slice_probabilities(model, m, case.images, flip=True)
-        for name, probs in (("plain", plain), ("tta", (plain + flipped) / 2)):
+        flair = slice_probabilities(model, m, without_sequences(case.images, MISSING["flair_only"]))
+        for name, probs in (("plain", plain), ("tta", (plain + flipped) / 2), ("flair", flair)):
             probs = resize(torch.from_numpy(probs)[:, None], case.full_masks.shape[-2:])[:, 0].numpy()
             mask = postprocess(probs, 0.5)
-            scores[f"{name}_all"][pid] = dice(confusion_counts(mask, case.full_masks))
+            if f"{name}_all" in scores:
+                scores[f"{name}_all"][pid] = dice(confusion_counts(mask, case.full_masks))
             scores[f"{name}_largest"][pid] = dice(confusion_counts(keep_largest_3d(mask), case.full_masks))
     last = summary.get("last", {})
     return {"recipe": recipe, "fold": fold, "device": device, "extra": extra,
@@ -204,7 +210,7 @@ def aggregate(results: dict[str, dict], recipes: list[str], folds: int = FOLDS) 
         entry: dict = {"folds_done": len(done), "fold_means": {r["fold"]: r["means"] for r in done},
                        "train_s": [round(r["train_s"]) for r in done]}  # fmt: skip
         if len(done) == folds:
-            for k in SCORES:
+            for k in (*SCORES, *(k for k in STRESS if all(k in r["scores"] for r in done))):
                 pooled = {pid: d for r in done for pid, d in r["scores"][k].items()}
                 vals = np.array(list(pooled.values()))
                 entry[k] = {"mean": float(vals.mean()), "median": float(np.median(vals)), "min": float(vals.min()),
@@ -328,8 +334,9 @@ def run(args) -> dict:
                 results[key] = json.loads(result.read_text())
                 durations.append(time.time() - started)
                 m = results[key]["means"]
+                flair = f", FLAIR only {m['flair_largest']:.3f}" if "flair_largest" in m else ""
                 print(f"{time.time() - t0:6.0f} s: done {key} in {durations[-1]:.0f} s: Dice largest part "
-                      f"{m['plain_largest']:.3f}, all parts {m['plain_all']:.3f}, TTA {m['tta_largest']:.3f}",
+                      f"{m['plain_largest']:.3f}, all parts {m['plain_all']:.3f}, TTA {m['tta_largest']:.3f}{flair}",
                       flush=True)  # fmt: skip
             else:
                 failures[key] = (tmp / "logs" / f"{key}.log").read_text()[-3000:]
@@ -363,9 +370,11 @@ def run(args) -> dict:
     for recipe, e in doc["aggregate"].items():
         if "plain_largest" in e:
             s = e["plain_largest"]
+            flair = f"  FLAIR only {e['flair_largest']['mean']:.3f}" if "flair_largest" in e else ""
             print(
                 f"{recipe:20s} mean {s['mean']:.3f} median {s['median']:.3f} min {s['min']:.3f} "
                 f"<0.5: {s['under_0.5']}  TTA {e['tta_largest']['mean']:.3f}  all parts {e['plain_all']['mean']:.3f}"
+                f"{flair}"
             )
         else:
             print(f"{recipe:20s} {e['folds_done']} folds done")

@@ -71,6 +71,13 @@ def test_pack_and_one_fold_match_the_real_files(lgg_root, tmp_path):
         assert scores["plain_all"][pid] == pytest.approx(dice(confusion_counts(mask, case.full_masks)), abs=5e-3)
         want = dice(confusion_counts(keep_largest_3d(mask), case.full_masks))
         assert scores["plain_largest"][pid] == pytest.approx(want, abs=5e-3)
+        # the stress score: both T1 sequences replaced by FLAIR, as the dataset fills missing ones
+        flair = case.images.copy()
+        flair[:, [0, 2]] = case.images[:, 1:2]
+        probs = slice_probabilities(model, ckpt.config.model, flair)
+        probs = resize(torch.from_numpy(probs)[:, None], case.full_masks.shape[-2:])[:, 0].numpy()
+        want = dice(confusion_counts(keep_largest_3d(postprocess(probs, 0.5)), case.full_masks))
+        assert scores["flair_largest"][pid] == pytest.approx(want, abs=5e-3)
     assert np.isfinite(list(scores["tta_largest"].values())).all()
 
     # another call (another machine, say) asked for folds 0 and 1 merges fold 0 from the first
