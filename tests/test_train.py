@@ -65,41 +65,42 @@ def test_same_seed_same_metrics(tiny_lgg, tmp_path):
         assert x["val_dice"] == y["val_dice"]
 
 
+def first_epoch_losses(data, tmp_path, **runs):
+    """Train one epoch per named run (its config overrides) and return each run's first-epoch loss."""
+    for name, kw in runs.items():
+        fit(tiny_config(data, tmp_path / name, epochs=1, **kw), progress=False, log=lambda *a: None)
+    return {name: read_metrics(tmp_path / name)[0]["train_loss"] for name in runs}
+
+
+def saved_config(run):
+    return json.loads((run / "config.json").read_text())
+
+
 def test_dim_lesions_reaches_the_training_loop(tiny_lgg, tmp_path):
     """--dim-lesions changes what the network sees, is saved with the run, and 0 leaves the run as it was."""
-    quiet = {"progress": False, "log": lambda *a: None}
-    fit(tiny_config(tiny_lgg, tmp_path / "off", epochs=1), **quiet)
-    fit(tiny_config(tiny_lgg, tmp_path / "zero", epochs=1, dim_lesions=0.0), **quiet)
-    fit(tiny_config(tiny_lgg, tmp_path / "on", epochs=1, dim_lesions=1.0), **quiet)
-    loss = {k: read_metrics(tmp_path / k)[0]["train_loss"] for k in ("off", "zero", "on")}
+    loss = first_epoch_losses(tiny_lgg, tmp_path, off={}, zero={"dim_lesions": 0.0}, on={"dim_lesions": 1.0})
     assert loss["zero"] == loss["off"]
     assert loss["on"] != loss["off"]
-    assert json.loads((tmp_path / "on" / "config.json").read_text())["dim_lesions"] == 1.0
+    assert saved_config(tmp_path / "on")["dim_lesions"] == 1.0
 
 
 def test_zoom_reaches_the_training_loop(tiny_lgg, tmp_path):
     """--zoom changes what the network sees and is saved with the run; its default is the old fixed 0.1."""
-    quiet = {"progress": False, "log": lambda *a: None}
-    fit(tiny_config(tiny_lgg, tmp_path / "default", epochs=1), **quiet)
-    fit(tiny_config(tiny_lgg, tmp_path / "same", epochs=1, zoom=0.1), **quiet)
-    fit(tiny_config(tiny_lgg, tmp_path / "wide", epochs=1, zoom=0.3), **quiet)
-    loss = {k: read_metrics(tmp_path / k)[0]["train_loss"] for k in ("default", "same", "wide")}
+    loss = first_epoch_losses(tiny_lgg, tmp_path, default={}, same={"zoom": 0.1}, wide={"zoom": 0.3})
     assert loss["same"] == loss["default"]
     assert loss["wide"] != loss["default"]
-    assert json.loads((tmp_path / "wide" / "config.json").read_text())["zoom"] == 0.3
+    assert saved_config(tmp_path / "wide")["zoom"] == 0.3
 
 
 def test_missing_sequences_reaches_the_training_loop(tiny_lgg, tmp_path):
     """--missing-sequences changes what the network sees and is saved with the run; 0 changes nothing,
     and a FLAIR-only model refuses it."""
-    quiet = {"progress": False, "log": lambda *a: None}
-    fit(tiny_config(tiny_lgg, tmp_path / "off", epochs=1), **quiet)
-    fit(tiny_config(tiny_lgg, tmp_path / "zero", epochs=1, missing_sequences=0.0), **quiet)
-    fit(tiny_config(tiny_lgg, tmp_path / "on", epochs=1, missing_sequences=1.0), **quiet)
-    loss = {k: read_metrics(tmp_path / k)[0]["train_loss"] for k in ("off", "zero", "on")}
+    loss = first_epoch_losses(
+        tiny_lgg, tmp_path, off={}, zero={"missing_sequences": 0.0}, on={"missing_sequences": 1.0}
+    )
     assert loss["zero"] == loss["off"]
     assert loss["on"] != loss["off"]
-    assert json.loads((tmp_path / "on" / "config.json").read_text())["missing_sequences"] == 1.0
+    assert saved_config(tmp_path / "on")["missing_sequences"] == 1.0
     with pytest.raises(TumorsegError, match="missing_sequences needs channels='all'"):
         tiny_config(tiny_lgg, tmp_path / "flair", missing_sequences=0.2, model={"channels": "flair"})
 
