@@ -95,3 +95,17 @@ def test_volume_notes_are_shown_and_cleared(browser, server, lgg_root, tmp_path)
     page.set_input_files("#file", str(lgg_root / SLICE))
     page.wait_for_function("document.getElementById('measure').textContent.startsWith('Tumor area')", timeout=30000)
     assert page.is_hidden("#notes")
+
+
+def test_grayscale_slice_shows_the_flair_alone_note(browser, server, lgg_root, tmp_path):
+    """A grayscale slice is FLAIR alone: the page lists what that costs beside its result."""
+    from PIL import Image
+
+    gray = tmp_path / "gray.png"
+    Image.open(lgg_root / SLICE).convert("L").save(gray)
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.set_input_files("#file", str(gray))
+    page.wait_for_selector("#notes:not([hidden])", timeout=30000)
+    assert "equal FLAIR in every slice" in page.inner_text("#notes")
+    assert page.inner_text("#measure").startswith("Tumor area")

@@ -3,6 +3,7 @@
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -72,3 +73,22 @@ def test_patients_lacking_a_sequence_are_listed(lgg_root, tmp_path):
     assert (
         "1 patient lacks a sequence (a copy of FLAIR in its place): TCGA_HT_7877_19980917 (pre-contrast T1" in r.stdout
     )
+
+
+def test_copied_sequences_and_the_note_quotes_the_readme():
+    from tumorseg.data.check import FEWER_SEQUENCES, copied_sequences
+
+    x = np.random.default_rng(0).integers(0, 255, (2, 3, 8, 8), dtype=np.uint8)
+    assert copied_sequences(x) == []
+    x[:, 2] = x[:, 1]
+    assert copied_sequences(x) == ["post-contrast T1"]
+    x[1, 0] = x[1, 1]  # one slice with all three equal is not enough
+    assert copied_sequences(x) == ["post-contrast T1"]
+    x[0, 0] = x[0, 1]
+    assert copied_sequences(x) == ["pre-contrast T1", "post-contrast T1"]
+    assert copied_sequences(x[:, 1:2]) == [] and copied_sequences(x[:0]) == []
+    # the numbers the note gives are the README's for the shipped model (as given, FLAIR for both T1s)
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| shipped (int8) |"))
+    given, _, _, flair_only = (c.strip() for c in row.strip("|").split("|")[1:5])
+    assert f"{float(flair_only.split()[0]):.2f} against {float(given):.2f}" in FEWER_SEQUENCES

@@ -93,6 +93,10 @@ def test_any_size_grayscale_rgb_and_jpeg(tiny_run, lgg_root, tmp_path):
     assert np.asarray(Image.open(tmp_path / "o" / "gray_pred.png")).shape == (200, 300)
     assert np.asarray(Image.open(tmp_path / "o" / "rgb_pred.png")).shape == (97, 173)
     assert np.asarray(Image.open(tmp_path / "o" / "orig_pred.png")).shape == (256, 256)
+    # the grayscale image is FLAIR alone, and the output says what that costs; the colour ones are not
+    out = r.stdout + r.stderr
+    assert out.count("equal FLAIR in every slice") == 1
+    assert "gray*: pre-contrast T1 and post-contrast T1 equal FLAIR" in out and "Missing sequences" in out
 
 
 def test_corrupt_file_in_folder_others_still_written(tiny_run, lgg_root, tmp_path):

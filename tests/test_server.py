@@ -45,6 +45,18 @@ def test_segment_real_slice(server, lgg_root):
     png = post(server, (lgg_root / SLICE).read_bytes(), format="png")
     assert png.headers["content-type"] == "image/png"
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png.content))), mask)
+    assert body["notes"] == []
+
+
+def test_grayscale_slice_notes_flair_alone(server, lgg_root):
+    """A grayscale slice is FLAIR alone: the answer says what that costs; its mask is still made."""
+    buf = io.BytesIO()
+    Image.open(lgg_root / SLICE).convert("L").save(buf, format="PNG")
+    r = post(server, buf.getvalue())
+    assert r.status_code == 200, r.text
+    (note,) = r.json()["notes"]
+    assert note.startswith("pre-contrast T1 and post-contrast T1 equal FLAIR in every slice")
+    assert "Missing sequences" in note
 
 
 @pytest.mark.parametrize(

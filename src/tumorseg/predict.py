@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.check import fewer_sequences_note
 from .data.lgg import select_channels, slice_number, slice_numbers
 from .errors import DataError, TumorsegError
 from .infer import Predictor
@@ -114,6 +115,8 @@ def predict_files(
             numbers = slice_numbers([p for p, _ in group]) if series else None
             probs = predictor.predict(images, volume=series, numbers=numbers)
             masks, notes = predictor.mask_with_notes(probs, volume=series, numbers=numbers)
+            if note := fewer_sequences_note(images):
+                notes.append(note)
             for note in notes:
                 result.notes.append(f"{group[0][0].parent / series_key(group[0][0])[1]}*: {note}")
                 log(result.notes[-1])

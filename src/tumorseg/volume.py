@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.check import FEWER_SEQUENCES
 from .errors import DataError
 from .io import atomic_write_bytes, atomic_write_text
 
@@ -88,7 +89,7 @@ def stack_channels(t1: Volume | None, flair: Volume, t1c: Volume | None) -> tupl
     parts = []
     for name, vol in (("T1", t1), ("FLAIR", flair), ("T1c", t1c)):
         if vol is None:
-            notes.append(f"{name} missing: filled with FLAIR, as the training data does")
+            notes.append(f"{name} missing: filled with FLAIR, as the training data does; {FEWER_SEQUENCES}")
             vol = flair
         if vol.array.ndim != 3:
             raise DataError(f"{vol.source}: --{name.lower()} needs a single-sequence 3D volume")
@@ -131,7 +132,10 @@ def volume_slices(vol: Volume, channels: str = "all") -> tuple[np.ndarray, list[
     if data.ndim == 3:
         data = data[..., None]
         if channels == "all":
-            notes.append("one sequence given: taken as FLAIR and repeated into T1 and T1c, as the training data does")
+            notes.append(
+                "one sequence given: taken as FLAIR and repeated into T1 and T1c, as the training data does; "
+                + FEWER_SEQUENCES
+            )
     chans = [to_uint8(data[..., c]) for c in range(data.shape[-1])]
     if channels == "flair":
         chans = [chans[1] if len(chans) == 3 else chans[0]]

@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from .. import __version__
+from ..data.check import fewer_sequences_note
 from ..data.lgg import select_channels
 from ..errors import TumorsegError
 from ..infer import Predictor, default_weights
@@ -114,7 +115,8 @@ def create_app(
     ):
         """Segment one upload. Returns the mask and overlay as PNG data URLs, the tumor area
         (or volume in mL), the max probability and the runtime; `?format=png` returns the mask.
-        A volume's answer also has `notes`, e.g. a close call of the largest-region step."""
+        `notes` says what the user should know: a volume's close call of the largest-region step,
+        or input with FLAIR alone."""
         data = file.file.read(max_upload + 1)  # a sync handler: FastAPI runs it in its threadpool
         if len(data) > max_upload:
             return error(413, f"upload larger than {max_upload // (1024 * 1024)} MB")
@@ -144,6 +146,7 @@ def create_app(
             return Response(mask_png, media_type="image/png")
         return {
             "kind": "image",
+            "notes": [note] if (note := fewer_sequences_note(chw[None])) else [],
             "width": int(mask.shape[1]),
             "height": int(mask.shape[0]),
             "mri": data_url(png_bytes(display_slice(chw))),
