@@ -99,6 +99,7 @@ def test_flair_alone_is_repeated_and_said(lgg_case, tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "filled with FLAIR" in r.stdout
+    assert r.stdout.count("equal FLAIR in every slice") == 1  # said once, with what it costs
     assert nib.load(str(tmp_path / "o" / "flair_pred.nii.gz")).shape == flair.shape
 
 
@@ -144,3 +145,15 @@ def test_evaluate_volume_pairs_matches_slice_path(lgg_case, nifti, tmp_path):
     expected = dice(confusion_counts(pred.segment(lgg_case.images, volume=True), lgg_case.full_masks))
     assert row["dice"] == pytest.approx(expected, abs=1e-9)
     assert res["hd95_unit"] == "mm" and np.isfinite(row["hd95"])
+
+
+def test_4d_volume_whose_t1s_copy_flair_is_said(lgg_root, tmp_path):
+    """TCGA_HT_7877 lacks both T1s (the dataset copied FLAIR into them): as a 4D NIfTI it gets the
+    FLAIR-alone note; a patient with all three sequences gets none."""
+    from conftest import case_nifti
+
+    path, _ = case_nifti(lgg_root, "TCGA_HT_7877_19980917", slice(10, 14), tmp_path / "flair_only.nii.gz")
+    _, notes = volume_slices(read_nifti(path))
+    assert len(notes) == 1 and notes[0].startswith("pre-contrast T1 and post-contrast T1 equal FLAIR")
+    path, _ = case_nifti(lgg_root, "TCGA_CS_4941_19960909", slice(10, 14), tmp_path / "all.nii.gz")
+    assert volume_slices(read_nifti(path))[1] == []

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.check import FEWER_SEQUENCES
+from .data.check import fewer_sequences_note
 from .errors import DataError
 from .io import atomic_write_bytes, atomic_write_text
 
@@ -89,7 +89,7 @@ def stack_channels(t1: Volume | None, flair: Volume, t1c: Volume | None) -> tupl
     parts = []
     for name, vol in (("T1", t1), ("FLAIR", flair), ("T1c", t1c)):
         if vol is None:
-            notes.append(f"{name} missing: filled with FLAIR, as the training data does; {FEWER_SEQUENCES}")
+            notes.append(f"{name} missing: filled with FLAIR, as the training data does")
             vol = flair
         if vol.array.ndim != 3:
             raise DataError(f"{vol.source}: --{name.lower()} needs a single-sequence 3D volume")
@@ -132,10 +132,7 @@ def volume_slices(vol: Volume, channels: str = "all") -> tuple[np.ndarray, list[
     if data.ndim == 3:
         data = data[..., None]
         if channels == "all":
-            notes.append(
-                "one sequence given: taken as FLAIR and repeated into T1 and T1c, as the training data does; "
-                + FEWER_SEQUENCES
-            )
+            notes.append("one sequence given: taken as FLAIR and repeated into T1 and T1c, as the training data does")
     chans = [to_uint8(data[..., c]) for c in range(data.shape[-1])]
     if channels == "flair":
         chans = [chans[1] if len(chans) == 3 else chans[0]]
@@ -143,8 +140,10 @@ def volume_slices(vol: Volume, channels: str = "all") -> tuple[np.ndarray, list[
         chans = chans * 3
     arr = np.stack(chans, 0)  # (C, X, Y, Z)
     # axial slice k, shown like the LGG slices: row 0 anterior, column 0 the patient's right
-    slices = arr[:, ::-1, ::-1, :].transpose(3, 0, 2, 1)  # (Z, C, Y, X)
-    return np.ascontiguousarray(slices), notes
+    slices = np.ascontiguousarray(arr[:, ::-1, ::-1, :].transpose(3, 0, 2, 1))  # (Z, C, Y, X)
+    if len(chans) == 3 and (note := fewer_sequences_note(slices)):  # one sequence, or T1s that copy FLAIR
+        notes.append(note)
+    return slices, notes
 
 
 def mask_to_volume(mask: np.ndarray, vol: Volume) -> np.ndarray:
