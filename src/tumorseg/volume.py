@@ -141,7 +141,7 @@ def volume_slices(vol: Volume, channels: str = "all") -> tuple[np.ndarray, list[
     arr = np.stack(chans, 0)  # (C, X, Y, Z)
     # axial slice k, shown like the LGG slices: row 0 anterior, column 0 the patient's right
     slices = np.ascontiguousarray(arr[:, ::-1, ::-1, :].transpose(3, 0, 2, 1))  # (Z, C, Y, X)
-    if len(chans) == 3 and (note := fewer_sequences_note(slices)):  # one sequence, or T1s that copy FLAIR
+    if note := fewer_sequences_note(slices):  # one sequence, or T1s that copy FLAIR
         notes.append(note)
     return slices, notes
 

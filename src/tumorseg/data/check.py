@@ -65,7 +65,7 @@ def check_data(root: str | Path, log=None) -> dict:
         errors += [f"{masks[s]}: mask has no image" for s in sorted(set(masks) - set(images))]
         patients += 1
         patient_tumor = 0
-        copies = set(T1_CHANNELS)  # channels that equal FLAIR in every slice read so far
+        copies = list(T1_CHANNELS.values())  # sequences that equal FLAIR in every slice read so far
         first = slices
         for stem in sorted(set(images) & set(masks), key=lambda s: slice_number(images[s])):
             try:
@@ -80,7 +80,7 @@ def check_data(root: str | Path, log=None) -> dict:
                               f"{img.shape[1]}x{img.shape[0]}")  # fmt: skip
                 continue
             if img.ndim == 3 and img.shape[-1] >= 3:
-                copies = {c for c in copies if np.array_equal(img[..., c], img[..., 1])}
+                copies = [c for c in copied_sequences(img[None, ..., :3].transpose(0, 3, 1, 2)) if c in copies]
             values = np.unique(mask)
             if not set(values.tolist()) <= {0, 255}:
                 warnings.append(f"{masks[stem]}: mask is not binary (values {values[:6].tolist()}...); "
@@ -98,7 +98,7 @@ def check_data(root: str | Path, log=None) -> dict:
         if patient_tumor == 0:
             warnings.append(f"{folder}: patient has no tumor in any slice")
         if copies and slices > first:
-            missing[folder.name] = [T1_CHANNELS[c] for c in sorted(copies)]
+            missing[folder.name] = copies
     if patients == 0:
         errors.append(f"{root}: no slices found (expected <CASE>/<CASE>_<n>.png|tif with _mask beside each)")
     report = {
