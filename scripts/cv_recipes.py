@@ -67,6 +67,7 @@ RECIPES: dict[str, dict] = {
     "R13-r5-size160": {"empty_ratio": 0.25, "epochs": 88, "model": {"image_size": 160}},
     "R14-r5-lr2e-3": {"empty_ratio": 0.25, "epochs": 128, "lr": 2e-3},
     "R15-missing0.2": {"missing_sequences": 0.2},
+    "R16-r5-hard0.5": {"empty_ratio": 0.25, "epochs": 128, "hard_empty": 0.5},
 }
 SCORES = ("plain_all", "plain_largest", "tta_all", "tta_largest")
 # scored too since R15 (absent from older files): both T1 sequences replaced by FLAIR, largest part

@@ -6,9 +6,10 @@ import torch
 
 from tumorseg.checkpoint import build_model, load_checkpoint
 from tumorseg.config import validate_config
+from tumorseg.data.lgg import find_cases
 from tumorseg.errors import TumorsegError
 from tumorseg.hardware import native_bf16
-from tumorseg.train import epoch_indices, fit, resolve_precision
+from tumorseg.train import SliceDataset, epoch_indices, fit, load_cases, resolve_precision, update_marked
 
 
 def tiny_config(data, out, **kw):
@@ -170,6 +171,56 @@ def test_epoch_indices_balance():
     idx = epoch_indices(has, 1.0, np.random.default_rng(0))
     assert len(idx) == 20 and has[idx].sum() == 10 and len(set(idx)) == 20
     assert len(epoch_indices(has, 0.5, np.random.default_rng(0))) == 15
+
+
+def test_hard_empty_draws_the_most_marked_empty_slices():
+    has = np.array([True] * 10 + [False] * 50)
+    marked = np.zeros(60)
+    marked[[12, 30, 47]] = 1e6  # three empty slices the model marks heavily
+    # hard 0 draws as before, whatever is marked
+    plain = epoch_indices(has, 1.0, np.random.default_rng(0))
+    np.testing.assert_array_equal(epoch_indices(has, 1.0, np.random.default_rng(0), 0.0, marked), plain)
+    for seed in range(5):
+        idx = epoch_indices(has, 0.5, np.random.default_rng(seed), 0.6, marked)  # 5 empty, 3 of them hard
+        assert len(idx) == 15 and len(set(idx)) == 15 and has[idx].sum() == 10
+        assert {12, 30, 47} <= set(idx)
+    # a slice never seen (NaN) weighs as much as the most marked one, so it gets looked at
+    unseen = np.full(60, 0.0)
+    unseen[40] = np.nan
+    unseen[41] = 1e6
+    idx = epoch_indices(has, 0.2, np.random.default_rng(1), 1.0, unseen)
+    assert sorted(set(idx) - set(range(10))) == [40, 41]
+
+
+def test_update_marked_averages_new_views_into_old():
+    old = np.array([np.nan, 4.0, 10.0, np.nan])
+    new = update_marked(old, np.array([6.0, 8.0, 0.0, 0.0]), np.array([2.0, 1.0, 0.0, 0.0]))
+    np.testing.assert_array_equal(new[:3], [3.0, 6.0, 10.0])
+    assert np.isnan(new[3])  # never seen, still unknown
+
+
+def test_hard_empty_trains_ranks_empty_slices_and_resumes_unbroken(tiny_lgg, tmp_path):
+    """--hard-empty keeps, in the checkpoint, the tumor marked per empty slice seen (none for tumor
+    slices), changes the draw from epoch 2 on, and a resumed run draws as the unbroken one."""
+    kw = {"schedule": "none", "ema": 0.9, "empty_ratio": 0.5}
+    full, part = tmp_path / "full", tmp_path / "part"
+    fit(tiny_config(tiny_lgg, full, epochs=3, hard_empty=1.0, **kw), progress=False, log=lambda *a: None)
+    fit(tiny_config(tiny_lgg, part, epochs=2, hard_empty=1.0, **kw), progress=False, log=lambda *a: None)
+    fit(tiny_config(tiny_lgg, part, epochs=3, hard_empty=1.0, **kw), resume=True, progress=False,
+        log=lambda *a: None)  # fmt: skip
+    fit(tiny_config(tiny_lgg, tmp_path / "off", epochs=3, **kw), progress=False, log=lambda *a: None)
+    marked = load_checkpoint(full / "last.safetensors").extra["hard_empty.marked"].numpy()
+    cfg = tiny_config(tiny_lgg, full)
+    by_id = {c.id: c for c in find_cases(tiny_lgg)}
+    train_ids = json.loads((full / "split.json").read_text())["train"]
+    has = SliceDataset(load_cases(cfg, train_ids, by_id, "", progress=False)).has_tumor
+    assert len(marked) == len(has)
+    assert np.isnan(marked[has]).all()  # tumor slices are never ranked
+    assert (np.isfinite(marked[~has]) & (marked[~has] >= 0)).sum() >= 4
+    ref, got, off = read_metrics(full), read_metrics(part), read_metrics(tmp_path / "off")
+    assert got[2]["train_loss"] == pytest.approx(ref[2]["train_loss"], rel=1e-5)
+    assert ref[2]["train_loss"] != off[2]["train_loss"]
+    assert saved_config(full)["hard_empty"] == 1.0
 
 
 def test_k_fold_runs_pool_out_of_fold_scores(lgg_root, tmp_path):

@@ -106,6 +106,11 @@ def train(
         help="Share of slices shown with pre- and/or post-contrast T1 replaced by FLAIR, as the dataset fills a "
         "missing sequence (with --augment; 0 = off).",
     ),
+    hard_empty: float | None = typer.Option(
+        None,
+        help="Share of each epoch's empty slices drawn by how much tumor the model last marked in them "
+        "(hard-negative sampling; 0 = all at random).",
+    ),
     seed: int | None = typer.Option(None, help="Seed for the split, sampling and init."),
     val_frac: float | None = typer.Option(None, help="Fraction of patients for validation."),
     test_frac: float | None = typer.Option(None, help="Fraction of patients held out for testing."),
@@ -130,7 +135,7 @@ def train(
         "data": data, "out": out, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "loss": loss, "schedule": schedule, "empty_ratio": empty_ratio, "ema": ema,
         "augment": augment, "zoom": zoom, "dim_lesions": dim_lesions, "missing_sequences": missing_sequences,
-        "seed": seed, "member": member,
+        "hard_empty": hard_empty, "seed": seed, "member": member,
         "val_frac": val_frac, "test_frac": test_frac, "folds": folds, "fold": fold,
         "patience": patience, "workers": workers, "threads": threads, "max_patients": max_patients,
         "device": device, "sync_bn": sync_bn, "precision": precision,

@@ -46,15 +46,42 @@ class SliceDataset(Dataset):
         return torch.from_numpy(self.images[i]), torch.from_numpy(self.masks[i])
 
 
-def epoch_indices(has_tumor: np.ndarray, empty_ratio: float, rng: np.random.Generator) -> np.ndarray:
-    """Every tumor slice plus `empty_ratio` times as many random empty slices, shuffled."""
+def epoch_indices(
+    has_tumor: np.ndarray,
+    empty_ratio: float,
+    rng: np.random.Generator,
+    hard: float = 0.0,
+    marked: np.ndarray | None = None,
+) -> np.ndarray:
+    """Every tumor slice plus `empty_ratio` times as many empty slices, shuffled.
+
+    The empty slices are drawn at random, except a share `hard` of them, drawn with weights
+    1 + the tumor (soft pixels) the model last marked in each (`marked`, NaN where never seen:
+    weighted as the most marked one, so every slice gets looked at): hard-negative sampling.
+    """
     tumor = np.flatnonzero(has_tumor)
     empty = np.flatnonzero(~has_tumor)
     if len(tumor) == 0:
         return rng.permutation(len(has_tumor))
     k = min(len(empty), int(round(empty_ratio * len(tumor))))
-    chosen = np.concatenate([tumor, rng.choice(empty, k, replace=False)])
+    n_hard = int(round(hard * k)) if marked is not None else 0
+    hard_pick = np.empty(0, np.int64)
+    if n_hard:
+        m = marked[empty]
+        seen = ~np.isnan(m)
+        w = 1.0 + np.where(seen, m, m[seen].max() if seen.any() else 0.0)
+        hard_pick = rng.choice(empty, n_hard, replace=False, p=w / w.sum())
+    rest = np.setdiff1d(empty, hard_pick, assume_unique=True)
+    chosen = np.concatenate([tumor, hard_pick, rng.choice(rest, k - n_hard, replace=False)])
     return rng.permutation(chosen)
+
+
+def update_marked(marked: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Fold one epoch's tumor marked per empty slice (`sums` over `counts` views) into `marked`:
+    the mean of the old value and the new one, or the new one for a slice not seen before."""
+    seen = counts > 0
+    new = np.where(seen, sums / np.maximum(counts, 1), np.nan)
+    return np.where(~seen, marked, np.where(np.isnan(marked), new, (marked + new) / 2))
 
 
 def load_cases(
@@ -398,6 +425,7 @@ def _fit(
     loss_fn = make_loss(cfg.loss)
 
     start, best, best_epoch, plateau_scale, bad_epochs = 1, float("-inf"), 0, 1.0, 0
+    marked = np.full(len(data), np.nan) if cfg.hard_empty else None  # tumor marked per empty slice
     last_path, metrics_path = out / "last.safetensors", out / "metrics.jsonl"
     if resume:
         if not last_path.exists():
@@ -411,6 +439,8 @@ def _fit(
         start = state["epoch"] + 1
         best, best_epoch = state["best"], state["best_epoch"]
         plateau_scale, bad_epochs = state["plateau_scale"], state["bad_epochs"]
+        if "hard_empty.marked" in ck.extra:
+            marked = ck.extra["hard_empty.marked"].numpy().astype(np.float64)
         _load_optim(opt, ck.extra, lr_at(cfg, start, plateau_scale))
         log(f"resuming {out} at epoch {start}")
     model = (
@@ -428,7 +458,8 @@ def _fit(
             g["lr"] = lr
         rng = np.random.default_rng([seed, epoch])
         gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 7919 * info.rank)
-        indices = epoch_indices(data.has_tumor, cfg.empty_ratio, rng)  # the same on every rank
+        # the same on every rank
+        indices = epoch_indices(data.has_tumor, cfg.empty_ratio, rng, cfg.hard_empty, marked)
         drop_last = len(indices) > cfg.batch_size
         if info.enabled:
             # the epoch's order is already a seeded shuffle: rank r takes positions r, r+W, ...,
@@ -439,10 +470,14 @@ def _fit(
             sampler = DistributedSampler(epoch_set, info.world_size, info.rank, shuffle=False, drop_last=True)
             sampler.set_epoch(epoch)
             loader = DataLoader(epoch_set, batch_size=local_batch, sampler=sampler, num_workers=cfg.workers)
+            order = indices[list(sampler)]  # the slices this rank sees, in its loader's order
         else:
             loader = DataLoader(
                 data, batch_size=cfg.batch_size, sampler=indices.tolist(), num_workers=cfg.workers, drop_last=drop_last
             )
+            order = indices
+        if marked is not None:
+            marked_sum, marked_n = np.zeros(len(data)), np.zeros(len(data))
         model.train()
         t0, seen, loss_sum = time.perf_counter(), 0, 0.0
         bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
@@ -461,6 +496,10 @@ def _fit(
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 logits = model(x)
             loss = loss_fn(logits.float(), y)
+            if marked is not None:  # soft tumor pixels marked in each slice of the batch
+                at = order[seen : seen + len(x)]
+                np.add.at(marked_sum, at, torch.sigmoid(logits.detach().float()).sum((1, 2, 3)).cpu().numpy())
+                np.add.at(marked_n, at, 1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -487,6 +526,10 @@ def _fit(
             ddp.average_buffers(ema.model, info)
         totals = ddp.all_reduce_sum(torch.tensor([loss_sum, float(seen)], dtype=torch.float64), info)
         loss_sum, seen = float(totals[0]), int(totals[1])
+        if marked is not None:
+            views = ddp.all_reduce_sum(torch.from_numpy(np.stack([marked_sum, marked_n])), info).numpy()
+            views[:, data.has_tumor] = 0  # only empty slices are ranked
+            marked = update_marked(marked, views[0], views[1])
         eval_model = ema.model if ema else net
         record = {
             "epoch": epoch,
@@ -517,7 +560,7 @@ def _fit(
         if main:
             history.append(record)
             _save_epoch(cfg, out, record, history, split, net, eval_model, opt, ema, improved, best, best_epoch,
-                        plateau_scale, bad_epochs)  # fmt: skip
+                        plateau_scale, bad_epochs, marked)  # fmt: skip
         ddp.barrier(info)
         msg = f"epoch {epoch}: loss {record['train_loss']:.4f}, {record['train_images_per_s']:.1f} img/s"
         if val_ids:
@@ -539,7 +582,7 @@ def _fit(
 
 
 def _save_epoch(cfg, out, record, history, split, net, eval_model, opt, ema, improved, best, best_epoch,
-                plateau_scale, bad_epochs) -> None:  # fmt: skip
+                plateau_scale, bad_epochs, marked=None) -> None:  # fmt: skip
     """Rank 0: append the epoch to metrics.jsonl, save last (and best) checkpoints, redraw curves."""
     with (out / "metrics.jsonl").open("a") as f:
         f.write(json.dumps(record) + "\n")
@@ -558,6 +601,8 @@ def _save_epoch(cfg, out, record, history, split, net, eval_model, opt, ema, imp
     extra = _optim_tensors(opt)
     if ema:
         extra.update({f"raw.{k}": v.cpu() for k, v in net.state_dict().items()})
+    if marked is not None:  # hard-negative sampling state, so a resumed run draws as an unbroken one
+        extra["hard_empty.marked"] = torch.from_numpy(marked)
     weights = {k: v.cpu() for k, v in eval_model.state_dict().items()}
     if improved:
         save_checkpoint(out / "best.safetensors", Checkpoint(cfg, weights, meta))
