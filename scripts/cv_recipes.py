@@ -68,6 +68,7 @@ RECIPES: dict[str, dict] = {
     "R14-r5-lr2e-3": {"empty_ratio": 0.25, "epochs": 128, "lr": 2e-3},
     "R15-missing0.2": {"missing_sequences": 0.2},
     "R16-r5-hard0.5": {"empty_ratio": 0.25, "epochs": 128, "hard_empty": 0.5},
+    "R17-r5-seqjitter": {"empty_ratio": 0.25, "epochs": 128, "sequence_jitter": True},
 }
 SCORES = ("plain_all", "plain_largest", "tta_all", "tta_largest")
 # scored too since R15 (absent from older files): both T1 sequences replaced by FLAIR, largest part

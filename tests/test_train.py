@@ -106,6 +106,17 @@ def test_missing_sequences_reaches_the_training_loop(tiny_lgg, tmp_path):
         tiny_config(tiny_lgg, tmp_path / "flair", missing_sequences=0.2, model={"channels": "flair"})
 
 
+def test_sequence_jitter_reaches_the_training_loop(tiny_lgg, tmp_path):
+    """--sequence-jitter changes what the network sees and is saved with the run; --no-augment turns it off."""
+    loss = first_epoch_losses(
+        tiny_lgg, tmp_path, off={}, on={"sequence_jitter": True},
+        plain={"augment": False}, plain_on={"augment": False, "sequence_jitter": True},
+    )  # fmt: skip
+    assert loss["on"] != loss["off"]
+    assert loss["plain_on"] == loss["plain"]
+    assert saved_config(tmp_path / "on")["sequence_jitter"] is True
+
+
 def test_resume_continues_from_the_right_epoch(tiny_lgg, tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     # a constant learning rate, so stopping at 2 of 3 epochs changes nothing but the stop

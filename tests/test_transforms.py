@@ -10,6 +10,7 @@ from tumorseg.data.transforms import (
     preprocess,
     resize_uint8,
     scale_intensity,
+    sequence_groups,
     upper_quantile,
 )
 
@@ -87,6 +88,25 @@ def test_augment_gamma_keeps_range_and_background():
     # each sample got one exponent: log(xa)/log(xa_ref) is constant within a sample
     ratio = (xa_ref[:, :, 8:].log() / xa[:, :, 8:].log()).reshape(8, -1)
     assert torch.allclose(ratio.min(1).values, ratio.max(1).values, rtol=1e-3)
+
+
+def test_augment_channel_groups_jitter_each_sequence_on_its_own():
+    """With groups, brightness/contrast/gamma differ between sequences but not within a group;
+    without them every channel of a slice gets the same change."""
+    x = torch.full((16, 5, 8, 8), 0.5)
+    y = torch.zeros(16, 1, 8, 8)
+    groups = sequence_groups(own=3, flair=1, context=1)
+    assert groups == [[0], [1, 3, 4], [2]]
+    kw = {"rotate_deg": 0, "shift": 0, "scale": 0}
+    xg, _ = augment(x, y, torch.Generator().manual_seed(0), channel_groups=groups, **kw)
+    x1, _ = augment(x, y, torch.Generator().manual_seed(0), **kw)
+    assert 0 <= xg.min() and xg.max() <= 1
+    assert torch.equal(xg[:, 3], xg[:, 1]) and torch.equal(xg[:, 4], xg[:, 1])  # FLAIR and its context
+    for a, b in [(0, 1), (1, 2), (0, 2)]:
+        assert (xg[:, a, 0, 0] - xg[:, b, 0, 0]).abs().gt(1e-3).sum() >= 14  # differ in (almost) every slice
+    assert torch.equal(x1, x1[:, :1].expand_as(x1))  # one draw per slice
+    with pytest.raises(ValueError, match="each of the 5 channels once"):
+        augment(x, y, torch.Generator().manual_seed(0), channel_groups=[[0], [1], [2]], **kw)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 100, 16384, 65536])

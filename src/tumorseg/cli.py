@@ -111,6 +111,12 @@ def train(
         help="Share of each epoch's empty slices drawn by how much tumor the model last marked in them "
         "(hard-negative sampling; 0 = all at random).",
     ),
+    sequence_jitter: bool | None = typer.Option(
+        None,
+        "--sequence-jitter/--no-sequence-jitter",
+        help="Draw brightness, contrast and gamma for each MRI sequence separately instead of once per slice "
+        "(with --augment).",
+    ),
     seed: int | None = typer.Option(None, help="Seed for the split, sampling and init."),
     val_frac: float | None = typer.Option(None, help="Fraction of patients for validation."),
     test_frac: float | None = typer.Option(None, help="Fraction of patients held out for testing."),
@@ -135,7 +141,7 @@ def train(
         "data": data, "out": out, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "loss": loss, "schedule": schedule, "empty_ratio": empty_ratio, "ema": ema,
         "augment": augment, "zoom": zoom, "dim_lesions": dim_lesions, "missing_sequences": missing_sequences,
-        "hard_empty": hard_empty, "seed": seed, "member": member,
+        "hard_empty": hard_empty, "sequence_jitter": sequence_jitter, "seed": seed, "member": member,
         "val_frac": val_frac, "test_frac": test_frac, "folds": folds, "fold": fold,
         "patience": patience, "workers": workers, "threads": threads, "max_patients": max_patients,
         "device": device, "sync_bn": sync_bn, "precision": precision,

@@ -20,7 +20,14 @@ from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import RESUME_MAY_CHANGE, ModelConfig, TrainConfig
 from .data.check import check_data
 from .data.lgg import CaseArrays, add_context, find_cases, flair_index, load_case, slice_numbers, split_cases
-from .data.transforms import augment, dim_lesions, missing_sequences, scale_intensity, shuffle_context
+from .data.transforms import (
+    augment,
+    dim_lesions,
+    missing_sequences,
+    scale_intensity,
+    sequence_groups,
+    shuffle_context,
+)
 from .errors import TumorsegError
 from .hardware import machine, native_bf16
 from .infer import set_threads, slice_probabilities
@@ -423,6 +430,7 @@ def _fit(
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMA(net, cfg.ema) if cfg.ema else None
     loss_fn = make_loss(cfg.loss)
+    groups = sequence_groups(m.sequence_channels, flair_index(m.channels), m.context) if cfg.sequence_jitter else None
 
     start, best, best_epoch, plateau_scale, bad_epochs = 1, float("-inf"), 0, 1.0, 0
     marked = np.full(len(data), np.nan) if cfg.hard_empty else None  # tumor marked per empty slice
@@ -485,7 +493,7 @@ def _fit(
             x = scale_intensity(images.to(device), m.intensity)
             y = masks.to(device)[:, None].float()
             if cfg.augment:
-                x, y = augment(x, y, gen, scale=cfg.zoom)
+                x, y = augment(x, y, gen, scale=cfg.zoom, channel_groups=groups)
                 if cfg.dim_lesions:
                     x, y = dim_lesions(x, y, gen, cfg.dim_lesions)
                 if cfg.missing_sequences:

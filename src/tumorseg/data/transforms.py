@@ -86,22 +86,40 @@ def augment(
     scale: float = 0.1,
     intensity: float = 0.1,
     gamma: float = 0.4,
+    channel_groups: list[list[int]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random left-right flip, rotation, shift, zoom, brightness/contrast and gamma, per sample.
 
     Gamma is drawn log-uniformly in [1/(1+gamma), 1+gamma] and applied to the brain pixels
     (x ** gamma keeps [0, 1]); it mimics the contrast differences between scanners.
+    `channel_groups` (e.g. `[[0], [1, 3, 4], [2]]`: each MRI sequence with the channels that copy
+    it) draws brightness, contrast and gamma per group instead of once per sample, since each
+    sequence is scaled on its own; every channel must be in exactly one group.
 
     x: float (N, C, H, W) in [0, 1]; y: float (N, 1, H, W) in {0, 1}. One affine grid
     moves both, so they stay aligned; the mask is re-binarised at 0.5.
     """
-    n = x.shape[0]
+    n, c = x.shape[:2]
+    if channel_groups is not None:
+        flat = sorted(ch for group in channel_groups for ch in group)
+        if flat != list(range(c)):
+            raise ValueError(f"channel_groups {channel_groups} must hold each of the {c} channels once")
 
-    def uniform(lo: float, hi: float) -> torch.Tensor:
-        return torch.rand(n, generator=generator) * (hi - lo) + lo
+    def uniform(lo: float, hi: float, *groups: int) -> torch.Tensor:
+        return torch.rand(n, *groups, generator=generator) * (hi - lo) + lo
 
     def on_device(t: torch.Tensor) -> torch.Tensor:
         return t.to(x.device).view(n, 1, 1, 1)
+
+    def per_channel(lo: float, hi: float) -> torch.Tensor:
+        """One draw per sample (n, 1, 1, 1), or per sample and channel group (n, C, 1, 1)."""
+        if channel_groups is None:
+            return on_device(uniform(lo, hi))
+        drawn = uniform(lo, hi, len(channel_groups))
+        out = torch.empty(n, c)
+        for g, group in enumerate(channel_groups):
+            out[:, group] = drawn[:, g : g + 1]
+        return out.to(x.device).view(n, c, 1, 1)
 
     angle = uniform(-rotate_deg, rotate_deg) * math.pi / 180
     flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
@@ -114,14 +132,22 @@ def augment(
     y = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     y = (y > 0.5).float()
     if intensity > 0:
-        gain = on_device(uniform(1 - intensity, 1 + intensity))
-        bias = on_device(uniform(-intensity / 2, intensity / 2))
+        gain = per_channel(1 - intensity, 1 + intensity)
+        bias = per_channel(-intensity / 2, intensity / 2)
         brain = x > 0
         x = torch.where(brain, (x * gain + bias).clamp(0, 1), x)
     if gamma > 0:
-        g = on_device(torch.exp(uniform(-math.log1p(gamma), math.log1p(gamma))))
+        g = torch.exp(per_channel(-math.log1p(gamma), math.log1p(gamma)))
         x = torch.where(x > 0, x.clamp_min(1e-6) ** g, x)
     return x, y
+
+
+def sequence_groups(own: int, flair: int, context: int = 0) -> list[list[int]]:
+    """Channel groups for `augment`: each of a slice's `own` sequences on its own, with the 2.5D
+    context channels (the FLAIR of neighbouring slices) in FLAIR's group."""
+    groups = [[ch] for ch in range(own)]
+    groups[flair] += list(range(own, own + 2 * context))
+    return groups
 
 
 def missing_sequences(x: torch.Tensor, generator: torch.Generator, p: float, flair: int = 1) -> torch.Tensor:
