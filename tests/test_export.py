@@ -54,6 +54,27 @@ def test_parity_with_pytorch_on_real_slices(exported, tiny_run, lgg_root):
     assert np.abs(s.run(None, {"image": crop})[0][:, 0] - torch_pred.probabilities(crop)).max() < 1e-4
 
 
+def test_every_backend_reads_the_same_dtypes(tiny_run, lgg_root, tmp_path):
+    """Integers within 0-255 give the uint8 answer on both backends; floats and out-of-range
+    values are refused with the reason, never read as something else by one backend."""
+    from tumorseg.errors import TumorsegError
+
+    case = load_case(find_cases(lgg_root / "TCGA_CS_4941_19960909")[0], None)
+    images = case.images[10:12]
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes((tiny_run / "last.safetensors").read_bytes())
+    too_bright = images.astype(np.int64)
+    too_bright[0, 0, 0, 0] = 256
+    for backend in ("torch", "onnx"):
+        pred = Predictor.from_checkpoint(weights, backend=backend)
+        want = pred.predict(images)
+        np.testing.assert_allclose(pred.predict(images.astype(np.int64)), want, atol=1e-6)
+        with pytest.raises(TumorsegError, match="must be uint8 .*got float32"):
+            pred.predict(images.astype(np.float32) / 255)
+        with pytest.raises(TumorsegError, match="values 0-255 .*got int64 values 0-256"):
+            pred.predict(too_bright)
+
+
 def test_batch_norm_uses_eval_statistics(exported, lgg_root):
     """Each slice's answer is the same alone or in a batch: no batch statistics inside."""
     case = load_case(find_cases(lgg_root / "TCGA_CS_4941_19960909")[0], None)

@@ -272,6 +272,27 @@ def network_inputs(
     return add_context(images, config.context, config.channels, numbers, volume)
 
 
+def as_uint8_slices(images: np.ndarray) -> np.ndarray:
+    """The slices as uint8, the form every backend reads (as the image files hold them).
+
+    Integer arrays within 0-255 are converted; floats and out-of-range integers are refused,
+    since whether 1.0 means white or nearly black cannot be told from the array."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        return images
+    if images.dtype == bool or np.issubdtype(images.dtype, np.integer):
+        if images.size == 0 or (images.min() >= 0 and images.max() <= 255):
+            return images.astype(np.uint8)
+        raise TumorsegError(
+            f"slices must hold values 0-255 (uint8, as the image files do); got {images.dtype} values "
+            f"{images.min()}-{images.max()}"
+        )
+    raise TumorsegError(
+        f"slices must be uint8 (0-255, as the image files hold them); got {images.dtype}. Scale them to "
+        "0-255 and convert with .astype(np.uint8), or read the files with tumorseg.io"
+    )
+
+
 class Predictor:
     """A loaded model plus its preprocessing. `predict` maps raw slices to probabilities.
 
@@ -328,7 +349,7 @@ class Predictor:
                 f"the model takes slices of {c.sequence_channels} channel(s) (channels={c.channels!r}) as "
                 f"(N, C, H, W); got shape {tuple(images.shape)}"
             )
-        return network_inputs(images, c, volume, numbers)
+        return network_inputs(as_uint8_slices(images), c, volume, numbers)
 
     def probabilities(
         self, images: np.ndarray, flip: bool = False, volume: bool = False, numbers: list[int] | None = None
