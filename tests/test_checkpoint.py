@@ -1,4 +1,5 @@
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,6 +68,12 @@ def test_pickle_checkpoint_refused_without_running(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="evil.pkl"):
         load_checkpoint(raw)
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_onnx_graph_given_as_checkpoint_is_named_as_such():
+    shipped_graph = Path(__file__).parents[1] / "weights" / "tumorseg-lgg-unet.int8.onnx"
+    with pytest.raises(CheckpointError, match="int8.onnx: an ONNX graph, not a checkpoint; give the .safetensors"):
+        load_checkpoint(shipped_graph)
 
 
 def test_missing_checkpoint(tmp_path):

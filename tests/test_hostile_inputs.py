@@ -90,6 +90,25 @@ def test_channels_one_for_three_and_four_for_three(tmp_path):
     assert select_channels(np.zeros((8, 8, 3), np.uint8), "flair").shape == (1, 8, 8)
     with pytest.raises(DataError, match="expected 1 or 3 channels, got 2"):
         select_channels(np.zeros((8, 8, 2), np.uint8), "all", tmp_path / "two.tif")
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 1], rgba[..., 3] = 7, 255
+    tifffile.imwrite(tmp_path / "rgba.tif", rgba)
+    read = read_image(tmp_path / "rgba.tif")  # a 4th channel is taken as alpha and dropped
+    assert read.shape == (8, 8, 3) and (read[..., 1] == 7).all()
+    tifffile.imwrite(tmp_path / "five.tif", np.zeros((8, 8, 5), np.uint8))
+    with pytest.raises(DataError, match="five.tif.*expected 1 or 3 channels, got 5"):
+        select_channels(read_image(tmp_path / "five.tif"), "all", tmp_path / "five.tif")
+
+
+def test_truncated_tiff_says_so_and_logs_nothing_unnamed(tmp_path, caplog):
+    tifffile.imwrite(tmp_path / "ok.tif", np.full((64, 64, 3), 9, np.uint8))
+    data = (tmp_path / "ok.tif").read_bytes()
+    for name, cut in (("half.tif", data[: len(data) // 2]), ("head.tif", data[:100]), ("none.tif", data[:8])):
+        (tmp_path / name).write_bytes(cut)
+        with pytest.raises(DataError, match=rf"{name}: (cannot read image: not a valid TIFF file, or truncated|not a "
+                                            "complete TIFF file)"):  # fmt: skip
+            read_image(tmp_path / name)
+    assert not [r for r in caplog.records if r.name.startswith("tifffile")]
 
 
 def test_symlink_loop_and_dangling_link_in_input_folder(tiny_run, lgg_root, tmp_path):

@@ -84,6 +84,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except Exception as exc:
         if data[:2] == b"PK" or data[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
             raise CheckpointError(f"{path}: a pickle/zip checkpoint; only safetensors files are loaded") from None
+        if path.suffix.lower() == ".onnx":
+            raise CheckpointError(
+                f"{path}: an ONNX graph, not a checkpoint; give the .safetensors file beside it (the int8 graph "
+                "beside a checkpoint is what --backend onnx-int8 runs)"
+            ) from None
         raise CheckpointError(f"{path}: not a valid safetensors checkpoint (truncated or corrupt: {exc})") from None
     if header.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a tumorseg checkpoint (format={header.get('format')!r})")

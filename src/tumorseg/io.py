@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +38,9 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         if suffix in (".tif", ".tiff"):
             import tifffile
 
-            with tifffile.TiffFile(path) as tif:
+            with _quiet("tifffile"), tifffile.TiffFile(path) as tif:  # its log lines name no file; ours do
+                if not len(tif.pages):
+                    raise DataError(f"{path}: not a complete TIFF file (no image in it; truncated or corrupt?)")
                 shape = tif.pages[0].shape
                 if int(np.prod(shape[:2])) > max_pixels:
                     raise DataError(f"{path}: image of {shape[1]}x{shape[0]} pixels is too large")
@@ -53,8 +57,23 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except DataError:
         raise
     except Exception as exc:  # Pillow and tifffile raise many kinds for corrupt files
-        raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+        kind = "TIFF" if suffix in (".tif", ".tiff") else suffix.lstrip(".").upper() or "image"
+        raise DataError(
+            f"{path}: cannot read image: not a valid {kind} file, or truncated ({type(exc).__name__}: {exc})"
+        ) from None
     return _to_uint8(arr, path)
+
+
+@contextmanager
+def _quiet(logger: str):
+    """Silence a library's logger for a block; the DataError we raise names the file instead."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _open_pil(path: Path) -> Image.Image:
