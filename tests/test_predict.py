@@ -97,6 +97,7 @@ def test_any_size_grayscale_rgb_and_jpeg(tiny_run, lgg_root, tmp_path):
     out = r.stdout + r.stderr
     assert out.count("equal FLAIR in every slice") == 1
     assert "gray*: pre-contrast T1 and post-contrast T1 equal FLAIR" in out and "Missing sequences" in out
+    assert "close call" not in out  # a missing-sequence note is not counted as one
 
 
 def test_corrupt_file_in_folder_others_still_written(tiny_run, lgg_root, tmp_path):
@@ -108,9 +109,38 @@ def test_corrupt_file_in_folder_others_still_written(tiny_run, lgg_root, tmp_pat
     (folder / "notes.png").write_text("a text file renamed")
     r = run_predict(folder, "--out", tmp_path / "o", "--weights", tiny_run / "last.safetensors")
     assert r.returncode == 1
-    assert "broken.png: cannot read image" in r.stderr and "notes.png" in r.stderr
+    assert "broken.png: cannot read image: not a valid PNG file" in r.stderr and "notes.png" in r.stderr
+    assert r.stderr.count("broken.png: cannot read image") == 1 and "failed" not in r.stdout  # each said once
+    assert "error: 2 input(s) failed" in r.stderr
     assert len(list((tmp_path / "o").glob("*_pred.png"))) == 4
     assert "Traceback" not in r.stderr
+
+
+def test_out_that_is_a_file_or_nothing_to_read(tiny_run, lgg_root, tmp_path):
+    weights = tiny_run / "last.safetensors"
+    src = next((lgg_root / "TCGA_CS_4941_19960909").glob("*_12.png"))
+    (tmp_path / "notes.txt").write_text("keep me")
+    r = run_predict(src, "--out", tmp_path / "notes.txt", "--weights", weights)
+    assert r.returncode == 2 and "notes.txt: --out must be a folder, and this is a file" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "evaluate", "--data", lgg_root, "--weights", weights,
+                        "--out", tmp_path / "notes.txt"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 2 and "notes.txt: --out must be a folder" in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+    r = run_predict(tmp_path / "absent.png", "--out", tmp_path / "o", "--weights", weights)
+    assert r.returncode == 2 and "absent.png: no such file" in r.stderr
+    assert not (tmp_path / "o").exists()  # nothing to do, nothing made
+
+
+def test_overlay_with_a_wrong_sized_truth_still_writes_the_prediction(tiny_run, lgg_root, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    src = next((lgg_root / "TCGA_CS_4941_19960909").glob("*_12.png"))
+    shutil.copy(src, folder / "s.png")
+    Image.fromarray(np.zeros((180, 200), np.uint8)).save(folder / "s_mask.png")
+    r = run_predict(folder, "--out", tmp_path / "o", "--weights", tiny_run / "last.safetensors", "--overlay")
+    assert r.returncode == 0, r.stderr
+    assert "s_mask.png: mask is 200x180 but its image is 256x256; overlay drawn without it" in r.stderr
+    assert (tmp_path / "o" / "s_pred.png").is_file() and (tmp_path / "o" / "s_overlay.png").is_file()
 
 
 def test_missing_input_and_bad_weights(tmp_path):

@@ -28,6 +28,12 @@ def fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def check_out_dir(out: Path | None) -> None:
+    """Refuse an output folder that is a file before any work is done."""
+    if out is not None and out.exists() and not out.is_dir():
+        fail(f"{out}: --out must be a folder, and this is a file")
+
+
 def _choices(name: str, field: str, model: bool = False) -> type[Enum]:
     """A str Enum of a config field's Literal values, so the CLI's choices never drift from the config."""
     from typing import get_args
@@ -168,6 +174,7 @@ def train(
     base_cfg["model"].update({k: v for k, v in model.items() if v is not None})
     base_cfg["model"].pop("in_channels")  # ModelConfig derives it from channels and context
     cfg = validate_config(base_cfg, "options")
+    check_out_dir(Path(cfg.out))
     fit(cfg, resume=resume is not None, progress=True)
 
 
@@ -211,6 +218,7 @@ def evaluate(
     from .evaluation import evaluate as run_evaluate
     from .evaluation import evaluate_volumes, read_pairs_csv
 
+    check_out_dir(out)
     if image or mask or pairs:
         if len(image or []) != len(mask or []):
             fail("give one --mask for each --image")
@@ -219,6 +227,7 @@ def evaluate(
         todo = list(zip(image or [], mask or [])) + (read_pairs_csv(pairs) if pairs else [])
         evaluate_volumes(todo, weights, out, threshold, tta, min_size, backend.value, fill_holes, largest)
         return
+    check_out_dir(out)
     if data is None:
         fail("give --data DIR, or volumes with --image/--mask or --pairs")
     if report and out is None:
@@ -251,6 +260,7 @@ def predict(
     from .infer import Predictor
     from .predict import predict_files
 
+    check_out_dir(out)
     predictor = Predictor.from_checkpoint(weights, backend.value, batch_size=batch_size, tta=tta, threshold=threshold,
                                           min_size=min_size, fill_holes=fill_holes, largest=largest)  # fmt: skip
     if (t1 or t1c) and not flair:
@@ -272,8 +282,8 @@ def predict(
     typer.echo(f"{res.inputs - len(res.failed)} of {res.inputs} inputs segmented; {len(res.written)} files in {out}")
     say_close_calls(res.notes)
     if res.failed:
-        for _path, msg in res.failed:
-            typer.secho(f"failed: {msg}", fg=typer.colors.RED, err=True)
+        names = ", ".join(str(path) for path, _ in res.failed)
+        typer.secho(f"error: {len(res.failed)} input(s) failed (reasons above): {names}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
 
 
@@ -294,8 +304,11 @@ def export(
 
 
 def say_close_calls(notes: list[str]) -> None:
-    if notes:
-        msg = f"{len(notes)} close call(s) of the largest-region step above: --all-parts keeps every region"
+    """Count the notes that are close calls of the largest-region step (others, such as a missing
+    sequence, were printed as they came)."""
+    calls = [n for n in notes if "close call of the largest-region step" in n]
+    if calls:
+        msg = f"{len(calls)} close call(s) of the largest-region step above: --all-parts keeps every region"
         typer.secho(msg, fg=typer.colors.YELLOW)
 
 

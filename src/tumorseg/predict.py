@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ class PredictResult:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     inputs: int = 0
     notes: list[str] = field(default_factory=list)  # e.g. close calls of the largest-part step
+    warnings: list[str] = field(default_factory=list)  # outputs written without something, e.g. an overlay's truth
 
 
 def collect_inputs(inputs: list[str | Path]) -> list[Path]:
@@ -76,15 +78,19 @@ def predict_files(
     overlays: bool = False,
     batch_size: int = 32,
     log=print,
+    err=None,
 ) -> PredictResult:
     """Segment every input; a failing file is reported and the others are still written.
+
+    Progress and notes go to `log`; each failure and warning to `err` (default: stderr), once.
 
     Writes `OUT/X_pred.png` (uint8 {0, 255}, the input's height and width) for each input
     `X.ext`; with `probabilities`, `X_prob.png` (0..255); with `overlays`, `X_overlay.png`.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    err = err or (lambda msg: print(msg, file=sys.stderr))
     files = collect_inputs(inputs)
+    make_out_dir(out)
     volumes = [f for f in files if is_volume_path(f) or f.is_dir()]
     files = [f for f in files if f not in volumes]
     result = PredictResult(inputs=len(files) + len(volumes))
@@ -94,7 +100,7 @@ def predict_files(
             result.written += predict_volume(vol, out / volume_stem(path), predictor, log=log, found=result.notes)
         except DataError as exc:
             result.failed.append((path, str(exc)))
-            log(f"failed: {exc}")
+            err(f"failed: {exc}")
     stems = [f.stem for f in files]
     if len(set(stems)) != len(stems):
         dup = next(s for s in stems if stems.count(s) > 1)
@@ -107,7 +113,7 @@ def predict_files(
                 img = select_channels(read_image(path), channels, path)
             except DataError as exc:
                 result.failed.append((path, str(exc)))
-                log(f"failed: {exc}")
+                err(f"failed: {exc}")
                 continue
             loaded.setdefault(img.shape[-2:], []).append((path, img))
         for group in loaded.values():
@@ -121,11 +127,14 @@ def predict_files(
                 result.notes.append(f"{group[0][0].parent / series_key(group[0][0])[1]}*: {note}")
                 log(result.notes[-1])
             for (path, img), prob, mask in zip(group, probs, masks):
+                seen = len(result.warnings)
                 try:
-                    result.written += _write_one(out, path, img, prob, mask, probabilities, overlays)
+                    result.written += _write_one(out, path, img, prob, mask, probabilities, overlays, result.warnings)
                 except (OSError, DataError) as exc:
                     result.failed.append((path, str(exc)))
-                    log(f"failed: {path}: {exc}")
+                    err(f"failed: {path}: {exc}")
+                for w in result.warnings[seen:]:
+                    err(f"warning: {w}")
     return result
 
 
@@ -150,7 +159,16 @@ def _chunks(files: list[Path], size: int) -> list[tuple[list[Path], bool]]:
     return chunks + [(lone[i : i + size], False) for i in range(0, len(lone), size)]
 
 
-def _write_one(out: Path, path: Path, img, prob, mask, probabilities: bool, overlays: bool) -> list[Path]:
+def make_out_dir(out: Path) -> None:
+    """Create the output folder, refusing a path that is a file."""
+    if out.exists() and not out.is_dir():
+        raise TumorsegError(f"{out}: --out must be a folder, and this is a file")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _write_one(
+    out: Path, path: Path, img, prob, mask, probabilities: bool, overlays: bool, warnings: list[str]
+) -> list[Path]:
     written = [out / f"{path.stem}_pred.png"]
     write_png(written[-1], (mask * 255).astype(np.uint8))
     if probabilities:
@@ -160,12 +178,19 @@ def _write_one(out: Path, path: Path, img, prob, mask, probabilities: bool, over
         truth = None
         truth_path = find_truth(path)
         if truth_path is not None:
-            t = read_image(truth_path)
-            t = t[..., 0] if t.ndim == 3 else t
-            if t.shape != mask.shape:
-                raise DataError(f"{truth_path}: mask is {t.shape[1]}x{t.shape[0]} but its image is "
-                                f"{mask.shape[1]}x{mask.shape[0]}")  # fmt: skip
-            truth = t > 127
+            try:
+                t = read_image(truth_path)
+            except DataError as exc:
+                warnings.append(f"{exc}; overlay drawn without it")
+                t = None
+            t = t[..., 0] if t is not None and t.ndim == 3 else t
+            if t is None:
+                pass
+            elif t.shape != mask.shape:  # the prediction stands; the overlay goes without the truth
+                warnings.append(f"{truth_path}: mask is {t.shape[1]}x{t.shape[0]} but its image is "
+                                f"{mask.shape[1]}x{mask.shape[0]}; overlay drawn without it")  # fmt: skip
+            else:
+                truth = t > 127
         written.append(out / f"{path.stem}_overlay.png")
         write_png(written[-1], overlay(img, mask, truth, title=path.name))
     return written
