@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 $(BIN)/tumorseg: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[test,onnx,medical,serve]"
 	touch $@
 
