@@ -17,6 +17,7 @@ import numpy as np
 from tumorseg.checkpoint import load_checkpoint
 from tumorseg.data.lgg import find_cases, load_case
 from tumorseg.infer import Predictor, default_weights
+from tumorseg.io import atomic_write_text
 from tumorseg.metrics import confusion_counts, dice
 from tumorseg.volume import Volume, volume_slices
 
@@ -35,15 +36,20 @@ def main() -> None:
         arr = case.images.transpose(3, 2, 0, 1)[::-1, ::-1].astype(np.float32) * 3.7 + 100  # RAS (X, Y, Z, C)
         vol = Volume(np.ascontiguousarray(arr), np.eye(4), (1.0, 1.0, 1.0))
         slices, _ = volume_slices(vol)
-        d_slice = dice(confusion_counts(pred.mask(pred.predict(case.images, volume=True)), case.full_masks))
-        d_volume = dice(confusion_counts(pred.mask(pred.predict(slices, volume=True)), case.full_masks))
-        rows[pid] = {"slice_path": d_slice, "volume_path": d_volume}
-        print(f"{pid}: slice path {d_slice:.3f}  volume path {d_volume:.3f}")
-    s = np.array([r["slice_path"] for r in rows.values()])
-    v = np.array([r["volume_path"] for r in rows.values()])
-    print(f"mean per-patient Dice: slice path {s.mean():.3f}, volume path {v.mean():.3f}")
+        row = {}
+        for path, x in (("slice_path", case.images), ("volume_path", slices)):
+            probs = pred.predict(x, volume=True)
+            row[path] = dice(confusion_counts(pred.mask(probs), case.full_masks))  # every part kept
+            row[f"{path}_largest"] = dice(confusion_counts(pred.mask(probs, volume=True), case.full_masks))
+        rows[pid] = row
+        print(f"{pid}: slice path {row['slice_path']:.3f}  volume path {row['volume_path']:.3f}  (largest part: "
+              f"{row['slice_path_largest']:.3f}, {row['volume_path_largest']:.3f})")  # fmt: skip
+    means = {f"{k}_mean": float(np.mean([r[k] for r in rows.values()])) for k in next(iter(rows.values()))}
+    diff = max(abs(r["slice_path"] - r["volume_path"]) for r in rows.values())
+    print(f"mean per-patient Dice: {means}; largest change for one patient (every part kept): {diff:.3f}")
     out = Path(__file__).parent / "results" / "volume-normalisation.json"
-    out.write_text(json.dumps({"patients": rows, "slice_mean": s.mean(), "volume_mean": v.mean()}, indent=2))
+    result = {"weights": str(weights), "backend": pred.backend, "patients": rows, **means, "max_change": diff}
+    atomic_write_text(out, json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
