@@ -48,6 +48,16 @@ def test_segment_real_slice(server, lgg_root):
     assert body["notes"] == []
 
 
+@pytest.mark.parametrize("size", [(1, 5), (1, 1), (3, 7), (7, 3)])
+def test_narrow_images_are_segmented(server, size):
+    """An image 1 or 3 pixels wide is drawn as what it is, not taken for a channel axis."""
+    buf = io.BytesIO()
+    Image.fromarray(np.full((size[1], size[0], 3), 90, np.uint8)).save(buf, format="PNG")
+    r = post(server, buf.getvalue())
+    assert r.status_code == 200, r.text
+    assert (r.json()["width"], r.json()["height"]) == size
+
+
 def test_grayscale_slice_notes_flair_alone(server, lgg_root):
     """A grayscale slice is FLAIR alone: the answer says what that costs; its mask is still made."""
     buf = io.BytesIO()

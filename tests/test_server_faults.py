@@ -1,5 +1,6 @@
 """The server under fault: disconnects mid-upload, a slow client, a burst of bad uploads."""
 
+import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -66,3 +67,54 @@ def test_faults_leave_the_server_up_and_memory_flat(server_process, lgg_root):
     assert proc.poll() is None
     time.sleep(1)
     assert rss_mb(proc.pid) < baseline + 60, (baseline, rss_mb(proc.pid))
+
+
+def test_two_workers_share_volume_results_and_clean_up(lgg_root, tmp_path):
+    """With `--workers 2` every mask_url answers, whichever worker takes the download, and the
+    results folder is gone after the server stops."""
+    import subprocess
+    import sys
+
+    from conftest import case_nifti, free_port
+
+    path, _ = case_nifti(lgg_root, "TCGA_CS_4941_19960909", slice(10, 14), tmp_path / "scan.nii.gz")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tumorseg", "serve", "--port", str(port), "--workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(tmp)})  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/api/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+            assert proc.poll() is None, proc.stderr.read()
+        [folder] = list(tmp.glob("tumorseg-serve-*"))
+        urls = []
+        for _ in range(6):
+            r = httpx.post(url + "/api/v1/segment", files={"file": ("v", path.read_bytes())}, timeout=120)
+            assert r.status_code == 200, r.text
+            urls.append(r.json()["mask_url"])
+        codes = [httpx.get(url + u, timeout=60).status_code for u in urls for _ in range(2)]
+        assert codes == [200] * 12
+        assert len(list(folder.glob("*.nii.gz"))) == 6
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert not list(tmp.glob("tumorseg-serve-*"))
+
+
+def test_old_volume_results_expire(tmp_path):
+    from tumorseg.api.app import expire_results
+
+    old, new = tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"
+    old.write_bytes(b"x")
+    new.write_bytes(b"y")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    expire_results(tmp_path, ttl=3600)
+    assert not old.exists() and new.exists()

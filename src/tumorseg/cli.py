@@ -335,9 +335,17 @@ def serve(
 
     if weights is None:
         default_weights()  # fail early and clearly when the shipped model is missing
+    import shutil
+    import tempfile
+
+    results = tempfile.mkdtemp(prefix="tumorseg-serve-")  # one folder for every worker's volume masks
+    os.environ["TUMORSEG_SERVE_RESULTS"] = results
     typer.echo(f"tumorseg serving on http://{host}:{port}/  (not a medical device)")
-    uvicorn.run("tumorseg.api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level="warning")  # fmt: skip
+    try:
+        uvicorn.run("tumorseg.api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning")  # fmt: skip
+    finally:
+        shutil.rmtree(results, ignore_errors=True)
 
 
 def main() -> None:

@@ -15,12 +15,14 @@ PRED = (255, 60, 60)
 
 
 def display_slice(image: np.ndarray) -> np.ndarray:
-    """CxHxW (or HxW / HxWxC) uint8 -> HxWx3 grayscale of FLAIR (channel 1 of 3)."""
+    """CxHxW (C = 1 or 3, as the model reads slices) or HxW uint8 -> HxWx3 grayscale of FLAIR
+    (channel 1 of 3). The layout is fixed, not guessed from the shape, so a slice 1 or 3 pixels
+    wide is drawn too."""
     img = np.asarray(image)
-    if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
-        img = img.transpose(1, 2, 0)
     if img.ndim == 3:
-        img = img[..., 1] if img.shape[-1] == 3 else img[..., 0]
+        if img.shape[0] not in (1, 3):
+            raise ValueError(f"expected a CxHxW slice with 1 or 3 channels, got shape {img.shape}")
+        img = img[1] if img.shape[0] == 3 else img[0]
     return np.repeat(img[..., None], 3, axis=-1).astype(np.uint8)
 
 

@@ -7,6 +7,7 @@ folder under fixed names, and every failure becomes a 4xx JSON body {"error": ..
 from __future__ import annotations
 
 import hashlib
+import shutil
 import tempfile
 import threading
 import time
@@ -30,6 +31,7 @@ from ..viz import data_url, display_slice, png_bytes
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD = 50 * 1024 * 1024
 MAX_PIXELS = 4096 * 4096
+RESULT_TTL = 3600.0  # seconds a volume's mask stays downloadable
 
 
 def sniff(head: bytes) -> str | None:
@@ -60,6 +62,17 @@ def _gunzip_head(data: bytes, n: int = 600) -> bytes:
         return b""
 
 
+def expire_results(folder: Path, ttl: float | None = None) -> None:
+    """Delete volume masks older than `ttl` seconds (default RESULT_TTL)."""
+    limit = time.time() - (RESULT_TTL if ttl is None else ttl)
+    for path in folder.glob("*.nii.gz"):
+        try:
+            if path.stat().st_mtime < limit:
+                path.unlink()
+        except FileNotFoundError:  # another worker removed it first
+            pass
+
+
 def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -69,16 +82,25 @@ def create_app(
     backend: str = "auto",
     max_upload: int = MAX_UPLOAD,
     max_pixels: int = MAX_PIXELS,
+    results_dir: str | Path | None = None,
 ) -> FastAPI:
-    """The app with the model loaded once; `weights` None means the shipped model."""
+    """The app with the model loaded once; `weights` None means the shipped model.
+
+    Volume masks are kept in `results_dir` for RESULT_TTL seconds (a folder shared by every
+    worker of `serve`, which removes it at exit); without one, the app makes its own temporary
+    folder and removes it when it shuts down."""
     weights = Path(weights) if weights else default_weights()
     predictor = Predictor.from_checkpoint(weights, backend)
     model_id = f"{weights.stem}-{hashlib.sha256(weights.read_bytes()).hexdigest()[:12]}"
     lock = threading.Lock()  # one inference at a time: the cores are shared anyway
-    results = Path(tempfile.mkdtemp(prefix="tumorseg-serve-"))
+    owned = results_dir is None
+    results = Path(tempfile.mkdtemp(prefix="tumorseg-serve-")) if owned else Path(results_dir)
+    results.mkdir(parents=True, exist_ok=True)
 
     app = FastAPI(title="tumorseg", version=__version__, description="Brain tumor segmentation in MRI. "
                   "Not a medical device; for research use only.")  # fmt: skip
+    if owned:
+        app.router.on_shutdown.append(lambda: shutil.rmtree(results, ignore_errors=True))
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -169,6 +191,7 @@ def create_app(
         masks, said = predictor.mask_with_notes(probs, volume=True, largest=not all_parts)
         notes = [*notes, *said]
         runtime = time.perf_counter() - t0
+        expire_results(results)
         rid = uuid.uuid4().hex
         out = results / f"{rid}.nii.gz"
         write_nifti(out, mask_to_volume(masks, vol), vol)
@@ -228,4 +251,5 @@ def app_from_env() -> FastAPI:
         os.environ.get("TUMORSEG_SERVE_WEIGHTS") or None,
         os.environ.get("TUMORSEG_SERVE_BACKEND", "auto"),
         int(os.environ.get("TUMORSEG_SERVE_MAX_UPLOAD", MAX_UPLOAD)),
+        results_dir=os.environ.get("TUMORSEG_SERVE_RESULTS") or None,
     )
