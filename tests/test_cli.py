@@ -82,3 +82,17 @@ def test_cli_train_and_resume(tiny_lgg, tmp_path):
     assert "resuming" in r.stdout and "epoch 2:" in r.stdout
     r = tumorseg("train", "--resume", run, "--base", "8")
     assert r.returncode == 2 and "options differ from it: ['base']" in r.stderr
+    r = tumorseg("train", "--resume", run)  # all its epochs done
+    assert r.returncode == 0, r.stderr
+    assert "already trained all 2 epochs; nothing to do" in r.stdout and "resuming" not in r.stdout
+
+
+def test_cli_train_device_cuda_without_cuda(tiny_lgg, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible")
+    r = tumorseg("train", "--data", tiny_lgg, "--out", tmp_path / "run", "--epochs", "1", "--device", "cuda")
+    why = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+    assert r.returncode == 2 and f"--device cuda: {why}" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()

@@ -248,6 +248,9 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
     global batch, split evenly across processes, so the learning rate needs no rescaling;
     validation counts are all-reduced; rank 0 alone logs, plots and saves.
     """
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        why = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+        raise TumorsegError(f"--device cuda: {why}; use --device cpu, or install the CUDA build (README, GPU users)")
     info = ddp.setup("cuda" if _use_cuda(cfg) else "cpu")
     stop = _StopOnSigint(enabled=not info.enabled)
     try:
@@ -450,7 +453,11 @@ def _fit(
         if "hard_empty.marked" in ck.extra:
             marked = ck.extra["hard_empty.marked"].numpy().astype(np.float64)
         _load_optim(opt, ck.extra, lr_at(cfg, start, plateau_scale))
-        log(f"resuming {out} at epoch {start}")
+        if start > cfg.epochs:
+            log(f"{out}: already trained all {state['epoch']} epochs; nothing to do (give --epochs above "
+                f"{state['epoch']} to train longer)")  # fmt: skip
+        else:
+            log(f"resuming {out} at epoch {start}")
     model = (
         DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
         if info.enabled
