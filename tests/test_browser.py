@@ -83,6 +83,8 @@ def test_volume_notes_are_shown_and_cleared(browser, server, lgg_root, tmp_path)
     page.set_input_files("#file", str(path))
     page.wait_for_selector("#notes:not([hidden])", timeout=60000)
     assert "close call of the largest-region step" in page.inner_text("#notes")
+    shown = int(page.input_value("#slice"))  # the slider counts slices as the notes do, from 0
+    assert page.inner_text("#slice-label").startswith(f"slice {shown} of 0-13, counted from 0")
     largest = page.inner_text("#measure")
     assert largest.startswith("Tumor volume:")
     page.check("#all-parts")  # keep every region: nothing is dropped, so no note, more tumor

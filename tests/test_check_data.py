@@ -39,10 +39,14 @@ def test_every_problem_is_reported(tiny_lgg, tmp_path):
     img = next(a.glob("*_13.png"))
     shutil.copy(img, empty / "TCGA_XX_0000_20000101_1.png")
     Image.fromarray(np.zeros((256, 256), np.uint8)).save(empty / "TCGA_XX_0000_20000101_1_mask.png")
+    (tiny_lgg / "TCGA_YY_0000_20000101").mkdir()  # a patient folder left empty
+    (tiny_lgg / ".cache").mkdir()  # hidden folders are not patients
     report = check_data(tiny_lgg)
     text = "\n".join(report["errors"] + report["warnings"])
+    assert ".cache" not in text
     for expected in ("_8.png: image has no mask", "_9_mask.png: mask has no image", "_10_mask.png: mask is 12x10",
-                     "mask is not binary", "duplicate of", "TCGA_XX_0000_20000101: patient has no tumor"):  # fmt: skip
+                     "mask is not binary", "duplicate of", "TCGA_XX_0000_20000101: patient has no tumor",
+                     "TCGA_YY_0000_20000101: no slices in this folder; it is skipped"):  # fmt: skip
         assert expected in text, expected
     r = run("check-data", tiny_lgg)
     assert r.returncode == 1 and "image has no mask" in r.stdout

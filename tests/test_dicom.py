@@ -1,5 +1,6 @@
 """DICOM series: built from a real LGG patient's FLAIR slices, read back, segmented."""
 
+import json
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ from tumorseg.volume import read_dicom_series, volume_slices  # noqa: E402
 PID = "TCGA_CS_4941_19960909"
 
 
-def write_series(folder, flair: np.ndarray, spacing=(0.9, 0.8), thickness=3.0, skip=None, shuffle=True):
+def write_series(folder, flair: np.ndarray, spacing=(0.9, 0.8), thickness=3.0, skip=None, shuffle=True, drop=()):
     """One MR slice per file, standard axial orientation, uint16 with slope 2 and intercept -10,
     named in scrambled order so sorting must use the position."""
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -48,6 +49,8 @@ def write_series(folder, flair: np.ndarray, spacing=(0.9, 0.8), thickness=3.0, s
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
         ds.RescaleSlope, ds.RescaleIntercept = 2, -10
         ds.PixelData = ((flair[k].astype(np.uint16) + 5) * 3).tobytes()  # stored = (value + 5) * 3
+        for attribute in drop:
+            delattr(ds, attribute)
         ds.save_as(folder / f"IM{name_idx:04d}", enforce_file_format=True)
     return folder
 
@@ -90,6 +93,18 @@ def test_predict_series_writes_nifti_mask(flair, tmp_path):
     sources = {ds.SOPInstanceUID for ds in (pydicom.dcmread(p) for p in series.iterdir())}
     refs = {r.ReferencedSOPInstanceUID for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
     assert refs == sources
+
+
+def test_series_without_slice_thickness_gets_its_nifti_and_a_plain_note(flair, tmp_path):
+    pytest.importorskip("highdicom")
+    series = write_series(tmp_path / "series", flair[:6], drop=("SliceThickness",))
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(series), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "o" / "series_pred.nii.gz").is_file()
+    assert not (tmp_path / "o" / "series_seg.dcm").exists()  # highdicom needs the attribute: said plainly
+    notes = json.loads((tmp_path / "o" / "series_summary.json").read_text())["notes"]
+    assert "no DICOM SEG written: the series lacks the DICOM attribute SliceThickness, which a SEG needs" in notes
 
 
 def test_missing_slice_is_refused(flair, tmp_path):

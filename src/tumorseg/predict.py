@@ -220,7 +220,10 @@ def predict_volume(
             write_dicom_seg(seg_path, mask_vol, vol)
             written.append(seg_path)
         except Exception as exc:  # the NIfTI mask stands; say why there is no SEG
-            notes.append(f"no DICOM SEG written: {type(exc).__name__}: {str(exc)[:200]}")
+            tag = getattr(exc, "name", None) if isinstance(exc, AttributeError) else None
+            why = f"the series lacks the DICOM attribute {tag}, which a SEG needs" if tag else (
+                f"{type(exc).__name__}: {str(exc)[:200]}")  # fmt: skip
+            notes.append(f"no DICOM SEG written: {why}")
             log(f"{vol.source}: {notes[-1]}")
     summary = {"input": vol.source, "mask": str(mask_path), "notes": notes, **mask_summary(masks, vol)}
     summary_path = prefix.parent / f"{prefix.name}_summary.json"

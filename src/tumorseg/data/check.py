@@ -58,6 +58,8 @@ def check_data(root: str | Path, log=None) -> dict:
     for folder in folders:
         files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES]
         if not files:
+            if not folder.name.startswith("."):
+                warnings.append(f"{folder}: no slices in this folder; it is skipped")
             continue
         images = {p.stem: p for p in files if not is_mask_path(p)}
         masks = {p.stem[: -len("_mask")]: p for p in files if is_mask_path(p)}

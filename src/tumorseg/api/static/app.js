@@ -15,7 +15,7 @@ function showSlice(i) {
   $("base").src = s.mri;
   $("over").src = s.overlay;
   if (current.kind === "volume") {
-    $("slice-label").textContent = `${i + 1} / ${current.slices.length} (tumor ${s.tumor_area_px} px)`;
+    $("slice-label").textContent = `slice ${i} of 0-${current.slices.length - 1}, counted from 0 as in the notes (tumor ${s.tumor_area_px} px)`;
   }
 }
 
