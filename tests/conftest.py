@@ -131,29 +131,35 @@ def free_port() -> int:
 def server_process():
     """A real `tumorseg serve` (shipped model, 2 MB upload limit) on 127.0.0.1 and a free port:
     (url, process)."""
-    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("httpx")
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
+    url, proc = start_server("--max-upload-mb", "2")
+    yield url, proc
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def start_server(*options: str, env: dict | None = None, tries: int = 600) -> tuple[str, subprocess.Popen]:
+    """`tumorseg serve` with `options` on 127.0.0.1 and a free port, once it answers: (url, process)."""
+    import httpx
+
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tumorseg", "serve", "--port", str(port), "--max-upload-mb", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "tumorseg", "serve", "--port", str(port), *options],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
+    for _ in range(tries):
         try:
             if httpx.get(url + "/api/v1/health", timeout=1).status_code == 200:
-                break
+                return url, proc
         except httpx.HTTPError:
             time.sleep(0.1)
         if proc.poll() is not None:
             pytest.fail(f"server exited: {proc.stderr.read()}")
-    else:
-        proc.kill()
-        pytest.fail("server did not start")
-    yield url, proc
-    proc.terminate()
-    proc.wait(timeout=20)
+    proc.kill()
+    pytest.fail("server did not start")
 
 
 @pytest.fixture(scope="module")

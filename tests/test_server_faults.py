@@ -72,27 +72,13 @@ def test_faults_leave_the_server_up_and_memory_flat(server_process, lgg_root):
 def test_two_workers_share_volume_results_and_clean_up(lgg_root, tmp_path):
     """With `--workers 2` every mask_url answers, whichever worker takes the download, and the
     results folder is gone after the server stops."""
-    import subprocess
-    import sys
-
-    from conftest import case_nifti, free_port
+    from conftest import case_nifti, start_server
 
     path, _ = case_nifti(lgg_root, "TCGA_CS_4941_19960909", slice(10, 14), tmp_path / "scan.nii.gz")
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tumorseg", "serve", "--port", str(port), "--workers", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TMPDIR": str(tmp)})  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    url, proc = start_server("--workers", "2", env={**os.environ, "TMPDIR": str(tmp)})
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(url + "/api/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-            assert proc.poll() is None, proc.stderr.read()
         [folder] = list(tmp.glob("tumorseg-serve-*"))
         urls = []
         for _ in range(6):
