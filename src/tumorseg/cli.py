@@ -227,7 +227,6 @@ def evaluate(
         todo = list(zip(image or [], mask or [])) + (read_pairs_csv(pairs) if pairs else [])
         evaluate_volumes(todo, weights, out, threshold, tta, min_size, backend.value, fill_holes, largest)
         return
-    check_out_dir(out)
     if data is None:
         fail("give --data DIR, or volumes with --image/--mask or --pairs")
     if report and out is None:

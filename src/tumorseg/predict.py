@@ -175,25 +175,28 @@ def _write_one(
         written.append(out / f"{path.stem}_prob.png")
         write_png(written[-1], np.round(prob * 255).astype(np.uint8))
     if overlays:
-        truth = None
-        truth_path = find_truth(path)
-        if truth_path is not None:
-            try:
-                t = read_image(truth_path)
-            except DataError as exc:
-                warnings.append(f"{exc}; overlay drawn without it")
-                t = None
-            t = t[..., 0] if t is not None and t.ndim == 3 else t
-            if t is None:
-                pass
-            elif t.shape != mask.shape:  # the prediction stands; the overlay goes without the truth
-                warnings.append(f"{truth_path}: mask is {t.shape[1]}x{t.shape[0]} but its image is "
-                                f"{mask.shape[1]}x{mask.shape[0]}; overlay drawn without it")  # fmt: skip
-            else:
-                truth = t > 127
+        truth = _overlay_truth(find_truth(path), mask.shape, warnings)
         written.append(out / f"{path.stem}_overlay.png")
         write_png(written[-1], overlay(img, mask, truth, title=path.name))
     return written
+
+
+def _overlay_truth(truth_path: Path | None, shape: tuple[int, ...], warnings: list[str]) -> np.ndarray | None:
+    """The truth mask beside a slice, for its overlay; None, with a warning, when it cannot be read
+    or its size differs (the prediction stands either way)."""
+    if truth_path is None:
+        return None
+    try:
+        t = read_image(truth_path)
+    except DataError as exc:
+        warnings.append(f"{exc}; overlay drawn without it")
+        return None
+    t = t[..., 0] if t.ndim == 3 else t
+    if t.shape != shape:
+        warnings.append(f"{truth_path}: mask is {t.shape[1]}x{t.shape[0]} but its image is "
+                        f"{shape[1]}x{shape[0]}; overlay drawn without it")  # fmt: skip
+        return None
+    return t > 127
 
 
 def predict_volume(
