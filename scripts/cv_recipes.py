@@ -71,6 +71,7 @@ RECIPES: dict[str, dict] = {
     "R17-r5-seqjitter": {"empty_ratio": 0.25, "epochs": 128, "sequence_jitter": True},
     "R18-r17-dim0.5": {"empty_ratio": 0.25, "epochs": 128, "sequence_jitter": True, "dim_lesions": 0.5},
     "R19-r17-dim0.2": {"empty_ratio": 0.25, "epochs": 128, "sequence_jitter": True, "dim_lesions": 0.2},
+    "R20-r17-bias0.3": {"empty_ratio": 0.25, "epochs": 128, "sequence_jitter": True, "bias_field": 0.3},
 }
 SCORES = ("plain_all", "plain_largest", "tta_all", "tta_largest")
 # scored too since R15 (absent from older files): both T1 sequences replaced by FLAIR, largest part

@@ -5,7 +5,9 @@ import torch
 from tumorseg.data.lgg import find_cases, load_case
 from tumorseg.data.transforms import (
     augment,
+    bias_field,
     dim_lesions,
+    legendre_basis,
     missing_sequences,
     preprocess,
     resize_uint8,
@@ -147,6 +149,38 @@ def test_dim_lesions_share_and_seed():
     assert 0.2 < share < 0.4
     none, _ = dim_lesions(x, y, torch.Generator().manual_seed(1), p=0.0)
     assert torch.equal(none, x)
+
+
+def test_legendre_basis_matches_numpy():
+    """The field's basis is numpy's 2D Legendre series, term by term (total degree 1-3, no constant)."""
+    from numpy.polynomial import legendre
+
+    rows, cols = np.linspace(-1, 1, 9), np.linspace(-1, 1, 12)
+    basis = legendre_basis(9, 12, degree=3)
+    pairs = [(i, j) for i in range(4) for j in range(4 - i) if i + j]
+    assert basis.shape == (len(pairs), 9, 12)
+    for term, (i, j) in zip(basis, pairs):
+        coeff = np.zeros((4, 4))
+        coeff[i, j] = 1
+        np.testing.assert_allclose(term.numpy(), legendre.leggrid2d(rows, cols, coeff), atol=1e-5)
+
+
+def test_bias_field_is_smooth_per_group_and_keeps_the_background():
+    """Each sequence group gets its own smooth field, the background stays 0, values stay in [0, 1],
+    the same seed gives the same field, and strength 0 changes nothing."""
+    x = torch.full((8, 3, 64, 64), 0.5)
+    x[:, :, :, :8] = 0  # background
+    groups = [[0], [1], [2]]
+    out = bias_field(x, torch.Generator().manual_seed(0), 0.3, groups)
+    assert torch.equal(out, bias_field(x, torch.Generator().manual_seed(0), 0.3, groups))
+    assert (out[..., :8] == 0).all() and out.min() >= 0 and out.max() <= 1
+    ratio = out[..., 8:] / 0.5
+    assert (ratio - 1).abs().amax() > 0.05  # it does something
+    assert (ratio[..., 1:, :] - ratio[..., :-1, :]).abs().amax() < 0.2  # smooth: small steps between pixels
+    assert not torch.allclose(ratio[:, 0], ratio[:, 1])  # one field per group
+    shared = bias_field(x, torch.Generator().manual_seed(0), 0.3)
+    assert torch.allclose(shared[:, 0], shared[:, 1]) and torch.allclose(shared[:, 1], shared[:, 2])
+    assert torch.equal(bias_field(x, torch.Generator().manual_seed(0), 0.0, groups), x)
 
 
 def test_missing_sequences_copies_flair_into_the_t1_channels(lgg_root):

@@ -123,6 +123,12 @@ def train(
         help="Draw brightness, contrast and gamma for each MRI sequence separately instead of once per slice "
         "(with --augment).",
     ),
+    bias_field: float | None = typer.Option(
+        None,
+        help="Multiply each slice by a smooth random field whose Legendre coefficients are drawn in "
+        "[-BIAS_FIELD, BIAS_FIELD], as MRI coil sensitivity varies (per sequence with --sequence-jitter; "
+        "with --augment; 0 = off).",
+    ),
     seed: int | None = typer.Option(None, help="Seed for the split, sampling and init."),
     val_frac: float | None = typer.Option(None, help="Fraction of patients for validation."),
     test_frac: float | None = typer.Option(None, help="Fraction of patients held out for testing."),
@@ -147,7 +153,8 @@ def train(
         "data": data, "out": out, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "loss": loss, "schedule": schedule, "empty_ratio": empty_ratio, "ema": ema,
         "augment": augment, "zoom": zoom, "dim_lesions": dim_lesions, "missing_sequences": missing_sequences,
-        "hard_empty": hard_empty, "sequence_jitter": sequence_jitter, "seed": seed, "member": member,
+        "hard_empty": hard_empty, "sequence_jitter": sequence_jitter, "bias_field": bias_field,
+        "seed": seed, "member": member,
         "val_frac": val_frac, "test_frac": test_frac, "folds": folds, "fold": fold,
         "patience": patience, "workers": workers, "threads": threads, "max_patients": max_patients,
         "device": device, "sync_bn": sync_bn, "precision": precision,

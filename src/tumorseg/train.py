@@ -22,6 +22,7 @@ from .data.check import check_data
 from .data.lgg import CaseArrays, add_context, find_cases, flair_index, load_case, slice_numbers, split_cases
 from .data.transforms import (
     augment,
+    bias_field,
     dim_lesions,
     missing_sequences,
     scale_intensity,
@@ -501,6 +502,8 @@ def _fit(
             y = masks.to(device)[:, None].float()
             if cfg.augment:
                 x, y = augment(x, y, gen, scale=cfg.zoom, channel_groups=groups)
+                if cfg.bias_field:
+                    x = bias_field(x, gen, cfg.bias_field, groups)
                 if cfg.dim_lesions:
                     x, y = dim_lesions(x, y, gen, cfg.dim_lesions)
                 if cfg.missing_sequences:

@@ -210,3 +210,46 @@ def dim_lesions(
     inside = F.avg_pool2d(y, 5, stride=1, padding=2, count_include_pad=False)
     weight = blob * inside * chosen.view(n, 1, 1, 1)
     return x * (1 - weight * (1 - scale)), y
+
+
+def legendre_basis(h: int, w: int, degree: int = 3) -> torch.Tensor:
+    """Products P_i(row) * P_j(col) of Legendre polynomials with 1 <= i + j <= `degree`, on a grid
+    spanning [-1, 1] each way: (K, h, w). The constant term is left out (it is a brightness change)."""
+    rows, cols = torch.linspace(-1, 1, h, dtype=torch.float64), torch.linspace(-1, 1, w, dtype=torch.float64)
+
+    def legendre(t: torch.Tensor) -> list[torch.Tensor]:
+        p = [torch.ones_like(t), t]
+        for k in range(1, degree):  # Bonnet's recursion
+            p.append(((2 * k + 1) * t * p[k] - k * p[k - 1]) / (k + 1))
+        return p
+
+    pr, pc = legendre(rows), legendre(cols)
+    terms = [pr[i][:, None] * pc[j][None, :] for i in range(degree + 1) for j in range(degree + 1 - i) if i + j]
+    return torch.stack(terms).float()
+
+
+def bias_field(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    strength: float,
+    channel_groups: list[list[int]] | None = None,
+    degree: int = 3,
+) -> torch.Tensor:
+    """Multiply the brain pixels of each slice (N, C, H, W) by a smooth random field, as the coil's
+    uneven sensitivity does in MRI that is not bias-corrected (this dataset's slices are not).
+
+    The field is exp of a sum of 2D Legendre products of degree <= `degree` (the model of
+    MONAI's `RandBiasField`) whose coefficients are uniform in [-strength, strength]; one field per
+    sample, or one per sample and channel group (`sequence_groups`) when `channel_groups` is given.
+    The result is clamped to [0, 1]; background (0) stays 0.
+    """
+    n, c, h, w = x.shape
+    basis = legendre_basis(h, w, degree).to(x.device)
+    groups = channel_groups if channel_groups is not None else [list(range(c))]
+    coeff = (torch.rand(n, len(groups), basis.shape[0], generator=generator) * 2 - 1) * strength
+    log_field = torch.einsum("ngk,khw->nghw", coeff.to(x.device), basis)
+    index = torch.empty(c, dtype=torch.long)
+    for g, group in enumerate(groups):
+        index[group] = g
+    field = torch.exp(log_field[:, index.to(x.device)])
+    return torch.where(x > 0, (x * field).clamp(0, 1), x)
