@@ -147,6 +147,27 @@ def test_evaluate_volume_pairs_matches_slice_path(lgg_case, nifti, tmp_path):
     assert res["hd95_unit"] == "mm" and np.isfinite(row["hd95"])
 
 
+def test_evaluate_reorients_a_mask_stored_in_another_voxel_order(lgg_case, nifti, tmp_path):
+    """A truth mask in the image's world space but another voxel order (here RAS beside the image's
+    L-ordered file) scores as the aligned one, with a note; a shifted mask gets a warning."""
+    from tumorseg.evaluation import evaluate_volumes
+
+    truth = slices_to_array(lgg_case.full_masks[:, None].astype(np.uint8))[..., 0]
+    aligned, affine = flip_first_axis(truth, oblique_affine())
+    paths = {}
+    for name, arr, aff in (("aligned", aligned, affine), ("ras", truth, oblique_affine()),
+                           ("shifted", aligned, affine + np.pad([[5.0]], ((0, 3), (3, 0)))[:4, :4])):  # fmt: skip
+        paths[name] = tmp_path / f"{name}_mask.nii.gz"
+        nib.save(nib.Nifti1Image(arr, aff), str(paths[name]))
+    lines = []
+    res = evaluate_volumes([(nifti, p) for p in paths.values()], log=lines.append)
+    dices = [row["dice"] for row in res["per_patient"]]
+    assert dices[0] > 0.5 and dices[1] == pytest.approx(dices[0], abs=1e-12)
+    assert any("ras_mask.nii.gz: stored as RAS" in x and "reoriented" in x for x in lines)
+    assert any("warning" in x and "shifted_mask.nii.gz" in x for x in lines)
+    assert not any("aligned_mask.nii.gz" in x and ("reoriented" in x or "warning" in x) for x in lines)
+
+
 def test_4d_volume_whose_t1s_copy_flair_is_said(lgg_root, tmp_path):
     """TCGA_HT_7877 lacks both T1s (the dataset copied FLAIR into them): as a 4D NIfTI it gets the
     FLAIR-alone note; a patient with all three sequences gets none."""

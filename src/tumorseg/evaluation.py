@@ -284,6 +284,31 @@ def read_pairs_csv(path: str | Path) -> list[tuple[Path, Path]]:
     return [(path.parent / r["image"], path.parent / r["mask"]) for r in rows]
 
 
+def align_mask(mask, image, log=print):
+    """The truth `mask` (a Volume) in the `image`'s voxel order: a mask stored in another orientation
+    (LPS beside RAS, axes swapped) is reoriented by its affine, with a note; one whose affine differs
+    otherwise (a shift, other spacing) is scored voxel by voxel, with a warning."""
+    import nibabel as nib
+
+    if np.allclose(mask.affine, image.affine, atol=1e-3):
+        return mask
+    src, dst = nib.orientations.io_orientation(mask.affine), nib.orientations.io_orientation(image.affine)
+    if not np.array_equal(src, dst):
+        move = nib.orientations.ornt_transform(src, dst)
+        array = nib.orientations.apply_orientation(mask.array, move)
+        affine = mask.affine @ nib.orientations.inv_ornt_aff(move, mask.array.shape)
+        log(f"  {mask.source}: stored as {''.join(nib.aff2axcodes(mask.affine))}, the image as "
+            f"{''.join(nib.aff2axcodes(image.affine))}: reoriented to the image's voxel order")  # fmt: skip
+        spacing = tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(0)))
+        mask = type(mask)(np.ascontiguousarray(array), affine, spacing, source=mask.source)
+    if not np.allclose(mask.affine, image.affine, atol=1e-3):
+        log(
+            f"  warning: {mask.source}: its affine differs from the image's (position or spacing); "
+            "scored voxel by voxel, as if they were aligned"
+        )
+    return mask
+
+
 def evaluate_volumes(
     pairs: list[tuple[Path, Path]],
     weights: str | Path | None = None,
@@ -306,7 +331,7 @@ def evaluate_volumes(
     rows = []
     for image_path, mask_path in pairs:
         vol = read_volume(image_path)
-        truth_vol = read_nifti(mask_path)
+        truth_vol = align_mask(read_nifti(mask_path), vol, log)
         if truth_vol.array.shape[:3] != vol.array.shape[:3]:
             raise TumorsegError(f"{mask_path}: mask shape {truth_vol.array.shape} differs from image {vol.array.shape}")
         slices, _ = volume_slices(vol, predictor.config.channels)

@@ -50,9 +50,9 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
             found = [
                 p for p in item.iterdir() if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or is_volume_path(p))
             ]
-            files += sorted((p for p in found if not is_mask_path(p)), key=slice_number)
+            files += sorted((p for p in found if not _is_truth(p)), key=slice_number)
         elif item.exists() or item.is_symlink():
-            if is_mask_path(item):
+            if _is_truth(item):
                 continue
             files.append(item)
         else:
@@ -60,6 +60,15 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
     if not files:
         raise TumorsegError(f"no input images found in {', '.join(map(str, inputs))}")
     return files
+
+
+def _is_truth(path: Path) -> bool:
+    """A ground-truth file: `X_mask.png`, and `X_mask.nii.gz` for a volume."""
+    return is_mask_path(path) or (is_volume_path(path) and volume_stem(path).endswith("_mask"))
+
+
+def _output_stem(path: Path) -> str:
+    return volume_stem(path) if is_volume_path(path) or path.is_dir() else path.stem
 
 
 def find_truth(path: Path) -> Path | None:
@@ -90,21 +99,23 @@ def predict_files(
     out = Path(out)
     err = err or (lambda msg: print(msg, file=sys.stderr))
     files = collect_inputs(inputs)
-    make_out_dir(out)
     volumes = [f for f in files if is_volume_path(f) or f.is_dir()]
     files = [f for f in files if f not in volumes]
+    for group in (volumes, files):  # checked before anything is written
+        stems = [_output_stem(f) for f in group]
+        if len(set(stems)) != len(stems):
+            dup = next(s for s in stems if stems.count(s) > 1)
+            names = ", ".join(str(f) for f, s in zip(group, stems) if s == dup)
+            raise TumorsegError(f"two inputs share the name {dup!r} ({names}); their outputs would collide")
+    make_out_dir(out)
     result = PredictResult(inputs=len(files) + len(volumes))
     for path in volumes:
         try:
             vol = read_dicom_series(path) if path.is_dir() else read_nifti(path)
             result.written += predict_volume(vol, out / volume_stem(path), predictor, log=log, found=result.notes)
-        except DataError as exc:
+        except (OSError, DataError) as exc:
             result.failed.append((path, str(exc)))
-            err(f"failed: {exc}")
-    stems = [f.stem for f in files]
-    if len(set(stems)) != len(stems):
-        dup = next(s for s in stems if stems.count(s) > 1)
-        raise TumorsegError(f"two inputs share the name {dup!r}; their outputs would collide")
+            err(f"failed: {exc}" if isinstance(exc, DataError) else f"failed: {path}: {exc}")
     channels = predictor.config.channels
     for chunk, series in _chunks(files, batch_size):
         loaded: dict[tuple[int, int], list[tuple[Path, np.ndarray]]] = {}

@@ -58,6 +58,9 @@ def read_nifti(path: str | Path) -> Volume:
     import nibabel as nib
 
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a NIfTI file (a DICOM series folder is given as INPUT, not as "
+                        "--t1/--flair/--t1c)")  # fmt: skip
     try:
         img = nib.load(str(path))
         shape = img.shape
@@ -68,18 +71,25 @@ def read_nifti(path: str | Path) -> Volume:
         raise
     except Exception as exc:
         raise DataError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from None
-    if data.ndim == 4 and data.shape[-1] == 1:
+    while data.ndim > 3 and data.shape[-1] == 1:  # (X, Y, Z, 1) or (X, Y, Z, 1, 1)
         data = data[..., 0]
     if data.ndim == 5 and data.shape[3] == 1:  # (X, Y, Z, 1, C) as some tools write it
         data = data[:, :, :, 0]
+    if data.dtype.kind not in "biuf":  # RGB24 / RGBA32 (structured) or complex voxels
+        raise DataError(f"{path}: voxels of type {data.dtype} (RGB or complex) are not supported; "
+                        "give one grey value per voxel, a sequence per file or channel")  # fmt: skip
     if data.ndim not in (3, 4) or min(data.shape[:3]) < 1:
         raise DataError(f"{path}: expected a 3D volume or a 4D volume of 3 channels, got shape {data.shape}")
     if data.ndim == 4 and data.shape[-1] != 3:
         raise DataError(f"{path}: 4D volume with {data.shape[-1]} channels; expected 3 (T1, FLAIR, T1c) or 1")
     if data.dtype.kind == "f" and not np.isfinite(data).all():
         raise DataError(f"{path}: volume holds NaN or Inf voxels")
+    affine = np.asarray(img.affine, float)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise DataError(f"{path}: its voxel-to-world matrix (sform/qform) is degenerate, so the axial axis "
+                        f"cannot be found: {affine[:3].round(4).tolist()}")  # fmt: skip
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    return Volume(data, np.asarray(img.affine, float), zooms, source=str(path), header=img.header)
+    return Volume(data, affine, zooms, source=str(path), header=img.header)
 
 
 def stack_channels(t1: Volume | None, flair: Volume, t1c: Volume | None) -> tuple[Volume, list[str]]:
@@ -87,15 +97,23 @@ def stack_channels(t1: Volume | None, flair: Volume, t1c: Volume | None) -> tupl
     as the LGG dataset does; the returned notes say which."""
     notes = []
     parts = []
-    for name, vol in (("T1", t1), ("FLAIR", flair), ("T1c", t1c)):
+    for name, vol in (("FLAIR", flair), ("T1", t1), ("T1c", t1c)):  # FLAIR first: errors name its option
         if vol is None:
             notes.append(f"{name} missing: filled with FLAIR, as the training data does")
             vol = flair
         if vol.array.ndim != 3:
-            raise DataError(f"{vol.source}: --{name.lower()} needs a single-sequence 3D volume")
-        if vol.array.shape != flair.array.shape or not np.allclose(vol.affine, flair.affine, atol=1e-3):
-            raise DataError(f"{vol.source}: shape or affine differs from the FLAIR volume {flair.source}")
-        parts.append(vol.array.astype(np.float32))
+            raise DataError(f"{vol.source}: --{name.lower()} needs a single-sequence 3D volume, "
+                            f"got shape {vol.array.shape}")  # fmt: skip
+        if vol.array.shape != flair.array.shape:
+            raise DataError(f"{vol.source}: shape {vol.array.shape} differs from the FLAIR volume "
+                            f"{flair.source} {flair.array.shape}")  # fmt: skip
+        if not np.allclose(vol.affine, flair.affine, atol=1e-3):
+            raise DataError(f"{vol.source}: affine (position or orientation) differs from the FLAIR volume "
+                            f"{flair.source}; register or resample it to the FLAIR first")  # fmt: skip
+        parts.append(vol.array)
+    parts = [parts[1], parts[0], parts[2]]  # T1, FLAIR, T1c
+    if any(p.dtype != np.uint8 for p in parts):  # all uint8: used as they are, like a uint8 4D file
+        parts = [p.astype(np.float32) for p in parts]
     return Volume(np.stack(parts, -1), flair.affine, flair.spacing, source=flair.source, header=flair.header), notes
 
 
@@ -164,8 +182,10 @@ def write_nifti(path: str | Path, mask: np.ndarray, vol: Volume) -> None:
 
     img = nib.Nifti1Image(np.asarray(mask, np.uint8), vol.affine)
     if vol.header is not None and hasattr(vol.header, "get_qform"):
-        img.set_qform(vol.header.get_qform(), int(vol.header["qform_code"]))
-        img.set_sform(vol.header.get_sform(), int(vol.header["sform_code"]) or 1)
+        # each form as the input has it: one with code 0 is unset there (its matrix may be all zeros)
+        qcode, scode = int(vol.header["qform_code"]), int(vol.header["sform_code"])
+        img.set_qform(vol.header.get_qform() if qcode else None, qcode)
+        img.set_sform(vol.header.get_sform() if scode else None, scode)
     img.set_data_dtype(np.uint8)
     data = img.to_bytes()
     if str(path).lower().endswith(".gz"):
@@ -213,9 +233,23 @@ def is_dicom_series(path: Path) -> bool:
     if not path.is_dir():
         return False
     for p in path.iterdir():
-        if p.is_file() and (p.suffix.lower() == ".dcm" or (not p.suffix and _has_dicm(p))):
+        if _series_file(p) and (p.suffix.lower() == ".dcm" or (not p.suffix and _has_dicm(p))):
             return True
     return False
+
+
+def _series_file(p: Path) -> bool:
+    """A file that may hold a slice: `.dcm` or no suffix; hidden files (`.DS_Store`, `._IM0001`
+    from macOS copies) are never slices."""
+    return not p.name.startswith(".") and p.is_file() and (p.suffix.lower() == ".dcm" or not p.suffix)
+
+
+def _positive_mm(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) and v > 0 else None
 
 
 def _has_dicm(p: Path) -> bool:
@@ -235,7 +269,7 @@ def read_dicom_series(folder: str | Path) -> Volume:
     import pydicom
 
     folder = Path(folder)
-    files = [p for p in sorted(folder.iterdir()) if p.is_file() and (p.suffix.lower() == ".dcm" or not p.suffix)]
+    files = [p for p in sorted(folder.iterdir()) if _series_file(p)]
     if not files:
         raise DataError(f"{folder}: no DICOM files found")
     slices = []
@@ -265,6 +299,12 @@ def read_dicom_series(folder: str | Path) -> Volume:
     if len(slices) > 1:
         gaps = np.diff(depth)
         step = float(np.median(gaps))
+        if np.any(np.abs(gaps) < 1e-3):
+            k = int(np.argmax(np.abs(gaps) < 1e-3))
+            raise DataError(
+                f"{folder}: {slices[k][0].name} and {slices[k + 1][0].name} lie at the same position "
+                "(a duplicated file, or several images per position: echoes, time points, two series)"
+            )
         if step <= 0 or np.any(np.abs(gaps - step) > 0.01 * abs(step) + 1e-3):
             worst = int(np.argmax(np.abs(gaps - step)))
             raise DataError(
@@ -272,8 +312,10 @@ def read_dicom_series(folder: str | Path) -> Volume:
                 f"typical {step:.3g} mm): a slice is missing or the series is inconsistent"
             )
         slice_vec = (slices[-1][2] - slices[0][2]) / (len(slices) - 1)
-    else:
-        step, slice_vec = 1.0, normal
+    else:  # one slice: its thickness is the only spacing along the normal the series gives
+        step = next((v for v in map(_positive_mm, (getattr(slices[0][6], a, None) for a in
+                     ("SpacingBetweenSlices", "SliceThickness"))) if v), 1.0)  # fmt: skip
+        slice_vec = normal * step
     row_spacing, col_spacing = slices[0][4]
     lps = np.eye(4)
     lps[:3, 0] = row_dir * col_spacing  # voxel axis 0: along a row (increasing column)

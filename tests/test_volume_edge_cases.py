@@ -1,0 +1,183 @@
+"""Volume input edge cases found in review: NIfTI header forms, odd voxel types, DICOM series
+oddities, and `predict` on several volumes. Synthetic volumes and the shipped model: no dataset needed."""
+
+import numpy as np
+import pytest
+
+nib = pytest.importorskip("nibabel")
+
+from tumorseg.errors import DataError, TumorsegError  # noqa: E402
+from tumorseg.infer import Predictor  # noqa: E402
+from tumorseg.predict import predict_files  # noqa: E402
+from tumorseg.volume import read_dicom_series, read_nifti, stack_channels, write_nifti  # noqa: E402
+
+AFFINE = np.array([[0.9, 0, 0, -100.0], [0, 0.8, 0, -110.0], [0, 0, 3.0, -40.0], [0, 0, 0, 1]])
+
+
+def scan(shape=(24, 20, 5), dtype=np.int16):
+    rng = np.random.default_rng(0)
+    return (rng.random(shape) * 400).astype(dtype)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    """The shipped model (torch backend): the real predictor `predict` uses by default."""
+    return Predictor.from_checkpoint(backend="torch")
+
+
+def test_qform_only_nifti_mask_keeps_its_affine(tmp_path):
+    img = nib.Nifti1Image(scan(), None)
+    img.set_qform(AFFINE, 1)
+    img.set_sform(None, 0)
+    nib.save(img, tmp_path / "q.nii.gz")
+    vol = read_nifti(tmp_path / "q.nii.gz")
+    write_nifti(tmp_path / "m.nii.gz", np.zeros(vol.array.shape, np.uint8), vol)
+    out = nib.load(tmp_path / "m.nii.gz")
+    np.testing.assert_allclose(out.affine, AFFINE, atol=1e-5)  # was an all-zero sform with code 1
+    assert int(out.header["sform_code"]) == 0 and int(out.header["qform_code"]) == 1
+
+
+def test_nifti_without_orientation_codes_round_trips(tmp_path):
+    img = nib.Nifti1Image(scan(), None)
+    img.set_qform(None, 0)
+    img.set_sform(None, 0)
+    nib.save(img, tmp_path / "n.nii.gz")
+    vol = read_nifti(tmp_path / "n.nii.gz")
+    write_nifti(tmp_path / "m.nii.gz", np.zeros(vol.array.shape, np.uint8), vol)
+    np.testing.assert_allclose(nib.load(tmp_path / "m.nii.gz").affine, vol.affine, atol=1e-5)
+
+
+def test_degenerate_affine_is_refused_with_the_file_name(tmp_path):
+    hdr = nib.Nifti1Image(scan(), AFFINE).header
+    for row in ("srow_x", "srow_y", "srow_z"):
+        hdr[row] = 0
+    hdr["sform_code"], hdr["qform_code"] = 1, 0
+    path = tmp_path / "zero.nii.gz"
+    nib.save(nib.Nifti1Image(scan(), None, header=hdr), path)
+    with pytest.raises(DataError, match=r"zero\.nii\.gz: .*degenerate"):
+        read_nifti(path)
+
+
+@pytest.mark.parametrize("kind", ["rgb", "complex"])
+def test_rgb_and_complex_voxels_are_refused(tmp_path, kind):
+    data = scan(dtype=np.uint8)
+    if kind == "rgb":
+        arr = np.zeros(data.shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+        arr["R"] = arr["G"] = arr["B"] = data
+    else:
+        arr = data.astype(np.complex64)
+    path = tmp_path / f"{kind}.nii.gz"
+    nib.save(nib.Nifti1Image(arr, AFFINE), path)
+    with pytest.raises(DataError, match=rf"{kind}\.nii\.gz: voxels of type .* not supported"):
+        read_nifti(path)
+
+
+def test_trailing_singleton_axes_are_dropped(tmp_path):
+    path = tmp_path / "x11.nii.gz"
+    nib.save(nib.Nifti1Image(scan()[..., None, None], AFFINE), path)
+    assert read_nifti(path).array.shape == (24, 20, 5)
+
+
+def test_flair_option_errors_name_flair_and_folders_are_explained(tmp_path):
+    nib.save(nib.Nifti1Image(np.stack([scan()] * 3, -1), AFFINE), tmp_path / "three.nii.gz")
+    with pytest.raises(DataError, match="--flair needs a single-sequence"):
+        stack_channels(None, read_nifti(tmp_path / "three.nii.gz"), None)
+    with pytest.raises(DataError, match="is a folder, not a NIfTI file"):
+        read_nifti(tmp_path)
+
+
+def test_uint8_sequences_stay_uint8_as_a_4d_uint8_file_does(tmp_path):
+    parts = [read_nifti(_save(tmp_path / f"{n}.nii.gz", scan(dtype=np.uint8) // (i + 1))) for i, n in enumerate("abc")]
+    vol, _ = stack_channels(*parts)
+    assert vol.array.dtype == np.uint8  # uint8 is used as it is; it was cast to float and rescaled
+    np.testing.assert_array_equal(vol.array[..., 1], parts[1].array)
+
+
+def _save(path, arr, affine=AFFINE):
+    nib.save(nib.Nifti1Image(arr, affine), path)
+    return path
+
+
+def write_series(folder, n=4, thickness=3.0, **extra):
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    folder.mkdir(parents=True)
+    series = generate_uid()
+    for k in range(n):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.Modality, ds.SeriesInstanceUID, ds.SliceThickness = "MR", series, thickness
+        ds.Rows, ds.Columns, ds.PixelSpacing = 16, 12, [0.5, 0.5]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [0.0, 0.0, k * thickness]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.PixelData = (np.arange(16 * 12, dtype=np.uint16) + k).tobytes()
+        for key, value in extra.items():
+            setattr(ds, key, value)
+        ds.save_as(folder / f"IM{k:04d}", enforce_file_format=True)
+    assert pydicom
+    return folder
+
+
+def test_single_slice_series_takes_its_slice_thickness(tmp_path):
+    vol = read_dicom_series(write_series(tmp_path / "one", n=1, thickness=5.0))
+    assert vol.spacing[2] == 5.0  # was 1.0, so the tumor volume in mL came out 5x too small
+    assert np.isclose(abs(np.linalg.det(vol.affine[:3, :3])), 0.5 * 0.5 * 5.0)
+
+
+def test_hidden_files_in_a_series_folder_are_skipped(tmp_path):
+    folder = write_series(tmp_path / "s")
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1" + b"\0" * 64)
+    (folder / "._IM0000").write_bytes(b"\0" * 64)  # an AppleDouble file from a macOS copy
+    assert read_dicom_series(folder).array.shape == (12, 16, 4)
+
+
+def test_duplicated_slice_is_named_as_such(tmp_path):
+    folder = write_series(tmp_path / "s")
+    (folder / "IM9999").write_bytes((folder / "IM0001").read_bytes())
+    with pytest.raises(DataError, match="IM0001 and IM9999 lie at the same position"):
+        read_dicom_series(folder)
+
+
+def test_predict_skips_nifti_truth_masks_in_a_folder(tmp_path, shipped):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _save(folder / "scan.nii.gz", scan())
+    _save(folder / "scan_mask.nii.gz", np.zeros((24, 20, 5), np.uint8))
+    res = predict_files([folder], tmp_path / "out", shipped, log=lambda m: None)
+    assert res.inputs == 1 and not res.failed
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["scan_pred.nii.gz", "scan_summary.json"]
+
+
+def test_volumes_with_one_name_are_refused_before_anything_is_written(tmp_path, shipped):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    with pytest.raises(TumorsegError, match="share the name 'scan'"):
+        predict_files([_save(a / "scan.nii.gz", scan()), _save(b / "scan.nii", scan())], tmp_path / "out",
+                      shipped, log=lambda m: None)  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_volume_that_cannot_be_written_fails_alone(tmp_path, monkeypatch, shipped):
+    import tumorseg.predict as predict_mod
+
+    real = predict_mod.predict_volume
+
+    def flaky(vol, prefix, *args, **kwargs):
+        if prefix.name == "bad":
+            raise OSError(28, "No space left on device")
+        return real(vol, prefix, *args, **kwargs)
+
+    monkeypatch.setattr(predict_mod, "predict_volume", flaky)
+    errors = []
+    res = predict_files([_save(tmp_path / "bad.nii.gz", scan()), _save(tmp_path / "good.nii.gz", scan())],
+                        tmp_path / "out", shipped, log=lambda m: None, err=errors.append)  # fmt: skip
+    assert [p.name for p, _ in res.failed] == ["bad.nii.gz"] and "bad.nii.gz" in errors[0]
+    assert (tmp_path / "out" / "good_pred.nii.gz").is_file()
