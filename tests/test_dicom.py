@@ -95,6 +95,25 @@ def test_predict_series_writes_nifti_mask(flair, tmp_path):
     assert refs == sources
 
 
+def test_three_series_as_t1_flair_t1c(lgg_root, tmp_path):
+    """--t1/--flair/--t1c take DICOM series on one grid: no sequence is filled in, the mask matches
+    the truth, and the SEG references the FLAIR series."""
+    case = load_case(find_cases(lgg_root / PID)[0], None)
+    series = {name: write_series(tmp_path / name, case.images[:, c]) for c, name in enumerate(("t1", "flair", "t1c"))}
+    args = [a for name, folder in series.items() for a in (f"--{name}", str(folder))]
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", *args, "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "filled with FLAIR" not in r.stdout and "taken as FLAIR" not in r.stdout
+    mask = np.asanyarray(nib.load(str(tmp_path / "o" / "flair_pred.nii.gz")).dataobj).astype(bool)
+    truth = case.full_masks.transpose(2, 1, 0)  # (S, H, W) -> the series' voxel order (column, row, slice)
+    assert 2 * (mask & truth).sum() / (mask.sum() + truth.sum()) > 0.7
+    pytest.importorskip("highdicom")
+    seg = pydicom.dcmread(tmp_path / "o" / "flair_seg.dcm")
+    refs = {r.ReferencedSOPInstanceUID for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert refs == {pydicom.dcmread(p).SOPInstanceUID for p in series["flair"].iterdir()}
+
+
 def test_series_without_slice_thickness_gets_its_nifti_and_a_plain_note(flair, tmp_path):
     pytest.importorskip("highdicom")
     series = write_series(tmp_path / "series", flair[:6], drop=("SliceThickness",))

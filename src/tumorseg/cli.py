@@ -247,9 +247,11 @@ def predict(
     inputs: list[Path] = typer.Argument(
         None, help="Image files (.png .tif .tiff .jpg), NIfTI volumes (.nii .nii.gz), or folders of them."
     ),
-    t1: Path | None = typer.Option(None, help="NIfTI of pre-contrast T1 (with --flair)."),
-    flair: Path | None = typer.Option(None, help="NIfTI of FLAIR; --t1 and --t1c are filled from it when missing."),
-    t1c: Path | None = typer.Option(None, help="NIfTI of post-contrast T1 (with --flair)."),
+    t1: Path | None = typer.Option(None, help="Pre-contrast T1, NIfTI or DICOM series folder (with --flair)."),
+    flair: Path | None = typer.Option(
+        None, help="FLAIR, NIfTI or DICOM series folder; --t1 and --t1c are filled from it when missing."
+    ),
+    t1c: Path | None = typer.Option(None, help="Post-contrast T1, NIfTI or DICOM series folder (with --flair)."),
     out: Path = typer.Option(..., help="Output folder."),
     weights: Path | None = typer.Option(None, help="Checkpoint (.safetensors); default: the shipped model."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write X_prob.png (0..255)."),
@@ -273,9 +275,11 @@ def predict(
         fail("--t1 and --t1c need --flair")
     if flair:
         from .predict import predict_volume
-        from .volume import read_nifti, stack_channels, volume_stem
+        from .volume import read_volume, stack_channels, volume_stem
 
-        vol, notes = stack_channels(read_nifti(t1) if t1 else None, read_nifti(flair), read_nifti(t1c) if t1c else None)
+        vol, notes = stack_channels(
+            read_volume(t1) if t1 else None, read_volume(flair), read_volume(t1c) if t1c else None
+        )
         out.mkdir(parents=True, exist_ok=True)
         found: list[str] = []
         predict_volume(vol, out / volume_stem(flair), predictor, notes, found=found)

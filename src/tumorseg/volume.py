@@ -59,8 +59,7 @@ def read_nifti(path: str | Path) -> Volume:
 
     path = Path(path)
     if path.is_dir():
-        raise DataError(f"{path}: is a folder, not a NIfTI file (a DICOM series folder is given as INPUT, not as "
-                        "--t1/--flair/--t1c)")  # fmt: skip
+        raise DataError(f"{path}: is a folder, not a NIfTI file (read a DICOM series folder with read_volume)")
     try:
         img = nib.load(str(path))
         shape = img.shape
@@ -114,7 +113,10 @@ def stack_channels(t1: Volume | None, flair: Volume, t1c: Volume | None) -> tupl
     parts = [parts[1], parts[0], parts[2]]  # T1, FLAIR, T1c
     if any(p.dtype != np.uint8 for p in parts):  # all uint8: used as they are, like a uint8 4D file
         parts = [p.astype(np.float32) for p in parts]
-    return Volume(np.stack(parts, -1), flair.affine, flair.spacing, source=flair.source, header=flair.header), notes
+    # from DICOM series, a SEG references the FLAIR series
+    stacked = Volume(np.stack(parts, -1), flair.affine, flair.spacing, source=flair.source, header=flair.header,
+                     dicom_sources=flair.dicom_sources)  # fmt: skip
+    return stacked, notes
 
 
 def to_uint8(channel: np.ndarray) -> np.ndarray:
