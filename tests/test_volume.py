@@ -168,6 +168,18 @@ def test_evaluate_reorients_a_mask_stored_in_another_voxel_order(lgg_case, nifti
     assert not any("aligned_mask.nii.gz" in x and ("reoriented" in x or "warning" in x) for x in lines)
 
 
+def test_geometry_unlike_the_training_slices_is_said():
+    """A sagittal acquisition (5 mm between sagittal slices: axial pixels 5 x 1 mm) and a volume tilted
+    30 degrees each get a note; the fixture's 11-degree, 0.8 x 0.9 mm volume gets none."""
+    arr = np.full((12, 40, 40), 100, np.uint8)
+    sagittal = Volume(arr, np.diag([5.0, 1.0, 1.0, 1.0]), (5.0, 1.0, 1.0))
+    assert any("5 x 1 mm pixels" in n for n in volume_slices(sagittal, "flair")[1])
+    tilted = Volume(arr.transpose(1, 2, 0), oblique_affine((1.0, 1.0, 1.0), angle=np.radians(30)), (1.0, 1.0, 1.0))
+    assert any("tilted 30 degrees" in n for n in volume_slices(tilted, "flair")[1])
+    plain = Volume(arr.transpose(1, 2, 0), oblique_affine(), (0.8, 0.9, 3.0))
+    assert volume_slices(plain, "flair")[1] == []
+
+
 def test_4d_volume_whose_t1s_copy_flair_is_said(lgg_root, tmp_path):
     """TCGA_HT_7877 lacks both T1s (the dataset copied FLAIR into them): as a 4D NIfTI it gets the
     FLAIR-alone note; a patient with all three sequences gets none."""

@@ -334,8 +334,9 @@ def evaluate_volumes(
         truth_vol = align_mask(read_nifti(mask_path), vol, log)
         if truth_vol.array.shape[:3] != vol.array.shape[:3]:
             raise TumorsegError(f"{mask_path}: mask shape {truth_vol.array.shape} differs from image {vol.array.shape}")
-        slices, _ = volume_slices(vol, predictor.config.channels)
+        slices, said = volume_slices(vol, predictor.config.channels)
         pred, notes = predictor.segment_with_notes(slices, volume=True)
+        notes = [*said, *notes]
         truth = mask_slices(truth_vol.array, vol)
         s = score_volume(pred, truth, slice_spacing(vol))
         base = score_volume(np.zeros_like(truth), truth)

@@ -163,7 +163,29 @@ def volume_slices(vol: Volume, channels: str = "all") -> tuple[np.ndarray, list[
     slices = np.ascontiguousarray(arr[:, ::-1, ::-1, :].transpose(3, 0, 2, 1))  # (Z, C, Y, X)
     if note := fewer_sequences_note(slices):  # one sequence, or T1s that copy FLAIR
         notes.append(note)
+    notes += geometry_notes(vol)
     return slices, notes
+
+
+def geometry_notes(vol: Volume, anisotropy: float = 2.0, oblique_deg: float = 25.0) -> list[str]:
+    """Notes on a volume whose axial slices are unlike the training slices (axial, about 1 mm square
+    pixels): one acquired in another plane, whose axial cut has long thin pixels, or one tilted far
+    from every world axis, which is cut along the nearest."""
+    notes = []
+    r, a, _ = _canonical_spacing(vol)
+    if max(r, a) > anisotropy * min(r, a):
+        notes.append(
+            f"the axial slices have {r:.2g} x {a:.2g} mm pixels: the volume was acquired in another plane, and "
+            "the model was trained on axial slices with square pixels, so expect a lower score"
+        )
+    axes = vol.affine[:3, :3] / np.linalg.norm(vol.affine[:3, :3], axis=0)
+    tilt = float(np.degrees(np.arccos(np.clip(np.abs(axes).max(axis=0).min(), 0, 1))))
+    if tilt > oblique_deg:
+        notes.append(
+            f"the volume is tilted {tilt:.0f} degrees from the nearest world axis: it is cut along that axis, "
+            "so its slices are oblique to the axial plane"
+        )
+    return notes
 
 
 def mask_to_volume(mask: np.ndarray, vol: Volume) -> np.ndarray:
