@@ -72,6 +72,8 @@ RECIPES: dict[str, dict] = {
     "R18-r17-dim0.5": {"empty_ratio": 0.25, "epochs": 128, "sequence_jitter": True, "dim_lesions": 0.5},
     "R19-r17-dim0.2": {"empty_ratio": 0.25, "epochs": 128, "sequence_jitter": True, "dim_lesions": 0.2},
     "R20-r17-bias0.3": {"empty_ratio": 0.25, "epochs": 128, "sequence_jitter": True, "bias_field": 0.3},
+    # 2.5D: the FLAIR of the slice below and above as two more channels (the first conv only grows)
+    "R21-r17-context1": {"empty_ratio": 0.25, "epochs": 128, "sequence_jitter": True, "model": {"context": 1}},
 }
 SCORES = ("plain_all", "plain_largest", "tta_all", "tta_largest")
 # scored too since R15 (absent from older files): both T1 sequences replaced by FLAIR, largest part
@@ -156,6 +158,7 @@ def job(npz: Path, tmp: Path, recipe: str, fold: int, device: str, extra: dict) 
     import tumorseg.train as train
     from tumorseg.checkpoint import build_model, load_checkpoint
     from tumorseg.config import validate_config
+    from tumorseg.data.lgg import add_context, slice_numbers
     from tumorseg.data.transforms import resize
     from tumorseg.evaluation import MISSING, without_sequences
     from tumorseg.infer import keep_largest_3d, postprocess, slice_probabilities
@@ -167,9 +170,9 @@ def job(npz: Path, tmp: Path, recipe: str, fold: int, device: str, extra: dict) 
            "seed": data.meta["seed"], "test_frac": data.meta["test_frac"], **RECIPES[recipe], **extra}  # fmt: skip
     cfg = validate_config(cfg, f"recipe {recipe}")
     m = cfg.model
-    if m.image_size != data.meta["size"] or m.context or m.intensity == "volume" or m.channels != "all":
+    if m.image_size != data.meta["size"] or m.intensity == "volume" or m.channels != "all":
         raise SystemExit(f"recipe {recipe}: the pack holds 3-channel slices at {data.meta['size']}, as read for "
-                         "intensity fixed/percentile without context")  # fmt: skip
+                         "intensity fixed/percentile")  # fmt: skip
     train.find_cases = lambda root: data.cases
     train.load_case = data.load_case
     train.check_data = lambda root: {"errors": [], "warnings": []}
@@ -189,9 +192,14 @@ def job(npz: Path, tmp: Path, recipe: str, fold: int, device: str, extra: dict) 
     scores: dict[str, dict[str, float]] = {k: {} for k in (*SCORES, *STRESS)}
     for pid in ckpt.meta["split"]["val"]:
         case = data.load_case(data.by_id[pid])
-        plain = slice_probabilities(model, m, case.images)
-        flipped = slice_probabilities(model, m, case.images, flip=True)
-        flair = slice_probabilities(model, m, without_sequences(case.images, MISSING["flair_only"]))
+        numbers = slice_numbers(data.by_id[pid].images)
+
+        def context(images: np.ndarray) -> np.ndarray:  # 2.5D channels, as `tumorseg evaluate` adds them
+            return add_context(images, m.context, m.channels, numbers)  # noqa: B023
+
+        plain = slice_probabilities(model, m, context(case.images))
+        flipped = slice_probabilities(model, m, context(case.images), flip=True)
+        flair = slice_probabilities(model, m, context(without_sequences(case.images, MISSING["flair_only"])))
         for name, probs in (("plain", plain), ("tta", (plain + flipped) / 2), ("flair", flair)):
             probs = resize(torch.from_numpy(probs)[:, None], case.full_masks.shape[-2:])[:, 0].numpy()
             mask = postprocess(probs, 0.5)

@@ -211,3 +211,35 @@ def test_merge_refuses_folds_that_could_not_come_from_this_run(tmp_path):
         bad_key.write_text(text)
         with pytest.raises(SystemExit, match="d.json: not a results.json of this script"):
             merged([str(bad_key)], ["R5"], npz, {})
+
+
+def test_a_2_5d_fold_scores_as_evaluate_does(lgg_root, tmp_path):
+    """A recipe with --context: the pack's slices get their neighbours' FLAIR as `tumorseg evaluate`
+    gives them, so a fold's scores are its checkpoint's on the real files."""
+    from tumorseg.data.lgg import slice_numbers
+    from tumorseg.infer import Predictor
+
+    data = tmp_path / "lgg"
+    for pid in PATIENTS:
+        copy_slices(lgg_root / pid, data / pid, range(10, 15))
+    pack = tmp_path / "pack.npz.xz"
+    r = subprocess.run([sys.executable, str(SCRIPT), "pack", "--data", str(data), "--size", "64", "--out", str(pack)],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    extra = {"epochs": 1, "batch_size": 4, "model": {"base": 4, "depth": 2, "image_size": 64, "context": 1}}
+    tmp, out = tmp_path / "work", tmp_path / "out"
+    r = subprocess.run([sys.executable, str(SCRIPT), "run", "--pack", str(pack), "--tmp", str(tmp), "--out", str(out),
+                        "--device", "cpu", "--workers", "1", "--recipes", "R0-shipped", "--folds", "0",
+                        "--extra", json.dumps(extra)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr + r.stdout
+    doc = json.loads((out / "results.json").read_text())
+    assert not doc["failures"], doc["failures"]
+    scores = doc["results"]["R0-shipped-f0"]["scores"]["plain_all"]
+    predictor = Predictor.from_checkpoint(tmp / "runs" / "R0-shipped-f0" / "last.safetensors", backend="torch")
+    assert predictor.config.context == 1
+    cases = {c.id: c for c in find_cases(data)}
+    for pid in scores:
+        case = load_case(cases[pid], None)
+        probs = predictor.probabilities(case.images, volume=True, numbers=slice_numbers(cases[pid].images))
+        want = dice(confusion_counts(postprocess(probs, 0.5), case.full_masks))
+        assert scores[pid] == pytest.approx(want, abs=5e-3)
