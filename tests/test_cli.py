@@ -96,3 +96,15 @@ def test_cli_train_device_cuda_without_cuda(tiny_lgg, tmp_path):
     why = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
     assert r.returncode == 2 and f"--device cuda: {why}" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+@pytest.mark.parametrize("threshold", ["0", "1"])
+def test_a_threshold_of_0_or_1_is_refused_before_any_work(command, threshold, tmp_path):
+    """`probs > 1` marks nothing and `probs > 0` every pixel: both are refused, and nothing is written."""
+    (tmp_path / "in").mkdir()
+    args = [tmp_path / "in"] if command == "predict" else ["--data", tmp_path / "in"]
+    r = tumorseg(command, *args, "--out", tmp_path / "o", "--threshold", threshold)
+    assert r.returncode != 0
+    assert f"threshold {float(threshold)}: must lie strictly between 0 and 1" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "o").exists()

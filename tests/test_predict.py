@@ -149,3 +149,22 @@ def test_missing_input_and_bad_weights(tmp_path):
     (tmp_path / "w.safetensors").write_bytes(b"\x00" * 10)
     r = run_predict(tmp_path, "--out", tmp_path / "o", "--weights", tmp_path / "w.safetensors")
     assert r.returncode == 2 and "not a valid safetensors checkpoint" in r.stderr
+
+
+def test_a_second_run_into_the_input_folder_skips_the_first_runs_outputs(lgg_root, tmp_path):
+    """--out = the input folder, run twice: the second run reads the 3 slices again, not the first
+    run's X_pred/X_prob/X_overlay files; a `_pred` image with no source beside it is still an input."""
+    from tumorseg.infer import Predictor
+    from tumorseg.predict import collect_inputs, predict_files
+
+    folder = tmp_path / "p"
+    folder.mkdir()
+    for n in (10, 11, 12):
+        shutil.copy(lgg_root / "TCGA_CS_4941_19960909" / f"TCGA_CS_4941_19960909_{n}.png", folder)
+    predictor = Predictor.from_checkpoint(backend="torch")
+    for _ in range(2):
+        res = predict_files([folder], folder, predictor, probabilities=True, overlays=True, log=lambda m: None)
+        assert res.inputs == 3 and not res.failed
+    assert not list(folder.glob("*_pred_pred*")) and len(list(folder.glob("*_pred.png"))) == 3
+    shutil.copy(lgg_root / "TCGA_CS_4941_19960909" / "TCGA_CS_4941_19960909_13.png", folder / "scan_pred.png")
+    assert folder / "scan_pred.png" in collect_inputs([folder])

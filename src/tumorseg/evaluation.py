@@ -146,7 +146,7 @@ def evaluate(
         rows.append(row)
         if report:
             strips_input[pid] = (case, chosen)
-        log(f"  {pid}: Dice {s['dice']:.3f}  HD95 {s['hd95']:.1f} px  ({len(truth)} slices)")
+        log(f"  {pid}: Dice {s['dice']:.3f}  HD95 {_f1(s['hd95'])} px  ({len(truth)} slices)")
         for note in notes:
             log(f"  {pid}: {note}")
     seconds = time.perf_counter() - t0
@@ -182,13 +182,22 @@ def evaluate(
     return result
 
 
-EMPTY_RULE = (
-    "Per patient, the slices are stacked and scored as one volume (headline). Both masks empty "
-    "counts as Dice 1. Per slice, the mean Dice is over slices whose truth has tumor; slices with "
-    "empty truth and a non-empty prediction are counted as false-positive slices. HD95 is in "
-    "pixels over the stacked volume (one slice step = one pixel); it is undefined (n/a, left out "
-    "of the mean) when exactly one of the masks is empty."
-)
+def empty_mask_rule(unit: str = "px") -> str:
+    """The written rule for empty masks, with HD95's unit (pixels for slices, mm for volumes)."""
+    hd = ("pixels over the stacked volume (one slice step = one pixel)" if unit == "px"
+          else "mm, from the voxel spacing")  # fmt: skip
+    return (
+        "Per patient, the slices are stacked and scored as one volume (headline). Both masks empty counts as "
+        "Dice, IoU, precision and recall 1. Nothing predicted where there is tumor: precision 0, recall 0. "
+        "Something predicted where there is none: Dice, IoU and precision 0, recall 1 (nothing was missed). "
+        "Per slice (slice_dice), each patient's mean Dice over its slices whose truth has tumor; the summary "
+        "averages it over patients. Slices with empty truth and a non-empty prediction are counted as "
+        f"false-positive slices. HD95 is in {hd}; 0 when both masks are empty, undefined (n/a, left out of "
+        "the mean) when exactly one is."
+    )
+
+
+EMPTY_RULE = empty_mask_rule()
 
 
 def _row_line(values: list[str]) -> str:
@@ -199,9 +208,45 @@ def _f(v: float) -> str:
     return "n/a" if not np.isfinite(v) else f"{v:.3f}"
 
 
+def _f1(v: float) -> str:
+    return "n/a" if not np.isfinite(v) else f"{v:.1f}"
+
+
+VARIANT_LABELS = {
+    "chosen": "model (chosen settings)",
+    "model": "model, threshold 0.5",
+    "fill_holes": "+ fill holes",
+    "tta": "+ flip TTA",
+    "cc3d_10": "+ drop 3D parts <10% of largest",
+    "largest_3d": "+ fill holes, largest 3D part",
+    "single_slices": "+ fill holes, each slice alone",
+    "no_pre_t1": "chosen, FLAIR for pre-contrast T1",
+    "no_post_t1": "chosen, FLAIR for post-contrast T1",
+    "flair_only": "chosen, FLAIR for both T1s",
+    "baseline": 'always "no tumor" baseline',
+}
+
+
+def variant_label(name: str) -> str:
+    """How tables name a variant of `evaluate` (`min_size_50`: "+ drop <50 px")."""
+    if name.startswith("min_size_"):
+        return f"+ drop <{name.removeprefix('min_size_')} px"
+    return VARIANT_LABELS.get(name, name)
+
+
+def variant_order(summary: dict) -> list[str]:
+    """The chosen settings first, the variants in the order above, the baseline last."""
+    rank = {k: i for i, k in enumerate(VARIANT_LABELS)}
+    return sorted(summary, key=lambda k: (k == "baseline", k != "chosen", rank.get(k, len(rank) - 2)))
+
+
+def hd95_header(result: dict) -> str:
+    return f"hd95 ({result.get('hd95_unit', 'px')})"
+
+
 def print_table(result: dict, log=print) -> None:
     cols = ["dice", "iou", "precision", "recall", "hd95", "fp_slices", "baseline_dice"]
-    log(_row_line(["patient", *cols]))
+    log(_row_line(["patient", *(hd95_header(result) if c == "hd95" else c for c in cols)]))
     for r in result["per_patient"]:
         log(_row_line([r["patient"], *(_f(r[c]) if isinstance(r[c], float) else str(r[c]) for c in cols)]))
     ch = result["summary"]["chosen"]
@@ -210,28 +255,22 @@ def print_table(result: dict, log=print) -> None:
         log(_row_line([stat, *vals, str(ch["fp_slices"]) if stat == "mean" else "", ""]))
     log("")
     log(f"{'per-patient Dice':<34}{'mean':>8}{'median':>8}{'min':>8}")
-    labels = {
-        "chosen": "model (chosen settings)",
-        "model": "model, threshold 0.5",
-        "fill_holes": "+ fill holes",
-        "tta": "+ flip TTA",
-        f"min_size_{result['settings']['compare_min_size']}": f"+ drop <{result['settings']['compare_min_size']} px",
-        "cc3d_10": "+ drop 3D parts <10% of largest",
-        "largest_3d": "+ fill holes, largest 3D part",
-        "single_slices": "+ fill holes, each slice alone",
-        "no_pre_t1": "chosen, FLAIR for pre-contrast T1",
-        "no_post_t1": "chosen, FLAIR for post-contrast T1",
-        "flair_only": "chosen, FLAIR for both T1s",
-        "baseline": 'always "no tumor" baseline',
-    }
-    for key, label in [(k, v) for k, v in labels.items() if k in result["summary"]]:
+    for key in variant_order(result["summary"]):
         d = result["summary"][key]["dice"]
-        log(f"{label:<34}{_f(d['mean']):>8}{_f(d['median']):>8}{_f(d['min']):>8}")
-    lo, hi = result["summary"]["chosen"]["dice"]["mean_ci95"]
-    log(f"mean per-patient Dice {_f(result['summary']['chosen']['dice']['mean'])}, 95% bootstrap interval over "
-        f"these {result['patients']} patients [{_f(lo)}, {_f(hi)}]")  # fmt: skip
+        log(f"{variant_label(key):<34}{_f(d['mean']):>8}{_f(d['median']):>8}{_f(d['min']):>8}")
+    log(f"mean per-patient Dice {_f(result['summary']['chosen']['dice']['mean'])}, {interval_text(result)}")
     acc = result["summary"]["baseline"]["accuracy"]["mean"]
     log(f"pixel accuracy: model {_f(result['summary']['chosen']['accuracy']['mean'])}, baseline {_f(acc)}")
+
+
+def interval_text(result: dict) -> str:
+    """The 95 % bootstrap interval of the mean per-patient Dice, or why there is none."""
+    d = result["summary"]["chosen"]["dice"]
+    n = d.get("n", result.get("patients", 0))
+    lo, hi = d["mean_ci95"]
+    if n < 2 or not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"no bootstrap interval ({n} patient{'' if n == 1 else 's'} scored: too few to resample)"
+    return f"95 % bootstrap interval over these {n} patients (10,000 resamples, seed 0) [{_f(lo)}, {_f(hi)}]"
 
 
 def markdown(result: dict) -> str:
@@ -239,23 +278,23 @@ def markdown(result: dict) -> str:
             "slice_dice", "fp_slices", "baseline_dice"]  # fmt: skip
     lines = [f"# Evaluation: {result['split']} split, {result['patients']} patients", ""]
     lines += [f"Weights: `{result['weights']}`. Settings: {result['settings']}.", "", result["empty_mask_rule"], ""]
-    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += [
+        "| " + " | ".join(hd95_header(result) if c == "hd95" else c for c in cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
     for r in result["per_patient"]:
         lines.append("| " + " | ".join(_f(r[c]) if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
-    lines += ["", "| variant | " + " | ".join(f"{m} mean" for m in METRICS) + " | Dice median | Dice min |"]
+    heads = [f"{hd95_header(result) if m == 'hd95' else m} mean" for m in METRICS]
+    lines += ["", "| variant | " + " | ".join(heads) + " | Dice median | Dice min |"]
     lines.append("|" + "---|" * (len(METRICS) + 3))
-    for name, s in result["summary"].items():
+    for name in variant_order(result["summary"]):
+        s = result["summary"][name]
         vals = [_f(s[m]["mean"]) for m in METRICS] + [_f(s["dice"]["median"]), _f(s["dice"]["min"])]
-        lines.append(f"| {name} | " + " | ".join(vals) + " |")
+        lines.append(f"| {variant_label(name)} | " + " | ".join(vals) + " |")
     noted = [f"- {r['patient']}: {n}" for r in result["per_patient"] for n in r.get("notes", [])]
     if noted:
         lines += ["", "Notes (close calls of the largest-region step; `--all-parts` keeps every region):", *noted]
-    d = result["summary"]["chosen"]["dice"]
-    lines += [
-        "",
-        f"Mean per-patient Dice {_f(d['mean'])}; 95 % bootstrap interval over these {result['patients']} "
-        f"patients (10,000 resamples, seed 0): [{_f(d['mean_ci95'][0])}, {_f(d['mean_ci95'][1])}].",
-    ]
+    lines += ["", f"Mean per-patient Dice {_f(result['summary']['chosen']['dice']['mean'])}; {interval_text(result)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -342,14 +381,14 @@ def evaluate_volumes(
         base = score_volume(np.zeros_like(truth), truth)
         rows.append({"patient": str(image_path), **{k: s[k] for k in COLUMNS if k in s}, "hd95_unit": "mm",
                      "baseline_dice": base["dice"], "baseline_accuracy": base["accuracy"], "notes": notes})  # fmt: skip
-        log(f"  {image_path}: Dice {s['dice']:.3f}  HD95 {s['hd95']:.1f} mm")
+        log(f"  {image_path}: Dice {s['dice']:.3f}  HD95 {_f1(s['hd95'])} mm")
         for note in notes:
             log(f"  {image_path}: {note}")
     summary = {"chosen": {m: summarize([r[m] for r in rows]) for m in METRICS}}
     result = {"weights": str(weights), "volumes": len(rows), "per_patient": rows, "summary": summary,
               "settings": {"threshold": threshold, "tta": tta, "min_size": min_size, "fill_holes": fill_holes,
                            "largest": largest},
-              "empty_mask_rule": EMPTY_RULE,
+              "empty_mask_rule": empty_mask_rule("mm"),
               "hd95_unit": "mm"}  # fmt: skip
     d = summary["chosen"]["dice"]
     log(f"per-volume Dice: mean {_f(d['mean'])} (95% bootstrap interval [{_f(d['mean_ci95'][0])}, "

@@ -313,6 +313,11 @@ class Predictor:
         session=None,
         backend: str | None = None,
     ):
+        if not 0 < threshold < 1:
+            raise TumorsegError(
+                f"threshold {threshold}: must lie strictly between 0 and 1 (a pixel is tumor when its probability "
+                "is above it, so 1 marks nothing and 0 marks every pixel)"
+            )
         self.model = model.eval().to(memory_format=torch.channels_last)
         self.config = config
         self.batch_size = batch_size

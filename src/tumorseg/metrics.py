@@ -163,7 +163,7 @@ def bootstrap_ci(
     """Percentile bootstrap interval of the mean: how far the mean of this many patients
     could move with another draw of patients like them. Seeded, so reports are reproducible."""
     values = np.asarray(values, float)
-    if values.size == 0:
+    if values.size < 2:  # one patient: nothing to resample
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     means = values[rng.integers(0, values.size, (resamples, values.size))].mean(1)

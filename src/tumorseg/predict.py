@@ -41,7 +41,8 @@ class PredictResult:
 
 def collect_inputs(inputs: list[str | Path]) -> list[Path]:
     """Image files and NIfTI volumes named directly or found in the given folders (not
-    recursive); ground-truth masks (`_mask`) left out."""
+    recursive); ground-truth masks (`_mask`) and an earlier run's outputs beside their inputs
+    (`X_pred.png` next to `X.png`) left out."""
     files: list[Path] = []
     for item in map(Path, inputs):
         if is_dicom_series(item):
@@ -50,7 +51,8 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
             found = [
                 p for p in item.iterdir() if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or is_volume_path(p))
             ]
-            files += sorted((p for p in found if not _is_truth(p)), key=slice_number)
+            names = {p.name for p in found}
+            files += sorted((p for p in found if not _is_truth(p) and not _is_output(p, names)), key=slice_number)
         elif item.exists() or item.is_symlink():
             if _is_truth(item):
                 continue
@@ -65,6 +67,22 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
 def _is_truth(path: Path) -> bool:
     """A ground-truth file: `X_mask.png`, and `X_mask.nii.gz` for a volume."""
     return is_mask_path(path) or (is_volume_path(path) and volume_stem(path).endswith("_mask"))
+
+
+OUTPUT_TAGS = ("_pred", "_prob", "_overlay")
+
+
+def _is_output(path: Path, names: set[str]) -> bool:
+    """What an earlier `predict` with this folder as --out wrote beside its input: `X_pred.png`,
+    `X_prob.png`, `X_overlay.png` (or `X_pred.nii.gz`) next to `X.<image or volume suffix>`."""
+    stem = volume_stem(path) if is_volume_path(path) else path.stem
+    for tag in OUTPUT_TAGS:
+        if stem.endswith(tag):
+            source = stem.removesuffix(tag)
+            suffixes = (*IMAGE_SUFFIXES, ".nii", ".nii.gz") if is_volume_path(path) else IMAGE_SUFFIXES
+            if any(f"{source}{suf}" in names or f"{source}{suf.upper()}" in names for suf in suffixes):
+                return True
+    return False
 
 
 def _output_stem(path: Path) -> str:

@@ -6,14 +6,22 @@ from pathlib import Path
 
 import numpy as np
 
+from .evaluation import hd95_header, interval_text, variant_label, variant_order
 from .metrics import confusion_counts, dice
 from .viz import histogram_png, html_report, overlay, png_bytes
 
 
-def worst_first_strips(case, pred: np.ndarray, k: int = 4) -> list[bytes]:
-    """Overlays of the `k` slices with the most tumor, the worst slice (lowest Dice) first."""
-    area = case.full_masks.reshape(len(pred), -1).sum(1)
-    top = [int(i) for i in np.argsort(-area)[:k] if area[i] > 0]
+def worst_first_strips(case, pred: np.ndarray, k: int = 4, k_fp: int = 2) -> list[bytes]:
+    """Overlays of the `k` slices with the most tumor and of the `k_fp` false-positive slices
+    (empty truth, non-empty prediction) with the most predicted pixels, the worst slice (lowest
+    Dice) first. The false-positive slices are shown so that a patient's false alarms (all there
+    is to see of a patient without tumor) are not hidden."""
+    truth = case.full_masks.reshape(len(pred), -1)
+    predicted = np.asarray(pred, bool).reshape(len(pred), -1)
+    area = truth.sum(1)
+    top = [int(i) for i in np.argsort(-area, kind="stable")[:k] if area[i] > 0]
+    fp_area = np.where(area == 0, predicted.sum(1), 0)
+    top += [int(i) for i in np.argsort(-fp_area, kind="stable")[:k_fp] if fp_area[i] > 0]
     dices = {i: dice(confusion_counts(pred[i], case.full_masks[i])) for i in top}
     top.sort(key=lambda i: dices[i])
     return [png_bytes(overlay(case.images[i], pred[i], case.full_masks[i], title=case.names[i])) for i in top]
@@ -22,12 +30,16 @@ def worst_first_strips(case, pred: np.ndarray, k: int = 4) -> list[bytes]:
 def build_report(result: dict, strips_input: dict, weights: Path) -> str:
     rows = result["per_patient"]
     summary = result["summary"]
+    hd = hd95_header(result)
     summary_rows = []
-    for name, s in summary.items():
+    for name in variant_order(summary):
+        s = summary[name]
         summary_rows.append(
             {
-                "variant": name,
-                **{f"{m} mean": s[m]["mean"] for m in ("dice", "iou", "precision", "recall", "hd95")},
+                "variant": variant_label(name),
+                **{f"{m} mean": s[m]["mean"] for m in ("dice", "iou", "precision", "recall")},
+                f"{hd} mean": s["hd95"]["mean"],
+                "pixel accuracy mean": s["accuracy"]["mean"],
                 "Dice median": s["dice"]["median"],
                 "Dice std": s["dice"]["std"],
                 "Dice min": s["dice"]["min"],
@@ -41,17 +53,23 @@ def build_report(result: dict, strips_input: dict, weights: Path) -> str:
     curves = curves_path.read_bytes() if curves_path.is_file() else None
     strips = {pid: worst_first_strips(case, pred) for pid, (case, pred) in strips_input.items()}
     order = sorted(strips, key=lambda pid: next(r["dice"] for r in rows if r["patient"] == pid))
+    d = summary["chosen"]["dice"]
+    acc_model, acc_base = summary["chosen"]["accuracy"]["mean"], summary["baseline"]["accuracy"]["mean"]
     notes = [
         f"Weights: {result['weights']}. Data: {result['data']} ({result['split']} split). "
         f"Settings: {result['settings']}.",
+        f"Mean per-patient Dice (chosen settings) {d['mean']:.3f}; {interval_text(result)}. Pixel accuracy: model "
+        f"{acc_model:.3f}, always 'no tumor' baseline {acc_base:.3f}.",
         result["empty_mask_rule"],
         *(f"{r['patient']}: {n}" for r in rows for n in r.get("notes", [])),
     ]
-    columns = ["patient", "slices", "tumor_slices", "dice", "iou", "precision", "recall", "hd95", "slice_dice",
-               "fp_slices", "baseline_dice"]  # fmt: skip
+    table_rows = [{**r, hd: r["hd95"], "pixel accuracy": r["accuracy"],
+                   "baseline pixel accuracy": r.get("baseline_accuracy", float("nan"))} for r in rows]  # fmt: skip
+    columns = ["patient", "slices", "tumor_slices", "dice", "iou", "precision", "recall", hd, "pixel accuracy",
+               "slice_dice", "fp_slices", "baseline_dice", "baseline pixel accuracy"]  # fmt: skip
     return html_report(
         f"tumorseg evaluation: {result['patients']} patients",
-        rows,
+        table_rows,
         columns,
         summary_rows,
         notes,

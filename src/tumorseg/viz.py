@@ -149,9 +149,11 @@ def html_report(
     ]
     if curves:
         parts += ["<h2>Training curves</h2>", f"<img alt='training curves' src='{data_url(curves)}'>"]
-    parts.append("<h2>Slices with the most tumor, worst first</h2>")
+    parts.append("<h2>Slices with the most tumor and the largest false alarms, worst first</h2>")
     for pid, pngs in strips.items():
         parts.append(f"<h3>{html.escape(pid)}</h3>")
+        if not pngs:
+            parts.append("<p class='note'>No tumor in the truth and none predicted: no slice to show.</p>")
         parts += [f"<div class='strip'><img alt='{html.escape(pid)} overlay' src='{data_url(p)}'></div>" for p in pngs]
     parts.append("</body></html>")
     return "\n".join(parts)
