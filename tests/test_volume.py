@@ -190,3 +190,16 @@ def test_4d_volume_whose_t1s_copy_flair_is_said(lgg_root, tmp_path):
     assert len(notes) == 1 and notes[0].startswith("pre-contrast T1 and post-contrast T1 equal FLAIR")
     path, _ = case_nifti(lgg_root, "TCGA_CS_4941_19960909", slice(10, 14), tmp_path / "all.nii.gz")
     assert volume_slices(read_nifti(path))[1] == []
+
+
+def test_tumor_volume_of_a_sheared_grid_is_its_voxel_volume():
+    """The mL count uses the voxel's true volume, |det| of the affine: on a sheared grid that is
+    less than the product of the axis lengths."""
+    from tumorseg.volume import mask_summary
+
+    affine = np.eye(4)
+    affine[:3, :3] = [[1.0, 0.5, 0], [0, 1.0, 0], [0, 0, 2.0]]  # the second axis leans into the first
+    vol = Volume(np.zeros((8, 8, 4), np.uint8), affine, (1.0, float(np.hypot(1, 0.5)), 2.0))
+    mask = np.zeros((4, 8, 8), np.uint8)
+    mask[1, 2:4, 2:4] = 1
+    assert mask_summary(mask, vol)["tumor_volume_ml"] == pytest.approx(4 * 2.0 / 1000)

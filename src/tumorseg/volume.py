@@ -222,7 +222,8 @@ def mask_summary(mask: np.ndarray, vol: Volume) -> dict:
 
     mask: (Z, H, W) canonical axial slices (index 0 is the most inferior slice).
     """
-    voxel_mm3 = float(np.prod(vol.spacing))
+    det = abs(float(np.linalg.det(np.asarray(vol.affine, float)[:3, :3])))
+    voxel_mm3 = det if np.isfinite(det) and det > 0 else float(np.prod(vol.spacing))  # a sheared grid too
     canon_spacing = _canonical_spacing(vol)
     areas = mask.reshape(len(mask), -1).sum(1)
     with_tumor = [int(i) for i in np.flatnonzero(areas)]
