@@ -80,6 +80,8 @@ def test_predict_series_writes_nifti_mask(flair, tmp_path):
                        capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "taken as FLAIR" in r.stdout
+    assert r.stdout.count("scores lower on such input") == 1  # one note for one sequence, with its cost
+    assert "Warning" not in r.stderr  # highdicom's advice on the copied PatientName is not the user's business
     out = nib.load(str(tmp_path / "o" / "series_pred.nii.gz"))
     assert out.shape == (256, 256, len(flair))
     np.testing.assert_allclose(out.affine, read_dicom_series(series).affine, atol=1e-5)

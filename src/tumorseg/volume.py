@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .data.check import fewer_sequences_note
+from .data.check import FEWER_SEQUENCES, fewer_sequences_note
 from .errors import DataError
 from .io import atomic_write_bytes, atomic_write_text
 
@@ -152,7 +153,10 @@ def volume_slices(vol: Volume, channels: str = "all") -> tuple[np.ndarray, list[
     if data.ndim == 3:
         data = data[..., None]
         if channels == "all":
-            notes.append("one sequence given: taken as FLAIR and repeated into T1 and T1c, as the training data does")
+            notes.append(
+                "one sequence given: taken as FLAIR and repeated into T1 and T1c, as the training data does "
+                f"for a missing sequence; {FEWER_SEQUENCES}"
+            )
     chans = [to_uint8(data[..., c]) for c in range(data.shape[-1])]
     if channels == "flair":
         chans = [chans[1] if len(chans) == 3 else chans[0]]
@@ -161,7 +165,7 @@ def volume_slices(vol: Volume, channels: str = "all") -> tuple[np.ndarray, list[
     arr = np.stack(chans, 0)  # (C, X, Y, Z)
     # axial slice k, shown like the LGG slices: row 0 anterior, column 0 the patient's right
     slices = np.ascontiguousarray(arr[:, ::-1, ::-1, :].transpose(3, 0, 2, 1))  # (Z, C, Y, X)
-    if note := fewer_sequences_note(slices):  # one sequence, or T1s that copy FLAIR
+    if vol.array.ndim == 4 and (note := fewer_sequences_note(slices)):  # T1s that copy FLAIR (one sequence: above)
         notes.append(note)
     notes += geometry_notes(vol)
     return slices, notes
@@ -376,7 +380,20 @@ def write_dicom_seg(path: str | Path, mask: np.ndarray, vol: Volume) -> None:
             name="tumorseg U-Net", version=__version__, family=codes.DCM.ArtificialIntelligence
         ),
     )
-    seg = hd.seg.Segmentation(
+    with warnings.catch_warnings():  # the source's PatientName is copied as it is; highdicom's style advice is noise
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
+        seg = _segmentation(hd, vol, frames, description)
+    import io as _io
+
+    buf = _io.BytesIO()
+    seg.save_as(buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _segmentation(hd, vol: Volume, frames: np.ndarray, description):
+    from . import __version__
+
+    return hd.seg.Segmentation(
         source_images=vol.dicom_sources,
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -391,11 +408,6 @@ def write_dicom_seg(path: str | Path, mask: np.ndarray, vol: Volume) -> None:
         device_serial_number="0",
         omit_empty_frames=False,
     )
-    import io as _io
-
-    buf = _io.BytesIO()
-    seg.save_as(buf)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def mask_slices(mask: np.ndarray, vol: Volume) -> np.ndarray:
