@@ -24,7 +24,8 @@ PATIENTS = ("TCGA_CS_4941_19960909", "TCGA_CS_4943_20000902", "TCGA_CS_4944_2001
             "TCGA_CS_5395_19981004")  # fmt: skip
 
 
-def test_pack_and_one_fold_match_the_real_files(lgg_root, tmp_path):
+def make_pack(lgg_root: Path, tmp_path: Path) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """Five real patients, slices 10-14, packed at 64x64: (their folder, the pack, the pack's run)."""
     data = tmp_path / "lgg"
     for pid in PATIENTS:
         copy_slices(lgg_root / pid, data / pid, range(10, 15))
@@ -32,6 +33,11 @@ def test_pack_and_one_fold_match_the_real_files(lgg_root, tmp_path):
     r = subprocess.run([sys.executable, str(SCRIPT), "pack", "--data", str(data), "--size", "64", "--out", str(pack)],
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stderr
+    return data, pack, r
+
+
+def test_pack_and_one_fold_match_the_real_files(lgg_root, tmp_path):
+    data, pack, r = make_pack(lgg_root, tmp_path)
     cases = {c.id: c for c in find_cases(data)}
     split = split_cases(list(cases), 0, 0.0, 0.2, folds=3, fold=0)
     assert "4 of 5 patients" in r.stdout  # the test patient stays out of the pack
@@ -219,13 +225,7 @@ def test_a_2_5d_fold_scores_as_evaluate_does(lgg_root, tmp_path):
     from tumorseg.data.lgg import slice_numbers
     from tumorseg.infer import Predictor
 
-    data = tmp_path / "lgg"
-    for pid in PATIENTS:
-        copy_slices(lgg_root / pid, data / pid, range(10, 15))
-    pack = tmp_path / "pack.npz.xz"
-    r = subprocess.run([sys.executable, str(SCRIPT), "pack", "--data", str(data), "--size", "64", "--out", str(pack)],
-                       capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert r.returncode == 0, r.stderr
+    data, pack, _ = make_pack(lgg_root, tmp_path)
     extra = {"epochs": 1, "batch_size": 4, "model": {"base": 4, "depth": 2, "image_size": 64, "context": 1}}
     tmp, out = tmp_path / "work", tmp_path / "out"
     r = subprocess.run([sys.executable, str(SCRIPT), "run", "--pack", str(pack), "--tmp", str(tmp), "--out", str(out),
