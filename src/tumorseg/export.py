@@ -1,11 +1,17 @@
 """ONNX export with the preprocessing inside: one file is a complete segmenter.
 
 Contract of the exported graph:
-  input  `image`: uint8 (N, C, H, W), the slice exactly as read from the file (0..255);
-                  N, H and W are dynamic, C is the model's channel count (3, or 1 for FLAIR).
+  input  `image`: uint8 (N, C, H, W), what `Predictor.inputs` gives (`network_inputs`): for
+                  most models the slice exactly as read from the file (0..255); N, H and W are
+                  dynamic, C is the model's `in_channels`: 3, or 1 for FLAIR, plus 2 * context
+                  for a 2.5D model, whose neighbouring slices' FLAIR (`add_context`) is put
+                  together outside the graph, as is the per-volume scaling of an
+                  `intensity="volume"` model (`volume_normalize`).
   inside:         scale to [0, 1] (as the model was trained), resize to the model's size,
                   U-Net (batch norm with its eval-mode statistics), sigmoid, resize back.
   output `probability`: float32 (N, 1, H, W) in [0, 1].
+The graph's metadata (`tumorseg.*` keys, `contract_metadata`) records that input contract, so
+the file alone says what to feed it, and the SHA-256 of the checkpoint it came from.
 
 `export_int8` writes the same contract with the convolutions quantized to int8 (static,
 calibrated on slices of the checkpoint's own training patients); everything else stays fp32.
@@ -13,6 +19,7 @@ calibrated on slices of the checkpoint's own training patients); everything else
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -81,16 +88,71 @@ class Segmenter(nn.Module):
         return F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
 
 
+def check_out(out: str | Path, weights: str | Path) -> Path:
+    """Refuse, before any work, an `out` that cannot be written (a folder, a folder that cannot
+    be made or written to) or that is the checkpoint `weights` itself, which it would replace."""
+    out = Path(out)
+    if out.is_dir():
+        raise TumorsegError(f"{out}: is a folder; give the path of the .onnx file to write")
+    if out.exists() and Path(weights).exists() and os.path.samefile(out, weights):
+        raise TumorsegError(f"{out}: is the checkpoint being exported; write the graph to another file")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TumorsegError(f"{out}: cannot create its folder {out.parent} ({exc.strerror or exc})") from None
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise TumorsegError(f"{out}: its folder {out.parent} is not writable")
+    return out
+
+
+@contextlib.contextmanager
+def writing(out: Path):
+    """Turn an OSError while writing `out` (full disk, read-only file system) into a TumorsegError."""
+    try:
+        yield
+    except OSError as exc:
+        raise TumorsegError(f"{out}: cannot write the graph ({exc.strerror or exc})") from None
+
+
+def discard(path: Path) -> None:
+    """Remove a temporary file if it is there; a failure to remove it never hides the real error."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
+def contract_metadata(config: ModelConfig) -> dict[str, str]:
+    """The graph's input contract as ONNX metadata: what the `image` input must hold."""
+    outside = []
+    if config.context:
+        outside.append(f"the FLAIR of the {config.context} slice(s) below and above as channels (add_context)")
+    if config.intensity == "volume":
+        outside.append("each channel scaled per volume (volume_normalize)")
+    return {
+        "tumorseg.in_channels": str(config.in_channels),
+        "tumorseg.channels": config.channels,
+        "tumorseg.context": str(config.context),
+        "tumorseg.intensity": config.intensity,
+        "tumorseg.image_size": str(config.image_size),
+        "tumorseg.input": "uint8 (N, C, H, W) slices, 0..255, "
+        + ("as read from the files" if not outside else "with outside the graph: " + "; ".join(outside)),
+    }
+
+
 def export_onnx(weights: str | Path | None, out: str | Path, opset: int = 18, shuffle_ups: bool = False) -> Path:
     """Export a checkpoint (default: the shipped model) to ONNX with the dynamo exporter.
 
     `shuffle_ups` writes the transposed convolutions as 1x1 convolution + pixel shuffle
-    (`ShuffleUp`), which int8 quantization then covers too."""
+    (`ShuffleUp`), which int8 quantization then covers too. The graph's metadata holds
+    `contract_metadata`. Raises TumorsegError for an `out` that cannot be written or that is
+    the checkpoint itself, before any work is done."""
     try:
+        import onnx
         import onnxscript  # noqa: F401
     except ImportError:
         raise TumorsegError("ONNX export needs the onnx extra: pip install 'tumorseg[onnx]'") from None
-    ckpt = load_checkpoint(weights or default_weights())
+    weights = weights or default_weights()
+    out = check_out(out, weights)
+    ckpt = load_checkpoint(weights)
     model = build_model(ckpt)
     seg = Segmenter(with_shuffle_ups(model) if shuffle_ups else model, ckpt.config.model).eval()
     c = ckpt.config.model.in_channels
@@ -98,8 +160,6 @@ def export_onnx(weights: str | Path | None, out: str | Path, opset: int = 18, sh
     n = torch.export.Dim("N", min=1, max=4096)
     h = torch.export.Dim("H", min=16, max=8192)
     w = torch.export.Dim("W", min=16, max=8192)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.export")
     import logging
     import warnings
@@ -119,10 +179,15 @@ def export_onnx(weights: str | Path | None, out: str | Path, opset: int = 18, sh
             verbose=False,
         )
     try:
-        program.save(str(tmp))
-        atomic_write_bytes(out, tmp.read_bytes())
+        with writing(out):
+            program.save(str(tmp))
+            model = onnx.load(str(tmp))
+            props = {p.key: p.value for p in model.metadata_props}
+            own = {"tumorseg.source_sha256": file_sha256(weights), **contract_metadata(ckpt.config.model)}
+            onnx.helper.set_model_props(model, {**props, **own})
+            atomic_write_bytes(out, model.SerializeToString())
     finally:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
     return out
 
 
@@ -201,7 +266,6 @@ def quantize_onnx(
 
     out = Path(out)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.quant")
-    import contextlib
     import io
     import logging
 
@@ -209,14 +273,14 @@ def quantize_onnx(
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), writing(out):
             quantize_static(str(src), str(tmp), Reader(), quant_format=QuantFormat.QOperator, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range,
                             op_types_to_quantize=QUANTIZED_OPS)  # fmt: skip
-        atomic_write_bytes(out, tmp.read_bytes())
+            atomic_write_bytes(out, tmp.read_bytes())
     finally:
         root.setLevel(level)
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
     return out
 
 
@@ -239,20 +303,21 @@ def export_int8(weights: str | Path | None, out: str | Path, data: str | Path) -
     import onnx
 
     weights = Path(weights or default_weights())
+    out = check_out(out, weights)
     images, ids = calibration_slices(weights, data)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     fp32 = out.with_name(f".{out.name}.{os.getpid()}.fp32.onnx")
     quant = out.with_name(f".{out.name}.{os.getpid()}.int8.onnx")
     try:
         export_onnx(weights, fp32, shuffle_ups=True)
         quantize_onnx(fp32, quant, images)
         model = onnx.load(str(quant))
+        contract = contract_metadata(load_checkpoint(weights).config.model)
         meta = {"tumorseg.source_sha256": file_sha256(weights), "tumorseg.export_format": EXPORT_FORMAT,
-                "tumorseg.calibration": " ".join(ids)}  # fmt: skip
+                "tumorseg.calibration": " ".join(ids), **contract}  # fmt: skip
         onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, **meta})
-        atomic_write_bytes(out, model.SerializeToString())
+        with writing(out):
+            atomic_write_bytes(out, model.SerializeToString())
     finally:
-        fp32.unlink(missing_ok=True)
-        quant.unlink(missing_ok=True)
+        discard(fp32)
+        discard(quant)
     return out

@@ -1,0 +1,135 @@
+"""`tumorseg export` on odd output paths, and the input contract the graph carries.
+
+Everything here uses the shipped weights and real LGG slices; no model is trained.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from tumorseg.checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
+from tumorseg.errors import TumorsegError  # noqa: E402
+from tumorseg.export import export_int8, export_onnx  # noqa: E402
+from tumorseg.infer import DEFAULT_WEIGHTS  # noqa: E402
+
+PATIENT = "TCGA_CS_5395_19981004"
+
+
+@pytest.fixture
+def shipped(tmp_path: Path) -> Path:
+    """A copy of the shipped checkpoint, so a failed test cannot damage the real one."""
+    if not DEFAULT_WEIGHTS.is_file():
+        pytest.skip(f"shipped weights not found at {DEFAULT_WEIGHTS}")
+    w = tmp_path / "ckpt" / "model.safetensors"
+    w.parent.mkdir()
+    shutil.copy(DEFAULT_WEIGHTS, w)
+    return w
+
+
+def cli_export(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tumorseg", "export", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_export_to_a_folder_is_refused_with_a_message(shipped, tmp_path):
+    """`--out DIR` once ended in an IsADirectoryError traceback after the whole export."""
+    with pytest.raises(TumorsegError, match="is a folder"):
+        export_onnx(shipped, tmp_path)
+    r = cli_export("--weights", str(shipped), "--out", str(tmp_path))
+    assert r.returncode == 2 and "is a folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_export_never_overwrites_the_checkpoint_it_reads(shipped):
+    """`--out` equal to `--weights` once replaced the checkpoint with the ONNX graph, silently."""
+    before = shipped.read_bytes()
+    with pytest.raises(TumorsegError, match="is the checkpoint being exported"):
+        export_onnx(shipped, shipped)
+    r = cli_export("--weights", str(shipped), "--out", str(shipped))
+    assert r.returncode == 2 and "is the checkpoint being exported" in r.stderr
+    assert shipped.read_bytes() == before
+    load_checkpoint(shipped)
+
+
+def test_int8_export_never_overwrites_the_checkpoint_it_reads(shipped, lgg_root):
+    before = shipped.read_bytes()
+    with pytest.raises(TumorsegError, match="is the checkpoint being exported"):
+        export_int8(shipped, shipped, lgg_root)
+    assert shipped.read_bytes() == before
+
+
+def test_export_under_a_file_is_refused_with_a_message(shipped, tmp_path):
+    """An --out whose folder cannot be made (a file is in the way) is a user error, not a traceback."""
+    (tmp_path / "afile").write_text("x")
+    r = cli_export("--weights", str(shipped), "--out", str(tmp_path / "afile" / "model.onnx"))
+    assert r.returncode == 2 and "cannot create its folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_export_into_a_read_only_folder_is_refused_with_a_message(shipped, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("this user (root) can write into a folder without write permission")
+        r = cli_export("--weights", str(shipped), "--out", str(ro / "model.onnx"))
+        assert r.returncode == 2 and "not writable" in r.stderr and "Traceback" not in r.stderr
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o755)
+
+
+def context_checkpoint(shipped: Path, out: Path) -> Path:
+    """The shipped model as a 2.5D (`context` 1) checkpoint: its first convolution takes the two
+    neighbouring FLAIR channels with zero weights, so it computes what the shipped model does."""
+    import torch
+
+    ckpt = load_checkpoint(shipped)
+    w = ckpt.model["encoders.0.0.weight"]
+    model = {**ckpt.model, "encoders.0.0.weight": torch.cat([w, torch.zeros(w.shape[0], 2, *w.shape[2:])], 1)}
+    config = ckpt.config.model_copy(
+        update={"model": ckpt.config.model.model_copy(update={"context": 1, "in_channels": 5})}
+    )
+    save_checkpoint(out, Checkpoint(config, model, ckpt.meta))
+    return out
+
+
+def test_graph_records_its_input_contract(shipped, lgg_root, tmp_path):
+    """The file alone must say what its `image` input holds: slices as read for the shipped
+    model, and for a 2.5D model the neighbours' FLAIR channels put together outside the graph."""
+    import onnxruntime as ort
+
+    from tumorseg.data.lgg import find_cases, load_case
+    from tumorseg.infer import Predictor
+
+    plain = export_onnx(shipped, tmp_path / "plain.onnx")
+    meta = ort.InferenceSession(str(plain), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    assert meta["tumorseg.context"] == "0" and meta["tumorseg.in_channels"] == "3"
+    assert meta["tumorseg.intensity"] == "percentile" and "as read from the files" in meta["tumorseg.input"]
+    from tumorseg.export import file_sha256
+
+    assert meta["tumorseg.source_sha256"] == file_sha256(shipped)  # the fp32 graph names its checkpoint too
+
+    ctx = context_checkpoint(shipped, tmp_path / "ctx" / "ctx.safetensors")
+    graph = export_onnx(ctx, tmp_path / "ctx.onnx")
+    s = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    meta = s.get_modelmeta().custom_metadata_map
+    assert meta["tumorseg.context"] == "1" and meta["tumorseg.in_channels"] == "5"
+    assert "add_context" in meta["tumorseg.input"]
+    assert s.get_inputs()[0].shape[1] == 5
+
+    # and that contract is the right one: fed as said, the graph matches the torch backend
+    images = load_case(find_cases(lgg_root / PATIENT)[0], None).images[6:16]
+    pred = Predictor.from_checkpoint(ctx, backend="torch")
+    want = pred.predict(images, volume=True)
+    got = s.run(None, {"image": pred.inputs(images, volume=True)})[0][:, 0]
+    assert np.abs(got - want).max() < 1e-4
+    assert np.array_equal(got > 0.5, want > 0.5)
