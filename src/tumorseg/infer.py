@@ -103,9 +103,10 @@ def resolve_backend(backend: str, weights: str | Path) -> str:
 
 
 def set_threads(threads: int = 0) -> None:
-    """Use `threads` intra-op threads, or one per available core when 0."""
+    """Use `threads` intra-op threads; when 0, $OMP_NUM_THREADS if it is set, else one per available core."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(threads or cores)
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    torch.set_num_threads(threads or (int(env) if env.isdigit() and int(env) > 0 else cores))
 
 
 @torch.inference_mode()
@@ -313,6 +314,8 @@ class Predictor:
         session=None,
         backend: str | None = None,
     ):
+        if batch_size < 1:
+            raise TumorsegError(f"batch_size {batch_size}: must be at least 1")
         if not 0 < threshold < 1:
             raise TumorsegError(
                 f"threshold {threshold}: must lie strictly between 0 and 1 (a pixel is tumor when its probability "
@@ -330,16 +333,21 @@ class Predictor:
         self.backend = backend or ("onnx" if session is not None else "torch")
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path | None = None, backend: str = "auto", **kwargs) -> Predictor:
+    def from_checkpoint(
+        cls, path: str | Path | None = None, backend: str = "auto", threads: int = 0, **kwargs
+    ) -> Predictor:
         """Load `path`, or the shipped model when it is None, on `backend`.
 
         Backends: torch, onnx (the fp32 export), onnx-int8 (the quantized graph beside the
         checkpoint) and auto, the fastest of them measured here that can run
-        (benchmarks/bench_inference.py; see `resolve_backend`).
+        (benchmarks/bench_inference.py; see `resolve_backend`). `threads` sets PyTorch's
+        intra-op threads for the process (`set_threads`: 0 means $OMP_NUM_THREADS, else one per
+        core). Other keywords go to `Predictor` (batch_size, tta, threshold, min_size,
+        fill_holes, largest). One Predictor may serve several threads at once.
         """
         path = path or default_weights()
         ckpt = load_checkpoint(path)
-        set_threads()
+        set_threads(threads)
         backend = resolve_backend(backend, path)
         if backend not in BACKENDS:
             raise TumorsegError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
@@ -349,11 +357,14 @@ class Predictor:
     def inputs(self, images: np.ndarray, volume: bool = False, numbers: list[int] | None = None) -> np.ndarray:
         """Slices with the model's `channels` -> the network's input (`network_inputs`)."""
         c = self.config
+        images = np.asarray(images)  # a list of slices too
         if images.ndim != 4 or images.shape[1] != c.sequence_channels:
             raise TumorsegError(
                 f"the model takes slices of {c.sequence_channels} channel(s) (channels={c.channels!r}) as "
                 f"(N, C, H, W); got shape {tuple(images.shape)}"
             )
+        if len(images) and min(images.shape[2:]) == 0:
+            raise TumorsegError(f"slices of size {images.shape[2]}x{images.shape[3]}: there is nothing to segment")
         return network_inputs(as_uint8_slices(images), c, volume, numbers)
 
     def probabilities(
@@ -408,6 +419,11 @@ class Predictor:
         """`mask`, plus a note for the user when keeping the largest region was a close call
         (`largest_3d_noted`; `numbers`: the slices' file numbers, to name them by). `largest`
         overrides the predictor's own setting for this call."""
+        probs = np.asarray(probs)
+        if probs.ndim != 3:
+            raise TumorsegError(f"probabilities must be (N, H, W), one map per slice; got shape {probs.shape}")
+        if numbers is not None and len(numbers) != len(probs):
+            raise TumorsegError(f"{len(numbers)} slice numbers for {len(probs)} slices")
         masks = postprocess(probs, self.threshold, self.min_size, self.fill_holes)
         largest = self.largest if largest is None else largest
         if not (volume and largest and len(masks) > 1):

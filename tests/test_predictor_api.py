@@ -1,0 +1,54 @@
+"""The Python API's Predictor on input a caller may well give it: lists, empty slices, wrong
+shapes, bad settings. The shipped model, real slices; errors are TumorsegErrors that say what is wrong."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tumorseg.data.lgg import find_cases, load_case
+from tumorseg.errors import TumorsegError
+from tumorseg.infer import Predictor
+
+PID = "TCGA_CS_4941_19960909"
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Predictor:
+    return Predictor.from_checkpoint(backend="torch")
+
+
+@pytest.fixture(scope="module")
+def slices(lgg_root) -> np.ndarray:
+    return load_case(find_cases(lgg_root / PID)[0], None).images[8:12]
+
+
+def test_a_list_of_slices_is_an_array_of_them(shipped, slices):
+    np.testing.assert_array_equal(shipped.segment(list(slices)), shipped.segment(slices))
+
+
+def test_bad_shapes_and_settings_are_said(shipped, slices):
+    with pytest.raises(TumorsegError, match="slices of size 0x256"):
+        shipped.predict(slices[:, :, :0])
+    probs = shipped.predict(slices)
+    with pytest.raises(TumorsegError, match=r"must be \(N, H, W\), one map per slice; got shape \(256, 256\)"):
+        shipped.mask(probs[0], volume=True)
+    with pytest.raises(TumorsegError, match="3 slice numbers for 4 slices"):
+        shipped.mask_with_notes(probs, volume=True, numbers=[1, 2, 3])
+    with pytest.raises(TumorsegError, match="batch_size 0: must be at least 1"):
+        Predictor.from_checkpoint(backend="torch", batch_size=0)
+
+
+def test_threads_follow_omp_num_threads_unless_given():
+    """Loading a Predictor sets PyTorch's threads: $OMP_NUM_THREADS when set, `threads` when given."""
+    code = (
+        "import torch; from tumorseg.infer import Predictor; Predictor.from_checkpoint(backend='torch'); "
+        "a = torch.get_num_threads(); Predictor.from_checkpoint(backend='torch', threads=2); "
+        "print(a, torch.get_num_threads())"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1", "2"]
