@@ -166,6 +166,7 @@ def test_evaluate_reorients_a_mask_stored_in_another_voxel_order(lgg_case, nifti
     assert any("ras_mask.nii.gz: stored as RAS" in x and "reoriented" in x for x in lines)
     assert any("warning" in x and "shifted_mask.nii.gz" in x for x in lines)
     assert not any("aligned_mask.nii.gz" in x and ("reoriented" in x or "warning" in x) for x in lines)
+    assert any(x.startswith("per-volume Dice") and "interval over these 3 volumes" in x for x in lines)
 
 
 def test_geometry_unlike_the_training_slices_is_said():

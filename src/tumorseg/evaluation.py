@@ -263,14 +263,14 @@ def print_table(result: dict, log=print) -> None:
     log(f"pixel accuracy: model {_f(result['summary']['chosen']['accuracy']['mean'])}, baseline {_f(acc)}")
 
 
-def interval_text(result: dict) -> str:
+def interval_text(result: dict, what: str = "patient") -> str:
     """The 95 % bootstrap interval of the mean per-patient Dice, or why there is none."""
     d = result["summary"]["chosen"]["dice"]
     n = d.get("n", result.get("patients", 0))
     lo, hi = d["mean_ci95"]
     if n < 2 or not (np.isfinite(lo) and np.isfinite(hi)):
-        return f"no bootstrap interval ({n} patient{'' if n == 1 else 's'} scored: too few to resample)"
-    return f"95 % bootstrap interval over these {n} patients (10,000 resamples, seed 0) [{_f(lo)}, {_f(hi)}]"
+        return f"no bootstrap interval ({n} {what}{'' if n == 1 else 's'} scored: too few to resample)"
+    return f"95 % bootstrap interval over these {n} {what}s (10,000 resamples, seed 0) [{_f(lo)}, {_f(hi)}]"
 
 
 def markdown(result: dict) -> str:
@@ -391,8 +391,8 @@ def evaluate_volumes(
               "empty_mask_rule": empty_mask_rule("mm"),
               "hd95_unit": "mm"}  # fmt: skip
     d = summary["chosen"]["dice"]
-    log(f"per-volume Dice: mean {_f(d['mean'])} (95% bootstrap interval [{_f(d['mean_ci95'][0])}, "
-        f"{_f(d['mean_ci95'][1])}]), median {_f(d['median'])}, std {_f(d['std'])}")  # fmt: skip
+    log(f"per-volume Dice: mean {_f(d['mean'])} ({interval_text(result, 'volume')}), "
+        f"median {_f(d['median'])}, std {_f(d['std'])}")  # fmt: skip
     if out:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
