@@ -52,3 +52,11 @@ def test_threads_follow_omp_num_threads_unless_given():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["1", "2"]
+
+
+def test_boolean_slices_are_read_as_white_on_black_like_a_1_bit_file():
+    from tumorseg.infer import as_uint8_slices
+
+    x = np.zeros((1, 3, 4, 4), bool)
+    x[..., 1:3, 1:3] = True
+    assert set(np.unique(as_uint8_slices(x))) == {0, 255}

@@ -276,12 +276,15 @@ def network_inputs(
 def as_uint8_slices(images: np.ndarray) -> np.ndarray:
     """The slices as uint8, the form every backend reads (as the image files hold them).
 
-    Integer arrays within 0-255 are converted; floats and out-of-range integers are refused,
-    since whether 1.0 means white or nearly black cannot be told from the array."""
+    Integer arrays within 0-255 are converted, booleans to 0/255 as `read_image` does; floats and
+    out-of-range integers are refused, since whether 1.0 means white or nearly black cannot be
+    told from the array."""
     images = np.asarray(images)
     if images.dtype == np.uint8:
         return images
-    if images.dtype == bool or np.issubdtype(images.dtype, np.integer):
+    if images.dtype == bool:  # as `tumorseg.io.read_image` reads a 1-bit image: white is 255
+        return images.astype(np.uint8) * 255
+    if np.issubdtype(images.dtype, np.integer):
         if images.size == 0 or (images.min() >= 0 and images.max() <= 255):
             return images.astype(np.uint8)
         raise TumorsegError(
