@@ -116,6 +116,17 @@ def test_three_series_as_t1_flair_t1c(lgg_root, tmp_path):
     assert refs == {pydicom.dcmread(p).SOPInstanceUID for p in series["flair"].iterdir()}
 
 
+def test_a_series_folder_as_its_own_out_can_be_segmented_again(flair, tmp_path):
+    """The SEG a first run writes into the series folder is not taken for a slice by the second."""
+    pytest.importorskip("highdicom")
+    series = write_series(tmp_path / "series", flair[8:12])
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(series), "--out", str(series)],
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+    assert (series / "series_seg.dcm").is_file()
+
+
 def test_series_without_slice_thickness_gets_its_nifti_and_a_plain_note(flair, tmp_path):
     pytest.importorskip("highdicom")
     series = write_series(tmp_path / "series", flair[:6], drop=("SliceThickness",))

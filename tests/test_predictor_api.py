@@ -39,6 +39,12 @@ def test_bad_shapes_and_settings_are_said(shipped, slices):
         shipped.mask_with_notes(probs, volume=True, numbers=[1, 2, 3])
     with pytest.raises(TumorsegError, match="batch_size 0: must be at least 1"):
         Predictor.from_checkpoint(backend="torch", batch_size=0)
+    with pytest.raises(TumorsegError, match="2 slice numbers for 4 slices"):
+        shipped.predict(slices, volume=True, numbers=[1, 2])  # before the model runs, 2.5D or not
+    with pytest.raises(TumorsegError, match="the slices differ in shape"):
+        shipped.predict([slices[0], slices[1][:, :128]])
+    with pytest.raises(TumorsegError, match="threshold 1: must lie strictly between"):
+        Predictor.from_checkpoint("no/such/checkpoint.safetensors", threshold=1)  # said before any loading
 
 
 def test_threads_follow_omp_num_threads_unless_given():

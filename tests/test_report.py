@@ -149,3 +149,19 @@ def test_markdown_and_table_name_the_unit_and_give_no_interval_for_one_patient()
     summary_rows = [x for x in md.splitlines() if x.startswith("| model") or x.startswith("| always")]
     assert summary_rows[0].startswith("| model (chosen settings)") and summary_rows[-1].startswith("| always")
     assert "mm, from the voxel spacing" in empty_mask_rule("mm") and "pixels" not in empty_mask_rule("mm")
+
+
+def test_variants_keep_their_computed_order():
+    from tumorseg.evaluation import variant_order
+
+    keys = ["baseline", "flair_only", "no_pre_t1", "min_size_50", "largest_3d", "tta", "model", "chosen"]
+    assert variant_order(dict.fromkeys(keys)) == [
+        "chosen",
+        "model",
+        "tta",
+        "min_size_50",
+        "largest_3d",
+        "no_pre_t1",
+        "flair_only",
+        "baseline",
+    ]

@@ -237,7 +237,11 @@ def variant_label(name: str) -> str:
 def variant_order(summary: dict) -> list[str]:
     """The chosen settings first, the variants in the order above, the baseline last."""
     rank = {k: i for i, k in enumerate(VARIANT_LABELS)}
-    return sorted(summary, key=lambda k: (k == "baseline", k != "chosen", rank.get(k, len(rank) - 2)))
+
+    def place(k: str) -> float:  # `min_size_N` comes right after the flip TTA, as it is computed
+        return rank["tta"] + 0.5 if k.startswith("min_size_") else rank.get(k, len(rank))
+
+    return sorted(summary, key=lambda k: (k == "baseline", k != "chosen", place(k)))
 
 
 def hd95_header(result: dict) -> str:

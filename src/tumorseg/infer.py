@@ -297,6 +297,17 @@ def as_uint8_slices(images: np.ndarray) -> np.ndarray:
     )
 
 
+def check_settings(threshold: float = 0.5, batch_size: int = 32) -> None:
+    """Refuse a threshold of 0 or 1 (or outside) and a batch size under 1, with why."""
+    if batch_size < 1:
+        raise TumorsegError(f"batch_size {batch_size}: must be at least 1")
+    if not 0 < threshold < 1:
+        raise TumorsegError(
+            f"threshold {threshold}: must lie strictly between 0 and 1 (a pixel is tumor when its probability "
+            "is above it, so 1 marks nothing and 0 marks every pixel)"
+        )
+
+
 class Predictor:
     """A loaded model plus its preprocessing. `predict` maps raw slices to probabilities.
 
@@ -317,13 +328,7 @@ class Predictor:
         session=None,
         backend: str | None = None,
     ):
-        if batch_size < 1:
-            raise TumorsegError(f"batch_size {batch_size}: must be at least 1")
-        if not 0 < threshold < 1:
-            raise TumorsegError(
-                f"threshold {threshold}: must lie strictly between 0 and 1 (a pixel is tumor when its probability "
-                "is above it, so 1 marks nothing and 0 marks every pixel)"
-            )
+        check_settings(threshold, batch_size)
         self.model = model.eval().to(memory_format=torch.channels_last)
         self.config = config
         self.batch_size = batch_size
@@ -348,6 +353,7 @@ class Predictor:
         core). Other keywords go to `Predictor` (batch_size, tta, threshold, min_size,
         fill_holes, largest). One Predictor may serve several threads at once.
         """
+        check_settings(kwargs.get("threshold", 0.5), kwargs.get("batch_size", 32))  # before any loading
         path = path or default_weights()
         ckpt = load_checkpoint(path)
         set_threads(threads)
@@ -360,7 +366,10 @@ class Predictor:
     def inputs(self, images: np.ndarray, volume: bool = False, numbers: list[int] | None = None) -> np.ndarray:
         """Slices with the model's `channels` -> the network's input (`network_inputs`)."""
         c = self.config
-        images = np.asarray(images)  # a list of slices too
+        try:
+            images = np.asarray(images)  # a list of slices too
+        except ValueError:
+            raise TumorsegError("the slices differ in shape; give slices of one size (N, C, H, W)") from None
         if images.ndim != 4 or images.shape[1] != c.sequence_channels:
             raise TumorsegError(
                 f"the model takes slices of {c.sequence_channels} channel(s) (channels={c.channels!r}) as "
@@ -368,6 +377,8 @@ class Predictor:
             )
         if len(images) and min(images.shape[2:]) == 0:
             raise TumorsegError(f"slices of size {images.shape[2]}x{images.shape[3]}: there is nothing to segment")
+        if numbers is not None and len(numbers) != len(images):
+            raise TumorsegError(f"{len(numbers)} slice numbers for {len(images)} slices")
         return network_inputs(as_uint8_slices(images), c, volume, numbers)
 
     def probabilities(

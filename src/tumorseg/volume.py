@@ -269,8 +269,10 @@ def is_dicom_series(path: Path) -> bool:
 
 def _series_file(p: Path) -> bool:
     """A file that may hold a slice: `.dcm` or no suffix; hidden files (`.DS_Store`, `._IM0001`
-    from macOS copies) are never slices."""
-    return not p.name.startswith(".") and p.is_file() and (p.suffix.lower() == ".dcm" or not p.suffix)
+    from macOS copies) and `X_seg.dcm` (the SEG an earlier `predict` wrote) are never slices."""
+    if p.name.startswith(".") or p.name.lower().endswith("_seg.dcm"):  # a SEG that predict wrote there
+        return False
+    return p.is_file() and (p.suffix.lower() == ".dcm" or not p.suffix)
 
 
 def _positive_mm(value) -> float | None:
