@@ -404,7 +404,9 @@ class Predictor:
         return np.ascontiguousarray(out[..., ::-1]) if flip else out
 
     def predict(self, images: np.ndarray, volume: bool = False, numbers: list[int] | None = None) -> np.ndarray:
-        """Probabilities, averaged over a left-right flip when `tta` is on."""
+        """uint8 (N, C, H, W) slices of one size (or a list of them) -> float32 probabilities
+        (N, H, W) at H x W, averaged over a left-right flip when `tta` is on. `volume` and
+        `numbers` say where each slice's neighbours are (see `inputs`)."""
         x = self.inputs(images, volume, numbers)
         p = self._run(x, False)
         if self.tta:
