@@ -36,6 +36,15 @@ def make_pack(lgg_root: Path, tmp_path: Path) -> tuple[Path, Path, subprocess.Co
     return data, pack, r
 
 
+def run_fold0(pack: Path, tmp: Path, out: Path, extra: dict) -> dict:
+    """`cv_recipes.py run` of R0-shipped's fold 0 with `extra`; its results.json."""
+    r = subprocess.run([sys.executable, str(SCRIPT), "run", "--pack", str(pack), "--tmp", str(tmp), "--out", str(out),
+                        "--device", "cpu", "--workers", "1", "--recipes", "R0-shipped", "--folds", "0",
+                        "--extra", json.dumps(extra)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr + r.stdout
+    return json.loads((out / "results.json").read_text())
+
+
 def test_pack_and_one_fold_match_the_real_files(lgg_root, tmp_path):
     data, pack, r = make_pack(lgg_root, tmp_path)
     cases = {c.id: c for c in find_cases(data)}
@@ -55,11 +64,7 @@ def test_pack_and_one_fold_match_the_real_files(lgg_root, tmp_path):
 
     extra = {"epochs": 1, "batch_size": 4, "model": {"base": 4, "depth": 2, "image_size": 64}}
     tmp, out = tmp_path / "work", tmp_path / "out"
-    r = subprocess.run([sys.executable, str(SCRIPT), "run", "--pack", str(pack), "--tmp", str(tmp), "--out", str(out),
-                        "--device", "cpu", "--workers", "1", "--recipes", "R0-shipped", "--folds", "0",
-                        "--extra", json.dumps(extra)], capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert r.returncode == 0, r.stderr + r.stdout
-    doc = json.loads((out / "results.json").read_text())
+    doc = run_fold0(pack, tmp, out, extra)
     assert not doc["failures"]
     scores = doc["results"]["R0-shipped-f0"]["scores"]
     assert sorted(scores["plain_largest"]) == split["val"]  # the fold of `tumorseg train --folds 3 --fold 0`
@@ -228,11 +233,7 @@ def test_a_2_5d_fold_scores_as_evaluate_does(lgg_root, tmp_path):
     data, pack, _ = make_pack(lgg_root, tmp_path)
     extra = {"epochs": 1, "batch_size": 4, "model": {"base": 4, "depth": 2, "image_size": 64, "context": 1}}
     tmp, out = tmp_path / "work", tmp_path / "out"
-    r = subprocess.run([sys.executable, str(SCRIPT), "run", "--pack", str(pack), "--tmp", str(tmp), "--out", str(out),
-                        "--device", "cpu", "--workers", "1", "--recipes", "R0-shipped", "--folds", "0",
-                        "--extra", json.dumps(extra)], capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert r.returncode == 0, r.stderr + r.stdout
-    doc = json.loads((out / "results.json").read_text())
+    doc = run_fold0(pack, tmp, out, extra)
     assert not doc["failures"], doc["failures"]
     scores = doc["results"]["R0-shipped-f0"]["scores"]["plain_all"]
     predictor = Predictor.from_checkpoint(tmp / "runs" / "R0-shipped-f0" / "last.safetensors", backend="torch")

@@ -25,26 +25,26 @@ def shipped():
     return Predictor.from_checkpoint(backend="torch")
 
 
-def test_qform_only_nifti_mask_keeps_its_affine(tmp_path):
+def round_trip(tmp_path, qform, qcode: int, sform, scode: int):
+    """Save a scan with these forms, read it, write a mask for it: (the read Volume, the mask's image)."""
     img = nib.Nifti1Image(scan(), None)
-    img.set_qform(AFFINE, 1)
-    img.set_sform(None, 0)
-    nib.save(img, tmp_path / "q.nii.gz")
-    vol = read_nifti(tmp_path / "q.nii.gz")
+    img.set_qform(qform, qcode)
+    img.set_sform(sform, scode)
+    nib.save(img, tmp_path / "in.nii.gz")
+    vol = read_nifti(tmp_path / "in.nii.gz")
     write_nifti(tmp_path / "m.nii.gz", np.zeros(vol.array.shape, np.uint8), vol)
-    out = nib.load(tmp_path / "m.nii.gz")
+    return vol, nib.load(tmp_path / "m.nii.gz")
+
+
+def test_qform_only_nifti_mask_keeps_its_affine(tmp_path):
+    _, out = round_trip(tmp_path, AFFINE, 1, None, 0)
     np.testing.assert_allclose(out.affine, AFFINE, atol=1e-5)  # was an all-zero sform with code 1
     assert int(out.header["sform_code"]) == 0 and int(out.header["qform_code"]) == 1
 
 
 def test_nifti_without_orientation_codes_round_trips(tmp_path):
-    img = nib.Nifti1Image(scan(), None)
-    img.set_qform(None, 0)
-    img.set_sform(None, 0)
-    nib.save(img, tmp_path / "n.nii.gz")
-    vol = read_nifti(tmp_path / "n.nii.gz")
-    write_nifti(tmp_path / "m.nii.gz", np.zeros(vol.array.shape, np.uint8), vol)
-    np.testing.assert_allclose(nib.load(tmp_path / "m.nii.gz").affine, vol.affine, atol=1e-5)
+    vol, out = round_trip(tmp_path, None, 0, None, 0)
+    np.testing.assert_allclose(out.affine, vol.affine, atol=1e-5)
 
 
 def test_degenerate_affine_is_refused_with_the_file_name(tmp_path):

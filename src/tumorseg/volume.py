@@ -246,7 +246,9 @@ def mask_summary(mask: np.ndarray, vol: Volume) -> dict:
 
 
 def _canonical_spacing(vol: Volume) -> tuple[float, float, float]:
-    _, ornt = _canonical(vol)
+    from nibabel.orientations import io_orientation
+
+    ornt = io_orientation(vol.affine)  # the axes only: no copy of the array
     sp = [0.0, 0.0, 0.0]
     for i, (axis, _) in enumerate(ornt):
         sp[int(axis)] = vol.spacing[i]

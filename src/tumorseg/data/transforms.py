@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -212,9 +213,11 @@ def dim_lesions(
     return x * (1 - weight * (1 - scale)), y
 
 
+@lru_cache(maxsize=8)
 def legendre_basis(h: int, w: int, degree: int = 3) -> torch.Tensor:
     """Products P_i(row) * P_j(col) of Legendre polynomials with 1 <= i + j <= `degree`, on a grid
-    spanning [-1, 1] each way: (K, h, w). The constant term is left out (it is a brightness change)."""
+    spanning [-1, 1] each way: (K, h, w). The constant term is left out (it is a brightness change).
+    Cached: every training batch of one size uses the same basis (do not modify the result)."""
     rows, cols = torch.linspace(-1, 1, h, dtype=torch.float64), torch.linspace(-1, 1, w, dtype=torch.float64)
 
     def legendre(t: torch.Tensor) -> list[torch.Tensor]:
