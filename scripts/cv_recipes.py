@@ -74,6 +74,8 @@ RECIPES: dict[str, dict] = {
     "R20-r17-bias0.3": {"empty_ratio": 0.25, "epochs": 128, "sequence_jitter": True, "bias_field": 0.3},
     # 2.5D: the FLAIR of the slice below and above as two more channels (the first conv only grows)
     "R21-r17-context1": {"empty_ratio": 0.25, "epochs": 128, "sequence_jitter": True, "model": {"context": 1}},
+    # deep supervision: 1x1 heads on the 1/2, 1/4 and 1/8 decoder outputs, trained only (nnU-Net)
+    "R22-r17-deepsup": {"empty_ratio": 0.25, "epochs": 128, "sequence_jitter": True, "deep_supervision": True},
 }
 SCORES = ("plain_all", "plain_largest", "tta_all", "tta_largest")
 # scored too since R15 (absent from older files): both T1 sequences replaced by FLAIR, largest part

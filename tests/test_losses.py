@@ -91,3 +91,21 @@ def test_make_loss_per_slice_and_unknown_names():
 def test_per_slice_needs_tversky():
     with pytest.raises(ValueError, match="Tversky"):
         BCEOverlapLoss(tversky=False, per_slice=True)
+
+
+def test_deep_supervision_loss_weights_coarser_outputs_half_each_level():
+    from tumorseg.losses import deep_supervision_loss, make_loss
+
+    torch.manual_seed(0)
+    loss_fn = make_loss("bce+tversky")
+    y = (torch.rand(2, 1, 16, 16) > 0.7).float()
+    main, half, quarter = torch.randn(2, 1, 16, 16), torch.randn(2, 1, 8, 8), torch.randn(2, 1, 4, 4)
+    assert deep_supervision_loss(loss_fn, main, [], y) == loss_fn(main, y)
+    got = deep_supervision_loss(loss_fn, main, [half, quarter], y)
+    y2 = y.reshape(2, 1, 8, 2, 8, 2).mean((3, 5))  # the mask area-averaged to each size
+    y4 = y.reshape(2, 1, 4, 4, 4, 4).mean((3, 5))
+    want = (loss_fn(main, y) + 0.5 * loss_fn(half, y2) + 0.25 * loss_fn(quarter, y4)) / 1.75
+    torch.testing.assert_close(got, want)
+    # a coarse output that matches its target lowers the loss
+    good = torch.logit(y2.clamp(0.01, 0.99))
+    assert deep_supervision_loss(loss_fn, main, [good], y) < deep_supervision_loss(loss_fn, main, [-good], y)

@@ -295,3 +295,22 @@ def test_k_fold_runs_pool_out_of_fold_scores(lgg_root, tmp_path):
             assert scores[f"tta={int(tta)} thr=0.5 parts=largest"] == pytest.approx(result["per_patient"][0]["dice"])
             if not tta:  # the same close calls as evaluate's notes
                 assert bool(result["per_patient"][0]["notes"]) == (split["val"][0] in grid["close_calls"])
+
+
+def test_deep_supervision_trains_saves_a_plain_unet_and_resumes_unbroken(tiny_lgg, tmp_path):
+    """--deep-supervision changes training, keeps its heads out of the U-Net's weights (they go in
+    last.safetensors' extra, for --resume), and a resumed run continues as the unbroken one."""
+    kw = {"schedule": "none", "ema": 0.9, "deep_supervision": True}
+    full, part, off = tmp_path / "full", tmp_path / "part", tmp_path / "off"
+    fit(tiny_config(tiny_lgg, full, epochs=3, **kw), progress=False, log=lambda *a: None)
+    fit(tiny_config(tiny_lgg, part, epochs=2, **kw), progress=False, log=lambda *a: None)
+    fit(tiny_config(tiny_lgg, part, epochs=3, **kw), resume=True, progress=False, log=lambda *a: None)
+    fit(tiny_config(tiny_lgg, off, epochs=3, schedule="none", ema=0.9), progress=False, log=lambda *a: None)
+    ck, plain = load_checkpoint(full / "last.safetensors"), load_checkpoint(off / "last.safetensors")
+    assert set(ck.model) == set(plain.model)
+    assert {k for k in ck.extra if k.startswith("aux.")} == {"aux.0.weight", "aux.0.bias"}  # depth 2: one head
+    build_model(load_checkpoint(full / "best.safetensors"))  # loads as a plain U-Net
+    ref, got, base = read_metrics(full), read_metrics(part), read_metrics(off)
+    assert got[2]["train_loss"] == pytest.approx(ref[2]["train_loss"], rel=1e-5)
+    assert ref[0]["train_loss"] != base[0]["train_loss"]
+    assert saved_config(full)["deep_supervision"] is True

@@ -59,3 +59,19 @@ def test_shuffle_ups_compute_the_same_function():
     x = torch.rand(2, 3, 64, 48)
     with torch.no_grad():
         torch.testing.assert_close(rewritten(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_deep_supervision_heads_see_coarser_decoder_outputs():
+    from tumorseg.models.unet import DeepSupervision
+
+    torch.manual_seed(0)
+    net = UNet(3, 1, 4, 3).eval()
+    wrapped = DeepSupervision(net).eval()
+    x = torch.randn(2, 3, 32, 32)
+    logits, aux = wrapped(x)
+    torch.testing.assert_close(logits, net(x))  # the U-Net's own output, unchanged
+    assert [a.shape[-1] for a in aux] == [16, 8]  # 1/2 then 1/4; none at the bottleneck
+    assert all(a.shape[:2] == (2, 1) for a in aux)
+    # the heads are the wrapper's own: the U-Net's parameters and state keys do not change
+    assert set(net.state_dict()) == set(UNet(3, 1, 4, 3).state_dict())
+    assert count_parameters(wrapped) == count_parameters(net) + (8 + 1) + (16 + 1)

@@ -129,6 +129,12 @@ def train(
         "[-BIAS_FIELD, BIAS_FIELD], as MRI coil sensitivity varies (per sequence with --sequence-jitter; "
         "with --augment; 0 = off).",
     ),
+    deep_supervision: bool | None = typer.Option(
+        None,
+        "--deep-supervision/--no-deep-supervision",
+        help="Also train 1x1 heads on the coarser decoder outputs against the downsized mask (nnU-Net's deep "
+        "supervision); the heads are dropped from the saved U-Net.",
+    ),
     seed: int | None = typer.Option(None, help="Seed for the split, sampling and init."),
     val_frac: float | None = typer.Option(None, help="Fraction of patients for validation."),
     test_frac: float | None = typer.Option(None, help="Fraction of patients held out for testing."),
@@ -154,7 +160,7 @@ def train(
         "loss": loss, "schedule": schedule, "empty_ratio": empty_ratio, "ema": ema,
         "augment": augment, "zoom": zoom, "dim_lesions": dim_lesions, "missing_sequences": missing_sequences,
         "hard_empty": hard_empty, "sequence_jitter": sequence_jitter, "bias_field": bias_field,
-        "seed": seed, "member": member,
+        "deep_supervision": deep_supervision, "seed": seed, "member": member,
         "val_frac": val_frac, "test_frac": test_frac, "folds": folds, "fold": fold,
         "patience": patience, "workers": workers, "threads": threads, "max_patients": max_patients,
         "device": device, "sync_bn": sync_bn, "precision": precision,

@@ -76,3 +76,17 @@ def make_loss(name: str) -> nn.Module:
     return BCEOverlapLoss(
         0.0 if name == "bce" else 1.0, tversky=name.startswith("bce+tversky"), per_slice=name == "bce+tversky-slice"
     )
+
+
+def deep_supervision_loss(
+    loss_fn: nn.Module, logits: torch.Tensor, aux: list[torch.Tensor], target: torch.Tensor
+) -> torch.Tensor:
+    """`loss_fn` on the full-size logits and on each coarser output (1/2, 1/4, ...) against the
+    target area-averaged to its size, weighted 1, 1/2, 1/4, ... and normalised to sum to 1 (nnU-Net's weights)."""
+    total, weight = loss_fn(logits, target), 1.0
+    for k, a in enumerate(aux, start=1):
+        factor = target.shape[-1] // a.shape[-1]
+        small = F.avg_pool2d(target, factor) if factor > 1 else target
+        total = total + 0.5**k * loss_fn(a.float(), small)
+        weight += 0.5**k
+    return total / weight

@@ -33,10 +33,10 @@ from .errors import TumorsegError
 from .hardware import machine, native_bf16
 from .infer import set_threads, slice_probabilities
 from .io import atomic_write_text
-from .losses import make_loss
+from .losses import deep_supervision_loss, make_loss
 from .metrics import Counts, confusion_counts, dice
 from .models import UNet
-from .models.unet import count_parameters
+from .models.unet import DeepSupervision, count_parameters
 
 
 class SliceDataset(Dataset):
@@ -431,7 +431,10 @@ def _fit(
     log(f"UNet(in_channels={m.in_channels}, base={m.base}, depth={m.depth}): {count_parameters(net):,} parameters")
     if info.enabled:
         log(f"DDP: {info.world_size} processes, {local_batch} slices each per step (global batch {cfg.batch_size})")
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # the heads train with the U-Net (after its parameters, so optimizer state lines up) and are saved apart
+    trained = DeepSupervision(net).to(device, memory_format=torch.channels_last) if cfg.deep_supervision else net
+    aux_heads = trained.heads if cfg.deep_supervision else None
+    opt = torch.optim.Adam(trained.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMA(net, cfg.ema) if cfg.ema else None
     loss_fn = make_loss(cfg.loss)
     groups = sequence_groups(m.sequence_channels, flair_index(m.channels), m.context) if cfg.sequence_jitter else None
@@ -448,6 +451,11 @@ def _fit(
         net.load_state_dict(raw or ck.model)
         if ema:
             ema.model.load_state_dict(ck.model)
+        if aux_heads is not None:
+            aux = {k[4:]: v for k, v in ck.extra.items() if k.startswith("aux.")}
+            if not aux:
+                raise TumorsegError(f"{last_path}: no deep-supervision heads saved; resume without them")
+            aux_heads.load_state_dict(aux)
         start = state["epoch"] + 1
         best, best_epoch = state["best"], state["best_epoch"]
         plateau_scale, bad_epochs = state["plateau_scale"], state["bad_epochs"]
@@ -460,9 +468,9 @@ def _fit(
         else:
             log(f"resuming {out} at epoch {start}")
     model = (
-        DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        DistributedDataParallel(trained, device_ids=[device.index] if device.type == "cuda" else None)
         if info.enabled
-        else net
+        else trained
     )
     history = _read_history(metrics_path, start) if main else []
     if main:
@@ -513,7 +521,11 @@ def _fit(
             x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 logits = model(x)
-            loss = loss_fn(logits.float(), y)
+            if aux_heads is not None:
+                logits, aux = logits
+                loss = deep_supervision_loss(loss_fn, logits.float(), aux, y)
+            else:
+                loss = loss_fn(logits.float(), y)
             if marked is not None:  # soft tumor pixels marked in each slice of the batch
                 at = order[seen : seen + len(x)]
                 np.add.at(marked_sum, at, torch.sigmoid(logits.detach().float()).sum((1, 2, 3)).cpu().numpy())
@@ -578,7 +590,7 @@ def _fit(
         if main:
             history.append(record)
             _save_epoch(cfg, out, record, history, split, net, eval_model, opt, ema, improved, best, best_epoch,
-                        plateau_scale, bad_epochs, marked)  # fmt: skip
+                        plateau_scale, bad_epochs, marked, aux_heads)  # fmt: skip
         ddp.barrier(info)
         msg = f"epoch {epoch}: loss {record['train_loss']:.4f}, {record['train_images_per_s']:.1f} img/s"
         if val_ids:
@@ -600,7 +612,7 @@ def _fit(
 
 
 def _save_epoch(cfg, out, record, history, split, net, eval_model, opt, ema, improved, best, best_epoch,
-                plateau_scale, bad_epochs, marked=None) -> None:  # fmt: skip
+                plateau_scale, bad_epochs, marked=None, aux_heads=None) -> None:  # fmt: skip
     """Rank 0: append the epoch to metrics.jsonl, save last (and best) checkpoints, redraw curves."""
     with (out / "metrics.jsonl").open("a") as f:
         f.write(json.dumps(record) + "\n")
@@ -619,6 +631,8 @@ def _save_epoch(cfg, out, record, history, split, net, eval_model, opt, ema, imp
     extra = _optim_tensors(opt)
     if ema:
         extra.update({f"raw.{k}": v.cpu() for k, v in net.state_dict().items()})
+    if aux_heads is not None:  # deep-supervision heads, for --resume only
+        extra.update({f"aux.{k}": v.cpu() for k, v in aux_heads.state_dict().items()})
     if marked is not None:  # hard-negative sampling state, so a resumed run draws as an unbroken one
         extra["hard_empty.marked"] = torch.from_numpy(marked)
     weights = {k: v.cpu() for k, v in eval_model.state_dict().items()}

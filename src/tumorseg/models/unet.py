@@ -43,16 +43,41 @@ class UNet(nn.Module):
             self.decoders.append(conv_block(2 * w, w))
         self.head = nn.Conv2d(widths[0], out_channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The decoder's outputs, coarsest (1/2**(depth-1) of the input) first; the head reads the last."""
         skips = []
         for enc in self.encoders:
             x = enc(x)
             skips.append(x)
             x = self.pool(x)
         x = self.bottleneck(x)
+        outs = []
         for up, dec, skip in zip(self.ups, self.decoders, reversed(skips)):
             x = dec(torch.cat([up(x), skip], dim=1))
-        return self.head(x)
+            outs.append(x)
+        return outs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)[-1])
+
+
+class DeepSupervision(nn.Module):
+    """Training-time wrapper: a 1x1 head on each coarser decoder output (as in nnU-Net).
+
+    `forward` returns the U-Net's logits and a list of logits at 1/2, 1/4, ... of the input size.
+    The heads are not part of the U-Net, so its checkpoints, exports and inference do not change.
+    """
+
+    def __init__(self, net: UNet):
+        super().__init__()
+        self.net = net
+        widths = [d[0].out_channels for d in net.decoders]  # coarsest first
+        self.heads = nn.ModuleList(nn.Conv2d(w, net.head.out_channels, 1) for w in widths[-2::-1])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        outs = self.net.features(x)
+        aux = [head(f) for head, f in zip(self.heads, outs[-2::-1])]  # 1/2 first
+        return self.net.head(outs[-1]), aux
 
 
 def count_parameters(model: nn.Module) -> int:
