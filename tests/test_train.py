@@ -314,3 +314,8 @@ def test_deep_supervision_trains_saves_a_plain_unet_and_resumes_unbroken(tiny_lg
     assert got[2]["train_loss"] == pytest.approx(ref[2]["train_loss"], rel=1e-5)
     assert ref[0]["train_loss"] != base[0]["train_loss"]
     assert saved_config(full)["deep_supervision"] is True
+
+
+def test_deep_supervision_needs_a_coarser_decoder_output(tmp_path):
+    with pytest.raises(TumorsegError, match="deep_supervision needs depth >= 2"):
+        tiny_config(tmp_path, tmp_path / "r", deep_supervision=True, model={"base": 4, "depth": 1, "image_size": 64})
