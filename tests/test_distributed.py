@@ -130,3 +130,20 @@ def test_hard_empty_under_ddp_ranks_the_slices_one_process_ranks(tiny_lgg, tmp_p
     assert seen.sum() >= 4
     np.testing.assert_allclose(b[seen], a[seen], rtol=0.03)
     assert np.corrcoef(a[seen], b[seen])[0, 1] > 0.9  # the same slices, not a shuffle of them
+
+
+def test_deep_supervision_under_ddp_keeps_heads_and_weights_equal_on_every_rank(tiny_lgg, tmp_path):
+    """The heads are inside the DDP wrapper (a head outside it would fail or drift): every rank ends
+    with the same U-Net, the loss follows one process's, and rank 0 saves the heads for --resume."""
+    from tumorseg.checkpoint import load_checkpoint
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    cfg = dict(epochs=2, augment=False, schedule="none", deep_supervision=True)
+    launch(tmp_path, base_cfg(tiny_lgg, one, **cfg), nproc=1)
+    launch(tmp_path, base_cfg(tiny_lgg, two, **cfg), nproc=2)
+    s0, s1 = (json.loads((two / f"rank{i}.json").read_text()) for i in (0, 1))
+    assert s0["weights_sha256"] == s1["weights_sha256"]
+    for x, y in zip(read_metrics(one), read_metrics(two)):
+        assert y["train_loss"] == pytest.approx(x["train_loss"], rel=0.05)
+    heads = load_checkpoint(two / "last.safetensors").extra
+    assert sorted(k for k in heads if k.startswith("aux.")) == ["aux.0.bias", "aux.0.weight"]
