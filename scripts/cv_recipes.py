@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-# each recipe changes the shipped defaults; all cost about the same CPU time
+# each recipe changes BASE (below), the train defaults of R0; all cost about the same CPU time
 # (epochs x (1 + empty_ratio) slices per tumor slice)
 RECIPES: dict[str, dict] = {
     "R0-shipped": {},
@@ -77,6 +77,21 @@ RECIPES: dict[str, dict] = {
     # deep supervision: 1x1 heads on the 1/2, 1/4 and 1/8 decoder outputs, trained only (nnU-Net)
     "R22-r17-deepsup": {"empty_ratio": 0.25, "epochs": 128, "sequence_jitter": True, "deep_supervision": True},
 }
+# the train defaults the recipes were written against (R0 is these): pinned, so that each recipe
+# keeps its meaning, and its results files stay comparable, when the shipped defaults change
+BASE: dict = {
+    "epochs": 80, "empty_ratio": 1.0, "loss": "bce+tversky", "lr": 1e-3, "schedule": "cosine", "zoom": 0.1,
+    "ema": 0.99, "sequence_jitter": False, "deep_supervision": False,
+    "model": {"base": 16, "depth": 4, "image_size": 128, "channels": "all", "intensity": "percentile", "context": 0},
+}  # fmt: skip
+
+
+def recipe_config(recipe: str) -> dict:
+    """BASE with the recipe's changes (its "model" entries merged into BASE's)."""
+    changes = RECIPES[recipe]
+    return {**BASE, **changes, "model": {**BASE["model"], **changes.get("model", {})}}
+
+
 SCORES = ("plain_all", "plain_largest", "tta_all", "tta_largest")
 # scored too since R15 (absent from older files): both T1 sequences replaced by FLAIR, largest part
 STRESS = ("flair_largest",)
@@ -169,7 +184,8 @@ def job(npz: Path, tmp: Path, recipe: str, fold: int, device: str, extra: dict) 
     data = PackedData(npz)
     out = tmp / "runs" / f"{recipe}-f{fold}"
     cfg = {"data": str(npz), "out": str(out), "folds": FOLDS, "fold": fold, "device": device, "threads": 2,
-           "seed": data.meta["seed"], "test_frac": data.meta["test_frac"], **RECIPES[recipe], **extra}  # fmt: skip
+           "seed": data.meta["seed"], "test_frac": data.meta["test_frac"]}  # fmt: skip
+    cfg.update(recipe_config(recipe), **extra)
     cfg = validate_config(cfg, f"recipe {recipe}")
     m = cfg.model
     if m.image_size != data.meta["size"] or m.intensity == "volume" or m.channels != "all":

@@ -244,3 +244,28 @@ def test_a_2_5d_fold_scores_as_evaluate_does(lgg_root, tmp_path):
         probs = predictor.probabilities(case.images, volume=True, numbers=slice_numbers(cases[pid].images))
         want = dice(confusion_counts(postprocess(probs, 0.5), case.full_masks))
         assert scores[pid] == pytest.approx(want, abs=5e-3)
+
+
+def test_recipes_are_pinned_to_r0s_defaults_not_the_current_ones():
+    """Each recipe is BASE (the train defaults R0 was run with) plus its changes, so a change of
+    `tumorseg train`'s defaults does not silently change a recipe and its recorded results."""
+    import importlib.util
+
+    from tumorseg.config import validate_config
+
+    spec = importlib.util.spec_from_file_location("cv_recipes", SCRIPT)
+    cv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cv)
+    cfgs = {r: validate_config(cv.recipe_config(r), r) for r in cv.RECIPES}
+    r0, r5, r17, r21, r22 = (cfgs[k] for k in ("R0-shipped", "R5-empty0.25-e128", "R17-r5-seqjitter",
+                                                "R21-r17-context1", "R22-r17-deepsup"))  # fmt: skip
+    assert (r0.epochs, r0.empty_ratio, r0.sequence_jitter, r0.deep_supervision) == (80, 1.0, False, False)
+    assert (r5.epochs, r5.empty_ratio, r5.sequence_jitter, r5.deep_supervision) == (128, 0.25, False, False)
+    assert r17.sequence_jitter and not r17.deep_supervision and r22.sequence_jitter and r22.deep_supervision
+    assert r21.model.context == 1 and r21.model.in_channels == 5 and r17.model.in_channels == 3
+    assert all(c.model.image_size == 128 for k, c in cfgs.items() if k != "R13-r5-size160")
+    assert {c.loss for c in (r0, r5, r17, r21, r22)} == {"bce+tversky"} and cfgs["R3-bce+dice"].loss == "bce+dice"
+    # only the keys a recipe names differ from R0
+    r0_dump = r0.model_dump()
+    changed = {k for k, v in cfgs["R17-r5-seqjitter"].model_dump().items() if r0_dump[k] != v}
+    assert changed == {"epochs", "empty_ratio", "sequence_jitter"}
