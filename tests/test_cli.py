@@ -85,6 +85,17 @@ def test_cli_train_and_resume(tiny_lgg, tmp_path):
     r = tumorseg("train", "--resume", run)  # all its epochs done
     assert r.returncode == 0, r.stderr
     assert "already trained all 2 epochs; nothing to do" in r.stdout and "resuming" not in r.stdout
+    # a fresh run into it, and --out beside --resume, are refused before anything changes
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    r = tumorseg("train", "--data", tiny_lgg, "--out", run, "--epochs", "1", "--base", "8", *common[2:])
+    assert r.returncode == 2 and f"{run}: holds an earlier run" in r.stderr and f"--resume {run}" in r.stderr
+    r = tumorseg("train", "--resume", run, "--out", tmp_path / "elsewhere", "--epochs", "3")
+    assert r.returncode == 2 and "leave out --out" in r.stderr and not (tmp_path / "elsewhere").exists()
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    # an --out that cannot be created is named, without a traceback
+    (tmp_path / "afile").write_text("x")
+    r = tumorseg("train", "--data", tiny_lgg, "--out", tmp_path / "afile" / "run", "--epochs", "1", *common)
+    assert r.returncode == 2 and "cannot create the run folder" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cli_train_device_cuda_without_cuda(tiny_lgg, tmp_path):

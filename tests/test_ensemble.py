@@ -89,6 +89,7 @@ def test_resume_keeps_finished_members(ensemble_run, tmp_path):
     fit(cfg.model_copy(update={"out": str(run)}), resume=True, progress=False, log=logs.append)
     assert any("member 1 of 2: already trained" in s for s in logs)
     assert (run / "member0" / "last.safetensors").read_bytes() == before
+    assert (run / "last.safetensors").exists() and (run / "best.safetensors").exists()  # nothing deleted first
     # member 1 retrained from scratch with the same seed gives the same weights
     a = load_checkpoint(run / "last.safetensors").model
     b = load_checkpoint(Path(cfg.out) / "last.safetensors").model

@@ -319,3 +319,21 @@ def test_deep_supervision_trains_saves_a_plain_unet_and_resumes_unbroken(tiny_lg
 def test_deep_supervision_needs_a_coarser_decoder_output(tmp_path):
     with pytest.raises(TumorsegError, match="deep_supervision needs depth >= 2"):
         tiny_config(tmp_path, tmp_path / "r", deep_supervision=True, model={"base": 4, "depth": 1, "image_size": 64})
+
+
+def test_resume_trusts_the_checkpoints_config_over_an_edited_config_json(tiny_lgg, tmp_path):
+    """config.json edited by hand (or another run's last.safetensors copied in) is refused with
+    the differing options named, before the checkpoint is loaded into a mismatched model."""
+    run = tmp_path / "run"
+    fit(tiny_config(tiny_lgg, run, epochs=1), progress=False, log=lambda *a: None)
+    before = (run / "last.safetensors").read_bytes()
+    for change in ({"lr": 0.5}, {"model": {"base": 8, "depth": 2, "image_size": 64}}):
+        with pytest.raises(TumorsegError, match=r"trained with other options than .*config.json says \((lr|model)\)"):
+            fit(tiny_config(tiny_lgg, run, epochs=2, **change), resume=True, progress=False, log=lambda *a: None)
+    assert (run / "last.safetensors").read_bytes() == before
+    fit(tiny_config(tiny_lgg, run, epochs=2, precision="bf16"), resume=True, progress=False, log=lambda *a: None)
+
+
+def test_members_with_a_member_index_is_refused(tmp_path):
+    with pytest.raises(TumorsegError, match="member trains one ensemble member alone"):
+        tiny_config(tmp_path, tmp_path / "r", member=1, model={"base": 4, "depth": 2, "image_size": 64, "members": 2})

@@ -171,6 +171,8 @@ def train(
     }  # fmt: skip
     overrides = {k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v) for k, v in top.items()}
     model = {k: (v.value if isinstance(v, Enum) else v) for k, v in model.items()}
+    if resume is not None and out is not None and out.resolve() != resume.resolve():
+        fail(f"--resume continues {resume} in its own folder: leave out --out ({out})")
     if resume is not None:
         cfg = load_config(resume / "config.json")
         saved = cfg.model_dump()

@@ -104,6 +104,8 @@ class TrainConfig(BaseModel):
             raise ValueError(f"fold must be in 0..folds-1 with folds >= 2 (got fold {self.fold} of {self.folds})")
         if self.missing_sequences and self.model.channels != "all":
             raise ValueError("missing_sequences needs channels='all' (it replaces the T1 sequences by FLAIR)")
+        if self.member and self.model.members > 1:
+            raise ValueError("member trains one ensemble member alone: leave it at 0 with members > 1")
         if self.deep_supervision and self.model.depth < 2:
             raise ValueError("deep_supervision needs depth >= 2 (its heads read the decoder outputs below full size)")
         if self.folds and self.val_frac:

@@ -252,6 +252,7 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
     if cfg.device == "cuda" and not torch.cuda.is_available():
         why = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
         raise TumorsegError(f"--device cuda: {why}; use --device cpu, or install the CUDA build (README, GPU users)")
+    check_run_folder(cfg, resume)
     info = ddp.setup("cuda" if _use_cuda(cfg) else "cpu")
     stop = _StopOnSigint(enabled=not info.enabled)
     try:
@@ -262,6 +263,24 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
     finally:
         stop.restore()
         ddp.cleanup()
+
+
+def check_run_folder(cfg: TrainConfig, resume: bool) -> None:
+    """Before any work: a fresh run never overwrites an earlier run's checkpoints, and the run
+    folder can be created (TumorsegError naming the folder otherwise)."""
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise TumorsegError(f"{out}: the run folder is a file")
+    if not resume and out.is_dir():
+        found = sorted(p.relative_to(out).as_posix() for p in out.glob("*.safetensors"))
+        found += sorted(p.relative_to(out).as_posix() for p in out.glob("member*/last.safetensors"))
+        if found:
+            raise TumorsegError(f"{out}: holds an earlier run ({', '.join(found[:3])}); continue it with "
+                                f"--resume {out}, or train into another --out")  # fmt: skip
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TumorsegError(f"{out}: cannot create the run folder ({e.strerror or e})") from None
 
 
 class _StopOnSigint:
@@ -325,15 +344,16 @@ def _fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp
     out = Path(cfg.out)
     if not info.is_main:
         log = lambda *a: None  # noqa: E731
+    n = cfg.model.members
+    runs = [member_config(cfg, i) for i in range(n)]
+    # every member checked (a corrupt or foreign one raises) before anything here changes
+    states = ddp.broadcast_object([member_state(m) if resume else "absent" for m in runs] if info.is_main else None,
+                                  info)  # fmt: skip
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         for name in ("last", "best"):  # an earlier ensemble here is stale from now on
             (out / f"{name}.safetensors").unlink(missing_ok=True)
         atomic_write_text(out / "config.json", cfg.model_dump_json(indent=2))
-    n = cfg.model.members
-    runs = [member_config(cfg, i) for i in range(n)]
-    states = ddp.broadcast_object([member_state(m) if resume else "absent" for m in runs] if info.is_main else None,
-                                  info)  # fmt: skip
     started = time.perf_counter()
     for i, (mcfg, state) in enumerate(zip(runs, states)):
         if state == "finished":
@@ -446,6 +466,11 @@ def _fit(
         if not last_path.exists():
             raise TumorsegError(f"{out}: nothing to resume (no last.safetensors)")
         ck = load_checkpoint(last_path)
+        mine, theirs = _comparable(cfg, device), _comparable(ck.config, device)
+        differ = sorted(k for k in mine if k != "precision" and mine[k] != theirs.get(k))
+        if differ:
+            raise TumorsegError(f"{last_path}: was trained with other options than {out / 'config.json'} "
+                                f"says ({', '.join(differ)}); resume with the run's own config")  # fmt: skip
         state = ck.meta["train_state"]
         raw = {k[4:]: v for k, v in ck.extra.items() if k.startswith("raw.")}
         net.load_state_dict(raw or ck.model)
