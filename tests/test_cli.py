@@ -80,6 +80,8 @@ def test_cli_train_and_resume(tiny_lgg, tmp_path):
     r = tumorseg("train", "--resume", run, "--epochs", "2")
     assert r.returncode == 0, r.stderr
     assert "resuming" in r.stdout and "epoch 2:" in r.stdout
+    r = tumorseg("train", "--resume", run, "--data", f"{tiny_lgg}/../{os.path.basename(tiny_lgg)}")
+    assert r.returncode == 0 and "options differ" not in r.stderr, r.stderr  # the same folder, another spelling
     r = tumorseg("train", "--resume", run, "--base", "8")
     assert r.returncode == 2 and "options differ from it: ['base']" in r.stderr
     r = tumorseg("train", "--resume", run)  # all its epochs done

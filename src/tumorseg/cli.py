@@ -178,6 +178,9 @@ def train(
         saved = cfg.model_dump()
         free = RESUME_MAY_CHANGE | {"precision"}
         changed = {k for k, v in overrides.items() if v is not None and k not in free and saved.get(k) != v}
+        if "data" in changed and Path(saved["data"]).resolve() == Path(overrides["data"]).resolve():
+            changed.discard("data")  # the same folder, spelt another way: the run keeps its spelling
+            overrides["data"] = None
         changed |= {k for k, v in model.items() if v is not None and saved["model"].get(k) != v}
         if changed:
             fail(f"--resume continues a run with its saved config; these options differ from it: {sorted(changed)}")
