@@ -121,3 +121,17 @@ def test_a_threshold_of_0_or_1_is_refused_before_any_work(command, threshold, tm
     assert r.returncode != 0
     assert f"threshold {float(threshold)}: must lie strictly between 0 and 1" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_train_help_shows_the_config_defaults():
+    """The train options default to None (so --resume knows what was given); help shows the config's."""
+    from tumorseg.config import TrainConfig
+
+    r = tumorseg("train", "--help", env={**os.environ, "COLUMNS": "250"})
+    assert r.returncode == 0, r.stderr
+    lines = {line.split()[1]: line for line in r.stdout.splitlines() if line.strip("│ ").startswith("--")}
+    d = TrainConfig()
+    for option, value in (("--epochs", d.epochs), ("--test-frac", d.test_frac), ("--out", d.out),
+                          ("--depth", d.model.depth), ("--loss", d.loss)):  # fmt: skip
+        assert f"[default: ({value})]" in lines[option], lines[option]
+    assert "[default: (on)]" in lines["--augment"] and "[default:" not in lines["--resume"]

@@ -78,7 +78,7 @@ def train(
     data: Path | None = typer.Option(None, help="Folder in the kaggle_3m layout."),
     out: Path | None = typer.Option(None, help="Run folder for checkpoints and logs."),
     epochs: int | None = typer.Option(None, help="Number of epochs."),
-    batch_size: int | None = typer.Option(None, help="Batch size (default 16)."),
+    batch_size: int | None = typer.Option(None, help="Batch size."),
     lr: float | None = typer.Option(None, help="Adam learning rate."),
     image_size: int | None = typer.Option(None, help="Model input size in pixels."),
     base: int | None = typer.Option(None, help="U-Net base width."),
@@ -149,7 +149,11 @@ def train(
     precision: Precision | None = typer.Option(
         None, help="fp32 (default), bf16 autocast, or auto: bf16 where the CPU or GPU computes bf16 natively."
     ),
-    resume: Path | None = typer.Option(None, help="Continue the run in this folder."),
+    resume: Path | None = typer.Option(
+        None,
+        help="Continue the run in this folder, with its own config and data; only --epochs, --patience, "
+        "--threads, --workers, --device and --precision may change.",
+    ),
 ) -> None:
     """Train a U-Net on a kaggle_3m folder and write checkpoints to a run folder."""
     from .config import RESUME_MAY_CHANGE, TrainConfig, load_config, validate_config
@@ -194,6 +198,27 @@ def train(
     cfg = validate_config(base_cfg, "options")
     check_out_dir(Path(cfg.out))
     fit(cfg, resume=resume is not None, progress=True)
+
+
+def _show_config_defaults(command) -> None:
+    """Show each option's config default in --help: the options default to None, so that
+    `--resume` can tell which were given, and help would otherwise show none."""
+    import inspect
+
+    from .config import ModelConfig, TrainConfig
+
+    top, model = TrainConfig(), ModelConfig()
+    for name, param in inspect.signature(command).parameters.items():
+        info = param.default
+        if not isinstance(info, typer.models.OptionInfo) or info.default is not None or name == "model":
+            continue
+        source = top if name in TrainConfig.model_fields else model if name in ModelConfig.model_fields else None
+        if source is not None:
+            value = getattr(source, name)
+            info.show_default = ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+
+_show_config_defaults(train)
 
 
 @app.command("check-data")
