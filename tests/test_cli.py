@@ -32,13 +32,13 @@ def test_help_keeps_the_install_hint_brackets():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--epochs", "0"], "epochs: Input should be greater than or equal to 1"),
-        (["--image-size", "100"], "must be divisible by 2\\*\\*depth"),
-        (["--lr", "-1"], "lr: Input should be greater than 0"),
-        (["--dim-lesions", "1.5"], "dim_lesions: Input should be less than or equal to 1"),
-        (["--zoom", "1"], "zoom: Input should be less than 1"),
-        (["--member", "8"], "member: Input should be less than or equal to 7"),
-        (["--val-frac", "0.6", "--test-frac", "0.5"], "val_frac \\+ test_frac must be below 1"),
+        (["--epochs", "0"], "--epochs: Input should be greater than or equal to 1"),
+        (["--image-size", "100"], "invalid options: --image-size 100 must be divisible by 2\\*\\*depth"),
+        (["--lr", "-1"], "--lr: Input should be greater than 0"),
+        (["--dim-lesions", "1.5"], "--dim-lesions: Input should be less than or equal to 1"),
+        (["--zoom", "1"], "--zoom: Input should be less than 1"),
+        (["--member", "8"], "--member: Input should be less than or equal to 7"),
+        (["--val-frac", "0.6", "--test-frac", "0.5"], "--val-frac \\+ --test-frac must be below 1"),
     ],
 )
 def test_out_of_range_options(args, message, tmp_path):

@@ -156,7 +156,7 @@ def train(
     ),
 ) -> None:
     """Train a U-Net on a kaggle_3m folder and write checkpoints to a run folder."""
-    from .config import RESUME_MAY_CHANGE, TrainConfig, load_config, validate_config
+    from .config import RESUME_MAY_CHANGE, TrainConfig, load_config
     from .train import fit
 
     top = {
@@ -195,9 +195,30 @@ def train(
     base_cfg.update({k: v for k, v in overrides.items() if v is not None})
     base_cfg["model"].update({k: v for k, v in model.items() if v is not None})
     base_cfg["model"].pop("in_channels")  # ModelConfig derives it from channels and context
-    cfg = validate_config(base_cfg, "options")
+    cfg = _validate_options(base_cfg)
     check_out_dir(Path(cfg.out))
     fit(cfg, resume=resume is not None, progress=True)
+
+
+def _validate_options(values: dict):
+    """TrainConfig from the train options; errors name the options (--member), not config fields."""
+    import re
+
+    from pydantic import ValidationError
+
+    from .config import ModelConfig, TrainConfig
+
+    try:
+        return TrainConfig.model_validate(values)
+    except ValidationError as exc:
+        named = sorted(n for n in {*TrainConfig.model_fields, *ModelConfig.model_fields} if "_" in n)
+        flags = re.compile(r"\b(" + "|".join(named) + r")\b")
+        reasons = []
+        for err in exc.errors():
+            where = [str(p) for p in err["loc"] if p != "model"]
+            msg = flags.sub(lambda m: "--" + m.group(1).replace("_", "-"), err["msg"].removeprefix("Value error, "))
+            reasons.append(f"--{where[-1].replace('_', '-')}: {msg}" if where else msg)
+        fail("invalid options: " + "; ".join(reasons))
 
 
 def _show_config_defaults(command) -> None:
