@@ -202,23 +202,14 @@ def train(
 
 def _validate_options(values: dict):
     """TrainConfig from the train options; errors name the options (--member), not config fields."""
-    import re
-
     from pydantic import ValidationError
 
-    from .config import ModelConfig, TrainConfig
+    from .config import TrainConfig, option_reasons
 
     try:
         return TrainConfig.model_validate(values)
     except ValidationError as exc:
-        named = sorted(n for n in {*TrainConfig.model_fields, *ModelConfig.model_fields} if "_" in n)
-        flags = re.compile(r"\b(" + "|".join(named) + r")\b")
-        reasons = []
-        for err in exc.errors():
-            where = [str(p) for p in err["loc"] if p != "model"]
-            msg = flags.sub(lambda m: "--" + m.group(1).replace("_", "-"), err["msg"].removeprefix("Value error, "))
-            reasons.append(f"--{where[-1].replace('_', '-')}: {msg}" if where else msg)
-        fail("invalid options: " + "; ".join(reasons))
+        fail("invalid options: " + option_reasons(exc))
 
 
 def _show_config_defaults(command) -> None:

@@ -129,6 +129,20 @@ def _reasons(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def option_reasons(exc: ValidationError) -> str:
+    """`_reasons` as the CLI's options: `--member`, `--val-frac`, not config fields."""
+    import re
+
+    named = sorted(n for n in {*TrainConfig.model_fields, *ModelConfig.model_fields} if "_" in n)
+    flags = re.compile(r"\b(" + "|".join(named) + r")\b")
+    parts = []
+    for err in exc.errors():
+        where = [str(p) for p in err["loc"] if p != "model"]
+        msg = flags.sub(lambda m: "--" + m.group(1).replace("_", "-"), err["msg"].removeprefix("Value error, "))
+        parts.append(f"--{where[-1].replace('_', '-')}: {msg}" if where else msg)
+    return "; ".join(parts)
+
+
 def load_config(path: str | Path) -> TrainConfig:
     path = Path(path)
     try:

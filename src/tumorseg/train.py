@@ -321,6 +321,12 @@ def _comparable(cfg: TrainConfig, device: torch.device) -> dict:
     return {**cfg.model_dump(exclude=RESUME_MAY_CHANGE), "precision": resolve_precision(cfg, device)}
 
 
+def differing_options(cfg: TrainConfig, other: TrainConfig, device: torch.device, ignore=()) -> list[str]:
+    """The options (less `RESUME_MAY_CHANGE` and `ignore`) in which `other` differs from `cfg`."""
+    mine, theirs = _comparable(cfg, device), _comparable(other, device)
+    return sorted(k for k in mine if k not in ignore and mine[k] != theirs.get(k))
+
+
 def member_state(cfg: TrainConfig) -> str:
     """`finished`, `partial` or `absent`: how far the member run in cfg.out got, read from its
     last checkpoint. A checkpoint trained with other options raises: it is another run."""
@@ -329,7 +335,7 @@ def member_state(cfg: TrainConfig) -> str:
         return "absent"
     ck = load_checkpoint(path)
     device = torch.device("cuda" if _use_cuda(cfg) else "cpu")
-    if _comparable(ck.config, device) != _comparable(cfg, device):
+    if differing_options(cfg, ck.config, device):
         raise TumorsegError(f"{path}: trained with other options than this ensemble's member; "
                             "move it away or train the ensemble in a new folder")  # fmt: skip
     state = ck.meta.get("train_state", {})
@@ -466,8 +472,7 @@ def _fit(
         if not last_path.exists():
             raise TumorsegError(f"{out}: nothing to resume (no last.safetensors)")
         ck = load_checkpoint(last_path)
-        mine, theirs = _comparable(cfg, device), _comparable(ck.config, device)
-        differ = sorted(k for k in mine if k != "precision" and mine[k] != theirs.get(k))
+        differ = differing_options(cfg, ck.config, device, ignore={"precision"})
         if differ:
             raise TumorsegError(f"{last_path}: was trained with other options than {out / 'config.json'} "
                                 f"says ({', '.join(differ)}); resume with the run's own config")  # fmt: skip
