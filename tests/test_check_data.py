@@ -96,3 +96,24 @@ def test_copied_sequences_and_the_note_quotes_the_readme():
     row = next(line for line in readme.splitlines() if line.startswith("| shipped (int8) |"))
     given, _, _, flair_only = (c.strip() for c in row.strip("|").split("|")[1:5])
     assert f"{float(flair_only.split()[0]):.2f} against {float(given):.2f}" in FEWER_SEQUENCES
+
+
+def test_max_patients_checks_only_the_patients_it_trains_on(tiny_lgg, tmp_path):
+    """`train --max-patients N` reads only the first N patients (by id); a broken patient after
+    them neither stops it nor costs the time of reading it. `check-data` still scans them all."""
+    broken = tiny_lgg / "TCGA_ZZ_0000_20000101"  # sorts after both real patients
+    broken.mkdir()
+    (broken / "TCGA_ZZ_0000_20000101_1.png").write_bytes(b"not a png")
+    (broken / "TCGA_ZZ_0000_20000101_1_mask.png").write_bytes(b"not a png")
+    assert check_data(tiny_lgg)["errors"]
+    report = check_data(tiny_lgg, limit=2)
+    assert report["patients"] == 2 and report["slices"] == 24 and not report["errors"]
+    options = ("--epochs", "1", "--base", "4", "--depth", "2", "--image-size", "64", "--val-frac", "0",
+               "--test-frac", "0.5", "--threads", "2")  # fmt: skip
+    r = run("train", "--data", tiny_lgg, "--out", tmp_path / "two", "--max-patients", "2", *options)
+    assert r.returncode == 0, r.stderr
+    r = run("train", "--data", tiny_lgg, "--out", tmp_path / "all", *options)
+    assert r.returncode == 2 and "data errors" in r.stderr and "TCGA_ZZ_0000_20000101_1.png" in r.stderr, r.stderr
+    first = sorted(tiny_lgg.iterdir())[0]
+    next(first.glob("*_8_mask.png")).unlink()  # the limit never hides a problem in a patient it trains on
+    assert any("_8.png: image has no mask" in e for e in check_data(tiny_lgg, limit=1)["errors"])

@@ -418,7 +418,7 @@ def _fit(
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
 
-    report = check_data(cfg.data)  # the same checks as `tumorseg check-data`
+    report = check_data(cfg.data, limit=cfg.max_patients)  # the same checks as `tumorseg check-data`
     if report["errors"]:
         shown = "; ".join(report["errors"][:5])
         raise TumorsegError(f"{cfg.data}: {len(report['errors'])} data errors (see `tumorseg check-data`): {shown}")

@@ -42,8 +42,9 @@ def fewer_sequences_note(images: np.ndarray) -> str | None:
     return f"{' and '.join(copied)} equal FLAIR in every slice ({kind}): {FEWER_SEQUENCES}"
 
 
-def check_data(root: str | Path, log=None) -> dict:
-    """Scan every patient folder under `root`; returns a report (see module docstring)."""
+def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
+    """Scan every patient folder under `root` (only the first `limit` with slices, in id order,
+    when `limit` is set: those `train --max-patients` uses); returns a report (see module docstring)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: data folder does not exist" if not root.exists() else f"{root}: not a folder")
@@ -56,6 +57,8 @@ def check_data(root: str | Path, log=None) -> dict:
     missing: dict[str, list[str]] = {}
     patients, slices, tumor_slices, tumor_px, total_px = 0, 0, 0, 0, 0
     for folder in folders:
+        if limit and patients >= limit:
+            break
         files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES]
         if not files:
             if not folder.name.startswith("."):
