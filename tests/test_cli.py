@@ -100,6 +100,36 @@ def test_cli_train_and_resume(tiny_lgg, tmp_path):
     assert r.returncode == 2 and "cannot create the run folder" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_resume_finds_its_data_after_a_move_and_refuses_other_patients(tiny_lgg, tmp_path):
+    """A relative --data is kept as typed: resumed from another folder, or after the data moved,
+    the run says where it looked and takes --data; other patients there are refused, before
+    anything in the run folder changes."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "lgg").symlink_to(tiny_lgg)
+    common = ["--base", "4", "--depth", "2", "--image-size", "64", "--val-frac", "0.5", "--test-frac", "0"]
+    r = tumorseg("train", "--data", "lgg", "--out", "run", "--epochs", "1", *common, cwd=work)
+    assert r.returncode == 0, r.stderr
+    run = work / "run"
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = tumorseg("train", "--resume", run, "--epochs", "2", cwd=elsewhere)
+    assert r.returncode == 2 and f"{run}: the run's data folder lgg is not found from {elsewhere}" in r.stderr
+    assert "give --data" in r.stderr and "Traceback" not in r.stderr
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    first = sorted(tiny_lgg.iterdir())[0]
+    (fewer / first.name).symlink_to(first)
+    r = tumorseg("train", "--resume", run, "--data", fewer, "--epochs", "2", cwd=elsewhere)
+    assert r.returncode == 2 and f"{fewer}: does not hold the patients {run / 'last.safetensors'}" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    r = tumorseg("train", "--resume", run, "--data", "../work/lgg", "--epochs", "2", cwd=elsewhere)
+    assert r.returncode == 0 and "resuming" in r.stdout, r.stderr
+    assert '"data": "../work/lgg"' in (run / "config.json").read_text()  # where it is read from now
+
+
 def test_cli_train_device_cuda_without_cuda(tiny_lgg, tmp_path):
     import torch
 

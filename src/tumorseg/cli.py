@@ -152,7 +152,7 @@ def train(
     resume: Path | None = typer.Option(
         None,
         help="Continue the run in this folder, with its own config and data; only --epochs, --patience, "
-        "--threads, --workers, --device and --precision may change.",
+        "--threads, --workers, --device and --precision may change, and --data if its patients moved.",
     ),
 ) -> None:
     """Train a U-Net on a kaggle_3m folder and write checkpoints to a run folder."""
@@ -180,11 +180,14 @@ def train(
     if resume is not None:
         cfg = load_config(resume / "config.json")
         saved = cfg.model_dump()
-        free = RESUME_MAY_CHANGE | {"precision"}
+        free = RESUME_MAY_CHANGE | {"precision", "data"}  # data: the same patients elsewhere (fit checks them)
         changed = {k for k, v in overrides.items() if v is not None and k not in free and saved.get(k) != v}
-        if "data" in changed and Path(saved["data"]).resolve() == Path(overrides["data"]).resolve():
-            changed.discard("data")  # the same folder, spelt another way: the run keeps its spelling
-            overrides["data"] = None
+        if data is not None and Path(saved["data"]).resolve() == data.resolve():
+            overrides["data"] = None  # the same folder, spelt another way: the run keeps its spelling
+        elif data is None and not Path(saved["data"]).is_dir():
+            where = "" if Path(saved["data"]).is_absolute() else f" from {Path.cwd()} (a relative path)"
+            fail(f"{resume}: the run's data folder {saved['data']} is not found{where}; "
+                 "give --data with where its patients are now")  # fmt: skip
         changed |= {k for k, v in model.items() if v is not None and saved["model"].get(k) != v}
         if changed:
             fail(f"--resume continues a run with its saved config; these options differ from it: {sorted(changed)}")

@@ -335,7 +335,7 @@ def member_state(cfg: TrainConfig) -> str:
         return "absent"
     ck = load_checkpoint(path)
     device = torch.device("cuda" if _use_cuda(cfg) else "cpu")
-    if differing_options(cfg, ck.config, device):
+    if differing_options(cfg, ck.config, device, ignore={"data"}):  # moved data: _fit checks the split
         raise TumorsegError(f"{path}: trained with other options than this ensemble's member; "
                             "move it away or train the ensemble in a new folder")  # fmt: skip
     state = ck.meta.get("train_state", {})
@@ -398,6 +398,26 @@ def combine_members(cfg: TrainConfig, paths: list[Path], target: Path) -> None:
     save_checkpoint(target, Checkpoint(cfg, weights, meta))
 
 
+def _resumable(cfg: TrainConfig, last_path: Path, split: dict[str, list[str]]) -> Checkpoint:
+    """The run's last checkpoint, if `cfg` and its data continue it: the same options (less
+    precision and the data folder's path) and the same patients in each part of the split."""
+    if not last_path.exists():
+        raise TumorsegError(f"{last_path.parent}: nothing to resume (no last.safetensors)")
+    ck = load_checkpoint(last_path)
+    device = torch.device("cuda" if _use_cuda(cfg) else "cpu")
+    differ = differing_options(cfg, ck.config, device, ignore={"precision", "data"})
+    if differ:
+        raise TumorsegError(f"{last_path}: was trained with other options than {last_path.parent / 'config.json'} "
+                            f"says ({', '.join(differ)}); resume with the run's own config")  # fmt: skip
+    trained = ck.meta.get("split")
+    if trained is not None and trained != split:
+        differ = {part: len(set(split.get(part, [])) ^ set(ids)) for part, ids in trained.items()}
+        changes = "; ".join(f"{part}: {n} patients differ" for part, n in differ.items() if n) or "another split"
+        raise TumorsegError(f"{cfg.data}: does not hold the patients {last_path} trained on ({changes}); "
+                            "resume with the data the run trained on")  # fmt: skip
+    return ck
+
+
 def _fit(
     cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo, stop: _StopOnSigint,
     resume_dir: Path | None = None,
@@ -433,6 +453,8 @@ def _fit(
         raise TumorsegError(f"{cfg.data}: too few patients ({len(by_id)}) to train")
     for name, ids in split.items():
         log(f"{name:>5}: {len(ids):3d} patients  {' '.join(ids)}")
+    last_path, metrics_path = out / "last.safetensors", out / "metrics.jsonl"
+    ck = _resumable(cfg, last_path, split) if resume else None  # checked before anything is written
     if main:
         atomic_write_text(out / "split.json", json.dumps(split, indent=2))
         atomic_write_text(out / "config.json", cfg.model_dump_json(indent=2))
@@ -467,15 +489,7 @@ def _fit(
 
     start, best, best_epoch, plateau_scale, bad_epochs = 1, float("-inf"), 0, 1.0, 0
     marked = np.full(len(data), np.nan) if cfg.hard_empty else None  # tumor marked per empty slice
-    last_path, metrics_path = out / "last.safetensors", out / "metrics.jsonl"
-    if resume:
-        if not last_path.exists():
-            raise TumorsegError(f"{out}: nothing to resume (no last.safetensors)")
-        ck = load_checkpoint(last_path)
-        differ = differing_options(cfg, ck.config, device, ignore={"precision"})
-        if differ:
-            raise TumorsegError(f"{last_path}: was trained with other options than {out / 'config.json'} "
-                                f"says ({', '.join(differ)}); resume with the run's own config")  # fmt: skip
+    if ck is not None:
         state = ck.meta["train_state"]
         raw = {k[4:]: v for k, v in ck.extra.items() if k.startswith("raw.")}
         net.load_state_dict(raw or ck.model)
