@@ -105,6 +105,7 @@ def test_max_patients_checks_only_the_patients_it_trains_on(tiny_lgg, tmp_path):
     broken.mkdir()
     (broken / "TCGA_ZZ_0000_20000101_1.png").write_bytes(b"not a png")
     (broken / "TCGA_ZZ_0000_20000101_1_mask.png").write_bytes(b"not a png")
+    (tiny_lgg / "TCGA_AA_0000_20000101").mkdir()  # a folder without slices is not a patient: not counted
     assert check_data(tiny_lgg)["errors"]
     report = check_data(tiny_lgg, limit=2)
     assert report["patients"] == 2 and report["slices"] == 24 and not report["errors"]
@@ -114,6 +115,6 @@ def test_max_patients_checks_only_the_patients_it_trains_on(tiny_lgg, tmp_path):
     assert r.returncode == 0, r.stderr
     r = run("train", "--data", tiny_lgg, "--out", tmp_path / "all", *options)
     assert r.returncode == 2 and "data errors" in r.stderr and "TCGA_ZZ_0000_20000101_1.png" in r.stderr, r.stderr
-    first = sorted(tiny_lgg.iterdir())[0]
+    first = next(p for p in sorted(tiny_lgg.iterdir()) if any(p.iterdir()))
     next(first.glob("*_8_mask.png")).unlink()  # the limit never hides a problem in a patient it trains on
     assert any("_8.png: image has no mask" in e for e in check_data(tiny_lgg, limit=1)["errors"])

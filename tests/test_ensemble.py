@@ -110,6 +110,31 @@ def test_a_member_trained_with_other_options_is_refused(ensemble_run, tmp_path):
     assert (run / "member0" / "last.safetensors").read_bytes() == before
 
 
+def test_resume_takes_moved_data_and_refuses_other_patients(ensemble_run, tmp_path):
+    """Resumed with --data elsewhere, an ensemble keeps its members if the patients are the same
+    (in bf16 too: precision may change), and refuses other patients before any of its files change."""
+    import shutil
+
+    from tumorseg.errors import TumorsegError
+
+    cfg, _ = ensemble_run
+    run, moved, fewer = tmp_path / "run", tmp_path / "moved", tmp_path / "fewer"
+    shutil.copytree(cfg.out, run)
+    shutil.copytree(cfg.data, moved)
+    shutil.copytree(cfg.data, fewer)
+    shutil.rmtree(sorted(fewer.iterdir())[-1])
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(TumorsegError, match=r"fewer: does not hold the patients .*member0.last\.safetensors"):
+        fit(cfg.model_copy(update={"out": str(run), "data": str(fewer)}), resume=True, progress=False,
+            log=lambda *a: None)  # fmt: skip
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files
+    logs = []
+    fit(cfg.model_copy(update={"out": str(run), "data": str(moved), "precision": "bf16"}), resume=True,
+        progress=False, log=logs.append)  # fmt: skip
+    assert sum("already trained" in s for s in logs) == 2
+    assert (run / "member1" / "last.safetensors").read_bytes() == files[run / "member1" / "last.safetensors"]
+
+
 def test_resume_continues_unfinished_members(ensemble_run, tmp_path):
     cfg, _ = ensemble_run
     short = cfg.model_copy(update={"out": str(tmp_path / "run"), "epochs": 1, "schedule": "none"})

@@ -334,6 +334,26 @@ def test_resume_trusts_the_checkpoints_config_over_an_edited_config_json(tiny_lg
     fit(tiny_config(tiny_lgg, run, epochs=2, precision="bf16"), resume=True, progress=False, log=lambda *a: None)
 
 
+def test_resume_of_a_checkpoint_without_a_saved_split_keeps_its_data(tiny_lgg, tmp_path):
+    """A checkpoint that saves no split (and no split.json beside it) cannot show that other data
+    holds its patients: --data elsewhere is refused, its own data resumes."""
+    import shutil
+
+    from tumorseg.checkpoint import save_checkpoint
+
+    run, copy = tmp_path / "run", tmp_path / "copy"
+    fit(tiny_config(tiny_lgg, run, epochs=1), progress=False, log=lambda *a: None)
+    ck = load_checkpoint(run / "last.safetensors")
+    ck.meta.pop("split")
+    save_checkpoint(run / "last.safetensors", ck)
+    (run / "split.json").unlink()
+    shutil.copytree(tiny_lgg, copy)
+    with pytest.raises(TumorsegError, match=f"saves no split to check {copy} against"):
+        fit(tiny_config(copy, run, epochs=2), resume=True, progress=False, log=lambda *a: None)
+    fit(tiny_config(tiny_lgg, run, epochs=2), resume=True, progress=False, log=lambda *a: None)
+    assert [x["epoch"] for x in read_metrics(run)] == [1, 2]
+
+
 def test_members_with_a_member_index_is_refused(tmp_path):
     with pytest.raises(TumorsegError, match="member trains one ensemble member alone"):
         tiny_config(tmp_path, tmp_path / "r", member=1, model={"base": 4, "depth": 2, "image_size": 64, "members": 2})

@@ -19,7 +19,7 @@ from . import distributed as ddp
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import RESUME_MAY_CHANGE, ModelConfig, TrainConfig
 from .data.check import check_data
-from .data.lgg import CaseArrays, add_context, find_cases, flair_index, load_case, slice_numbers, split_cases
+from .data.lgg import Case, CaseArrays, add_context, find_cases, flair_index, load_case, slice_numbers, split_cases
 from .data.transforms import (
     augment,
     bias_field,
@@ -327,17 +327,20 @@ def differing_options(cfg: TrainConfig, other: TrainConfig, device: torch.device
     return sorted(k for k in mine if k not in ignore and mine[k] != theirs.get(k))
 
 
-def member_state(cfg: TrainConfig) -> str:
+def member_state(cfg: TrainConfig, split: dict[str, list[str]] | None = None) -> str:
     """`finished`, `partial` or `absent`: how far the member run in cfg.out got, read from its
-    last checkpoint. A checkpoint trained with other options raises: it is another run."""
+    last checkpoint. A checkpoint trained with other options, or (given `split`, that of the
+    data now) on other patients, raises: it is another run."""
     path = Path(cfg.out) / "last.safetensors"
     if not path.exists():
         return "absent"
     ck = load_checkpoint(path)
     device = torch.device("cuda" if _use_cuda(cfg) else "cpu")
-    if differing_options(cfg, ck.config, device, ignore={"data"}):  # moved data: _fit checks the split
+    if differing_options(cfg, ck.config, device, ignore={"data", "precision"}):
         raise TumorsegError(f"{path}: trained with other options than this ensemble's member; "
                             "move it away or train the ensemble in a new folder")  # fmt: skip
+    if split is not None:
+        _check_patients(cfg, ck, path, split)
     state = ck.meta.get("train_state", {})
     stopped = cfg.patience and state.get("bad_epochs", 0) >= cfg.patience
     return "finished" if state.get("epoch") == cfg.epochs or stopped else "partial"
@@ -353,8 +356,9 @@ def _fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp
     n = cfg.model.members
     runs = [member_config(cfg, i) for i in range(n)]
     # every member checked (a corrupt or foreign one raises) before anything here changes
-    states = ddp.broadcast_object([member_state(m) if resume else "absent" for m in runs] if info.is_main else None,
-                                  info)  # fmt: skip
+    split = data_split(cfg)[1] if resume and info.is_main else None
+    states = ddp.broadcast_object([member_state(m, split) if resume else "absent" for m in runs]
+                                  if info.is_main else None, info)  # fmt: skip
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         for name in ("last", "best"):  # an earlier ensemble here is stale from now on
@@ -409,13 +413,36 @@ def _resumable(cfg: TrainConfig, last_path: Path, split: dict[str, list[str]]) -
     if differ:
         raise TumorsegError(f"{last_path}: was trained with other options than {last_path.parent / 'config.json'} "
                             f"says ({', '.join(differ)}); resume with the run's own config")  # fmt: skip
+    _check_patients(cfg, ck, last_path, split)
+    return ck
+
+
+def data_split(cfg: TrainConfig) -> tuple[dict[str, Case], dict[str, list[str]]]:
+    """The patients `cfg` trains on (the first `max_patients`, by id) and their split."""
+    cases = find_cases(cfg.data)
+    if cfg.max_patients:
+        cases = cases[: cfg.max_patients]
+    by_id = {c.id: c for c in cases}
+    return by_id, split_cases(list(by_id), cfg.seed, cfg.val_frac, cfg.test_frac, cfg.folds, cfg.fold)
+
+
+def _check_patients(cfg: TrainConfig, ck: Checkpoint, path: Path, split: dict[str, list[str]]) -> None:
+    """Refuse to continue the checkpoint at `path` on other patients than it trained on (data
+    moved or changed): its saved split (or its run's split.json) must be `split`."""
     trained = ck.meta.get("split")
-    if trained is not None and trained != split:
+    if trained is None:
+        try:
+            trained = json.loads((path.parent / "split.json").read_text())
+        except (OSError, ValueError):
+            if Path(cfg.data).resolve() != Path(ck.config.data).resolve():
+                raise TumorsegError(f"{path}: saves no split to check {cfg.data} against; "
+                                    f"resume with the data it trained on ({ck.config.data})") from None  # fmt: skip
+            return
+    if trained != split:
         differ = {part: len(set(split.get(part, [])) ^ set(ids)) for part, ids in trained.items()}
         changes = "; ".join(f"{part}: {n} patients differ" for part, n in differ.items() if n) or "another split"
-        raise TumorsegError(f"{cfg.data}: does not hold the patients {last_path} trained on ({changes}); "
+        raise TumorsegError(f"{cfg.data}: does not hold the patients {path} trained on ({changes}); "
                             "resume with the data the run trained on")  # fmt: skip
-    return ck
 
 
 def _fit(
@@ -444,11 +471,7 @@ def _fit(
         raise TumorsegError(f"{cfg.data}: {len(report['errors'])} data errors (see `tumorseg check-data`): {shown}")
     for w in report["warnings"][:10]:
         log(f"warning: {w}")
-    cases = find_cases(cfg.data)
-    if cfg.max_patients:
-        cases = cases[: cfg.max_patients]
-    by_id = {c.id: c for c in cases}
-    split = split_cases(list(by_id), cfg.seed, cfg.val_frac, cfg.test_frac, cfg.folds, cfg.fold)
+    by_id, split = data_split(cfg)
     if not split["train"]:
         raise TumorsegError(f"{cfg.data}: too few patients ({len(by_id)}) to train")
     for name, ids in split.items():
