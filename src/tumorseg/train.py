@@ -335,8 +335,7 @@ def member_state(cfg: TrainConfig, split: dict[str, list[str]] | None = None) ->
     if not path.exists():
         return "absent"
     ck = load_checkpoint(path)
-    device = torch.device("cuda" if _use_cuda(cfg) else "cpu")
-    if differing_options(cfg, ck.config, device, ignore={"data", "precision"}):
+    if _other_options(cfg, ck):
         raise TumorsegError(f"{path}: trained with other options than this ensemble's member; "
                             "move it away or train the ensemble in a new folder")  # fmt: skip
     if split is not None:
@@ -408,13 +407,19 @@ def _resumable(cfg: TrainConfig, last_path: Path, split: dict[str, list[str]]) -
     if not last_path.exists():
         raise TumorsegError(f"{last_path.parent}: nothing to resume (no last.safetensors)")
     ck = load_checkpoint(last_path)
-    device = torch.device("cuda" if _use_cuda(cfg) else "cpu")
-    differ = differing_options(cfg, ck.config, device, ignore={"precision", "data"})
+    differ = _other_options(cfg, ck)
     if differ:
         raise TumorsegError(f"{last_path}: was trained with other options than {last_path.parent / 'config.json'} "
                             f"says ({', '.join(differ)}); resume with the run's own config")  # fmt: skip
     _check_patients(cfg, ck, last_path, split)
     return ck
+
+
+def _other_options(cfg: TrainConfig, ck: Checkpoint) -> list[str]:
+    """The options a resume may not change in which `ck` differs from `cfg` (precision may change,
+    and the data folder's path: `_check_patients` checks its patients)."""
+    device = torch.device("cuda" if _use_cuda(cfg) else "cpu")
+    return differing_options(cfg, ck.config, device, ignore={"precision", "data"})
 
 
 def data_split(cfg: TrainConfig) -> tuple[dict[str, Case], dict[str, list[str]]]:
