@@ -316,17 +316,6 @@ def member_config(cfg: TrainConfig, i: int) -> TrainConfig:
     return cfg.model_copy(update={"model": model, "member": i, "out": str(Path(cfg.out) / f"member{i}")})
 
 
-def _comparable(cfg: TrainConfig, device: torch.device) -> dict:
-    """What decides the weights: the config less `RESUME_MAY_CHANGE`, with `auto` precision resolved."""
-    return {**cfg.model_dump(exclude=RESUME_MAY_CHANGE), "precision": resolve_precision(cfg, device)}
-
-
-def differing_options(cfg: TrainConfig, other: TrainConfig, device: torch.device, ignore=()) -> list[str]:
-    """The options (less `RESUME_MAY_CHANGE` and `ignore`) in which `other` differs from `cfg`."""
-    mine, theirs = _comparable(cfg, device), _comparable(other, device)
-    return sorted(k for k in mine if k not in ignore and mine[k] != theirs.get(k))
-
-
 def member_state(cfg: TrainConfig, split: dict[str, list[str]] | None = None) -> str:
     """`finished`, `partial` or `absent`: how far the member run in cfg.out got, read from its
     last checkpoint. A checkpoint trained with other options, or (given `split`, that of the
@@ -416,10 +405,12 @@ def _resumable(cfg: TrainConfig, last_path: Path, split: dict[str, list[str]]) -
 
 
 def _other_options(cfg: TrainConfig, ck: Checkpoint) -> list[str]:
-    """The options a resume may not change in which `ck` differs from `cfg` (precision may change,
-    and the data folder's path: `_check_patients` checks its patients)."""
-    device = torch.device("cuda" if _use_cuda(cfg) else "cpu")
-    return differing_options(cfg, ck.config, device, ignore={"precision", "data"})
+    """The options in which `ck` was trained otherwise than `cfg` asks, less those a resume may
+    change: `RESUME_MAY_CHANGE`, precision, and the data folder's path (`_check_patients` checks
+    its patients)."""
+    skip = RESUME_MAY_CHANGE | {"precision", "data"}
+    mine, theirs = cfg.model_dump(exclude=skip), ck.config.model_dump(exclude=skip)
+    return sorted(k for k in mine if mine[k] != theirs.get(k))
 
 
 def data_split(cfg: TrainConfig) -> tuple[dict[str, Case], dict[str, list[str]]]:
