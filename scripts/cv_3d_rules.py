@@ -1,6 +1,7 @@
 """Score 3D post-processing settings on out-of-fold patients (closing, bridge-split parts, weak parts).
 
 usage: python scripts/cv_3d_rules.py RUN_DIR... --data ../shared/data/lgg [--cache DIR] [--json OUT]
+       [--closings 0,3,6] [--parts largest,bridge=0.1,...]
 
 Each RUN_DIR was trained with `--folds K --fold i` (tumorseg train, or scripts/cv_recipes.py's
 runs). Its last checkpoint predicts its own validation patients at their own size, once; the
@@ -12,7 +13,9 @@ Every setting thresholds at 0.5 and fills 2D holes, as the default does, then:
 - parts=bridge=f: 3D parts built from each slice's 2D components, two components of neighbouring
   slices joined only when their overlap is at least f of the smaller one; the largest is kept;
 - parts=weak=t: 2D components whose highest probability is under t are dropped, then the largest
-  3D part is kept.
+  3D part is kept;
+- parts=frac=f: every 26-connected 3D part holding at least f of the largest one's voxels is kept;
+- parts=all: no 3D step.
 
 Runs are grouped by recipe (the run folder's name without its `-f<fold>` suffix), and each
 recipe's settings are compared with its default patient by patient. Rule and outcome:
@@ -33,7 +36,7 @@ from scipy import ndimage
 
 from tumorseg.checkpoint import load_checkpoint
 from tumorseg.data.lgg import find_cases, load_case, slice_numbers
-from tumorseg.infer import Predictor, fill_holes, keep_largest_3d
+from tumorseg.infer import Predictor, drop_minor_components_3d, fill_holes, keep_largest_3d
 from tumorseg.io import atomic_write_text
 from tumorseg.metrics import confusion_counts, dice
 
@@ -118,19 +121,49 @@ def apply(probs: np.ndarray, closing: int, parts: str) -> np.ndarray:
     kind, _, value = parts.partition("=")
     if kind == "bridge":
         return bridge_parts(mask, float(value))
+    if kind == "frac":
+        return drop_minor_components_3d(mask, float(value))
+    if kind == "all":
+        return mask
     if kind == "weak":
         mask = drop_weak(mask, probs, float(value))
     return keep_largest_3d(mask)
 
 
-def settings() -> list[str]:
-    return [f"close={c} parts={p}" for c, p in itertools.product(CLOSINGS, PARTS)]
+def settings(closings=CLOSINGS, parts=PARTS) -> list[str]:
+    return [f"close={c} parts={p}" for c, p in itertools.product(closings, parts)]
 
 
-def score(probs: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+def score(probs: np.ndarray, truth: np.ndarray, closings=CLOSINGS, parts=PARTS) -> dict[str, float]:
     out = {}
-    for c, p in itertools.product(CLOSINGS, PARTS):
+    for c, p in itertools.product(closings, parts):
         out[f"close={c} parts={p}"] = dice(confusion_counts(apply(probs, c, p), truth))
+    return out
+
+
+def part_setting(text: str) -> str:
+    kind, _, value = text.partition("=")
+    if kind in ("largest", "all") and not value:
+        return text
+    if kind in ("bridge", "weak", "frac"):
+        try:
+            float(value)
+            return text
+        except ValueError:
+            pass
+    raise argparse.ArgumentTypeError(f"unknown parts setting {text!r} (largest, all, bridge=f, weak=t, frac=f)")
+
+
+def pooled(results: dict[str, dict[str, dict[str, float]]], names: list[str]) -> dict[str, dict]:
+    """Every setting against the default over all recipes' patients together (one row per
+    recipe and patient)."""
+    rows = [scores for per_patient in results.values() for scores in per_patient.values()]
+    default = np.array([r[DEFAULT] for r in rows])
+    out = {}
+    for s in names:
+        d = np.array([r[s] for r in rows]) - default
+        out[s] = {"mean": float(default.mean() + d.mean()), "gain": float(d.mean()),
+                  "better": int((d > 1e-3).sum()), "worse": int((d < -1e-3).sum()), "n": len(rows)}  # fmt: skip
     return out
 
 
@@ -167,23 +200,28 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/cv_3d_rules"))
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--closings", type=lambda t: [int(v) for v in t.split(",")], default=list(CLOSINGS))
+    ap.add_argument("--parts", type=lambda t: [part_setting(v) for v in t.split(",")], default=list(PARTS))
     args = ap.parse_args()
+    names = settings(args.closings, args.parts)
+    if DEFAULT not in names:
+        ap.error(f"the settings must include the default ({DEFAULT}): --closings with 0, --parts with largest")
     t0 = time.perf_counter()
     results: dict[str, dict[str, dict[str, float]]] = {}
     for run in args.runs:
         rec = results.setdefault(recipe_of(run), {})
         for pid, truth, probs in probabilities(run, args.data, args.cache):
-            rec[pid] = score(probs, truth)
+            rec[pid] = score(probs, truth, args.closings, args.parts)
     print(f"{time.perf_counter() - t0:.0f} s")
     summary = {}
     for recipe, per_patient in results.items():
         pids = sorted(per_patient)
-        table = {s: np.array([per_patient[p][s] for p in pids]) for s in settings()}
+        table = {s: np.array([per_patient[p][s] for p in pids]) for s in names}
         default = table[DEFAULT]
         print(f"\n{recipe}: {len(pids)} out-of-fold patients")
         print(f"{'setting':28s} {'mean':>6s} {'median':>6s} {'min':>6s} {'vs default':>10s} {'better/worse':>12s}")
         summary[recipe] = {}
-        for s in settings():
+        for s in names:
             v, d = table[s], table[s] - default
             better, worse = int((d > 1e-3).sum()), int((d < -1e-3).sum())
             summary[recipe][s] = {"mean": float(v.mean()), "gain": float(d.mean()), "better": better, "worse": worse}
@@ -192,16 +230,22 @@ def main() -> None:
             moved = [f"{p} {default[i]:.3f}->{v[i]:.3f}" for i, p in enumerate(pids) if abs(d[i]) >= 0.05]
             if moved and s != DEFAULT:
                 print(f"    moved by >= 0.05: {', '.join(moved)}")
+    together = pooled(results, names)
+    if len(results) > 1:
+        print(f"\nall recipes together: {together[DEFAULT]['n']} rows")
+        for s in names:
+            r = together[s]
+            print(f"{s:28s} {r['mean']:6.4f} {r['gain']:+10.4f} {r['better']:>5d}/{r['worse']:<5d}")
     passing = [
         s
-        for s in settings()
+        for s in names
         if s != DEFAULT and all(r[s]["gain"] >= 0.005 and r[s]["better"] >= r[s]["worse"] for r in summary.values())
     ]
     best = max(passing, key=lambda s: np.mean([r[s]["mean"] for r in summary.values()]), default=None)
-    print(f"\nsettings passing the rule for every recipe: {passing or 'none'}; chosen: {best}")
+    print(f"\nsession 23's rule (each recipe +0.005, better >= worse) passes: {passing or 'none'}; chosen: {best}")
     if args.json:
-        out = {"runs": [str(r) for r in args.runs], "summary": summary, "passing": passing, "chosen": best,
-               "per_patient": results}  # fmt: skip
+        out = {"runs": [str(r) for r in args.runs], "summary": summary, "pooled": together, "passing": passing,
+               "chosen": best, "per_patient": results}  # fmt: skip
         atomic_write_text(args.json, json.dumps(out, indent=1))
 
 

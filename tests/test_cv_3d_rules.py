@@ -18,7 +18,7 @@ from tumorseg.metrics import confusion_counts, dice
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "cv_3d_rules.py"
 sys.path.insert(0, str(SCRIPT.parent))
-from cv_3d_rules import bridge_parts, close_slices, drop_weak  # noqa: E402
+from cv_3d_rules import apply, bridge_parts, close_slices, drop_weak, part_setting  # noqa: E402
 
 
 def test_bridge_parts_split_a_block_touching_the_tumor():
@@ -30,6 +30,24 @@ def test_bridge_parts_split_a_block_touching_the_tumor():
     solid = np.zeros_like(m)
     solid[0:6, 3:10, 3:10] = True
     assert bridge_parts(solid, 0.25).sum() == solid.sum()  # a solid tumor stays whole
+
+
+def test_gentler_parts_keep_a_second_piece_the_largest_step_drops():
+    probs = np.zeros((8, 20, 20), np.float32)
+    probs[0:4, 2:10, 2:10] = 0.9  # 256 voxels
+    probs[6:8, 2:8, 2:8] = 0.9  # a second piece two slices away: 72 voxels, 0.28 of the first
+    assert apply(probs, 0, "largest").sum() == 256
+    assert apply(probs, 0, "frac=0.25").sum() == 328
+    assert apply(probs, 0, "frac=0.5").sum() == 256
+    assert apply(probs, 0, "all").sum() == 328
+    assert part_setting("frac=0.1") == "frac=0.1"
+    for bad in ("frac=x", "largest=1", "biggest"):
+        try:
+            part_setting(bad)
+        except Exception as e:
+            assert bad in str(e)
+        else:
+            raise AssertionError(bad)
 
 
 def test_closing_fills_an_open_rim_and_weak_parts_go():
