@@ -75,7 +75,8 @@ def test_keyboard_opens_the_file_chooser(browser, server):
 
 def test_volume_notes_are_shown_and_cleared(browser, server, lgg_root, tmp_path):
     """A volume whose largest-region step was a close call lists the note under the result;
-    "keep every 3D region" drops nothing, so the same volume has no note; a lone slice has none."""
+    ticking "keep every 3D region" segments it again, dropping nothing, so with no note;
+    a lone slice has none."""
     pytest.importorskip("nibabel")
     path, _ = case_nifti(lgg_root, "TCGA_CS_5395_19981004", slice(2, 16), tmp_path / "scan.nii.gz")
     page = browser.new_page()
@@ -87,13 +88,12 @@ def test_volume_notes_are_shown_and_cleared(browser, server, lgg_root, tmp_path)
     assert page.inner_text("#slice-label").startswith(f"slice {shown} of 0-13, counted from 0")
     largest = page.inner_text("#measure")
     assert largest.startswith("Tumor volume:")
-    page.check("#all-parts")  # keep every region: nothing is dropped, so no note, more tumor
-    again = tmp_path / "again.nii.gz"  # a new file: choosing the same one again fires no change
-    again.write_bytes(path.read_bytes())
-    page.set_input_files("#file", str(again))
+    page.check("#all-parts")  # the volume shown is segmented again: nothing dropped, no note, more tumor
     page.wait_for_function(f"document.getElementById('measure').textContent !== {largest!r}", timeout=60000)
     assert page.is_hidden("#notes") and page.inner_text("#measure").startswith("Tumor volume:")
-    page.uncheck("#all-parts")
+    page.uncheck("#all-parts")  # and back
+    page.wait_for_function(f"document.getElementById('measure').textContent === {largest!r}", timeout=60000)
+    assert "close call of the largest-region step" in page.inner_text("#notes")
     page.set_input_files("#file", str(lgg_root / SLICE))
     page.wait_for_function("document.getElementById('measure').textContent.startsWith('Tumor area')", timeout=30000)
     assert page.is_hidden("#notes")

@@ -392,10 +392,12 @@ def serve(
     os.environ["TUMORSEG_SERVE_WEIGHTS"] = str(weights or "")
     os.environ["TUMORSEG_SERVE_BACKEND"] = backend.value
     os.environ["TUMORSEG_SERVE_MAX_UPLOAD"] = str(max_upload_mb * 1024 * 1024)
-    from .infer import default_weights
+    from .infer import Predictor, default_weights
 
-    if weights is None:
-        default_weights()  # fail early and clearly when the shipped model is missing
+    # Load the model once here, so that a missing or broken checkpoint is one clear error, not
+    # a worker that dies at start and is started again and again.
+    Predictor.from_checkpoint(weights or default_weights(), backend.value)
+    port = _free_port(host, port)
     import shutil
     import tempfile
 
@@ -407,6 +409,21 @@ def serve(
                     log_level="warning")  # fmt: skip
     finally:
         shutil.rmtree(results, ignore_errors=True)
+
+
+def _free_port(host: str, port: int) -> int:
+    """Check that `host:port` can be listened on, and pick a free port for 0, so that the address
+    printed is the one served and a busy port is a clear error."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            return sock.getsockname()[1]
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .errors import DataError
 
@@ -41,14 +41,14 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             with _quiet("tifffile"), tifffile.TiffFile(path) as tif:  # its log lines name no file; ours do
                 if not len(tif.pages):
                     raise DataError(f"{path}: not a complete TIFF file (no image in it; truncated or corrupt?)")
-                shape = tif.pages[0].shape
-                if int(np.prod(shape[:2])) > max_pixels:
-                    raise DataError(f"{path}: image of {shape[1]}x{shape[0]} pixels is too large")
-                arr = tif.asarray()
+                arr = _read_tiff_slice(tif, path, max_pixels)
         else:
-            with _open_pil(path) as im:
-                if im.width * im.height > max_pixels or im.width * im.height == 0:
+            with _open_pil(path, max_pixels) as im:
+                if im.width * im.height == 0:
+                    raise DataError(f"{path}: image is empty ({im.width}x{im.height} pixels)")
+                if im.width * im.height > max_pixels:
                     raise DataError(f"{path}: image of {im.width}x{im.height} pixels is too large")
+                im = ImageOps.exif_transpose(im)  # the orientation viewers show a JPEG in
                 im.load()
                 if im.mode in ("I;16", "I;16B", "I", "F"):
                     arr = np.asarray(im)
@@ -76,11 +76,37 @@ def _quiet(logger: str):
         log.setLevel(level)
 
 
-def _open_pil(path: Path) -> Image.Image:
+def _open_pil(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     try:
         return Image.open(path)
-    except Image.DecompressionBombError as exc:
-        raise DataError(f"{path}: image is too large ({exc})") from None
+    except Image.DecompressionBombError:
+        raise DataError(f"{path}: image is too large (over {max_pixels} pixels)") from None
+
+
+def _read_tiff_slice(tif, path: Path, max_pixels: int) -> np.ndarray:
+    """The first image series of an open TIFF as (H, W) or (H, W, C), its size checked from
+    the header before any pixel is decoded. A leading plane axis of 3 or 4 (planar RGB, or one
+    page per MRI sequence) becomes the channels; more pages than that are refused."""
+    series = tif.series[0]
+    shape, axes = tuple(series.shape), series.axes
+    if "Y" not in axes or "X" not in axes:
+        raise DataError(f"{path}: not a 2D image (TIFF axes {axes}, shape {shape})")
+    h, w = shape[axes.index("Y")], shape[axes.index("X")]
+    if h * w == 0:
+        raise DataError(f"{path}: image is empty ({w}x{h} pixels)")
+    if h * w > max_pixels:
+        raise DataError(f"{path}: image of {w}x{h} pixels is too large")
+    extra = [i for i, (a, n) in enumerate(zip(axes, shape)) if a not in "YX" and n > 1]
+    if len(extra) > 1 or (extra and shape[extra[0]] not in (3, 4)):
+        raise DataError(
+            f"{path}: holds {'x'.join(map(str, shape))} values (TIFF axes {axes}), not one slice: "
+            "expected a grayscale or RGB image, or 3 planes (one per MRI sequence)"
+        )
+    arr = series.asarray().reshape([n for a, n in zip(axes, shape) if a in "YX" or n > 1])
+    if extra:
+        channel = sum(1 for i, (a, n) in enumerate(zip(axes, shape)) if i < extra[0] and (a in "YX" or n > 1))
+        arr = np.moveaxis(arr, channel, -1)
+    return arr
 
 
 def _to_uint8(arr: np.ndarray, path: Path) -> np.ndarray:

@@ -54,8 +54,9 @@ class Volume:
         return 1 if self.array.ndim == 3 else self.array.shape[-1]
 
 
-def read_nifti(path: str | Path) -> Volume:
-    """Read a 3D (one sequence) or 4D (X, Y, Z, C) NIfTI, C = 1 or 3 (T1, FLAIR, T1c)."""
+def read_nifti(path: str | Path, max_voxels: int = MAX_VOXELS) -> Volume:
+    """Read a 3D (one sequence) or 4D (X, Y, Z, C) NIfTI, C = 1 or 3 (T1, FLAIR, T1c); one of
+    more than `max_voxels` values is refused from its header, before its voxels are read."""
     import nibabel as nib
 
     path = Path(path)
@@ -64,8 +65,9 @@ def read_nifti(path: str | Path) -> Volume:
     try:
         img = nib.load(str(path))
         shape = img.shape
-        if int(np.prod(shape)) > MAX_VOXELS:
-            raise DataError(f"{path}: volume of {shape} voxels is too large")
+        if int(np.prod(shape)) > max_voxels:
+            raise DataError(f"{path}: volume of {'x'.join(map(str, shape))} voxels is too large "
+                            f"(at most {max_voxels} values)")  # fmt: skip
         data = np.asanyarray(img.dataobj)
     except DataError:
         raise

@@ -15,9 +15,10 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from .. import __version__
@@ -31,6 +32,7 @@ from ..viz import data_url, display_slice, png_bytes
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD = 50 * 1024 * 1024
 MAX_PIXELS = 4096 * 4096
+MAX_VOXELS = 512 * 512 * 160  # a volume's values (x channels): about 2 GB of memory at the peak
 RESULT_TTL = 3600.0  # seconds a volume's mask stays downloadable
 
 
@@ -44,13 +46,16 @@ def sniff(head: bytes) -> str | None:
         return "jpeg"
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         return "tiff"
-    if len(head) >= 348 and int.from_bytes(head[:4], "little") in (348, 540):
+    if len(head) >= 348 and _nifti_header(head):
         return "nifti"
-    if head.startswith(b"\x1f\x8b"):
-        inner = _gunzip_head(head)
-        if len(inner) >= 4 and int.from_bytes(inner[:4], "little") in (348, 540):
-            return "nifti.gz"
+    if head.startswith(b"\x1f\x8b") and _nifti_header(_gunzip_head(head)):
+        return "nifti.gz"
     return None
+
+
+def _nifti_header(head: bytes) -> bool:
+    """NIfTI-1 or -2 by the header's size field, in either byte order."""
+    return len(head) >= 4 and any(int.from_bytes(head[:4], order) in (348, 540) for order in ("little", "big"))
 
 
 def _gunzip_head(data: bytes, n: int = 600) -> bytes:
@@ -77,12 +82,81 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+class ErrorBody(BaseModel):
+    """Every error answer's body."""
+
+    error: str
+
+
+SEGMENT_RESPONSES: dict = {
+    200: {"description": "JSON (see the README); with `?format=png` the mask as PNG for a slice, "
+          "or the mask volume as .nii.gz for a volume",
+          "content": {"image/png": {}, "application/gzip": {}}},
+    400: {"model": ErrorBody, "description": "empty upload, more than one file, or an unknown parameter"},
+    413: {"model": ErrorBody, "description": "upload, image or volume too large"},
+    415: {"model": ErrorBody, "description": "not a PNG, TIFF, JPEG or NIfTI file"},
+    422: {"model": ErrorBody, "description": "a readable type whose content cannot be segmented"},
+}  # fmt: skip
+SEGMENT_PARAMS = {"format", "all_parts"}
+
+
+async def one_upload(request: Request) -> None:
+    """Refuse what would otherwise be ignored silently: unknown query parameters or form
+    fields, and a second file (FastAPI has parsed the form already; this reads its cache)."""
+    unknown = sorted(set(request.query_params) - SEGMENT_PARAMS)
+    if unknown:
+        raise HTTPException(400, f"unknown query parameter {', '.join(unknown)}: this endpoint takes "
+                            f"{' and '.join(sorted(SEGMENT_PARAMS))}")  # fmt: skip
+    form = await request.form()
+    fields = sorted(set(form) - {"file"})
+    if fields:
+        raise HTTPException(400, f"unknown form field {', '.join(fields)}: send the image as the field 'file'")
+    if len(form.getlist("file")) > 1:
+        raise HTTPException(400, f"{len(form.getlist('file'))} files in one request: send one file per request")
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes gets a 413, whether its size is
+    declared (Content-Length) or not (chunked transfer): the body is counted as it arrives, and
+    whatever the app answers after the limit was passed is replaced by the 413."""
+
+    def __init__(self, app, limit: int, message: str) -> None:
+        self.app, self.limit, self.message = app, limit, message
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            return await error(413, self.message)(scope, receive, send)
+        seen, over = 0, False
+
+        async def counted():
+            nonlocal seen, over
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    over = True
+                    return {"type": "http.disconnect"}  # stop reading; the app fails and we answer
+            return message
+
+        async def guarded(message) -> None:
+            if not over:
+                return await send(message)
+            if message["type"] == "http.response.start":
+                await error(413, self.message)(scope, receive, send)
+
+        await self.app(scope, counted, guarded)
+
+
 def create_app(
     weights: str | Path | None = None,
     backend: str = "auto",
     max_upload: int = MAX_UPLOAD,
     max_pixels: int = MAX_PIXELS,
     results_dir: str | Path | None = None,
+    max_voxels: int = MAX_VOXELS,
 ) -> FastAPI:
     """The app with the model loaded once; `weights` None means the shipped model.
 
@@ -104,7 +178,9 @@ def create_app(
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return error(exc.status_code, str(exc.detail))
+        response = error(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})  # such as Allow on a 405
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -117,19 +193,15 @@ def create_app(
         where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return error(422, f"invalid request: {where}")
 
-    @app.get("/api/v1/health")
+    @app.api_route("/api/v1/health", methods=["GET", "HEAD"])
     def health() -> dict:
         """The loaded model's id and version, and the inference backend."""
         return {"status": "ok", "model": model_id, "version": __version__, "backend": predictor.backend}
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_upload + 1024 * 1024:
-            return error(413, f"upload larger than {max_upload // (1024 * 1024)} MB")
-        return await call_next(request)
+    too_large = f"upload larger than {max_upload // (1024 * 1024)} MiB"
+    app.add_middleware(BodyLimit, limit=max_upload + 1024 * 1024, message=too_large)  # + the form's own bytes
 
-    @app.post("/api/v1/segment")
+    @app.post("/api/v1/segment", responses=SEGMENT_RESPONSES, dependencies=[Depends(one_upload)])
     def segment(
         file: UploadFile = File(..., description="A PNG, TIFF or JPEG slice, or a NIfTI volume"),
         format: str = Query("json", pattern="^(json|png)$", description="json, or png for the mask alone"),
@@ -141,7 +213,7 @@ def create_app(
         or input with FLAIR alone."""
         data = file.file.read(max_upload + 1)  # a sync handler: FastAPI runs it in its threadpool
         if len(data) > max_upload:
-            return error(413, f"upload larger than {max_upload // (1024 * 1024)} MB")
+            return error(413, too_large)
         if not data:
             return error(400, "empty upload")
         kind = sniff(data)
@@ -183,7 +255,7 @@ def create_app(
     def segment_volume(path: Path, format: str, all_parts: bool = False):
         from ..volume import mask_summary, mask_to_volume, read_nifti, volume_slices, write_nifti
 
-        vol = read_nifti(path)
+        vol = read_nifti(path, max_voxels=max_voxels)
         slices, notes = volume_slices(vol, predictor.config.channels)
         t0 = time.perf_counter()
         with lock:
@@ -218,17 +290,24 @@ def create_app(
             "model": model_id,
         }
 
-    @app.get("/api/v1/results/{rid}/mask.nii.gz")
+    @app.get("/api/v1/results/{rid}/mask.nii.gz", responses={
+        200: {"content": {"application/gzip": {}}, "description": "the mask volume (.nii.gz)"},
+        404: {"model": ErrorBody, "description": "no such result, or older than an hour"}})  # fmt: skip
     def result_mask(rid: str):
         """The mask volume of an earlier volume upload."""
         if not rid.isalnum() or len(rid) != 32:
             return error(404, "no such result")
         path = results / f"{rid}.nii.gz"
-        if not path.is_file():
+        try:
+            expired = path.stat().st_mtime < time.time() - RESULT_TTL
+        except FileNotFoundError:
             return error(404, "no such result")
+        if expired:
+            path.unlink(missing_ok=True)
+            return error(404, "no such result: masks are kept for an hour")
         return FileResponse(path, media_type="application/gzip", filename="mask.nii.gz")
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 

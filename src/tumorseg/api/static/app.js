@@ -1,6 +1,7 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 let current = null;
+let lastFile = null; // segmented again when "Keep every 3D region" changes
 
 function showError(msg) {
   $("error").textContent = msg;
@@ -20,6 +21,7 @@ function showSlice(i) {
 }
 
 async function upload(file) {
+  lastFile = file;
   $("error").hidden = true;
   $("status").textContent = `Segmenting ${file.name}…`;
   const form = new FormData();
@@ -57,6 +59,7 @@ async function upload(file) {
 }
 
 $("file").addEventListener("change", (e) => e.target.files[0] && upload(e.target.files[0]));
+$("all-parts").addEventListener("change", () => current && current.kind === "volume" && lastFile && upload(lastFile));
 $("opacity").addEventListener("input", (e) => ($("over").style.opacity = e.target.value / 100));
 $("slice").addEventListener("input", (e) => showSlice(Number(e.target.value)));
 const drop = $("drop");

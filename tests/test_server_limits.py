@@ -1,0 +1,182 @@
+"""The REST API's limits and refusals against a real server on 127.0.0.1: TIFFs and NIfTIs
+checked from their headers, one file and known parameters per request, chunked bodies
+counted, expired masks gone, HEAD and Allow, the documented error shape; `serve` itself
+refusing bad weights and busy ports before it starts."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+from conftest import case_nifti, free_port, start_server  # noqa: E402
+
+SLICE = "TCGA_CS_4941_19960909/TCGA_CS_4941_19960909_12.png"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(url, the results folder) of a real server with a 2 MB upload limit."""
+    tmp = tmp_path_factory.mktemp("tmp")
+    url, proc = start_server("--max-upload-mb", "2", env={**os.environ, "TMPDIR": str(tmp)})
+    [folder] = list(tmp.glob("tumorseg-serve-*"))
+    yield url, folder
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def post(url, content: bytes, name="x", params=None, **extra):
+    files = extra.pop("files", None) or {"file": (name, content)}
+    return httpx.post(url + "/api/v1/segment", files=files, params=params, timeout=120, **extra)
+
+
+def tiff_bytes(arr: np.ndarray, **kw) -> bytes:
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr, **kw)
+    return buf.getvalue()
+
+
+def test_tiff_pages_are_checked_before_decoding_and_planar_rgb_is_read(served, lgg_root):
+    url, _ = served
+    many = tiff_bytes(np.zeros((40, 4000, 4000), np.uint8), compression="zlib")  # ~0.7 MB, 640 MB decoded
+    t0 = time.perf_counter()
+    r = post(url, many)
+    assert r.status_code == 422 and "40x4000x4000" in r.json()["error"] and "not one slice" in r.json()["error"]
+    assert time.perf_counter() - t0 < 5
+    rgb = np.asarray(Image.open(lgg_root / SLICE))
+    plain = post(url, tiff_bytes(rgb, photometric="rgb"), params={"format": "png"})
+    planar = post(url, tiff_bytes(rgb.transpose(2, 0, 1).copy(), photometric="rgb", planarconfig="separate"),
+                  params={"format": "png"})  # fmt: skip
+    pages = post(url, tiff_bytes(rgb.transpose(2, 0, 1).copy(), photometric="minisblack"), params={"format": "png"})
+    assert plain.status_code == planar.status_code == pages.status_code == 200, planar.text
+    mask = np.asarray(Image.open(io.BytesIO(plain.content)))
+    assert mask.shape == (256, 256) and mask.any()
+    for other in (planar, pages):
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(other.content))), mask)
+    r = post(url, tiff_bytes(np.zeros((0, 0), np.uint8)))
+    assert r.status_code == 422 and "empty" in r.json()["error"]
+
+
+def test_volumes_big_endian_read_and_too_many_voxels_refused(served, lgg_root, tmp_path):
+    nib = pytest.importorskip("nibabel")
+    url, _ = served
+    path, _ = case_nifti(lgg_root, "TCGA_CS_4941_19960909", slice(10, 13), tmp_path / "v.nii.gz")
+    img = nib.load(str(path))
+    swapped = nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine, img.header.as_byteswapped(">"))
+    nib.save(swapped, str(tmp_path / "be.nii.gz"))
+    little = post(url, path.read_bytes()).json()
+    big = post(url, (tmp_path / "be.nii.gz").read_bytes())
+    assert big.status_code == 200, big.text
+    assert [s["tumor_area_px"] for s in big.json()["slices"]] == [s["tumor_area_px"] for s in little["slices"]]
+    huge = np.zeros((512, 512, 161), np.uint8)  # one slice over the server's volume limit, ~0.1 MB as .nii.gz
+    nib.save(nib.Nifti1Image(huge, np.eye(4)), str(tmp_path / "huge.nii.gz"))
+    t0 = time.perf_counter()
+    r = post(url, (tmp_path / "huge.nii.gz").read_bytes())
+    assert r.status_code == 413 and "512x512x161" in r.json()["error"], r.text
+    assert time.perf_counter() - t0 < 5
+
+
+def test_expired_masks_are_gone(served, lgg_root, tmp_path):
+    url, folder = served
+    path, _ = case_nifti(lgg_root, "TCGA_CS_4941_19960909", slice(10, 12), tmp_path / "v.nii.gz")
+    mask_url = post(url, path.read_bytes()).json()["mask_url"]
+    assert httpx.get(url + mask_url, timeout=60).status_code == 200
+    saved = folder / mask_url.split("/")[-2]
+    saved = saved.with_name(saved.name + ".nii.gz")
+    old = time.time() - 2 * 3600
+    os.utime(saved, (old, old))
+    r = httpx.get(url + mask_url, timeout=60)
+    assert r.status_code == 404 and "an hour" in r.json()["error"]
+    assert not saved.exists()
+
+
+def test_one_file_and_known_parameters_only(served, lgg_root):
+    url, _ = served
+    good = (lgg_root / SLICE).read_bytes()
+    r = post(url, good, params={"threshold": "0.3"})
+    assert r.status_code == 400 and "threshold" in r.json()["error"] and "format" in r.json()["error"]
+    r = post(url, b"", files=[("file", ("a.png", good)), ("file", ("b.png", good))])
+    assert r.status_code == 400 and "2 files" in r.json()["error"]
+    r = post(url, good, data={"threshold": "0.3"})
+    assert r.status_code == 400 and "form field threshold" in r.json()["error"]
+    assert post(url, good, params={"format": "png", "all_parts": "true"}).status_code == 200
+
+
+def test_chunked_body_over_the_limit_is_refused(served):
+    url, _ = served
+
+    def chunks():
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n\x89PNG\r\n\x1a\n'
+        for _ in range(40):  # 10 MB against a 2 MB limit, with no Content-Length
+            yield b"\0" * (256 * 1024)
+        yield b"\r\n--b--\r\n"
+
+    r = httpx.post(url + "/api/v1/segment", content=chunks(), timeout=60,
+                   headers={"content-type": "multipart/form-data; boundary=b"})  # fmt: skip
+    assert r.status_code == 413 and "larger than 2 MiB" in r.json()["error"]
+    assert httpx.get(url + "/api/v1/health").status_code == 200
+
+
+def test_head_allow_and_the_documented_error_shape(served):
+    url, _ = served
+    assert httpx.head(url + "/api/v1/health").status_code == 200
+    assert httpx.head(url + "/").status_code == 200
+    r = httpx.get(url + "/api/v1/segment")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    schema = httpx.get(url + "/openapi.json").json()
+    responses = schema["paths"]["/api/v1/segment"]["post"]["responses"]
+    assert set(responses) >= {"200", "400", "413", "415", "422"}
+    for code in ("400", "413", "415", "422"):
+        assert responses[code]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    assert {"image/png", "application/gzip"} <= set(responses["200"]["content"])
+    assert schema["components"]["schemas"]["ErrorBody"]["required"] == ["error"]
+
+
+def test_serve_refuses_bad_weights_and_busy_ports_before_starting(tmp_path):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"\0" * 100)
+    port = str(free_port())
+    cmd = [sys.executable, "-m", "tumorseg", "serve", "--workers", "2", "--weights", str(bad), "--port", port]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "broken.safetensors" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "serving on" not in r.stdout
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "tumorseg", "serve", "--port", str(port)],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr
+
+
+def test_serve_on_port_0_prints_the_port_it_serves(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "tumorseg", "serve", "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        line = proc.stdout.readline()
+        port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
+        assert port > 0, line
+        for _ in range(600):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            pytest.fail(f"nothing answers on the port printed: {line}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
