@@ -69,17 +69,39 @@ def test_series_keep_their_largest_3d_part_and_lone_slices_every_part(lgg_root, 
 
 def test_chunks_keep_each_numbered_series_whole():
     """A numbered series is one chunk, whole and in slice order, however long; files without a
-    trailing number go in batch-sized chunks as lone slices."""
+    trailing number set off by `_`, `-`, `.` or a space, groups of fewer than 3 and numbers with
+    gaps go in batch-sized chunks as lone slices, the groups named in a note."""
     from tumorseg.predict import _chunks
 
     a = [Path(f"d/A_{n}.png") for n in (10, 2, 1, 7, 3, 4, 5, 6, 8, 9)]
-    b = [Path(f"d/B_{n}.png") for n in (3, 1, 2)]
-    lone = [Path(f"d/{n}.png") for n in ("x", "y", "z", "v", "w")]
-    chunks = _chunks([*a, *lone, *b], size=4)
+    b = [Path(f"d/B-{n}.png") for n in (3, 1, 2)]
+    lone = [Path(f"d/{n}.png") for n in ("x", "y", "z", "v", "w", "scan1", "scan2", "big512")]
+    pair = [Path("d/P_1.png"), Path("d/P_2.png")]
+    gappy = [Path(f"d/G_{n}.png") for n in (1, 2, 4)]
+    chunks, notes = _chunks([*a, *lone, *b, *pair, *gappy], size=4)
     series = [c for c, is_series in chunks if is_series]
     assert series == [sorted(a, key=slice_number), sorted(b, key=slice_number)]
-    assert [len(c) for c, is_series in chunks if not is_series] == [4, 1]
-    assert sorted(p for c, _ in chunks for p in c) == sorted([*a, *b, *lone])
+    assert [len(c) for c, is_series in chunks if not is_series] == [4, 4, 4, 1]
+    assert sorted(p for c, _ in chunks for p in c) == sorted([*a, *b, *lone, *pair, *gappy])
+    assert notes == [
+        "d/P_*: 2 numbered slices (fewer than 3) segmented one by one, not as one volume: no largest-3D-part step",
+        "d/G_*: 3 numbered slices (numbers 1-4 with gaps or repeats) segmented one by one, not as one volume: "
+        "no largest-3D-part step",
+    ]
+
+
+def test_unrelated_numbered_files_are_not_stacked_into_one_volume(lgg_root, tmp_path):
+    """Two slices of two patients named scan1 and scan2 were once one volume, and the smaller
+    tumor was dropped as a minor 3D part: each keeps its own tumor now."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, src in (("scan1", "TCGA_CS_4944_20010208/TCGA_CS_4944_20010208_10"),
+                      ("scan2", "TCGA_CS_6188_20010812/TCGA_CS_6188_20010812_15")):  # fmt: skip
+        shutil.copy(lgg_root / f"{src}.png", folder / f"{name}.png")
+    r = run_predict(folder, "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    for name in ("scan1", "scan2"):
+        assert (np.asarray(Image.open(tmp_path / "out" / f"{name}_pred.png")) > 0).sum() > 300, name
 
 
 def test_any_size_grayscale_rgb_and_jpeg(tiny_run, lgg_root, tmp_path):

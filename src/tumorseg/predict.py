@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,7 +136,11 @@ def predict_files(
             result.failed.append((path, str(exc)))
             err(f"failed: {exc}" if isinstance(exc, DataError) else f"failed: {path}: {exc}")
     channels = predictor.config.channels
-    for chunk, series in _chunks(files, batch_size):
+    chunks, notes = _chunks(files, batch_size)
+    for note in notes:
+        result.notes.append(note)
+        log(note)
+    for chunk, series in chunks:
         loaded: dict[tuple[int, int], list[tuple[Path, np.ndarray]]] = {}
         for path in chunk:
             try:
@@ -167,25 +172,46 @@ def predict_files(
     return result
 
 
+SERIES_NUMBER = re.compile(r"[_\-. ](\d+)$")  # `X_12`, `X-12`, `X.12`, `X 12`; not `scan12`
+MIN_SERIES = 3
+
+
 def series_key(path: Path) -> tuple[str, str, bool]:
-    """Slices of one series share a folder and a name up to their trailing number
-    (`TCGA_CS_4941_19960909_12.tif` -> `TCGA_CS_4941_19960909_`); a name without a number
-    is a series of its own."""
-    number, stem = slice_number(path)
-    return str(path.parent), stem.rstrip("0123456789") if number >= 0 else stem, number >= 0
+    """Slices of one series share a folder and a name up to a trailing number set off by `_`,
+    `-`, `.` or a space (`TCGA_CS_4941_19960909_12.tif` -> `TCGA_CS_4941_19960909_`); any other
+    name is a series of its own."""
+    stem = slice_number(path)[1]
+    m = SERIES_NUMBER.search(stem)
+    return str(path.parent), stem[: m.start(1)] if m else stem, m is not None
 
 
-def _chunks(files: list[Path], size: int) -> list[tuple[list[Path], bool]]:
-    """(files, is_series) chunks: each numbered series (`series_key`) whole and in slice order,
-    taken as one volume (per-volume scaling, 2.5D neighbours, the largest 3D component); files
-    without a trailing number in chunks of `size`, each slice on its own."""
-    series: dict[tuple[str, str, bool], list[Path]] = {}
-    lone = []
+def _chunks(files: list[Path], size: int) -> tuple[list[tuple[list[Path], bool]], list[str]]:
+    """(files, is_series) chunks and notes. Each numbered series (`series_key`) of at least
+    MIN_SERIES slices numbered without gaps is one chunk, whole and in slice order, taken as one
+    volume (per-volume scaling, 2.5D neighbours, the largest 3D component). Every other file
+    goes in chunks of `size`, each slice on its own; a numbered group left out of a series is
+    named in a note, since its slices then keep every part they have."""
+    groups: dict[tuple[str, str, bool], list[Path]] = {}
+    lone, notes, chunks = [], [], []
     for f in files:
         key = series_key(f)
-        (series.setdefault(key, []) if key[2] else lone).append(f)
-    chunks = [(sorted(group, key=slice_number), True) for group in series.values()]
-    return chunks + [(lone[i : i + size], False) for i in range(0, len(lone), size)]
+        (groups.setdefault(key, []) if key[2] else lone).append(f)
+    for (folder, prefix, _), group in groups.items():
+        numbers = sorted(int(SERIES_NUMBER.search(slice_number(f)[1]).group(1)) for f in group)
+        gaps = len(set(numbers)) != len(numbers) or numbers[-1] - numbers[0] + 1 != len(numbers)
+        if len(group) >= MIN_SERIES and not gaps:
+            chunks.append((sorted(group, key=slice_number), True))
+            continue
+        lone.extend(group)
+        if len(group) > 1:
+            why = (
+                f"fewer than {MIN_SERIES}"
+                if len(group) < MIN_SERIES
+                else f"numbers {numbers[0]}-{numbers[-1]} with gaps or repeats"
+            )
+            notes.append(f"{Path(folder) / prefix}*: {len(group)} numbered slices ({why}) segmented one by one, "
+                         "not as one volume: no largest-3D-part step")  # fmt: skip
+    return chunks + [(lone[i : i + size], False) for i in range(0, len(lone), size)], notes
 
 
 def make_out_dir(out: Path) -> None:
