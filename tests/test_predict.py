@@ -151,6 +151,18 @@ def test_out_that_is_a_file_or_nothing_to_read(tiny_run, lgg_root, tmp_path):
     r = run_predict(tmp_path / "absent.png", "--out", tmp_path / "o", "--weights", weights)
     assert r.returncode == 2 and "absent.png: no such file" in r.stderr
     assert not (tmp_path / "o").exists()  # nothing to do, nothing made
+    assert not list(tmp_path.glob(".tumorseg-probe-*"))  # the writability probe is gone too
+    # under a file, or where nothing can be written: one error before any work, no traceback
+    for out, words in (
+        (tmp_path / "notes.txt" / "sub", "notes.txt is a file"),
+        (Path("/proc/tumorseg-x"), "cannot write"),
+    ):
+        r = run_predict(src, "--out", out, "--weights", weights)
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+        r = subprocess.run([sys.executable, "-m", "tumorseg", "evaluate", "--data", lgg_root, "--weights", weights,
+                            "--out", out], capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert "Dice" not in r.stdout  # refused before scoring
 
 
 def test_overlay_with_a_wrong_sized_truth_still_writes_the_prediction(tiny_run, lgg_root, tmp_path):

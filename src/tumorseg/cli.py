@@ -29,9 +29,24 @@ def fail(msg: str, code: int = 2) -> None:
 
 
 def check_out_dir(out: Path | None) -> None:
-    """Refuse an output folder that is a file before any work is done."""
-    if out is not None and out.exists() and not out.is_dir():
+    """Refuse, before any work is done, an output folder that is a file, lies under a file, or
+    cannot be written (probed with a temporary folder in it or its nearest existing parent,
+    removed at once, so nothing is left behind when the run then fails for another reason)."""
+    import tempfile
+
+    if out is None:
+        return
+    if out.exists() and not out.is_dir():
         fail(f"{out}: --out must be a folder, and this is a file")
+    base = out.absolute()
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        fail(f"{out}: cannot create --out: {base} is a file")
+    try:
+        Path(tempfile.mkdtemp(prefix=".tumorseg-probe-", dir=base)).rmdir()
+    except OSError as exc:
+        fail(f"{out}: cannot write --out ({base}: {exc.strerror or exc})")
 
 
 def _choices(name: str, field: str, model: bool = False) -> type[Enum]:
