@@ -87,6 +87,10 @@ def test_cli_train_and_resume(tiny_lgg, tmp_path):
     r = tumorseg("train", "--resume", run)  # all its epochs done
     assert r.returncode == 0, r.stderr
     assert "already trained all 2 epochs; nothing to do" in r.stdout and "resuming" not in r.stdout
+    config = (run / "config.json").read_text()
+    r = tumorseg("train", "--resume", run, "--epochs", "1")  # fewer epochs: nothing to do, and nothing rewritten
+    assert r.returncode == 0 and "nothing to do" in r.stdout, r.stderr
+    assert (run / "config.json").read_text() == config  # once saved "epochs": 1, so a plain resume stopped there
     # a fresh run into it, and --out beside --resume, are refused before anything changes
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     r = tumorseg("train", "--data", tiny_lgg, "--out", run, "--epochs", "1", "--base", "8", *common[2:])
@@ -97,7 +101,7 @@ def test_cli_train_and_resume(tiny_lgg, tmp_path):
     # an --out that cannot be created is named, without a traceback
     (tmp_path / "afile").write_text("x")
     r = tumorseg("train", "--data", tiny_lgg, "--out", tmp_path / "afile" / "run", "--epochs", "1", *common)
-    assert r.returncode == 2 and "cannot create the run folder" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "afile is a file" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_resume_finds_its_data_after_a_move_and_refuses_other_patients(tiny_lgg, tmp_path):
@@ -165,3 +169,27 @@ def test_train_help_shows_the_config_defaults():
                           ("--depth", d.model.depth), ("--loss", d.loss)):  # fmt: skip
         assert f"[default: ({value})]" in lines[option], lines[option]
     assert "[default: (on)]" in lines["--augment"] and "[default:" not in lines["--resume"]
+
+
+def test_resume_of_an_early_stopped_run_does_nothing(tiny_lgg, tmp_path):
+    """An early-stopped run once trained on when resumed; an ensemble member in that state
+    already counted as finished."""
+    run = tmp_path / "run"
+    common = ["--base", "4", "--depth", "2", "--image-size", "64", "--val-frac", "0.5", "--test-frac", "0"]
+    # a learning rate this small leaves the validation Dice where it was, so the run stops after epoch 2
+    r = tumorseg("train", "--data", tiny_lgg, "--out", run, "--epochs", "6", "--patience", "1", "--lr", "1e-9", *common)
+    assert r.returncode == 0 and "early stop" in r.stdout, r.stdout + r.stderr
+    kept = ("config.json", "split.json", "metrics.jsonl", "last.safetensors")
+    away = tmp_path / "away"
+    away.mkdir()
+    for ck in run.glob("*.safetensors"):  # checkpoints moved away: the run's record is still not overwritten
+        ck.rename(away / ck.name)
+    r = tumorseg("train", "--data", tiny_lgg, "--out", run, "--epochs", "1", *common)
+    assert r.returncode == 2 and "holds an earlier run (metrics.jsonl, summary.json)" in r.stderr, r.stderr
+    for ck in away.iterdir():
+        ck.rename(run / ck.name)
+    before = {name: (run / name).read_bytes() for name in kept}
+    r = tumorseg("train", "--resume", run)
+    assert r.returncode == 0, r.stderr
+    assert "stopped early at epoch 2" in r.stdout and "nothing to do" in r.stdout and "resuming" not in r.stdout
+    assert {name: (run / name).read_bytes() for name in kept} == before

@@ -83,3 +83,38 @@ def test_sigint_saves_and_exits_cleanly(reference, tmp_path):
                        text=True, timeout=300)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert f"resuming {out} at epoch {done + 1}" in r.stdout
+
+
+def test_sigint_in_the_first_epoch_saves_nothing_and_the_same_command_runs_again(reference, tmp_path):
+    """Stopped before any epoch was complete, a run once left a folder that could be neither
+    resumed nor started again; now it saves nothing and says to start again."""
+    data, _ = reference
+    out = tmp_path / "run"
+    p = start(data, out, "--epochs", "1")
+    wait_for(lambda: (out / "config.json").exists())
+    p.send_signal(signal.SIGINT)
+    stdout, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "before the first epoch was complete: nothing saved; start the run again" in stdout, stdout + err
+    assert not list(out.glob("*.safetensors"))
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "train", "--resume", str(out)], capture_output=True,
+                       text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 2 and "start the run again without --resume" in r.stderr
+    p = start(data, out, "--epochs", "1")
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    assert epochs_done(out) == 1
+
+
+def test_sigterm_stops_like_ctrl_c_and_a_resume_clears_the_stale_interrupt(reference, tmp_path):
+    data, _ = reference
+    out = tmp_path / "run"
+    p = start(data, out)
+    wait_for(lambda: epochs_done(out) >= 1)
+    p.send_signal(signal.SIGTERM)
+    stdout, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in err, err
+    assert "interrupted in epoch" in stdout and (out / "interrupted.safetensors").exists()
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "train", "--resume", str(out)], capture_output=True,
+                       text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert not (out / "interrupted.safetensors").exists()  # superseded by a later complete epoch

@@ -274,6 +274,7 @@ def check_run_folder(cfg: TrainConfig, resume: bool) -> None:
     if not resume and out.is_dir():
         found = sorted(p.relative_to(out).as_posix() for p in out.glob("*.safetensors"))
         found += sorted(p.relative_to(out).as_posix() for p in out.glob("member*/last.safetensors"))
+        found += [n for n in ("metrics.jsonl", "summary.json") if (out / n).is_file() and (out / n).stat().st_size]
         if found:
             raise TumorsegError(f"{out}: holds an earlier run ({', '.join(found[:3])}); continue it with "
                                 f"--resume {out}, or train into another --out")  # fmt: skip
@@ -284,16 +285,18 @@ def check_run_folder(cfg: TrainConfig, resume: bool) -> None:
 
 
 class _StopOnSigint:
-    """The first Ctrl-C asks the loop to stop after the current batch; the second kills."""
+    """The first Ctrl-C (SIGINT) or SIGTERM (what `kill` and job schedulers send) asks the loop
+    to stop after the current batch; the second stops at once."""
 
     def __init__(self, enabled: bool):
         import signal
         import threading
 
         self.requested = False
-        self._old = None
+        self._old: dict = {}
         if enabled and threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:
         import signal
@@ -305,8 +308,9 @@ class _StopOnSigint:
     def restore(self) -> None:
         import signal
 
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
 
 
 def member_config(cfg: TrainConfig, i: int) -> TrainConfig:
@@ -314,6 +318,12 @@ def member_config(cfg: TrainConfig, i: int) -> TrainConfig:
     seed + i for its init and sampling, on the same split (seed) as every other member."""
     model = cfg.model.model_copy(update={"members": 1})
     return cfg.model_copy(update={"model": model, "member": i, "out": str(Path(cfg.out) / f"member{i}")})
+
+
+def _finished(cfg: TrainConfig, ck: Checkpoint) -> bool:
+    """The checkpoint's run has trained cfg.epochs epochs, or stopped early under cfg.patience."""
+    state = ck.meta.get("train_state", {})
+    return state.get("epoch", 0) >= cfg.epochs or bool(cfg.patience and state.get("bad_epochs", 0) >= cfg.patience)
 
 
 def member_state(cfg: TrainConfig, split: dict[str, list[str]] | None = None) -> str:
@@ -329,9 +339,7 @@ def member_state(cfg: TrainConfig, split: dict[str, list[str]] | None = None) ->
                             "move it away or train the ensemble in a new folder")  # fmt: skip
     if split is not None:
         _check_patients(cfg, ck, path, split)
-    state = ck.meta.get("train_state", {})
-    stopped = cfg.patience and state.get("bad_epochs", 0) >= cfg.patience
-    return "finished" if state.get("epoch") == cfg.epochs or stopped else "partial"
+    return "finished" if _finished(cfg, ck) else "partial"
 
 
 def _fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo, stop) -> dict:
@@ -394,7 +402,8 @@ def _resumable(cfg: TrainConfig, last_path: Path, split: dict[str, list[str]]) -
     """The run's last checkpoint, if `cfg` and its data continue it: the same options (less
     precision and the data folder's path) and the same patients in each part of the split."""
     if not last_path.exists():
-        raise TumorsegError(f"{last_path.parent}: nothing to resume (no last.safetensors)")
+        raise TumorsegError(f"{last_path.parent}: nothing to resume (no last.safetensors: no epoch was "
+                            "complete); start the run again without --resume")  # fmt: skip
     ck = load_checkpoint(last_path)
     differ = _other_options(cfg, ck)
     if differ:
@@ -474,7 +483,8 @@ def _fit(
         log(f"{name:>5}: {len(ids):3d} patients  {' '.join(ids)}")
     last_path, metrics_path = out / "last.safetensors", out / "metrics.jsonl"
     ck = _resumable(cfg, last_path, split) if resume else None  # checked before anything is written
-    if main:
+    finished = ck is not None and _finished(cfg, ck)
+    if main and not finished:  # a resume with nothing to do leaves the run as it was
         atomic_write_text(out / "split.json", json.dumps(split, indent=2))
         atomic_write_text(out / "config.json", cfg.model_dump_json(indent=2))
 
@@ -528,6 +538,10 @@ def _fit(
         if start > cfg.epochs:
             log(f"{out}: already trained all {state['epoch']} epochs; nothing to do (give --epochs above "
                 f"{state['epoch']} to train longer)")  # fmt: skip
+        elif finished:
+            log(f"{out}: stopped early at epoch {state['epoch']} (no improvement for {cfg.patience} epochs); "
+                "nothing to do (give a larger --patience to train on)")  # fmt: skip
+            start = cfg.epochs + 1
         else:
             log(f"resuming {out} at epoch {start}")
     model = (
@@ -606,6 +620,11 @@ def _fit(
                 break
         if stop.requested:
             bar.close()
+            if not last_path.exists():  # no epoch complete: nothing worth keeping or resuming
+                how = (f"continue the ensemble with: tumorseg train --resume {resume_dir}" if resume_dir
+                       else f"start the run again (the same command; {out} may be reused)")  # fmt: skip
+                log(f"interrupted in epoch {epoch}, before the first epoch was complete: nothing saved; {how}")
+                raise KeyboardInterrupt
             path = out / "interrupted.safetensors"
             weights = {k: v.cpu() for k, v in (ema.model if ema else net).state_dict().items()}
             save_checkpoint(path, Checkpoint(cfg, weights, {"epoch": epoch - 1, "interrupted_in_epoch": epoch,
@@ -702,6 +721,7 @@ def _save_epoch(cfg, out, record, history, split, net, eval_model, opt, ema, imp
     if improved:
         save_checkpoint(out / "best.safetensors", Checkpoint(cfg, weights, meta))
     save_checkpoint(out / "last.safetensors", Checkpoint(cfg, weights, meta, extra))
+    (out / "interrupted.safetensors").unlink(missing_ok=True)  # an earlier interrupt's, now superseded
     _plot_curves(history, out / "curves.png")
 
 
