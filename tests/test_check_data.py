@@ -118,3 +118,55 @@ def test_max_patients_checks_only_the_patients_it_trains_on(tiny_lgg, tmp_path):
     first = next(p for p in sorted(tiny_lgg.iterdir()) if any(p.iterdir()))
     next(first.glob("*_8_mask.png")).unlink()  # the limit never hides a problem in a patient it trains on
     assert any("_8.png: image has no mask" in e for e in check_data(tiny_lgg, limit=1)["errors"])
+
+
+def test_max_patients_passes_an_orphan_in_a_patient_it_does_not_read(tiny_lgg, tmp_path):
+    """An image without its mask in a later patient once stopped `train --max-patients` (the
+    patients were all paired before the limit was applied)."""
+    late = tiny_lgg / "TCGA_ZZ_0000_20000101"
+    late.mkdir()
+    shutil.copy(next(tiny_lgg.glob("*/*_12.png")), late / "TCGA_ZZ_0000_20000101_1.png")  # no mask beside it
+    options = ("--epochs", "1", "--base", "4", "--depth", "2", "--image-size", "64", "--val-frac", "0",
+               "--test-frac", "0.5", "--threads", "2")  # fmt: skip
+    r = run("train", "--data", tiny_lgg, "--out", tmp_path / "two", "--max-patients", "2", *options)
+    assert r.returncode == 0, r.stderr
+    r = run("train", "--data", tiny_lgg, "--out", tmp_path / "all", *options)
+    assert r.returncode == 2 and "TCGA_ZZ_0000_20000101_1.png: image has no mask" in r.stderr
+
+
+def test_masks_of_0_and_1_keep_their_tumor(tiny_lgg):
+    """A mask saved as 0/1 (not 0/255) was once binarised at 128 and lost all its tumor."""
+    from tumorseg.data.lgg import find_cases, load_case
+
+    case = find_cases(tiny_lgg)[0]
+    before = load_case(case, 64).full_masks.sum()
+    assert before > 0
+    for m in case.masks:
+        arr = np.asarray(Image.open(m))
+        Image.fromarray((arr > 127).astype(np.uint8)).save(m)
+    assert load_case(case, 64).full_masks.sum() == before
+    report = check_data(tiny_lgg)
+    assert not report["errors"] and any("mask holds 0 and 1, not 0 and 255; 1 is read as tumor" in w
+                                        for w in report["warnings"])  # fmt: skip
+    assert report["slices_with_tumor"] > 0
+
+
+def test_check_data_finds_what_train_would_refuse(tiny_lgg, tmp_path):
+    """Slices of one patient of two sizes, and a 2-channel slice, once passed `check-data` and
+    then stopped `train`."""
+    a, b = sorted(tiny_lgg.iterdir())
+    img, mask = next(a.glob("*_12.png")), next(a.glob("*_12_mask.png"))
+    for path in (img, mask):
+        Image.open(path).crop((0, 0, 128, 128)).save(path)
+    two = next(b.glob("*_13.png"))
+    import tifffile
+
+    tifffile.imwrite(two.with_suffix(".tif"), np.zeros((256, 256, 2), np.uint8), photometric="minisblack",
+                     planarconfig="contig")  # fmt: skip
+    two.unlink()
+    shutil.move(next(b.glob("*_13_mask.png")), two.with_name(two.stem + "_mask.png"))
+    errors = check_data(tiny_lgg)["errors"]
+    assert any(f"{a}: slices of one patient differ in size: 256x256" in e and "128x128" in e for e in errors), errors
+    assert f"{two.with_suffix('.tif')}: expected 1 or 3 channels, got 2" in errors, errors
+    r = run("train", "--data", tiny_lgg, "--out", tmp_path / "r", "--epochs", "1")
+    assert r.returncode == 2 and "data errors" in r.stderr and not (tmp_path / "r" / "config.json").exists()

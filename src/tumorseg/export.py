@@ -222,7 +222,7 @@ def calibration_slices(weights: str | Path, data: str | Path, every: int = 9) ->
 
     ckpt = load_checkpoint(weights)
     train = ckpt.meta.get("split", {}).get("train", [])
-    by_id = {c.id: c for c in find_cases(data)}
+    by_id = {c.id: c for c in find_cases(data, ids=train)}
     ids = [i for i in train if i in by_id][::every]
     if not ids:
         raise TumorsegError(f"{data}: none of the checkpoint's training patients are there to calibrate int8 on")

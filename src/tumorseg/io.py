@@ -85,8 +85,8 @@ def _open_pil(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
 
 def _read_tiff_slice(tif, path: Path, max_pixels: int) -> np.ndarray:
     """The first image series of an open TIFF as (H, W) or (H, W, C), its size checked from
-    the header before any pixel is decoded. A leading plane axis of 3 or 4 (planar RGB, or one
-    page per MRI sequence) becomes the channels; more pages than that are refused."""
+    the header before any pixel is decoded. The samples axis, or 3 or 4 pages (one per MRI
+    sequence), become the channels; more pages than that are refused."""
     series = tif.series[0]
     shape, axes = tuple(series.shape), series.axes
     if "Y" not in axes or "X" not in axes:
@@ -97,7 +97,7 @@ def _read_tiff_slice(tif, path: Path, max_pixels: int) -> np.ndarray:
     if h * w > max_pixels:
         raise DataError(f"{path}: image of {w}x{h} pixels is too large")
     extra = [i for i, (a, n) in enumerate(zip(axes, shape)) if a not in "YX" and n > 1]
-    if len(extra) > 1 or (extra and shape[extra[0]] not in (3, 4)):
+    if len(extra) > 1 or (extra and axes[extra[0]] != "S" and shape[extra[0]] not in (3, 4)):
         raise DataError(
             f"{path}: holds {'x'.join(map(str, shape))} values (TIFF axes {axes}), not one slice: "
             "expected a grayscale or RGB image, or 3 planes (one per MRI sequence)"
@@ -107,6 +107,12 @@ def _read_tiff_slice(tif, path: Path, max_pixels: int) -> np.ndarray:
         channel = sum(1 for i, (a, n) in enumerate(zip(axes, shape)) if i < extra[0] and (a in "YX" or n > 1))
         arr = np.moveaxis(arr, channel, -1)
     return arr
+
+
+def binary_mask(mask: np.ndarray) -> np.ndarray:
+    """A truth mask as bool: tumor above 127, as the dataset's 0/255 masks are read, or above 0
+    when the mask holds only 0 and 1 (a 0/1 mask is never read as empty)."""
+    return mask > (0 if mask.max(initial=0) <= 1 else 127)
 
 
 def _to_uint8(arr: np.ndarray, path: Path) -> np.ndarray:

@@ -13,7 +13,7 @@ from .data.check import fewer_sequences_note
 from .data.lgg import select_channels, slice_number, slice_numbers
 from .errors import DataError, TumorsegError
 from .infer import Predictor
-from .io import IMAGE_SUFFIXES, is_mask_path, read_image, write_png
+from .io import IMAGE_SUFFIXES, binary_mask, is_mask_path, read_image, write_png
 from .viz import overlay
 from .volume import (
     Volume,
@@ -251,7 +251,7 @@ def _overlay_truth(truth_path: Path | None, shape: tuple[int, ...], warnings: li
         warnings.append(f"{truth_path}: mask is {t.shape[1]}x{t.shape[0]} but its image is "
                         f"{shape[1]}x{shape[0]}; overlay drawn without it")  # fmt: skip
         return None
-    return t > 127
+    return binary_mask(t)
 
 
 def predict_volume(

@@ -424,10 +424,7 @@ def _other_options(cfg: TrainConfig, ck: Checkpoint) -> list[str]:
 
 def data_split(cfg: TrainConfig) -> tuple[dict[str, Case], dict[str, list[str]]]:
     """The patients `cfg` trains on (the first `max_patients`, by id) and their split."""
-    cases = find_cases(cfg.data)
-    if cfg.max_patients:
-        cases = cases[: cfg.max_patients]
-    by_id = {c.id: c for c in cases}
+    by_id = {c.id: c for c in find_cases(cfg.data, limit=cfg.max_patients)}
     return by_id, split_cases(list(by_id), cfg.seed, cfg.val_frac, cfg.test_frac, cfg.folds, cfg.fold)
 
 
@@ -476,6 +473,8 @@ def _fit(
         raise TumorsegError(f"{cfg.data}: {len(report['errors'])} data errors (see `tumorseg check-data`): {shown}")
     for w in report["warnings"][:10]:
         log(f"warning: {w}")
+    if len(report["warnings"]) > 10:
+        log(f"warning: and {len(report['warnings']) - 10} more (`tumorseg check-data {cfg.data}` lists them all)")
     by_id, split = data_split(cfg)
     if not split["train"]:
         raise TumorsegError(f"{cfg.data}: too few patients ({len(by_id)}) to train")

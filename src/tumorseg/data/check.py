@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..io import is_mask_path, read_image
+from ..io import binary_mask, is_mask_path, read_image
 from .lgg import SLICE_SUFFIXES, slice_number
 
 # the channels of an RGB slice other than FLAIR (channel 1), by name
@@ -72,6 +72,7 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
         patient_tumor = 0
         copies = list(T1_CHANNELS.values())  # sequences that equal FLAIR in every slice read so far
         first = slices
+        sizes: dict[tuple[int, int], Path] = {}  # each slice size of this patient, and its first slice
         for stem in sorted(set(images) & set(masks), key=lambda s: slice_number(images[s])):
             try:
                 img, mask = read_image(images[stem]), read_image(masks[stem])
@@ -84,22 +85,31 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
                 errors.append(f"{masks[stem]}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
                               f"{img.shape[1]}x{img.shape[0]}")  # fmt: skip
                 continue
+            if img.ndim == 3 and img.shape[-1] not in (1, 3):
+                errors.append(f"{images[stem]}: expected 1 or 3 channels, got {img.shape[-1]}")
+                continue
+            sizes.setdefault(img.shape[:2], images[stem])
             if img.ndim == 3 and img.shape[-1] >= 3:
                 copies = [c for c in copied_sequences(img[None, ..., :3].transpose(0, 3, 1, 2)) if c in copies]
             values = np.unique(mask)
-            if not set(values.tolist()) <= {0, 255}:
+            if set(values.tolist()) == {0, 1}:
+                warnings.append(f"{masks[stem]}: mask holds 0 and 1, not 0 and 255; 1 is read as tumor")
+            elif not set(values.tolist()) <= {0, 255}:
                 warnings.append(f"{masks[stem]}: mask is not binary (values {values[:6].tolist()}...); "
                                 "it is binarised at 128")  # fmt: skip
             digest = hashlib.sha1(img.tobytes()).hexdigest()
             if digest in seen and img.any():
                 warnings.append(f"{images[stem]}: duplicate of {seen[digest]}")
             seen.setdefault(digest, str(images[stem]))
-            n = int((mask > 127).sum())
+            n = int(binary_mask(mask).sum())
             slices += 1
             tumor_slices += n > 0
             patient_tumor += n
             tumor_px += n
             total_px += mask.size
+        if len(sizes) > 1:
+            shown = ", ".join(f"{w}x{h} ({p.name})" for (h, w), p in sizes.items())
+            errors.append(f"{folder}: slices of one patient differ in size: {shown}")
         if patient_tumor == 0:
             warnings.append(f"{folder}: patient has no tumor in any slice")
         if copies and slices > first:

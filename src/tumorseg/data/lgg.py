@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
-from ..io import is_mask_path, read_image
+from ..io import binary_mask, is_mask_path, read_image
 from .transforms import resize_uint8, volume_normalize
 
 SLICE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -77,8 +78,10 @@ def case_from_folder(folder: Path) -> Case:
     return Case(folder.name, tuple(images[s] for s in order), tuple(masks[s] for s in order))
 
 
-def find_cases(root: str | Path) -> list[Case]:
-    """Every patient folder under `root` (or `root` itself when it holds slices), sorted by id."""
+def find_cases(root: str | Path, limit: int = 0, ids: Collection[str] | None = None) -> list[Case]:
+    """Every patient folder under `root` (or `root` itself when it holds slices), sorted by id;
+    only the first `limit` (when set) or those named in `ids` (when given) are read, so a broken
+    patient that is not used stops nothing."""
     root = Path(root)
     if not root.exists():
         raise DataError(f"{root}: data folder does not exist")
@@ -92,8 +95,16 @@ def find_cases(root: str | Path) -> list[Case]:
             f"{root}: no slices found; expected the kaggle_3m layout "
             "<CASE>/<CASE>_<n>.png|tif with <CASE>_<n>_mask beside each"
         )
-    cases = [case_from_folder(f) for f in folders]
-    return [c for c in cases if c.images]
+    if ids is not None:
+        folders = [f for f in folders if f.name in set(ids)]
+    cases = []
+    for f in folders:
+        if limit and len(cases) >= limit:
+            break
+        case = case_from_folder(f)
+        if case.images:
+            cases.append(case)
+    return cases
 
 
 def split_cases(
@@ -139,7 +150,7 @@ def load_case(case: Case, size: int | None, channels: str = "all", intensity: st
                 f"{mp}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {img.shape[1]}x{img.shape[0]}"
             )
         imgs.append(select_channels(img, channels, ip))
-        full.append(mask > 127)
+        full.append(binary_mask(mask))
     shapes = {m.shape for m in full}
     if len(shapes) > 1:
         raise DataError(f"{case.images[0].parent}: slices of one patient differ in size: {sorted(shapes)}")
