@@ -147,6 +147,35 @@ def test_evaluate_volume_pairs_matches_slice_path(lgg_case, nifti, tmp_path):
     assert res["hd95_unit"] == "mm" and np.isfinite(row["hd95"])
 
 
+def test_evaluate_pairs_keep_what_was_scored_and_name_each_problem(lgg_case, nifti, tmp_path):
+    """One bad pair once threw away the pairs scored before it; a 4D mask gave a traceback; a CSV
+    from Excel (byte-order mark, spaces) was refused; volume mode wrote no evaluation.md."""
+    truth = slices_to_array(lgg_case.full_masks[:, None].astype(np.uint8))[..., 0]
+    truth, affine = flip_first_axis(truth, oblique_affine())
+    nib.save(nib.Nifti1Image(truth, affine), str(tmp_path / "good_mask.nii.gz"))
+    four = np.repeat(truth[..., None], 3, axis=-1)
+    nib.save(nib.Nifti1Image(four, affine), str(tmp_path / "four_mask.nii.gz"))
+    csv = tmp_path / "pairs.csv"
+    csv.write_text(f"\ufeffimage , mask\n{nifti} , good_mask.nii.gz\n{nifti},four_mask.nii.gz\n", encoding="utf-8")
+    cmd = [sys.executable, "-m", "tumorseg", "evaluate", "--pairs", str(csv), "--out", str(tmp_path / "ev")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "four_mask.nii.gz: a mask is one 3D volume" in r.stdout and "1 of 2 volumes failed" in r.stdout
+    res = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert res["volumes"] == 1 and res["per_patient"][0]["dice"] > 0.5
+    assert res["failed"][0]["mask"].endswith("four_mask.nii.gz")
+    assert "| variant |" in (tmp_path / "ev" / "evaluation.md").read_text()
+    csv.write_text(f"image,mask\n{nifti},\n{nifti},absent.nii.gz\n")
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "evaluate", "--pairs", str(csv)], capture_output=True,
+                       text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 2 and "line 2: no mask" in r.stderr and "line 3: mask" in r.stderr, r.stderr
+    assert "Dice" not in r.stdout  # checked before any volume is scored
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "evaluate", "--image", str(nifti), "--mask",
+                        str(tmp_path / "good_mask.nii.gz"), "--out", str(tmp_path / "r"), "--report"],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 2 and "--report draws kaggle_3m patients" in r.stderr
+
+
 def test_evaluate_reorients_a_mask_stored_in_another_voxel_order(lgg_case, nifti, tmp_path):
     """A truth mask in the image's world space but another voxel order (here RAS beside the image's
     L-ordered file) scores as the aligned one, with a note; a shifted mask gets a warning."""

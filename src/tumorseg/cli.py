@@ -271,7 +271,7 @@ def evaluate(
     pairs: Path | None = typer.Option(None, help="CSV with columns image,mask listing volume pairs."),
     weights: Path | None = typer.Option(None, help="Checkpoint (.safetensors); default: the shipped model."),
     split: Split = typer.Option(Split.test, help="Patients to score: the checkpoint run's test/val split, or all."),
-    out: Path | None = typer.Option(None, help="Write evaluation.json and evaluation.md here."),
+    out: Path | None = typer.Option(None, help="Write evaluation.json and evaluation.md here (volumes too)."),
     report: bool = typer.Option(False, "--report", help="Also write a self-contained report.html (needs --out)."),
     threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Probability threshold, strictly between 0 and 1."),
     tta: bool = typer.Option(False, "--tta", help="Average over a left-right flip."),
@@ -297,8 +297,13 @@ def evaluate(
             fail("give one --mask for each --image")
         if missing_sequences:
             fail("--missing-sequences scores a --data folder of kaggle_3m patients, not --image/--pairs volumes")
+        if report:
+            fail("--report draws kaggle_3m patients (--data); for volumes, `tumorseg predict` writes the masks "
+                 "and a summary to view beside them")  # fmt: skip
         todo = list(zip(image or [], mask or [])) + (read_pairs_csv(pairs) if pairs else [])
-        evaluate_volumes(todo, weights, out, threshold, tta, min_size, backend.value, fill_holes, largest)
+        result = evaluate_volumes(todo, weights, out, threshold, tta, min_size, backend.value, fill_holes, largest)
+        if result["failed"]:
+            raise typer.Exit(1)
         return
     if data is None:
         fail("give --data DIR, or volumes with --image/--mask or --pairs")

@@ -178,7 +178,7 @@ def evaluate(
     }
     print_table(result, log)
     if out:
-        write_outputs(result, Path(out), weights, strips_input if report else None)
+        write_outputs(result, Path(out), weights, strips_input if report else None, log)
     return result
 
 
@@ -254,9 +254,11 @@ def print_table(result: dict, log=print) -> None:
     for r in result["per_patient"]:
         log(_row_line([r["patient"], *(_f(r[c]) if isinstance(r[c], float) else str(r[c]) for c in cols)]))
     ch = result["summary"]["chosen"]
+    n = max(len(result["per_patient"]), 1)
     for stat in ("mean", "median", "std"):
         vals = [_f(ch[m][stat]) for m in ("dice", "iou", "precision", "recall", "hd95")]
-        log(_row_line([stat, *vals, str(ch["fp_slices"]) if stat == "mean" else "", ""]))
+        log(_row_line([stat, *vals, f"{ch['fp_slices'] / n:.1f}" if stat == "mean" else "", ""]))
+    log(_row_line(["total", "", "", "", "", "", str(ch["fp_slices"]), ""]))  # fp_slices over all patients
     log("")
     log(f"{'per-patient Dice':<34}{'mean':>8}{'median':>8}{'min':>8}")
     for key in variant_order(result["summary"]):
@@ -280,14 +282,18 @@ def interval_text(result: dict, what: str = "patient") -> str:
 def markdown(result: dict) -> str:
     cols = ["patient", "slices", "tumor_slices", "dice", "iou", "precision", "recall", "hd95", "accuracy",
             "slice_dice", "fp_slices", "baseline_dice"]  # fmt: skip
-    lines = [f"# Evaluation: {result['split']} split, {result['patients']} patients", ""]
+    if "split" in result:
+        lines = [f"# Evaluation: {result['split']} split, {result['patients']} patients", ""]
+    else:
+        lines = [f"# Evaluation: {result['volumes']} volumes (HD95 in mm)", ""]
     lines += [f"Weights: `{result['weights']}`. Settings: {result['settings']}.", "", result["empty_mask_rule"], ""]
     lines += [
         "| " + " | ".join(hd95_header(result) if c == "hd95" else c for c in cols) + " |",
         "|" + "---|" * len(cols),
     ]
     for r in result["per_patient"]:
-        lines.append("| " + " | ".join(_f(r[c]) if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+        cells = [_f(r[c]) if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
     heads = [f"{hd95_header(result) if m == 'hd95' else m} mean" for m in METRICS]
     lines += ["", "| variant | " + " | ".join(heads) + " | Dice median | Dice min |"]
     lines.append("|" + "---|" * (len(METRICS) + 3))
@@ -298,11 +304,13 @@ def markdown(result: dict) -> str:
     noted = [f"- {r['patient']}: {n}" for r in result["per_patient"] for n in r.get("notes", [])]
     if noted:
         lines += ["", "Notes (close calls of the largest-region step; `--all-parts` keeps every region):", *noted]
+    if result.get("failed"):
+        lines += ["", "Not scored:", *(f"- {f['image']}: {f['error']}" for f in result["failed"])]
     lines += ["", f"Mean per-patient Dice {_f(result['summary']['chosen']['dice']['mean'])}; {interval_text(result)}."]
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(result: dict, out: Path, weights: Path, strips_input: dict | None) -> None:
+def write_outputs(result: dict, out: Path, weights: Path, strips_input: dict | None, log=print) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "evaluation.json", json.dumps(result, indent=2))
     atomic_write_text(out / "evaluation.md", markdown(result))
@@ -310,21 +318,35 @@ def write_outputs(result: dict, out: Path, weights: Path, strips_input: dict | N
         from .report import build_report
 
         atomic_write_text(out / "report.html", build_report(result, strips_input, weights))
+    elif (out / "report.html").exists():
+        log(f"warning: {out / 'report.html'} is from an earlier evaluation, not this one (add --report to redo it)")
 
 
 def read_pairs_csv(path: str | Path) -> list[tuple[Path, Path]]:
-    """A CSV with columns `image,mask` (paths relative to the CSV's folder)."""
+    """A CSV with columns `image,mask` (paths relative to the CSV's folder; a byte-order mark and
+    spaces around names are allowed). Every row is checked before any volume is scored: a blank
+    cell or a path that does not exist is refused, naming its line."""
     import csv
 
     path = Path(path)
     try:
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as exc:
-        raise TumorsegError(f"{path}: cannot read ({exc.strerror})") from None
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in csv.DictReader(f)]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TumorsegError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
     if not rows or not {"image", "mask"} <= set(rows[0]):
         raise TumorsegError(f"{path}: expected a header line 'image,mask' and one row per volume")
-    return [(path.parent / r["image"], path.parent / r["mask"]) for r in rows]
+    pairs, problems = [], []
+    for line, r in enumerate(rows, start=2):
+        for col in ("image", "mask"):
+            if not r[col]:
+                problems.append(f"line {line}: no {col}")
+            elif not (path.parent / r[col]).exists():
+                problems.append(f"line {line}: {col} {path.parent / r[col]} does not exist")
+        pairs.append((path.parent / r["image"], path.parent / r["mask"]))
+    if problems:
+        raise TumorsegError(f"{path}: {'; '.join(problems[:5])}{' ...' if len(problems) > 5 else ''}")
+    return pairs
 
 
 def align_mask(mask, image, log=print):
@@ -371,14 +393,23 @@ def evaluate_volumes(
     weights = Path(weights) if weights else default_weights()
     predictor = Predictor.from_checkpoint(weights, backend, threshold=threshold, min_size=min_size, tta=tta,
                                           fill_holes=fill_holes, largest=largest)  # fmt: skip
-    rows = []
+    rows, failed = [], []
     for image_path, mask_path in pairs:
-        vol = read_volume(image_path)
-        truth_vol = align_mask(read_nifti(mask_path), vol, log)
-        if truth_vol.array.shape[:3] != vol.array.shape[:3]:
-            raise TumorsegError(f"{mask_path}: mask shape {truth_vol.array.shape} differs from image {vol.array.shape}")
-        slices, said = volume_slices(vol, predictor.config.channels)
-        pred, notes = predictor.segment_with_notes(slices, volume=True)
+        try:
+            vol = read_volume(image_path)
+            truth_vol = read_nifti(mask_path)
+            if truth_vol.array.ndim != 3:
+                raise TumorsegError(f"{mask_path}: a mask is one 3D volume; this one has shape {truth_vol.array.shape}")
+            truth_vol = align_mask(truth_vol, vol, log)
+            if truth_vol.array.shape[:3] != vol.array.shape[:3]:
+                raise TumorsegError(f"{mask_path}: mask shape {truth_vol.array.shape} differs from image "
+                                    f"{vol.array.shape}")  # fmt: skip
+            slices, said = volume_slices(vol, predictor.config.channels)
+            pred, notes = predictor.segment_with_notes(slices, volume=True)
+        except (TumorsegError, OSError) as exc:  # the others are still scored and written
+            failed.append({"image": str(image_path), "mask": str(mask_path), "error": str(exc)})
+            log(f"  failed: {exc}")
+            continue
         notes = [*said, *notes]
         truth = mask_slices(truth_vol.array, vol)
         s = score_volume(pred, truth, slice_spacing(vol))
@@ -388,17 +419,19 @@ def evaluate_volumes(
         log(f"  {image_path}: Dice {s['dice']:.3f}  HD95 {_f1(s['hd95'])} mm")
         for note in notes:
             log(f"  {image_path}: {note}")
+    if not rows:
+        raise TumorsegError(f"no volume could be scored: {failed[0]['error']}" if failed else "no volumes given")
     summary = {"chosen": {m: summarize([r[m] for r in rows]) for m in METRICS}}
     result = {"weights": str(weights), "volumes": len(rows), "per_patient": rows, "summary": summary,
               "settings": {"threshold": threshold, "tta": tta, "min_size": min_size, "fill_holes": fill_holes,
                            "largest": largest},
               "empty_mask_rule": empty_mask_rule("mm"),
-              "hd95_unit": "mm"}  # fmt: skip
+              "hd95_unit": "mm", "failed": failed}  # fmt: skip
     d = summary["chosen"]["dice"]
     log(f"per-volume Dice: mean {_f(d['mean'])} ({interval_text(result, 'volume')}), "
         f"median {_f(d['median'])}, std {_f(d['std'])}")  # fmt: skip
+    if failed:
+        log(f"{len(failed)} of {len(pairs)} volumes failed (named above); the others are scored")
     if out:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "evaluation.json", json.dumps(result, indent=2))
+        write_outputs(result, Path(out), weights, None, log)
     return result
