@@ -1,6 +1,7 @@
 """DICOM series: built from a real LGG patient's FLAIR slices, read back, segmented."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -149,3 +150,26 @@ def test_non_dicom_file_in_series(flair, tmp_path):
     (folder / "broken.dcm").write_bytes(b"not dicom at all")
     with pytest.raises(DataError, match="broken.dcm: cannot read DICOM slice"):
         read_dicom_series(folder)
+
+
+def test_dicomdir_multiframe_and_a_lone_slice_file(flair, tmp_path):
+    """A DICOMDIR in the series folder once failed the whole series; a multi-frame file gave an
+    AttributeError; a .dcm file named alone was called 'not a valid DCM file'."""
+    import pydicom
+
+    folder = write_series(tmp_path / "s", flair[:4])
+    shutil.copy(next(folder.iterdir()), folder / "DICOMDIR")  # any content: the index is never a slice
+    assert read_dicom_series(folder).array.shape[-1] == 4
+    multi = write_series(tmp_path / "m", flair[:1])
+    [one] = list(multi.iterdir())
+    ds = pydicom.dcmread(one)
+    ds.NumberOfFrames = 3
+    ds.PixelData = ds.PixelData * 3
+    ds.save_as(one)
+    with pytest.raises(DataError, match="multi-frame DICOM .3 frames in one file. is not read.*dcm2niix"):
+        read_dicom_series(multi)
+    lone = tmp_path / "slice.dcm"
+    shutil.copy(next(iter(sorted((tmp_path / "s").glob("IM*")))), lone)
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(lone), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 2 and "a DICOM slice alone is not read; pass its series folder" in r.stderr, r.stderr

@@ -202,3 +202,13 @@ def test_a_second_run_into_the_input_folder_skips_the_first_runs_outputs(lgg_roo
     assert not list(folder.glob("*_pred_pred*")) and len(list(folder.glob("*_pred.png"))) == 3
     shutil.copy(lgg_root / "TCGA_CS_4941_19960909" / "TCGA_CS_4941_19960909_13.png", folder / "scan_pred.png")
     assert folder / "scan_pred.png" in collect_inputs([folder])
+
+
+def test_nothing_found_says_what_the_user_may_have_meant(lgg_root, tmp_path):
+    mask = tmp_path / "x_mask.png"
+    shutil.copy(next((lgg_root / "TCGA_CS_4941_19960909").glob("*_12_mask.png")), mask)
+    r = run_predict(mask, "--out", tmp_path / "o")
+    assert r.returncode == 2 and "x_mask.png is named as a truth mask" in r.stderr, r.stderr
+    r = run_predict(lgg_root, "--out", tmp_path / "o")  # the kaggle_3m root: patient folders, no slices
+    assert r.returncode == 2 and "holds folders, which are not searched" in r.stderr
+    assert f"tumorseg evaluate --data {lgg_root}" in r.stderr

@@ -52,7 +52,14 @@ def onnx_session(weights: str | Path, int8: bool = False):
     try:
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
-        raise TumorsegError(f"{path}: not a loadable ONNX graph ({str(exc)[:200]})") from None
+        if int8:
+            raise TumorsegError(f"{path}: not a loadable ONNX graph ({str(exc)[:200]})") from None
+    path.unlink(missing_ok=True)  # a broken cache entry (a disk filled up, a killed export): made again once
+    path = cached_onnx(weights)
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise TumorsegError(f"{path}: not a loadable ONNX graph, even made afresh ({str(exc)[:200]})") from None
 
 
 def int8_graph(weights: str | Path) -> Path:
@@ -88,7 +95,6 @@ def resolve_backend(backend: str, weights: str | Path) -> str:
     if backend != "auto":
         return backend
     import importlib.util
-    import warnings
 
     from .export import int8_path
 
@@ -96,8 +102,10 @@ def resolve_backend(backend: str, weights: str | Path) -> str:
         return "torch"
     try:
         int8_graph(weights)
-    except TumorsegError as exc:
-        warnings.warn(f"using the torch backend: {exc}", stacklevel=2)
+    except TumorsegError as exc:  # said plainly on stderr, not as a Python warning with a source line
+        import sys
+
+        print(f"warning: using the torch backend: {exc}", file=sys.stderr)
         return "torch"
     return "onnx-int8"
 

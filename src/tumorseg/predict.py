@@ -45,6 +45,7 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
     recursive); ground-truth masks (`_mask`) and an earlier run's outputs beside their inputs
     (`X_pred.png` next to `X.png`) left out."""
     files: list[Path] = []
+    why: list[str] = []  # what the user may have meant, when nothing is found
     for item in map(Path, inputs):
         if is_dicom_series(item):
             files.append(item)
@@ -54,14 +55,22 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
             ]
             names = {p.name for p in found}
             files += sorted((p for p in found if not _is_truth(p) and not _is_output(p, names)), key=slice_number)
+            if not found and any(p.is_dir() for p in item.iterdir()):
+                why.append(f"{item} holds folders, which are not searched: name the patient folders ({item}/*), "
+                           f"or score a kaggle_3m folder with `tumorseg evaluate --data {item}`")  # fmt: skip
         elif item.exists() or item.is_symlink():
             if _is_truth(item):
+                why.append(
+                    f"{item} is named as a truth mask (`_mask`), which is never segmented; rename it to segment it"
+                )
                 continue
+            if item.suffix.lower() == ".dcm":
+                raise TumorsegError(f"{item}: a DICOM slice alone is not read; pass its series folder ({item.parent})")
             files.append(item)
         else:
             raise TumorsegError(f"{item}: no such file or folder")
     if not files:
-        raise TumorsegError(f"no input images found in {', '.join(map(str, inputs))}")
+        raise TumorsegError(f"no input images found in {', '.join(map(str, inputs))}" + "".join(f"; {w}" for w in why))
     return files
 
 

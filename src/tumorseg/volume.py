@@ -276,6 +276,8 @@ def _series_file(p: Path) -> bool:
     from macOS copies) and `X_seg.dcm` (the SEG an earlier `predict` wrote) are never slices."""
     if p.name.startswith(".") or p.name.lower().endswith("_seg.dcm"):  # a SEG that predict wrote there
         return False
+    if p.name.upper() == "DICOMDIR":  # the media's index, not a slice
+        return False
     return p.is_file() and (p.suffix.lower() == ".dcm" or not p.suffix)
 
 
@@ -311,10 +313,16 @@ def read_dicom_series(folder: str | Path) -> Volume:
     for p in files:
         try:
             ds = pydicom.dcmread(p)
+            frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+            if frames > 1:
+                raise DataError(f"{p}: a multi-frame DICOM ({frames} frames in one file) is not read; give a "
+                                "series of one file per slice, or convert it to NIfTI (with dcm2niix)")  # fmt: skip
             arr = ds.pixel_array.astype(np.float32)
             pos = np.array(ds.ImagePositionPatient, float)
             orient = np.array(ds.ImageOrientationPatient, float)
             spacing = [float(v) for v in ds.PixelSpacing]
+        except DataError:
+            raise
         except Exception as exc:
             raise DataError(f"{p}: cannot read DICOM slice ({type(exc).__name__}: {exc})") from None
         slope, intercept = float(getattr(ds, "RescaleSlope", 1) or 1), float(getattr(ds, "RescaleIntercept", 0) or 0)
