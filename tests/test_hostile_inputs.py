@@ -166,3 +166,17 @@ def test_fuzzed_nifti_raise_data_error_or_read(tmp_path_factory, cut, flips, gz)
         assert str(path) in str(exc)
         return
     assert vol.array.ndim in (3, 4) and vol.affine.shape == (4, 4)
+
+
+def test_one_hot_pixel_does_not_flatten_a_16_bit_slice(tmp_path):
+    """Min-max scaling once put a 16-bit brain with one hot pixel into a few grey levels."""
+    rng = np.random.default_rng(0)
+    brain = rng.integers(200, 1200, (64, 64)).astype(np.uint16)
+    brain[3, 3] = 65535
+    tifffile.imwrite(tmp_path / "hot.tif", brain)
+    arr = read_image(tmp_path / "hot.tif")
+    assert len(np.unique(arr)) > 200 and arr[3, 3] == 255
+    mask = np.zeros((64, 64), np.uint16)
+    mask[10, 10] = 65535  # one tumor pixel, under 0.1 % of the slice: still read as tumor
+    tifffile.imwrite(tmp_path / "m.tif", mask)
+    assert read_image(tmp_path / "m.tif")[10, 10] == 255 and read_image(tmp_path / "m.tif").sum() == 255

@@ -118,8 +118,35 @@ def test_any_size_grayscale_rgb_and_jpeg(tiny_run, lgg_root, tmp_path):
     # the grayscale image is FLAIR alone, and the output says what that costs; the colour ones are not
     out = r.stdout + r.stderr
     assert out.count("equal FLAIR in every slice") == 1
-    assert "gray*: pre-contrast T1 and post-contrast T1 equal FLAIR" in out and "Missing sequences" in out
+    assert "gray.png: pre-contrast T1 and post-contrast T1 equal FLAIR" in out and "Missing sequences" in out
     assert "close call" not in out  # a missing-sequence note is not counted as one
+
+
+def test_grayscale_lone_slices_are_named_beside_colour_ones_of_their_size(tiny_run, lgg_root, tmp_path):
+    """Two grayscale slices beside a colour one of the same size once got no note (the three
+    were judged together), and two alone were named by the first one's name only."""
+    img = Image.open(next((lgg_root / "TCGA_CS_4941_19960909").glob("*_12.png")))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    img.save(folder / "a_rgb.png")
+    img.convert("L").save(folder / "b_gray.png")
+    img.convert("L").save(folder / "c_gray.png")
+    r = run_predict(folder, "--out", tmp_path / "o", "--weights", tiny_run / "last.safetensors")
+    assert r.returncode == 0, r.stderr
+    assert f"{folder}: b_gray.png, c_gray.png: pre-contrast T1 and post-contrast T1 equal FLAIR" in r.stdout
+
+
+def test_lone_slices_are_read_within_a_pixel_budget(tmp_path):
+    from tumorseg.predict import _budgeted
+
+    sizes = [(100, 100), (100, 100), (300, 300), (10, 10), (10, 10)]
+    files = []
+    for i, (w, h) in enumerate(sizes):
+        files.append(tmp_path / f"s{i}.png")
+        Image.new("L", (w, h)).save(files[-1])
+    (tmp_path / "bad.png").write_bytes(b"not a png")  # unreadable: counted as 0, reported when read
+    chunks = _budgeted([*files, tmp_path / "bad.png"], size=3, budget=50_000)
+    assert [[f.name for f in c] for c in chunks] == [["s0.png", "s1.png"], ["s2.png"], ["s3.png", "s4.png", "bad.png"]]
 
 
 def test_corrupt_file_in_folder_others_still_written(tiny_run, lgg_root, tmp_path):

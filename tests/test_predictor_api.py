@@ -66,3 +66,13 @@ def test_boolean_slices_are_read_as_white_on_black_like_a_1_bit_file():
     x = np.zeros((1, 3, 4, 4), bool)
     x[..., 1:3, 1:3] = True
     assert set(np.unique(as_uint8_slices(x))) == {0, 255}
+
+
+def test_an_image_as_read_image_returns_it_gets_the_call_that_fits(shipped, lgg_root):
+    from tumorseg.data.lgg import select_channels
+    from tumorseg.io import read_image
+
+    img = read_image(next((lgg_root / "TCGA_CS_4941_19960909").glob("*_12.png")))  # (H, W, 3)
+    with pytest.raises(TumorsegError, match=r"got shape \(256, 256, 3\); for one image as read_image returns it"):
+        shipped.predict(img)
+    assert shipped.predict(select_channels(img, shipped.config.channels)[None]).shape == (1, 256, 256)

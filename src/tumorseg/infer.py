@@ -379,9 +379,13 @@ class Predictor:
         except ValueError:
             raise TumorsegError("the slices differ in shape; give slices of one size (N, C, H, W)") from None
         if images.ndim != 4 or images.shape[1] != c.sequence_channels:
+            hint = ""
+            if images.ndim in (2, 3) and (images.ndim == 2 or images.shape[-1] in (1, 3)):
+                hint = ("; for one image as read_image returns it (H, W) or (H, W, C), give "
+                        "tumorseg.data.lgg.select_channels(image, predictor.config.channels)[None]")  # fmt: skip
             raise TumorsegError(
                 f"the model takes slices of {c.sequence_channels} channel(s) (channels={c.channels!r}) as "
-                f"(N, C, H, W); got shape {tuple(images.shape)}"
+                f"(N, C, H, W); got shape {tuple(images.shape)}{hint}"
             )
         if len(images) and min(images.shape[2:]) == 0:
             raise TumorsegError(f"slices of size {images.shape[2]}x{images.shape[3]}: there is nothing to segment")

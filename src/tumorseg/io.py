@@ -27,7 +27,8 @@ def is_mask_path(path: Path) -> bool:
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read a slice as uint8, HxW or HxWxC.
 
-    16-bit and float images are scaled to 0..255 by their own range. Raises
+    16-bit and float images are scaled to 0..255 from their minimum to their 99.9th percentile
+    (their maximum when that is the minimum), brighter pixels clipped. Raises
     `DataError` naming the file for anything unreadable, too large or empty.
     """
     path = Path(path)
@@ -109,6 +110,22 @@ def _read_tiff_slice(tif, path: Path, max_pixels: int) -> np.ndarray:
     return arr
 
 
+def image_pixels(path: str | Path) -> int:
+    """Pixels of an image from its header alone (0 when it cannot be read: reading it later says why)."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with _quiet("tifffile"), tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                return int(np.prod([n for a, n in zip(series.axes, series.shape) if a in "YX"]))
+        with Image.open(path) as im:
+            return im.width * im.height
+    except Exception:  # noqa: BLE001 - any unreadable file is reported when it is read
+        return 0
+
+
 def binary_mask(mask: np.ndarray) -> np.ndarray:
     """A truth mask as bool: tumor above 127, as the dataset's 0/255 masks are read, or above 0
     when the mask holds only 0 and 1 (a 0/1 mask is never read as empty)."""
@@ -127,10 +144,13 @@ def _to_uint8(arr: np.ndarray, path: Path) -> np.ndarray:
     arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():
         raise DataError(f"{path}: image holds NaN or Inf values")
-    lo, hi = float(arr.min()), float(arr.max())
+    lo, hi = float(arr.min()), float(np.percentile(arr, 99.9))
+    if hi <= lo:  # a few bright pixels only (a small mask): their own maximum
+        hi = float(arr.max())
     if hi <= lo:
         return np.zeros(arr.shape, np.uint8)
-    return np.round((arr - lo) / (hi - lo) * 255).astype(np.uint8)
+    # up to the 99.9th percentile: one hot pixel no longer squeezes the brain into a few grey levels
+    return np.round(np.clip((arr - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

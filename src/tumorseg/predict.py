@@ -13,7 +13,7 @@ from .data.check import fewer_sequences_note
 from .data.lgg import select_channels, slice_number, slice_numbers
 from .errors import DataError, TumorsegError
 from .infer import Predictor
-from .io import IMAGE_SUFFIXES, binary_mask, is_mask_path, read_image, write_png
+from .io import IMAGE_SUFFIXES, binary_mask, image_pixels, is_mask_path, read_image, write_png
 from .viz import overlay
 from .volume import (
     Volume,
@@ -164,11 +164,17 @@ def predict_files(
             numbers = slice_numbers([p for p, _ in group]) if series else None
             probs = predictor.predict(images, volume=series, numbers=numbers)
             masks, notes = predictor.mask_with_notes(probs, volume=series, numbers=numbers)
-            if note := fewer_sequences_note(images):
-                notes.append(note)
-            for note in notes:
-                result.notes.append(f"{group[0][0].parent / series_key(group[0][0])[1]}*: {note}")
-                log(result.notes[-1])
+            said = [f"{group[0][0].parent / series_key(group[0][0])[1]}*: {note}" for note in notes]
+            if series and (note := fewer_sequences_note(images)):
+                said.append(f"{group[0][0].parent / series_key(group[0][0])[1]}*: {note}")
+            elif not series:  # lone slices: each one judged alone, and named
+                alone = [(p, note) for (p, _), img in zip(group, images) if (note := fewer_sequences_note(img[None]))]
+                if alone:
+                    names = ", ".join(p.name for p, _ in alone[:3]) + (f" and {len(alone) - 3} more" * (len(alone) > 3))
+                    said.append(f"{alone[0][0].parent}: {names}: {alone[0][1]}")
+            for note in said:
+                result.notes.append(note)
+                log(note)
             for (path, img), prob, mask in zip(group, probs, masks):
                 seen = len(result.warnings)
                 try:
@@ -220,7 +226,25 @@ def _chunks(files: list[Path], size: int) -> tuple[list[tuple[list[Path], bool]]
             )
             notes.append(f"{Path(folder) / prefix}*: {len(group)} numbered slices ({why}) segmented one by one, "
                          "not as one volume: no largest-3D-part step")  # fmt: skip
-    return chunks + [(lone[i : i + size], False) for i in range(0, len(lone), size)], notes
+    return chunks + [(c, False) for c in _budgeted(lone, size)], notes
+
+
+PIXEL_BUDGET = 16 * 1024 * 1024  # pixels of lone slices held at once (an 8000x8000 slice needs ~3 GB)
+
+
+def _budgeted(files: list[Path], size: int, budget: int = PIXEL_BUDGET) -> list[list[Path]]:
+    """`files` in chunks of at most `size` files and `budget` pixels (read from the headers), so
+    that a folder of large images is not all held in memory at full size at once."""
+    chunks: list[list[Path]] = []
+    pixels = 0
+    for f in files:
+        n = image_pixels(f)
+        if not chunks or len(chunks[-1]) >= size or (pixels + n > budget and chunks[-1]):
+            chunks.append([])
+            pixels = 0
+        chunks[-1].append(f)
+        pixels += n
+    return chunks
 
 
 def make_out_dir(out: Path) -> None:
