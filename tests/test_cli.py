@@ -83,7 +83,7 @@ def test_cli_train_and_resume(tiny_lgg, tmp_path):
     r = tumorseg("train", "--resume", run, "--data", f"{tiny_lgg}/../{os.path.basename(tiny_lgg)}")
     assert r.returncode == 0 and "options differ" not in r.stderr, r.stderr  # the same folder, another spelling
     r = tumorseg("train", "--resume", run, "--base", "8")
-    assert r.returncode == 2 and "options differ from it: ['base']" in r.stderr
+    assert r.returncode == 2 and "options differ from it: --base" in r.stderr
     r = tumorseg("train", "--resume", run)  # all its epochs done
     assert r.returncode == 0, r.stderr
     assert "already trained all 2 epochs; nothing to do" in r.stdout and "resuming" not in r.stdout
@@ -91,6 +91,10 @@ def test_cli_train_and_resume(tiny_lgg, tmp_path):
     r = tumorseg("train", "--resume", run, "--epochs", "1")  # fewer epochs: nothing to do, and nothing rewritten
     assert r.returncode == 0 and "nothing to do" in r.stdout, r.stderr
     assert (run / "config.json").read_text() == config  # once saved "epochs": 1, so a plain resume stopped there
+    (run / "config.json").unlink()  # its last checkpoint carries the config: resuming still works
+    r = tumorseg("train", "--resume", run, "--epochs", "3")
+    assert r.returncode == 0 and "epoch 3:" in r.stdout, r.stderr
+    assert (run / "config.json").is_file()
     # a fresh run into it, and --out beside --resume, are refused before anything changes
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     r = tumorseg("train", "--data", tiny_lgg, "--out", run, "--epochs", "1", "--base", "8", *common[2:])
@@ -193,3 +197,13 @@ def test_resume_of_an_early_stopped_run_does_nothing(tiny_lgg, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "stopped early at epoch 2" in r.stdout and "nothing to do" in r.stdout and "resuming" not in r.stdout
     assert {name: (run / name).read_bytes() for name in kept} == before
+
+
+def test_more_folds_than_patients_and_too_few_for_a_test_split_are_said(tiny_lgg, tmp_path):
+    common = ["--base", "4", "--depth", "2", "--image-size", "64", "--epochs", "1"]
+    r = tumorseg("train", "--data", tiny_lgg, "--out", tmp_path / "f", "--folds", "3", "--fold", "2",
+                 "--test-frac", "0", *common)  # fmt: skip
+    assert r.returncode == 2 and "--folds 3: only 2 patients are outside the test split" in r.stderr, r.stderr
+    assert "use --folds 2 or fewer" in r.stderr and not (tmp_path / "f" / "config.json").exists()
+    r = tumorseg("train", "--data", tiny_lgg, "--out", tmp_path / "t", "--val-frac", "0.5", *common)
+    assert r.returncode == 0 and "--test-frac 0.2 gives no test patients with 2 patients" in r.stdout, r.stderr

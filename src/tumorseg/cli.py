@@ -171,7 +171,7 @@ def train(
     ),
 ) -> None:
     """Train a U-Net on a kaggle_3m folder and write checkpoints to a run folder."""
-    from .config import RESUME_MAY_CHANGE, TrainConfig, load_config
+    from .config import RESUME_MAY_CHANGE, TrainConfig
     from .train import fit
 
     top = {
@@ -193,7 +193,7 @@ def train(
     if resume is not None and out is not None and out.resolve() != resume.resolve():
         fail(f"--resume continues {resume} in its own folder: leave out --out ({out})")
     if resume is not None:
-        cfg = load_config(resume / "config.json")
+        cfg = _saved_config(resume)
         saved = cfg.model_dump()
         free = RESUME_MAY_CHANGE | {"precision", "data"}  # data: the same patients elsewhere (fit checks them)
         changed = {k for k, v in overrides.items() if v is not None and k not in free and saved.get(k) != v}
@@ -205,7 +205,8 @@ def train(
                  "give --data with where its patients are now")  # fmt: skip
         changed |= {k for k, v in model.items() if v is not None and saved["model"].get(k) != v}
         if changed:
-            fail(f"--resume continues a run with its saved config; these options differ from it: {sorted(changed)}")
+            named = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(changed))
+            fail(f"--resume continues a run with its saved config; these options differ from it: {named}")
         base_cfg = cfg.model_dump()
         base_cfg["out"] = str(resume)
     else:
@@ -216,6 +217,16 @@ def train(
     cfg = _validate_options(base_cfg)
     check_out_dir(Path(cfg.out))
     fit(cfg, resume=resume is not None, progress=True)
+
+
+def _saved_config(run: Path):
+    """A run's config.json, or, when that is gone, the config its last checkpoint carries."""
+    from .checkpoint import load_checkpoint
+    from .config import load_config
+
+    if not (run / "config.json").exists() and (run / "last.safetensors").is_file():
+        return load_checkpoint(run / "last.safetensors").config
+    return load_config(run / "config.json")
 
 
 def _validate_options(values: dict):

@@ -478,6 +478,12 @@ def _fit(
     by_id, split = data_split(cfg)
     if not split["train"]:
         raise TumorsegError(f"{cfg.data}: too few patients ({len(by_id)}) to train")
+    if cfg.folds and not split["val"]:
+        rest = len(split["train"])
+        raise TumorsegError(f"--folds {cfg.folds}: only {rest} patients are outside the test split, so fold "
+                            f"{cfg.fold} has no validation patients; use --folds {rest} or fewer")  # fmt: skip
+    if cfg.test_frac and not split["test"]:
+        log(f"warning: --test-frac {cfg.test_frac} gives no test patients with {len(by_id)} patients (3 are needed)")
     for name, ids in split.items():
         log(f"{name:>5}: {len(ids):3d} patients  {' '.join(ids)}")
     last_path, metrics_path = out / "last.safetensors", out / "metrics.jsonl"
