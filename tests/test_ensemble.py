@@ -171,3 +171,22 @@ def test_predictor_and_int8_graph_on_an_ensemble(ensemble_run, lgg_root, tmp_pat
     int8_p = Predictor.from_checkpoint(w, backend="onnx-int8").probabilities(images)
     assert int8_p.shape == torch_p.shape
     assert np.abs(int8_p - torch_p).max() < 0.05
+
+
+def test_extending_a_finished_ensemble_keeps_it_usable_until_the_new_one_is_written(ensemble_run, tmp_path):
+    """Its last/best files were once deleted up front, so an interrupted extension left no ensemble."""
+    import shutil
+
+    cfg, _ = ensemble_run
+    run = tmp_path / "run"
+    shutil.copytree(cfg.out, run)
+    seen = []
+
+    def log(msg):
+        if msg.startswith("member "):
+            seen.append((run / "last.safetensors").exists())
+
+    longer = cfg.model_copy(update={"out": str(run), "epochs": cfg.epochs + 1})
+    fit(longer, resume=True, progress=False, log=log)
+    assert seen and all(seen)  # the earlier ensemble was there while each member trained on
+    assert load_checkpoint(run / "last.safetensors").meta["epochs"] == [cfg.epochs + 1] * 2

@@ -357,8 +357,8 @@ def _fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp
                                   if info.is_main else None, info)  # fmt: skip
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        for name in ("last", "best"):  # an earlier ensemble here is stale from now on
-            (out / f"{name}.safetensors").unlink(missing_ok=True)
+        if (out / "last.safetensors").exists() and set(states) != {"finished"}:  # usable if this is stopped
+            log(f"{out / 'last.safetensors'} stays the earlier ensemble until this one is written")
         atomic_write_text(out / "config.json", cfg.model_dump_json(indent=2))
     started = time.perf_counter()
     for i, (mcfg, state) in enumerate(zip(runs, states)):
@@ -378,6 +378,8 @@ def _fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp
             paths = [Path(m.out) / f"{name}.safetensors" for m in runs]
             if all(p.exists() for p in paths):
                 combine_members(cfg, paths, out / f"{name}.safetensors")
+            else:  # an earlier ensemble's, now of other members
+                (out / f"{name}.safetensors").unlink(missing_ok=True)
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
         log(f"ensemble of {n} members: {out / 'last.safetensors'}")
     return summary
