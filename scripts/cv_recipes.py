@@ -192,7 +192,7 @@ def job(npz: Path, tmp: Path, recipe: str, fold: int, device: str, extra: dict) 
     if m.image_size != data.meta["size"] or m.intensity == "volume" or m.channels != "all":
         raise SystemExit(f"recipe {recipe}: the pack holds 3-channel slices at {data.meta['size']}, as read for "
                          "intensity fixed/percentile")  # fmt: skip
-    train.find_cases = lambda root: data.cases
+    train.find_cases = lambda root, limit=0, ids=None: data.cases[:limit] if limit else data.cases
     train.load_case = data.load_case
     train.check_data = lambda root, **_: {"errors": [], "warnings": []}
     train.validate_counts = lambda model, cases, config, threshold=0.5: torch.zeros(len(cases), 4, dtype=torch.int64)

@@ -180,3 +180,15 @@ def test_one_hot_pixel_does_not_flatten_a_16_bit_slice(tmp_path):
     mask[10, 10] = 65535  # one tumor pixel, under 0.1 % of the slice: still read as tumor
     tifffile.imwrite(tmp_path / "m.tif", mask)
     assert read_image(tmp_path / "m.tif")[10, 10] == 255 and read_image(tmp_path / "m.tif").sum() == 255
+
+
+def test_a_jpeg_is_read_the_way_its_exif_orientation_shows_it(tmp_path):
+    from PIL import Image
+
+    img = Image.new("RGB", (30, 20), (90, 90, 90))
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90": viewers show it 20 wide and 30 high
+    img.save(tmp_path / "turned.jpg", exif=exif)
+    assert read_image(tmp_path / "turned.jpg").shape == (30, 20, 3)
+    img.save(tmp_path / "plain.jpg")
+    assert read_image(tmp_path / "plain.jpg").shape == (20, 30, 3)
