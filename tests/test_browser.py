@@ -111,3 +111,42 @@ def test_grayscale_slice_shows_the_flair_alone_note(browser, server, lgg_root, t
     page.wait_for_selector("#notes:not([hidden])", timeout=30000)
     assert "equal FLAIR in every slice" in page.inner_text("#notes")
     assert page.inner_text("#measure").startswith("Tumor area")
+
+
+def test_only_the_latest_upload_is_shown(browser, server, lgg_root):
+    """Two uploads in flight: the earlier one's answer, arriving last, does not replace the later one's."""
+    other = "TCGA_CS_4941_19960909/TCGA_CS_4941_19960909_15.png"
+    files = [{"file": ("s.png", (lgg_root / s).read_bytes())} for s in (SLICE, other)]
+    areas = [httpx.post(server + "/api/v1/segment", files=f).json()["tumor_area_px"] for f in files]
+    assert areas[0] != areas[1]
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.evaluate(  # the first request's answer is held back 2 s
+        "(() => { const f = window.fetch; let n = 0; window.fetch = (...a) => {"
+        " const d = ++n === 1 ? 2000 : 0; return new Promise((r) => setTimeout(r, d)).then(() => f(...a)); }; })()"
+    )
+    page.set_input_files("#file", str(lgg_root / SLICE))
+    page.set_input_files("#file", str(lgg_root / other))
+    shown = f"document.getElementById('measure').textContent === 'Tumor area: {areas[1]} px'"
+    page.wait_for_function(shown, timeout=30000)
+    page.wait_for_timeout(3000)  # the held-back answer has come and gone
+    assert page.inner_text("#measure") == f"Tumor area: {areas[1]} px"
+
+
+def test_toggle_after_a_failed_upload_segments_the_volume_shown(browser, server, lgg_root, tmp_path):
+    """A failed upload leaves the volume on screen; ticking "keep every 3D region" segments
+    that volume again, not the file that failed."""
+    pytest.importorskip("nibabel")
+    path, _ = case_nifti(lgg_root, "TCGA_CS_5395_19981004", slice(2, 16), tmp_path / "scan.nii.gz")
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is text, not an image")
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.set_input_files("#file", str(path))
+    page.wait_for_selector("#notes:not([hidden])", timeout=60000)
+    largest = page.inner_text("#measure")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_selector("#error:not([hidden])", timeout=30000)
+    page.check("#all-parts")
+    page.wait_for_function(f"document.getElementById('measure').textContent !== {largest!r}", timeout=60000)
+    assert page.is_hidden("#error") and page.inner_text("#measure").startswith("Tumor volume:")

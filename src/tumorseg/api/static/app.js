@@ -1,7 +1,8 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 let current = null;
-let lastFile = null; // segmented again when "Keep every 3D region" changes
+let currentFile = null; // the file behind `current`, segmented again when "Keep every 3D region" changes
+let request = 0; // only the latest upload's answer is shown
 
 function showError(msg) {
   $("error").textContent = msg;
@@ -21,7 +22,7 @@ function showSlice(i) {
 }
 
 async function upload(file) {
-  lastFile = file;
+  const mine = ++request;
   $("error").hidden = true;
   $("status").textContent = `Segmenting ${file.name}…`;
   const form = new FormData();
@@ -31,10 +32,13 @@ async function upload(file) {
     res = await fetch(`/api/v1/segment?all_parts=${$("all-parts").checked}`, { method: "POST", body: form });
     body = await res.json();
   } catch (e) {
+    if (mine !== request) return;
     return showError("The server could not be reached or answered with something unreadable.");
   }
+  if (mine !== request) return; // a later upload or toggle superseded this one
   if (!res.ok) return showError(body.error || `The server answered ${res.status}.`);
   current = body;
+  currentFile = file;
   $("result").hidden = false;
   const notes = body.notes || [];
   $("notes").replaceChildren(...notes.map((n) => Object.assign(document.createElement("li"), { textContent: n })));
@@ -59,7 +63,7 @@ async function upload(file) {
 }
 
 $("file").addEventListener("change", (e) => e.target.files[0] && upload(e.target.files[0]));
-$("all-parts").addEventListener("change", () => current && current.kind === "volume" && lastFile && upload(lastFile));
+$("all-parts").addEventListener("change", () => current && current.kind === "volume" && currentFile && upload(currentFile));
 $("opacity").addEventListener("input", (e) => ($("over").style.opacity = e.target.value / 100));
 $("slice").addEventListener("input", (e) => showSlice(Number(e.target.value)));
 const drop = $("drop");
