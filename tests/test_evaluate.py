@@ -268,3 +268,24 @@ def test_tta_is_mean_of_plain_and_flipped(tiny_run, lgg_root):
     assert both.shape == (1, 256, 256)
     d = dice(confusion_counts(plain > 0.5, plain > 0.5))
     assert d == 1.0
+
+
+def test_pairs_csv_names_the_file_line_of_each_problem(tmp_path):
+    """A trailing comma once gave an AttributeError traceback; blank lines once shifted the line
+    numbers the errors name."""
+    from tumorseg.errors import TumorsegError
+    from tumorseg.evaluation import read_pairs_csv
+
+    for name in ("a.nii.gz", "a_mask.nii.gz"):
+        (tmp_path / name).write_bytes(b"x")
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("image,mask,patient\n\na.nii.gz,a_mask.nii.gz,\n a.nii.gz , a_mask.nii.gz ,P1\n")
+    assert read_pairs_csv(csv) == [(tmp_path / "a.nii.gz", tmp_path / "a_mask.nii.gz")] * 2
+    csv.write_text("image,mask\na.nii.gz,a_mask.nii.gz,\n\n\na.nii.gz,a_mask.nii.gz,extra\na.nii.gz\n")
+    with pytest.raises(TumorsegError) as err:
+        read_pairs_csv(csv)
+    msg = str(err.value)
+    assert "line 2" not in msg and "line 5: 3 cells, the header names 2" in msg and "line 6: no mask" in msg
+    csv.write_text("image,mask\n")
+    with pytest.raises(TumorsegError, match="expected a header line"):
+        read_pairs_csv(csv)

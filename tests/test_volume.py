@@ -164,7 +164,8 @@ def test_evaluate_pairs_keep_what_was_scored_and_name_each_problem(lgg_case, nif
     res = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     assert res["volumes"] == 1 and res["per_patient"][0]["dice"] > 0.5
     assert res["failed"][0]["mask"].endswith("four_mask.nii.gz")
-    assert "| variant |" in (tmp_path / "ev" / "evaluation.md").read_text()
+    md = (tmp_path / "ev" / "evaluation.md").read_text()
+    assert "| variant |" in md and "| volume |" in md and "Mean per-volume Dice" in md and "1 volume scored" in md
     csv.write_text(f"image,mask\n{nifti},\n{nifti},absent.nii.gz\n")
     r = subprocess.run([sys.executable, "-m", "tumorseg", "evaluate", "--pairs", str(csv)], capture_output=True,
                        text=True, timeout=300)  # fmt: skip

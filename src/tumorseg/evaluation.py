@@ -282,17 +282,19 @@ def interval_text(result: dict, what: str = "patient") -> str:
 def markdown(result: dict) -> str:
     cols = ["patient", "slices", "tumor_slices", "dice", "iou", "precision", "recall", "hd95", "accuracy",
             "slice_dice", "fp_slices", "baseline_dice"]  # fmt: skip
+    what = "patient" if "split" in result else "volume"
     if "split" in result:
         lines = [f"# Evaluation: {result['split']} split, {result['patients']} patients", ""]
     else:
         lines = [f"# Evaluation: {result['volumes']} volumes (HD95 in mm)", ""]
+        cols[0] = "volume"
     lines += [f"Weights: `{result['weights']}`. Settings: {result['settings']}.", "", result["empty_mask_rule"], ""]
     lines += [
         "| " + " | ".join(hd95_header(result) if c == "hd95" else c for c in cols) + " |",
         "|" + "---|" * len(cols),
     ]
     for r in result["per_patient"]:
-        cells = [_f(r[c]) if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols]
+        cells = [_f(r[c]) if isinstance(r.get(c), float) else str(r.get(c, "")) for c in ["patient", *cols[1:]]]
         lines.append("| " + " | ".join(cells) + " |")
     heads = [f"{hd95_header(result) if m == 'hd95' else m} mean" for m in METRICS]
     lines += ["", "| variant | " + " | ".join(heads) + " | Dice median | Dice min |"]
@@ -303,10 +305,13 @@ def markdown(result: dict) -> str:
         lines.append(f"| {variant_label(name)} | " + " | ".join(vals) + " |")
     noted = [f"- {r['patient']}: {n}" for r in result["per_patient"] for n in r.get("notes", [])]
     if noted:
-        lines += ["", "Notes (close calls of the largest-region step; `--all-parts` keeps every region):", *noted]
+        lines += ["", "Notes:", *noted]
+        if any("close call" in n for n in noted):
+            lines += ["", "`--all-parts` keeps every region the largest-region step would drop."]
     if result.get("failed"):
         lines += ["", "Not scored:", *(f"- {f['image']}: {f['error']}" for f in result["failed"])]
-    lines += ["", f"Mean per-patient Dice {_f(result['summary']['chosen']['dice']['mean'])}; {interval_text(result)}."]
+    mean = _f(result["summary"]["chosen"]["dice"]["mean"])
+    lines += ["", f"Mean per-{what} Dice {mean}; {interval_text(result, what)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -323,26 +328,41 @@ def write_outputs(result: dict, out: Path, weights: Path, strips_input: dict | N
 
 
 def read_pairs_csv(path: str | Path) -> list[tuple[Path, Path]]:
-    """A CSV with columns `image,mask` (paths relative to the CSV's folder; a byte-order mark and
-    spaces around names are allowed). Every row is checked before any volume is scored: a blank
-    cell or a path that does not exist is refused, naming its line."""
+    """A CSV with columns `image,mask` (paths relative to the CSV's folder; a byte-order mark, blank
+    lines, other columns and spaces around names are allowed). Every row is checked before any
+    volume is scored: a blank cell, a cell beyond the header's or a path that does not exist is
+    refused, naming its line in the file."""
     import csv
 
     path = Path(path)
+    header, rows = None, []
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in csv.DictReader(f)]
-    except (OSError, UnicodeDecodeError) as exc:
+            reader = csv.reader(f)
+            for cells in reader:
+                cells = [c.strip() for c in cells]
+                if not any(cells):
+                    continue
+                if header is None:
+                    header = cells
+                else:
+                    rows.append((reader.line_num, cells))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise TumorsegError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
-    if not rows or not {"image", "mask"} <= set(rows[0]):
+    if not rows or header is None or not {"image", "mask"} <= set(header):
         raise TumorsegError(f"{path}: expected a header line 'image,mask' and one row per volume")
+    col = {name: header.index(name) for name in ("image", "mask")}
     pairs, problems = [], []
-    for line, r in enumerate(rows, start=2):
-        for col in ("image", "mask"):
-            if not r[col]:
-                problems.append(f"line {line}: no {col}")
-            elif not (path.parent / r[col]).exists():
-                problems.append(f"line {line}: {col} {path.parent / r[col]} does not exist")
+    for line, cells in rows:
+        if any(cells[len(header) :]):
+            problems.append(f"line {line}: {len(cells)} cells, the header names {len(header)}")
+            continue
+        r = {name: cells[i] if i < len(cells) else "" for name, i in col.items()}
+        for name in ("image", "mask"):
+            if not r[name]:
+                problems.append(f"line {line}: no {name}")
+            elif not (path.parent / r[name]).exists():
+                problems.append(f"line {line}: {name} {path.parent / r[name]} does not exist")
         pairs.append((path.parent / r["image"], path.parent / r["mask"]))
     if problems:
         raise TumorsegError(f"{path}: {'; '.join(problems[:5])}{' ...' if len(problems) > 5 else ''}")
