@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from .errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 MAX_PIXELS = 8192 * 8192  # larger images are refused (decompression bombs)
+MAX_SAMPLES = 4  # samples per TIFF pixel (RGBA); more are refused from the header
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -85,11 +87,12 @@ def _open_pil(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
 
 
 def _read_tiff_slice(tif, path: Path, max_pixels: int) -> np.ndarray:
-    """The first image series of an open TIFF as (H, W) or (H, W, C), its size checked from
-    the header before any pixel is decoded. The samples axis, or 3 or 4 pages (one per MRI
-    sequence), become the channels; more pages than that are refused."""
+    """The first image series of an open TIFF as (H, W) or (H, W, C), its size and shape
+    checked from the header before any pixel is decoded. The samples axis (up to 4 samples
+    per pixel), or exactly 3 pages (one per MRI sequence), become the channels."""
     series = tif.series[0]
     shape, axes = tuple(series.shape), series.axes
+    dims = "x".join(map(str, shape))
     if "Y" not in axes or "X" not in axes:
         raise DataError(f"{path}: not a 2D image (TIFF axes {axes}, shape {shape})")
     h, w = shape[axes.index("Y")], shape[axes.index("X")]
@@ -97,11 +100,24 @@ def _read_tiff_slice(tif, path: Path, max_pixels: int) -> np.ndarray:
         raise DataError(f"{path}: image is empty ({w}x{h} pixels)")
     if h * w > max_pixels:
         raise DataError(f"{path}: image of {w}x{h} pixels is too large")
-    extra = [i for i, (a, n) in enumerate(zip(axes, shape)) if a not in "YX" and n > 1]
-    if len(extra) > 1 or (extra and axes[extra[0]] != "S" and shape[extra[0]] not in (3, 4)):
+    samples = shape[axes.index("S")] if "S" in axes else 1
+    if samples > MAX_SAMPLES:  # refused before decoding: 2000 samples of 256x256 is 131 M values
         raise DataError(
-            f"{path}: holds {'x'.join(map(str, shape))} values (TIFF axes {axes}), not one slice: "
+            f"{path}: {samples} samples per pixel (TIFF axes {axes}, shape {dims}), not one slice: "
+            f"at most {MAX_SAMPLES} are read (1 grayscale, 3 RGB, 4 RGBA)"
+        )
+    extra = [i for i, (a, n) in enumerate(zip(axes, shape)) if a not in "YX" and n > 1]
+    if len(extra) > 1:
+        raise DataError(
+            f"{path}: holds {dims} values (TIFF axes {axes}), not one slice: "
             "expected a grayscale or RGB image, or 3 planes (one per MRI sequence)"
+        )
+    if extra and axes[extra[0]] != "S" and shape[extra[0]] != 3:
+        n = shape[extra[0]]
+        kind = "pages" if len(series.pages) == n else f"planes along TIFF axis {axes[extra[0]]}"
+        raise DataError(
+            f"{path}: holds {dims} values (TIFF axes {axes}): {n} {kind} of {w}x{h} pixels, not one slice: "
+            "expected 1 page (grayscale or RGB) or exactly 3 pages (one per MRI sequence)"
         )
     arr = series.asarray().reshape([n for a, n in zip(axes, shape) if a in "YX" or n > 1])
     if extra:
@@ -111,7 +127,8 @@ def _read_tiff_slice(tif, path: Path, max_pixels: int) -> np.ndarray:
 
 
 def image_pixels(path: str | Path) -> int:
-    """Pixels of an image from its header alone (0 when it cannot be read: reading it later says why)."""
+    """Pixels (width x height) of an image from its header alone, whatever its channels or pages:
+    every slice is held as 3 channels once read (0 when it cannot be read: reading it later says why)."""
     path = Path(path)
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
@@ -119,7 +136,7 @@ def image_pixels(path: str | Path) -> int:
 
             with _quiet("tifffile"), tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
-                return int(np.prod([n for a, n in zip(series.axes, series.shape) if a in "YX"]))
+                return math.prod(int(n) for a, n in zip(series.axes, series.shape) if a in "YX")
         with Image.open(path) as im:
             return im.width * im.height
     except Exception:  # noqa: BLE001 - any unreadable file is reported when it is read

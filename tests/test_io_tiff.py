@@ -1,0 +1,112 @@
+"""TIFF shapes read_image accepts and refuses, checked from the header before decoding."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from tumorseg.errors import DataError
+from tumorseg.io import image_pixels, read_image
+
+
+def _no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any pixel decoding fails loudly (read_image turns it into 'cannot read image')."""
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("pixels decoded")
+
+    for cls in (tifffile.TiffFile, tifffile.TiffPageSeries, tifffile.TiffPage, tifffile.TiffFrame):
+        monkeypatch.setattr(cls, "asarray", boom)
+
+
+@pytest.mark.parametrize("planar", ["contig", "separate"])
+def test_2000_samples_per_pixel_refused_from_the_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, planar):
+    shape = (256, 256, 2000) if planar == "contig" else (2000, 256, 256)
+    bomb = tmp_path / "bomb.tif"
+    tifffile.imwrite(bomb, np.zeros(shape, np.uint8), photometric="minisblack", planarconfig=planar,
+                     compression="zlib")  # fmt: skip
+    assert bomb.stat().st_size < 2_000_000  # 131 M values once decoded
+    ok = tmp_path / "ok.tif"
+    tifffile.imwrite(ok, np.zeros((8, 8, 3), np.uint8), photometric="rgb")
+    _no_decoding(monkeypatch)
+    with pytest.raises(DataError, match="pixels decoded"):  # the patch does stop decoding
+        read_image(ok)
+    t0 = time.perf_counter()
+    with pytest.raises(DataError, match=r"bomb\.tif: 2000 samples per pixel .*not one slice: at most 4 are read"):
+        read_image(bomb)
+    assert time.perf_counter() - t0 < 1
+
+
+def test_5_samples_refused_2_to_4_still_read(tmp_path: Path):
+    for n in (2, 3, 4, 5):
+        arr = np.arange(8 * 8 * n, dtype=np.uint8).reshape(8, 8, n)
+        tifffile.imwrite(tmp_path / f"s{n}.tif", arr, photometric="minisblack", planarconfig="contig")
+    assert read_image(tmp_path / "s2.tif").shape == (8, 8, 2)  # refused later: "expected 1 or 3 channels"
+    assert read_image(tmp_path / "s3.tif").shape == (8, 8, 3)
+    assert read_image(tmp_path / "s4.tif").shape == (8, 8, 3)  # RGBA: alpha dropped
+    with pytest.raises(DataError, match=r"s5\.tif: 5 samples per pixel \(TIFF axes YXS, shape 8x8x5\)"):
+        read_image(tmp_path / "s5.tif")
+
+
+@pytest.mark.parametrize("pages", [2, 4, 5])
+def test_pages_other_than_1_or_3_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pages: int):
+    path = tmp_path / f"p{pages}.tif"
+    tifffile.imwrite(path, np.full((pages, 8, 6), 9, np.uint8), photometric="minisblack")
+    assert len(tifffile.TiffFile(path).pages) == pages
+    _no_decoding(monkeypatch)
+    with pytest.raises(DataError) as err:
+        read_image(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: holds {pages}x8x6 values"), msg
+    assert f"{pages} pages of 6x8 pixels, not one slice" in msg
+    assert "expected 1 page (grayscale or RGB) or exactly 3 pages (one per MRI sequence)" in msg
+
+
+def test_3_pages_are_channels_in_page_order(tmp_path: Path):
+    planes = np.stack([np.full((5, 7), v, np.uint8) for v in (10, 20, 30)])
+    planes[1, 2, 3] = 99
+    path = tmp_path / "three.tif"
+    tifffile.imwrite(path, planes, photometric="minisblack")
+    assert len(tifffile.TiffFile(path).pages) == 3
+    arr = read_image(path)
+    assert arr.shape == (5, 7, 3) and arr.dtype == np.uint8
+    np.testing.assert_array_equal(arr, planes.transpose(1, 2, 0))
+    assert image_pixels(path) == 5 * 7
+
+
+def test_one_page_rgb_planar_rgb_and_grayscale_still_read(tmp_path: Path):
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 9, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    tifffile.imwrite(tmp_path / "planar.tif", rgb.transpose(2, 0, 1).copy(), photometric="rgb", planarconfig="separate")
+    tifffile.imwrite(tmp_path / "gray.tif", rgb[..., 0])
+    for name in ("rgb.tif", "planar.tif"):
+        np.testing.assert_array_equal(read_image(tmp_path / name), rgb)
+        assert image_pixels(tmp_path / name) == 6 * 9
+    np.testing.assert_array_equal(read_image(tmp_path / "gray.tif"), rgb[..., 0])
+    assert image_pixels(tmp_path / "gray.tif") == 6 * 9
+
+
+def test_image_pixels_counts_pixels_whatever_the_channels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    tifffile.imwrite(tmp_path / "p3.tif", np.zeros((3, 40, 50), np.uint8), photometric="minisblack")
+    tifffile.imwrite(tmp_path / "s4.tif", np.zeros((40, 50, 4), np.uint8), photometric="rgb")
+    tifffile.imwrite(tmp_path / "many.tif", np.zeros((7, 200, 300), np.uint8))
+    (tmp_path / "bad.tif").write_bytes(b"II*\x00 not really")
+    _no_decoding(monkeypatch)
+    assert image_pixels(tmp_path / "p3.tif") == 40 * 50  # each slice is held as 3 channels, as a PNG's
+    assert image_pixels(tmp_path / "s4.tif") == 40 * 50
+    assert image_pixels(tmp_path / "many.tif") == 200 * 300
+    assert image_pixels(tmp_path / "bad.tif") == 0
+
+
+def test_real_lgg_tif_slices_and_masks_read_as_before(tif_root: Path):
+    files = sorted(tif_root.rglob("*.tif"))[:6]
+    assert files
+    for path in files:
+        arr = read_image(path)
+        expected = (256, 256) if path.stem.endswith("_mask") else (256, 256, 3)
+        assert arr.shape == expected and arr.dtype == np.uint8, path
+        assert image_pixels(path) == 256 * 256
