@@ -192,18 +192,21 @@ def test_resume_of_an_early_stopped_run_does_nothing(tiny_lgg, tmp_path):
     assert r.returncode == 2 and "holds an earlier run (metrics.jsonl, summary.json)" in r.stderr, r.stderr
     for ck in away.iterdir():
         ck.rename(run / ck.name)
-    before = {name: (run / name).read_bytes() for name in kept}
+    kept += ("summary.json",)  # not even rewritten alike (atomic writes make new inodes), nor the data loaded
+    before = {name: ((run / name).read_bytes(), (run / name).stat().st_ino) for name in kept}
     r = tumorseg("train", "--resume", run)
     assert r.returncode == 0, r.stderr
     assert "stopped early at epoch 2" in r.stdout and "nothing to do" in r.stdout and "resuming" not in r.stdout
-    assert {name: (run / name).read_bytes() for name in kept} == before
+    assert "train slices" not in r.stdout
+    assert {name: ((run / name).read_bytes(), (run / name).stat().st_ino) for name in kept} == before
 
 
 def test_more_folds_than_patients_and_too_few_for_a_test_split_are_said(tiny_lgg, tmp_path):
     common = ["--base", "4", "--depth", "2", "--image-size", "64", "--epochs", "1"]
-    r = tumorseg("train", "--data", tiny_lgg, "--out", tmp_path / "f", "--folds", "3", "--fold", "2",
-                 "--test-frac", "0", *common)  # fmt: skip
-    assert r.returncode == 2 and "--folds 3: only 2 patients are outside the test split" in r.stderr, r.stderr
-    assert "use --folds 2 or fewer" in r.stderr and not (tmp_path / "f" / "config.json").exists()
+    for fold in ("2", "0"):  # fold 0 has a validation patient, but fold 2 of the same split none
+        r = tumorseg("train", "--data", tiny_lgg, "--out", tmp_path / "f", "--folds", "3", "--fold", fold,
+                     "--test-frac", "0", *common)  # fmt: skip
+        assert r.returncode == 2 and "--folds 3: only 2 patients are outside the test split" in r.stderr, r.stderr
+        assert "use --folds 2 or fewer" in r.stderr and not (tmp_path / "f" / "config.json").exists()
     r = tumorseg("train", "--data", tiny_lgg, "--out", tmp_path / "t", "--val-frac", "0.5", *common)
     assert r.returncode == 0 and "--test-frac 0.2 gives no test patients with 2 patients" in r.stdout, r.stderr

@@ -131,7 +131,7 @@ def test_resume_takes_moved_data_and_refuses_other_patients(ensemble_run, tmp_pa
     logs = []
     fit(cfg.model_copy(update={"out": str(run), "data": str(moved), "precision": "bf16"}), resume=True,
         progress=False, log=logs.append)  # fmt: skip
-    assert sum("already trained" in s for s in logs) == 2
+    assert any("every member is trained and combined; nothing to do" in s for s in logs)
     assert (run / "member1" / "last.safetensors").read_bytes() == files[run / "member1" / "last.safetensors"]
 
 
@@ -190,3 +190,26 @@ def test_extending_a_finished_ensemble_keeps_it_usable_until_the_new_one_is_writ
     fit(longer, resume=True, progress=False, log=log)
     assert seen and all(seen)  # the earlier ensemble was there while each member trained on
     assert load_checkpoint(run / "last.safetensors").meta["epochs"] == [cfg.epochs + 1] * 2
+
+
+def test_resume_of_a_finished_ensemble_leaves_it_as_it_was(ensemble_run, tmp_path):
+    """Resumed with as many or fewer epochs, a finished ensemble once rewrote its config.json (with
+    the fewer epochs) and combined its members again."""
+    import shutil
+
+    cfg, _ = ensemble_run
+    run = tmp_path / "run"
+    shutil.copytree(cfg.out, run)
+    files = {p: (p.read_bytes(), p.stat().st_ino) for p in run.rglob("*") if p.is_file()}
+    for epochs in (cfg.epochs, 1):
+        logs = []
+        summary = fit(cfg.model_copy(update={"out": str(run), "epochs": epochs}), resume=True, progress=False,
+                      log=logs.append)  # fmt: skip
+        assert any("nothing to do" in s for s in logs) and not any(s.startswith("member ") for s in logs)
+        assert summary == json.loads((run / "summary.json").read_text())
+        assert {p: (p.read_bytes(), p.stat().st_ino) for p in run.rglob("*") if p.is_file()} == files
+    # a member trained on since the ensemble was combined: combined again, not "nothing to do"
+    (run / "last.safetensors").unlink()
+    logs = []
+    fit(cfg.model_copy(update={"out": str(run)}), resume=True, progress=False, log=logs.append)
+    assert sum("already trained" in s for s in logs) == 2 and (run / "last.safetensors").exists()

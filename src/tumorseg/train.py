@@ -355,6 +355,11 @@ def _fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp
     split = data_split(cfg)[1] if resume and info.is_main else None
     states = ddp.broadcast_object([member_state(m, split) if resume else "absent" for m in runs]
                                   if info.is_main else None, info)  # fmt: skip
+    current = set(states) == {"finished"} and info.is_main and _ensemble_is_current(out, runs)
+    if ddp.broadcast_object(current, info):  # nothing to do: the run is left as it was
+        log(f"{out}: every member is trained and combined; nothing to do (give --epochs above "
+            f"{cfg.epochs} to train longer)")  # fmt: skip
+        return _summary_on_disk(out, {})
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         if (out / "last.safetensors").exists() and set(states) != {"finished"}:  # usable if this is stopped
@@ -449,6 +454,24 @@ def _check_patients(cfg: TrainConfig, ck: Checkpoint, path: Path, split: dict[st
                             "resume with the data the run trained on")  # fmt: skip
 
 
+def _summary_on_disk(out: Path, state: dict) -> dict:
+    """A finished run's summary.json, or what its last checkpoint says when that is gone."""
+    try:
+        return json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {"run": str(out), "best_epoch": state.get("best_epoch"), "best_score": state.get("best"),
+                "epochs_done": state.get("epoch")}  # fmt: skip
+
+
+def _ensemble_is_current(out: Path, runs: list[TrainConfig]) -> bool:
+    """out/last.safetensors combines the members' last checkpoints as they are now."""
+    try:
+        combined = load_checkpoint(out / "last.safetensors").meta.get("epochs")
+        return combined == [load_checkpoint(Path(m.out) / "last.safetensors").meta.get("epoch") for m in runs]
+    except (OSError, TumorsegError):
+        return False
+
+
 def _fit(
     cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo, stop: _StopOnSigint,
     resume_dir: Path | None = None,
@@ -480,18 +503,26 @@ def _fit(
     by_id, split = data_split(cfg)
     if not split["train"]:
         raise TumorsegError(f"{cfg.data}: too few patients ({len(by_id)}) to train")
-    if cfg.folds and not split["val"]:
-        rest = len(split["train"])
-        raise TumorsegError(f"--folds {cfg.folds}: only {rest} patients are outside the test split, so fold "
-                            f"{cfg.fold} has no validation patients; use --folds {rest} or fewer")  # fmt: skip
+    rest = len(split["train"]) + len(split["val"])
+    if cfg.folds > rest:  # some fold would have no validation patients, whichever this is
+        raise TumorsegError(f"--folds {cfg.folds}: only {rest} patients are outside the test split, so not "
+                            f"every fold has validation patients; use --folds {rest} or fewer")  # fmt: skip
     if cfg.test_frac and not split["test"]:
         log(f"warning: --test-frac {cfg.test_frac} gives no test patients with {len(by_id)} patients (3 are needed)")
     for name, ids in split.items():
         log(f"{name:>5}: {len(ids):3d} patients  {' '.join(ids)}")
     last_path, metrics_path = out / "last.safetensors", out / "metrics.jsonl"
     ck = _resumable(cfg, last_path, split) if resume else None  # checked before anything is written
-    finished = ck is not None and _finished(cfg, ck)
-    if main and not finished:  # a resume with nothing to do leaves the run as it was
+    if ck is not None and _finished(cfg, ck):  # nothing to do: the run is left as it was
+        state = ck.meta["train_state"]
+        if state["epoch"] >= cfg.epochs:
+            log(f"{out}: already trained all {state['epoch']} epochs; nothing to do (give --epochs above "
+                f"{state['epoch']} to train longer)")  # fmt: skip
+        else:
+            log(f"{out}: stopped early at epoch {state['epoch']} (no improvement for {cfg.patience} epochs); "
+                "nothing to do (give a larger --patience to train on)")  # fmt: skip
+        return _summary_on_disk(out, state)
+    if main:
         atomic_write_text(out / "split.json", json.dumps(split, indent=2))
         atomic_write_text(out / "config.json", cfg.model_dump_json(indent=2))
 
@@ -542,15 +573,7 @@ def _fit(
         if "hard_empty.marked" in ck.extra:
             marked = ck.extra["hard_empty.marked"].numpy().astype(np.float64)
         _load_optim(opt, ck.extra, lr_at(cfg, start, plateau_scale))
-        if start > cfg.epochs:
-            log(f"{out}: already trained all {state['epoch']} epochs; nothing to do (give --epochs above "
-                f"{state['epoch']} to train longer)")  # fmt: skip
-        elif finished:
-            log(f"{out}: stopped early at epoch {state['epoch']} (no improvement for {cfg.patience} epochs); "
-                "nothing to do (give a larger --patience to train on)")  # fmt: skip
-            start = cfg.epochs + 1
-        else:
-            log(f"resuming {out} at epoch {start}")
+        log(f"resuming {out} at epoch {start}")
     model = (
         DistributedDataParallel(trained, device_ids=[device.index] if device.type == "cuda" else None)
         if info.enabled
