@@ -160,6 +160,10 @@ def test_serve_refuses_bad_weights_and_busy_ports_before_starting(tmp_path):
         r = subprocess.run([sys.executable, "-m", "tumorseg", "serve", "--port", str(port)],
                            capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "serve", "--host", "no-such-host.invalid"],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and "cannot listen on no-such-host.invalid:8000" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "serving on" not in r.stdout
 
 
 def test_serve_on_port_0_prints_the_port_it_serves(tmp_path):

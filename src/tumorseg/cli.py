@@ -411,7 +411,7 @@ def serve(
     weights: Path | None = typer.Option(None, help="Checkpoint (.safetensors); default: the shipped model."),
     workers: int = typer.Option(1, min=1, max=64, help="Server processes, each with the model loaded once."),
     backend: Backend = typer.Option("auto", help=BACKEND_HELP),
-    max_upload_mb: int = typer.Option(50, min=1, max=2048, help="Largest accepted upload in MB."),
+    max_upload_mb: int = typer.Option(50, min=1, max=2048, help="Largest accepted upload in MiB (1 MiB = 1,048,576 bytes)."),
 ) -> None:
     r"""Start the web page and REST API (needs the serve extra: pip install 'tumorseg\[serve]')."""
     import os
@@ -428,33 +428,45 @@ def serve(
     # Load the model once here, so that a missing or broken checkpoint is one clear error, not
     # a worker that dies at start and is started again and again.
     Predictor.from_checkpoint(weights or default_weights(), backend.value)
-    port = _free_port(host, port)
+    sock = _listen_socket(host, port)
+    port = sock.getsockname()[1]
     import shutil
     import tempfile
 
     results = tempfile.mkdtemp(prefix="tumorseg-serve-")  # one folder for every worker's volume masks
     os.environ["TUMORSEG_SERVE_RESULTS"] = results
-    typer.echo(f"tumorseg serving on http://{host}:{port}/  (not a medical device)")
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"tumorseg serving on http://{shown}:{port}/  (not a medical device)")
     try:
-        uvicorn.run("tumorseg.api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning")  # fmt: skip
+        config = dict(factory=True, host=host, port=port, workers=workers, log_level="warning")
+        if workers == 1:  # served on the very socket checked above: no other process can take the port between
+            server = uvicorn.Server(uvicorn.Config("tumorseg.api.app:app_from_env", **config))
+            server.run(sockets=[sock])
+        else:  # uvicorn's workers share a socket it binds itself, on the port just found free
+            sock.close()
+            uvicorn.run("tumorseg.api.app:app_from_env", **config)
     finally:
+        sock.close()
         shutil.rmtree(results, ignore_errors=True)
 
 
-def _free_port(host: str, port: int) -> int:
-    """Check that `host:port` can be listened on, and pick a free port for 0, so that the address
-    printed is the one served and a busy port is a clear error."""
+def _listen_socket(host: str, port: int):
+    """A socket listening on `host:port` (a free port for 0), bound as uvicorn binds it (IPv6 for
+    an address with ':', else IPv4), so that the address printed is the one served and a busy
+    port or an address that cannot be bound is one clear error."""
     import socket
 
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            return sock.getsockname()[1]
-    except OSError as exc:
-        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        fail(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}")
+    sock.set_inheritable(True)
+    return sock
 
 
 def main() -> None:
