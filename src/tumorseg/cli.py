@@ -411,7 +411,7 @@ def serve(
     weights: Path | None = typer.Option(None, help="Checkpoint (.safetensors); default: the shipped model."),
     workers: int = typer.Option(1, min=1, max=64, help="Server processes, each with the model loaded once."),
     backend: Backend = typer.Option("auto", help=BACKEND_HELP),
-    max_upload_mb: int = typer.Option(50, min=1, max=2048, help="Largest accepted upload in MiB (1 MiB = 1,048,576 bytes)."),
+    max_upload_mb: int = typer.Option(50, min=1, max=2048, help="Largest accepted upload in MiB."),
 ) -> None:
     r"""Start the web page and REST API (needs the serve extra: pip install 'tumorseg\[serve]')."""
     import os
