@@ -76,3 +76,32 @@ def test_an_image_as_read_image_returns_it_gets_the_call_that_fits(shipped, lgg_
     with pytest.raises(TumorsegError, match=r"got shape \(256, 256, 3\); for one image as read_image returns it"):
         shipped.predict(img)
     assert shipped.predict(select_channels(img, shipped.config.channels)[None]).shape == (1, 256, 256)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx-int8"])
+def test_one_predictor_used_from_4_threads_at_once_gives_the_probabilities_of_one_call_at_a_time(backend, lgg_root):
+    """The README says one Predictor may serve several threads at once: 4 threads calling one
+    Predictor together, each on other slices, get exactly what calls one after another get."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    if backend == "onnx-int8":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnx")
+    pred = Predictor.from_checkpoint(backend=backend)
+    assert pred.backend == backend
+    images = load_case(find_cases(lgg_root / PID)[0], None).images
+    batches = [images[i : i + 2] for i in range(6, 22, 2)]  # 8 calls of 2 slices, tumor and empty ones
+    expected = [pred.predict(b) for b in batches]
+    together = Barrier(4, timeout=60)  # each round of 4 calls starts at once
+
+    def call(b: np.ndarray) -> np.ndarray:
+        together.wait()
+        return pred.predict(b)
+
+    for _ in range(2):
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(call, batches))
+        for e, g in zip(expected, got, strict=True):
+            np.testing.assert_array_equal(g, e)
+    assert len({e.tobytes() for e in expected}) == len(batches)  # the calls differ, so a mix-up would show
