@@ -131,7 +131,7 @@ def test_resume_takes_moved_data_and_refuses_other_patients(ensemble_run, tmp_pa
     logs = []
     fit(cfg.model_copy(update={"out": str(run), "data": str(moved), "precision": "bf16"}), resume=True,
         progress=False, log=logs.append)  # fmt: skip
-    assert any("every member is trained and combined; nothing to do" in s for s in logs)
+    assert any("every member is trained and combined" in s and "nothing to do" in s for s in logs)
     assert (run / "member1" / "last.safetensors").read_bytes() == files[run / "member1" / "last.safetensors"]
 
 
@@ -197,6 +197,8 @@ def test_resume_of_a_finished_ensemble_leaves_it_as_it_was(ensemble_run, tmp_pat
     the fewer epochs) and combined its members again."""
     import shutil
 
+    from tumorseg.train import member_config
+
     cfg, _ = ensemble_run
     run = tmp_path / "run"
     shutil.copytree(cfg.out, run)
@@ -205,11 +207,15 @@ def test_resume_of_a_finished_ensemble_leaves_it_as_it_was(ensemble_run, tmp_pat
         logs = []
         summary = fit(cfg.model_copy(update={"out": str(run), "epochs": epochs}), resume=True, progress=False,
                       log=logs.append)  # fmt: skip
-        assert any("nothing to do" in s for s in logs) and not any(s.startswith("member ") for s in logs)
+        said = [s for s in logs if "nothing to do" in s]
+        assert said and f"already trained all {cfg.epochs} epochs" in said[0] and f"above {cfg.epochs}" in said[0]
+        assert not any(s.startswith("member ") for s in logs)
         assert summary == json.loads((run / "summary.json").read_text())
         assert {p: (p.read_bytes(), p.stat().st_ino) for p in run.rglob("*") if p.is_file()} == files
-    # a member trained on since the ensemble was combined: combined again, not "nothing to do"
-    (run / "last.safetensors").unlink()
+    # a member trained on alone since the ensemble was combined: combined again, not "nothing to do"
+    longer = cfg.model_copy(update={"out": str(run), "epochs": cfg.epochs + 1})
+    fit(member_config(longer, 0), resume=True, progress=False, log=lambda *a: None)
     logs = []
     fit(cfg.model_copy(update={"out": str(run)}), resume=True, progress=False, log=logs.append)
-    assert sum("already trained" in s for s in logs) == 2 and (run / "last.safetensors").exists()
+    assert sum("already trained" in s for s in logs) == 2 and not any("nothing to do" in s for s in logs)
+    assert load_checkpoint(run / "last.safetensors").meta["epochs"] == [cfg.epochs + 1, cfg.epochs]

@@ -355,10 +355,12 @@ def _fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp
     split = data_split(cfg)[1] if resume and info.is_main else None
     states = ddp.broadcast_object([member_state(m, split) if resume else "absent" for m in runs]
                                   if info.is_main else None, info)  # fmt: skip
-    current = set(states) == {"finished"} and info.is_main and _ensemble_is_current(out, runs)
-    if ddp.broadcast_object(current, info):  # nothing to do: the run is left as it was
-        log(f"{out}: every member is trained and combined; nothing to do (give --epochs above "
-            f"{cfg.epochs} to train longer)")  # fmt: skip
+    done = _ensemble_state(out, runs) if set(states) == {"finished"} and info.is_main else None
+    done = ddp.broadcast_object(done, info)
+    if done is not None:  # nothing to do: the run is left as it was
+        early = [s for s in done if s.get("epoch", 0) < cfg.epochs]  # stopped by --patience
+        state = early[0] if early else max(done, key=lambda s: s.get("epoch", 0))
+        log(f"every member is trained and combined; {_nothing_to_do(out, cfg, state)}")
         return _summary_on_disk(out, {})
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -463,13 +465,35 @@ def _summary_on_disk(out: Path, state: dict) -> dict:
                 "epochs_done": state.get("epoch")}  # fmt: skip
 
 
-def _ensemble_is_current(out: Path, runs: list[TrainConfig]) -> bool:
-    """out/last.safetensors combines the members' last checkpoints as they are now."""
+def _nothing_to_do(out: Path, cfg: TrainConfig, state: dict) -> str:
+    """Why a finished run (or ensemble member) needs nothing more, and what would train it on."""
+    if state.get("epoch", 0) >= cfg.epochs:
+        return (f"{out}: already trained all {state.get('epoch')} epochs; nothing to do (give --epochs above "
+                f"{state.get('epoch')} to train longer)")  # fmt: skip
+    return (f"{out}: stopped early at epoch {state.get('epoch')} (no improvement for {cfg.patience} epochs); "
+            "nothing to do (give a larger --patience to train on)")  # fmt: skip
+
+
+def _ensemble_state(out: Path, runs: list[TrainConfig]) -> list[dict] | None:
+    """The members' train states when `out` holds their ensemble as they are now: last (and best,
+    when every member has one) combined from the members' own checkpoints, and summary.json
+    written after them. None when anything is missing or older."""
     try:
-        combined = load_checkpoint(out / "last.safetensors").meta.get("epochs")
-        return combined == [load_checkpoint(Path(m.out) / "last.safetensors").meta.get("epoch") for m in runs]
+        states: list[dict] = []
+        for name in ("last", "best"):
+            paths = [Path(m.out) / f"{name}.safetensors" for m in runs]
+            if name == "best" and not all(p.exists() for p in paths):
+                continue
+            members = [load_checkpoint(p) for p in paths]
+            combined = load_checkpoint(out / f"{name}.safetensors").meta.get("epochs")
+            if combined != [c.meta.get("epoch") for c in members]:
+                return None
+            states = states or [c.meta.get("train_state", {}) for c in members]
+        newest = max((out / f"{n}.safetensors").stat().st_mtime_ns for n in ("last", "best")
+                     if (out / f"{n}.safetensors").exists())  # fmt: skip
+        return states if (out / "summary.json").stat().st_mtime_ns >= newest else None
     except (OSError, TumorsegError):
-        return False
+        return None
 
 
 def _fit(
@@ -492,6 +516,12 @@ def _fit(
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
 
+    by_id, split = data_split(cfg)
+    last_path, metrics_path = out / "last.safetensors", out / "metrics.jsonl"
+    ck = _resumable(cfg, last_path, split) if resume else None  # checked before anything is written
+    if ck is not None and _finished(cfg, ck):  # nothing to do: the run is left as it was, no data read
+        log(_nothing_to_do(out, cfg, ck.meta["train_state"]))
+        return _summary_on_disk(out, ck.meta["train_state"])
     report = check_data(cfg.data, limit=cfg.max_patients)  # the same checks as `tumorseg check-data`
     if report["errors"]:
         shown = "; ".join(report["errors"][:5])
@@ -500,7 +530,6 @@ def _fit(
         log(f"warning: {w}")
     if len(report["warnings"]) > 10:
         log(f"warning: and {len(report['warnings']) - 10} more (`tumorseg check-data {cfg.data}` lists them all)")
-    by_id, split = data_split(cfg)
     if not split["train"]:
         raise TumorsegError(f"{cfg.data}: too few patients ({len(by_id)}) to train")
     rest = len(split["train"]) + len(split["val"])
@@ -511,17 +540,6 @@ def _fit(
         log(f"warning: --test-frac {cfg.test_frac} gives no test patients with {len(by_id)} patients (3 are needed)")
     for name, ids in split.items():
         log(f"{name:>5}: {len(ids):3d} patients  {' '.join(ids)}")
-    last_path, metrics_path = out / "last.safetensors", out / "metrics.jsonl"
-    ck = _resumable(cfg, last_path, split) if resume else None  # checked before anything is written
-    if ck is not None and _finished(cfg, ck):  # nothing to do: the run is left as it was
-        state = ck.meta["train_state"]
-        if state["epoch"] >= cfg.epochs:
-            log(f"{out}: already trained all {state['epoch']} epochs; nothing to do (give --epochs above "
-                f"{state['epoch']} to train longer)")  # fmt: skip
-        else:
-            log(f"{out}: stopped early at epoch {state['epoch']} (no improvement for {cfg.patience} epochs); "
-                "nothing to do (give a larger --patience to train on)")  # fmt: skip
-        return _summary_on_disk(out, state)
     if main:
         atomic_write_text(out / "split.json", json.dumps(split, indent=2))
         atomic_write_text(out / "config.json", cfg.model_dump_json(indent=2))
