@@ -150,3 +150,27 @@ def test_toggle_after_a_failed_upload_segments_the_volume_shown(browser, server,
     page.check("#all-parts")
     page.wait_for_function(f"document.getElementById('measure').textContent !== {largest!r}", timeout=60000)
     assert page.is_hidden("#error") and page.inner_text("#measure").startswith("Tumor volume:")
+
+
+def test_toggle_while_an_upload_is_on_its_way_segments_that_upload(browser, server, lgg_root, tmp_path):
+    """Ticked while a second volume was being segmented, the box once re-sent the first volume and
+    dropped the second's answer."""
+    pytest.importorskip("nibabel")
+    first, _ = case_nifti(lgg_root, "TCGA_CS_5395_19981004", slice(2, 16), tmp_path / "first.nii.gz")
+    second, _ = case_nifti(lgg_root, "TCGA_CS_5395_19981004", slice(4, 12), tmp_path / "second.nii.gz")
+    files = {"file": ("second.nii.gz", second.read_bytes())}
+    want = httpx.post(server + "/api/v1/segment?all_parts=true", files=files, timeout=120).json()
+    want = f"Tumor volume: {want['tumor_volume_ml']:.2f} mL in {len(want['slices_with_tumor'])} slices"
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.set_input_files("#file", str(first))
+    page.wait_for_selector("#result:not([hidden])", timeout=60000)
+    page.evaluate(  # the next request's answer is held back 3 s
+        "(() => { const f = window.fetch; let n = 0; window.fetch = (...a) => {"
+        " const d = ++n === 1 ? 3000 : 0; return new Promise((r) => setTimeout(r, d)).then(() => f(...a)); }; })()"
+    )
+    page.set_input_files("#file", str(second))
+    page.check("#all-parts")
+    page.wait_for_function(f"document.getElementById('measure').textContent === {want!r}", timeout=60000)
+    page.wait_for_timeout(4000)  # the held-back answer has come and gone
+    assert page.inner_text("#measure") == want

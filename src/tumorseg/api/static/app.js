@@ -3,6 +3,7 @@ const $ = (id) => document.getElementById(id);
 let current = null;
 let currentFile = null; // the file behind `current`, segmented again when "Keep every 3D region" changes
 let request = 0; // only the latest upload's answer is shown
+let pending = null; // the file of the latest upload while its answer is on its way
 
 function showError(msg) {
   $("error").textContent = msg;
@@ -23,6 +24,7 @@ function showSlice(i) {
 
 async function upload(file) {
   const mine = ++request;
+  pending = file;
   $("error").hidden = true;
   $("status").textContent = `Segmenting ${file.name}…`;
   const form = new FormData();
@@ -33,9 +35,11 @@ async function upload(file) {
     body = await res.json();
   } catch (e) {
     if (mine !== request) return;
+    pending = null;
     return showError("The server could not be reached or answered with something unreadable.");
   }
   if (mine !== request) return; // a later upload or toggle superseded this one
+  pending = null;
   if (!res.ok) return showError(body.error || `The server answered ${res.status}.`);
   current = body;
   currentFile = file;
@@ -63,7 +67,10 @@ async function upload(file) {
 }
 
 $("file").addEventListener("change", (e) => e.target.files[0] && upload(e.target.files[0]));
-$("all-parts").addEventListener("change", () => current && current.kind === "volume" && currentFile && upload(currentFile));
+$("all-parts").addEventListener("change", () => {
+  if (pending) upload(pending); // the answer on its way was asked with the other setting
+  else if (current && current.kind === "volume" && currentFile) upload(currentFile);
+});
 $("opacity").addEventListener("input", (e) => ($("over").style.opacity = e.target.value / 100));
 $("slice").addEventListener("input", (e) => showSlice(Number(e.target.value)));
 const drop = $("drop");
