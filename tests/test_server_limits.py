@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -166,9 +167,13 @@ def test_serve_refuses_bad_weights_and_busy_ports_before_starting(tmp_path):
     assert "Traceback" not in r.stderr and "serving on" not in r.stdout
 
 
-def test_serve_on_port_0_prints_the_port_it_serves(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_serve_on_port_0_prints_the_port_it_serves_and_stops_cleanly(tmp_path, stop):
+    """Stopped by SIGTERM, it once died with the signal and left its results folder behind."""
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
     proc = subprocess.Popen([sys.executable, "-m", "tumorseg", "serve", "--port", "0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
     try:
         line = proc.stdout.readline()
         port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
@@ -181,6 +186,10 @@ def test_serve_on_port_0_prints_the_port_it_serves(tmp_path):
                 time.sleep(0.1)
         else:
             pytest.fail(f"nothing answers on the port printed: {line}")
+        assert list((tmp_path / "tmp").glob("tumorseg-serve-*"))  # the workers' results folder
+        proc.send_signal(stop)
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()
+        assert not list((tmp_path / "tmp").glob("tumorseg-serve-*"))
     finally:
-        proc.terminate()
+        proc.kill()
         proc.wait(timeout=30)

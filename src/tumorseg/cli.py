@@ -440,8 +440,18 @@ def serve(
     try:
         config = dict(factory=True, host=host, port=port, workers=workers, log_level="warning")
         if workers == 1:  # served on the very socket checked above: no other process can take the port between
+            import signal
+
             server = uvicorn.Server(uvicorn.Config("tumorseg.api.app:app_from_env", **config))
-            server.run(sockets=[sock])
+            # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again: end
+            # as uvicorn.run does (exit 0), with the results folder removed
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            try:
+                server.run(sockets=[sock])
+            except KeyboardInterrupt:
+                pass
+            if not server.started:
+                raise typer.Exit(3)
         else:  # uvicorn's workers share a socket it binds itself, on the port just found free
             sock.close()
             uvicorn.run("tumorseg.api.app:app_from_env", **config)
