@@ -110,3 +110,21 @@ def test_real_lgg_tif_slices_and_masks_read_as_before(tif_root: Path):
         expected = (256, 256) if path.stem.endswith("_mask") else (256, 256, 3)
         assert arr.shape == expected and arr.dtype == np.uint8, path
         assert image_pixels(path) == 256 * 256
+
+
+def test_pages_written_as_separate_images_are_read_or_refused(tmp_path: Path):
+    """Pages written one call at a time form separate TIFF series: 4 of them were once read as the
+    first page alone, and 3 (one per sequence) as a grayscale slice."""
+    planes = np.arange(3 * 6 * 5, dtype=np.uint8).reshape(3, 6, 5)
+
+    def write(name, arrays):
+        with tifffile.TiffWriter(tmp_path / name) as tw:
+            for a in arrays:
+                tw.write(a)
+        return tmp_path / name
+
+    np.testing.assert_array_equal(read_image(write("three.tif", planes)), planes.transpose(1, 2, 0))
+    with pytest.raises(DataError, match=r"four\.tif: holds 4 separate images \(6x5, 6x5, 6x5, 6x5\)"):
+        read_image(write("four.tif", [*planes, planes[0]]))
+    with pytest.raises(DataError, match=r"mixed\.tif: holds 3 separate images \(6x5, 6x5, 3x5\)"):
+        read_image(write("mixed.tif", [planes[0], planes[1], planes[2][:3]]))

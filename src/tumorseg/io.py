@@ -89,7 +89,20 @@ def _open_pil(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
 def _read_tiff_slice(tif, path: Path, max_pixels: int) -> np.ndarray:
     """The first image series of an open TIFF as (H, W) or (H, W, C), its size and shape
     checked from the header before any pixel is decoded. The samples axis (up to 4 samples
-    per pixel), or exactly 3 pages (one per MRI sequence), become the channels."""
+    per pixel), or exactly 3 pages (one per MRI sequence), become the channels; pages written as
+    separate images are read so too, and any other set of images is refused."""
+    if len(tif.series) > 1:
+        shapes = [tuple(int(n) for n in s.shape) for s in tif.series]
+        if len(shapes) == 3 and len(set(shapes)) == 1 and len(shapes[0]) == 2:
+            h, w = shapes[0]
+            if h * w == 0 or h * w > max_pixels:
+                raise DataError(f"{path}: image of {w}x{h} pixels is {'empty' if h * w == 0 else 'too large'}")
+            return np.stack([s.asarray() for s in tif.series], axis=-1)
+        sizes = ", ".join("x".join(map(str, s)) for s in shapes[:5]) + (", ..." if len(shapes) > 5 else "")
+        raise DataError(
+            f"{path}: holds {len(shapes)} separate images ({sizes}), not one slice: expected 1 page "
+            "(grayscale or RGB) or exactly 3 pages of one size (one per MRI sequence)"
+        )
     series = tif.series[0]
     shape, axes = tuple(series.shape), series.axes
     dims = "x".join(map(str, shape))
