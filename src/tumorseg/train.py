@@ -29,7 +29,7 @@ from .data.transforms import (
     sequence_groups,
     shuffle_context,
 )
-from .errors import TumorsegError
+from .errors import DataError, TumorsegError
 from .hardware import machine, native_bf16
 from .infer import set_threads, slice_probabilities
 from .io import atomic_write_text
@@ -465,6 +465,17 @@ def _summary_on_disk(out: Path, state: dict) -> dict:
                 "epochs_done": state.get("epoch")}  # fmt: skip
 
 
+def _finished_resume(cfg: TrainConfig, last_path: Path) -> Checkpoint | None:
+    """The run's last checkpoint when a resume has nothing to do, found from the file names alone;
+    None otherwise, also when the data cannot be listed (check-data then says why)."""
+    try:
+        split = data_split(cfg)[1]
+    except DataError:
+        return None
+    ck = _resumable(cfg, last_path, split)
+    return ck if _finished(cfg, ck) else None
+
+
 def _nothing_to_do(out: Path, cfg: TrainConfig, state: dict) -> str:
     """Why a finished run (or ensemble member) needs nothing more, and what would train it on."""
     if state.get("epoch", 0) >= cfg.epochs:
@@ -516,12 +527,12 @@ def _fit(
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
 
-    by_id, split = data_split(cfg)
     last_path, metrics_path = out / "last.safetensors", out / "metrics.jsonl"
-    ck = _resumable(cfg, last_path, split) if resume else None  # checked before anything is written
-    if ck is not None and _finished(cfg, ck):  # nothing to do: the run is left as it was, no data read
-        log(_nothing_to_do(out, cfg, ck.meta["train_state"]))
-        return _summary_on_disk(out, ck.meta["train_state"])
+    if resume:  # nothing to do: the run is left as it was, and no slice is read
+        done = _finished_resume(cfg, last_path)
+        if done is not None:
+            log(_nothing_to_do(out, cfg, done.meta["train_state"]))
+            return _summary_on_disk(out, done.meta["train_state"])
     report = check_data(cfg.data, limit=cfg.max_patients)  # the same checks as `tumorseg check-data`
     if report["errors"]:
         shown = "; ".join(report["errors"][:5])
@@ -530,6 +541,7 @@ def _fit(
         log(f"warning: {w}")
     if len(report["warnings"]) > 10:
         log(f"warning: and {len(report['warnings']) - 10} more (`tumorseg check-data {cfg.data}` lists them all)")
+    by_id, split = data_split(cfg)
     if not split["train"]:
         raise TumorsegError(f"{cfg.data}: too few patients ({len(by_id)}) to train")
     rest = len(split["train"]) + len(split["val"])
@@ -540,6 +552,7 @@ def _fit(
         log(f"warning: --test-frac {cfg.test_frac} gives no test patients with {len(by_id)} patients (3 are needed)")
     for name, ids in split.items():
         log(f"{name:>5}: {len(ids):3d} patients  {' '.join(ids)}")
+    ck = _resumable(cfg, last_path, split) if resume else None  # checked before anything is written
     if main:
         atomic_write_text(out / "split.json", json.dumps(split, indent=2))
         atomic_write_text(out / "config.json", cfg.model_dump_json(indent=2))
