@@ -79,3 +79,13 @@ def test_onnx_graph_given_as_checkpoint_is_named_as_such():
 def test_missing_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="nope.safetensors: cannot read"):
         load_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_metadata_that_is_not_an_object_is_refused(ckpt_path, tmp_path):
+    """Valid JSON that is not an object (here a list, with a valid checksum) once gave an AttributeError
+    traceback in `evaluate`."""
+    ck = load_checkpoint(ckpt_path)
+    odd = tmp_path / "odd.safetensors"
+    save_checkpoint(odd, Checkpoint(ck.config, ck.model, []))
+    with pytest.raises(CheckpointError, match=r"odd\.safetensors: unreadable metadata"):
+        load_checkpoint(odd)

@@ -31,7 +31,9 @@ def test_evaluate_uses_saved_test_split_and_writes_outputs(tiny_run, tmp_path):
     assert [r["patient"] for r in res["per_patient"]] == split["test"]
     for name in ("evaluation.json", "evaluation.md", "report.html"):
         assert (tmp_path / "ev" / name).is_file()
-    saved = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    text = (tmp_path / "ev" / "evaluation.json").read_text()
+    saved = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))  # NaN was once written
+    assert saved["summary"]["baseline"]["hd95"]["mean"] is None  # n/a: the baseline marks nothing, there is tumor
     assert saved["summary"]["baseline"]["dice"]["mean"] == 0.0  # this patient has tumor
     assert saved["summary"]["baseline"]["accuracy"]["mean"] > 0.9
     html = (tmp_path / "ev" / "report.html").read_text()
@@ -289,3 +291,18 @@ def test_pairs_csv_names_the_file_line_of_each_problem(tmp_path):
     csv.write_text("image,mask\n")
     with pytest.raises(TumorsegError, match="expected a header line"):
         read_pairs_csv(csv)
+
+
+def test_a_broken_patient_outside_the_split_stops_nothing(tiny_run, tmp_path):
+    import shutil
+
+    data = Path(json.loads((tiny_run / "config.json").read_text())["data"])
+    pid = json.loads((tiny_run / "split.json").read_text())["test"][0]
+    shutil.copytree(data / pid, tmp_path / "lgg" / pid)
+    broken = tmp_path / "lgg" / "ZZ_BROKEN"
+    broken.mkdir()
+    shutil.copy(next(p for p in sorted((data / pid).iterdir()) if "_mask" not in p.name), broken / "ZZ_BROKEN_1.png")
+    res = evaluate(tmp_path / "lgg", tiny_run / "last.safetensors", "test", log=lambda *a: None)
+    assert [r["patient"] for r in res["per_patient"]] == [pid]
+    with pytest.raises(Exception, match="ZZ_BROKEN_1"):  # scoring every patient reads it, and says what is wrong
+        evaluate(tmp_path / "lgg", tiny_run / "last.safetensors", "all", log=lambda *a: None)

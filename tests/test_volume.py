@@ -175,6 +175,10 @@ def test_evaluate_pairs_keep_what_was_scored_and_name_each_problem(lgg_case, nif
                         str(tmp_path / "good_mask.nii.gz"), "--out", str(tmp_path / "r"), "--report"],
                        capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == 2 and "--report draws kaggle_3m patients" in r.stderr
+    for extra in (["--data", str(tmp_path)], ["--split", "val"]):  # once silently ignored
+        cmd = [sys.executable, "-m", "tumorseg", "evaluate", "--image", str(nifti), "--mask", str(nifti), *extra]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and "give one or the other" in r.stderr, r.stderr
 
 
 def test_evaluate_reorients_a_mask_stored_in_another_voxel_order(lgg_case, nifti, tmp_path):

@@ -103,6 +103,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         meta = json.loads(header.get("meta", "{}"))
     except (KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: unreadable config in header ({exc})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: unreadable metadata in header (a JSON object was expected)")
     model = {k[6:]: v.float() if v.is_floating_point() else v for k, v in tensors.items() if k.startswith("model.")}
     extra = {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}
     return Checkpoint(config, model, meta, extra)

@@ -306,13 +306,17 @@ def evaluate(
     if image or mask or pairs:
         if len(image or []) != len(mask or []):
             fail("give one --mask for each --image")
+        if data is not None or split != Split.test:
+            fail("--data and --split choose kaggle_3m patients; --image/--mask and --pairs score volumes: "
+                 "give one or the other")  # fmt: skip
         if missing_sequences:
             fail("--missing-sequences scores a --data folder of kaggle_3m patients, not --image/--pairs volumes")
         if report:
             fail("--report draws kaggle_3m patients (--data); for volumes, `tumorseg predict` writes the masks "
                  "and a summary to view beside them")  # fmt: skip
         todo = list(zip(image or [], mask or [])) + (read_pairs_csv(pairs) if pairs else [])
-        result = evaluate_volumes(todo, weights, out, threshold, tta, min_size, backend.value, fill_holes, largest)
+        result = evaluate_volumes(todo, weights, out, threshold, tta, min_size, backend.value, fill_holes, largest,
+                                  batch_size=batch_size)  # fmt: skip
         if result["failed"]:
             raise typer.Exit(1)
         return

@@ -89,7 +89,8 @@ def evaluate(
                                           min_size=min_size, fill_holes=fill_holes, largest=largest)  # fmt: skip
     if missing and cfg.channels != "all":
         raise TumorsegError(f"{weights}: --missing-sequences needs a model of all 3 sequences (this one: FLAIR)")
-    cases = {c.id: c for c in find_cases(data)}
+    wanted = None if split == "all" else (ckpt.meta.get("split") or {}).get(split)
+    cases = {c.id: c for c in find_cases(data, ids=wanted)}  # a broken patient outside the split stops nothing
     ids = select_patients(ckpt.meta, split, list(cases), data, weights)
     log(f"scoring {len(ids)} patients ({split} split) with {weights} on the {predictor.backend} backend")
 
@@ -315,9 +316,21 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _finite(obj):
+    """`obj` with every NaN or infinite float replaced by None (JSON's null)."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
+
+
 def write_outputs(result: dict, out: Path, weights: Path, strips_input: dict | None, log=print) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "evaluation.json", json.dumps(result, indent=2))
+    # strict JSON: an undefined value (n/a, NaN here) is written as null
+    atomic_write_text(out / "evaluation.json", json.dumps(_finite(result), indent=2, allow_nan=False))
     atomic_write_text(out / "evaluation.md", markdown(result))
     if strips_input is not None:
         from .report import build_report
@@ -405,14 +418,16 @@ def evaluate_volumes(
     fill_holes: bool = True,
     largest: bool = True,
     log=print,
+    batch_size: int = 32,
 ) -> dict:
     """Score image volumes (NIfTI or DICOM series) against NIfTI masks, one row per volume,
     HD95 in mm from the voxel spacing."""
     from .volume import mask_slices, read_nifti, read_volume, slice_spacing, volume_slices
 
     weights = Path(weights) if weights else default_weights()
-    predictor = Predictor.from_checkpoint(weights, backend, threshold=threshold, min_size=min_size, tta=tta,
-                                          fill_holes=fill_holes, largest=largest)  # fmt: skip
+    predictor = Predictor.from_checkpoint(weights, backend, batch_size=batch_size, threshold=threshold,
+                                          min_size=min_size, tta=tta, fill_holes=fill_holes,
+                                          largest=largest)  # fmt: skip
     rows, failed = [], []
     for image_path, mask_path in pairs:
         try:
