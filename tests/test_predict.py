@@ -239,3 +239,25 @@ def test_nothing_found_says_what_the_user_may_have_meant(lgg_root, tmp_path):
     r = run_predict(lgg_root, "--out", tmp_path / "o")  # the kaggle_3m root: patient folders, no slices
     assert r.returncode == 2 and "holds folders, which are not searched" in r.stderr
     assert f"tumorseg evaluate --data {lgg_root}" in r.stderr
+
+
+def test_a_series_missing_a_slice_or_of_two_sizes_is_not_one_volume(lgg_root, tmp_path):
+    """A series whose slice 13 could not be read (or was another size) was once still one volume:
+    slices 12 and 14 stacked as neighbours, and the tumor around them dropped by the largest-part step."""
+    src = lgg_root / "TCGA_CS_5395_19981004"
+    for case in ("corrupt", "resized"):
+        folder = tmp_path / case
+        folder.mkdir()
+        for n in range(1, 21):
+            shutil.copy(src / f"TCGA_CS_5395_19981004_{n}.png", folder / f"S_{n}.png")
+        if case == "corrupt":
+            (folder / "S_13.png").write_bytes((folder / "S_13.png").read_bytes()[:3000])
+        else:
+            Image.open(folder / "S_13.png").resize((512, 512)).save(folder / "S_13.png")
+        r = run_predict(folder, "--out", tmp_path / f"{case}_out")
+        assert r.returncode == (1 if case == "corrupt" else 0), r.stderr
+        why = "a slice could not be read" if case == "corrupt" else "slices of different sizes"
+        assert f"S_*: 20 numbered slices ({why}) segmented one by one" in r.stdout, r.stdout
+        assert "close call" not in r.stdout + r.stderr  # no largest-part step ran
+        tumor = [(np.asarray(Image.open(tmp_path / f"{case}_out" / f"S_{n}_pred.png")) > 0).sum() for n in (12, 14)]
+        assert min(tumor) > 0, tumor  # each slice keeps its own tumor

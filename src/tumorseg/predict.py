@@ -159,6 +159,14 @@ def predict_files(
                 err(f"failed: {exc}")
                 continue
             loaded.setdefault(img.shape[-2:], []).append((path, img))
+        read = sum(len(g) for g in loaded.values())
+        if series and (read < len(chunk) or len(loaded) > 1):  # not the gap-free volume its names promised
+            why = "a slice could not be read" if read < len(chunk) else "slices of different sizes"
+            note = (f"{chunk[0].parent / series_key(chunk[0])[1]}*: {len(chunk)} numbered slices ({why}) "
+                    "segmented one by one, not as one volume: no largest-3D-part step")  # fmt: skip
+            result.notes.append(note)
+            log(note)
+            series = False
         for group in loaded.values():
             images = np.stack([img for _, img in group])
             numbers = slice_numbers([p for p, _ in group]) if series else None
