@@ -181,3 +181,37 @@ def test_a_volume_that_cannot_be_written_fails_alone(tmp_path, monkeypatch, ship
                         tmp_path / "out", shipped, log=lambda m: None, err=errors.append)  # fmt: skip
     assert [p.name for p, _ in res.failed] == ["bad.nii.gz"] and "bad.nii.gz" in errors[0]
     assert (tmp_path / "out" / "good_pred.nii.gz").is_file()
+
+
+def test_spacing_comes_from_the_affine_not_a_stale_pixdim(tmp_path):
+    """A NIfTI whose sform says 0.9 x 0.8 x 3 mm but whose pixdim was left at 1 mm once gave
+    summaries where the volume in mL (from the affine) and the areas and spacing (from pixdim) disagreed."""
+    img = nib.Nifti1Image(scan(), AFFINE)
+    img.set_qform(None, code=0)
+    img.header.set_zooms((1.0, 1.0, 1.0))
+    nib.save(img, str(tmp_path / "s.nii.gz"))
+    assert read_nifti(tmp_path / "s.nii.gz").spacing == pytest.approx((0.9, 0.8, 3.0))
+
+
+def test_a_flair_output_name_taken_by_an_input_volume_is_refused(tmp_path):
+    """`--flair a/flair.nii.gz b/flair.nii.gz` once wrote both to out/flair_pred.nii.gz, the second
+    over the first, and counted one input."""
+    import subprocess
+    import sys
+
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        nib.save(nib.Nifti1Image(scan(), AFFINE), str(tmp_path / d / "flair.nii.gz"))
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", "--flair", str(tmp_path / "a" / "flair.nii.gz"),
+                        str(tmp_path / "b" / "flair.nii.gz"), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 2 and "share the name 'flair'" in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists()
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", "--flair", str(tmp_path / "a" / "flair.nii.gz"),
+                        str(tmp_path / "b"), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 2 and "share the name 'flair'" in r.stderr, r.stderr  # b/ holds flair.nii.gz too
+    (tmp_path / "o" / "flair_pred.nii.gz").mkdir(parents=True)  # an output that cannot be written
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", "--flair", str(tmp_path / "a" / "flair.nii.gz"),
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "failed: " in r.stderr, r.stderr

@@ -359,22 +359,33 @@ def predict(
                                           min_size=min_size, fill_holes=fill_holes, largest=largest)  # fmt: skip
     if (t1 or t1c) and not flair:
         fail("--t1 and --t1c need --flair")
+    if not inputs and not flair:
+        fail("give INPUT files or folders, or --flair")
+    done, failed = [], []  # of the --flair volume
     if flair:
-        from .predict import predict_volume
+        from .predict import predict_volume, volume_output_stems
         from .volume import read_volume, stack_channels, volume_stem
 
+        stem = volume_stem(flair)
+        if inputs and stem in volume_output_stems(inputs):  # checked before anything is written
+            fail(f"--flair {flair} and an INPUT volume share the name {stem!r}; their outputs would collide")
         vol, notes = stack_channels(
             read_volume(t1) if t1 else None, read_volume(flair), read_volume(t1c) if t1c else None
         )
         out.mkdir(parents=True, exist_ok=True)
         found: list[str] = []
-        predict_volume(vol, out / volume_stem(flair), predictor, notes, found=found)
+        try:
+            done = predict_volume(vol, out / stem, predictor, notes, found=found)
+        except OSError as exc:  # the other inputs are still segmented
+            failed = [(flair, f"{exc.strerror or exc}")]
+            typer.secho(f"failed: {flair}: cannot write its outputs in {out}: {exc.strerror or exc}", err=True)
         say_close_calls(found)
         if not inputs:
-            return
-    if not inputs:
-        fail("give INPUT files or folders, or --flair")
+            raise typer.Exit(1 if failed else 0)
     res = predict_files(inputs, out, predictor, probabilities, overlay, batch_size)
+    res.inputs += bool(flair)
+    res.written = [*done, *res.written]
+    res.failed = [*failed, *res.failed]
     typer.echo(f"{res.inputs - len(res.failed)} of {res.inputs} inputs segmented; {len(res.written)} files in {out}")
     say_close_calls(res.notes)
     if res.failed:

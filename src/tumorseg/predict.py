@@ -99,6 +99,11 @@ def _output_stem(path: Path) -> str:
     return volume_stem(path) if is_volume_path(path) or path.is_dir() else path.stem
 
 
+def volume_output_stems(inputs: list[str | Path]) -> list[str]:
+    """The names the volume inputs among `inputs` write their outputs under (`X` of `X_pred.nii.gz`)."""
+    return [_output_stem(f) for f in collect_inputs(inputs) if is_volume_path(f) or f.is_dir()]
+
+
 def find_truth(path: Path) -> Path | None:
     for suffix in (path.suffix, *IMAGE_SUFFIXES):
         cand = path.with_name(f"{path.stem}_mask{suffix}")

@@ -90,7 +90,9 @@ def read_nifti(path: str | Path, max_voxels: int = MAX_VOXELS) -> Volume:
     if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise DataError(f"{path}: its voxel-to-world matrix (sform/qform) is degenerate, so the axial axis "
                         f"cannot be found: {affine[:3].round(4).tolist()}")  # fmt: skip
-    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    # the spacing of the affine the voxels are placed by (sform or qform), not the header's pixdim,
+    # which a writer may leave at 1 mm: volumes, areas and HD95 then agree with the geometry
+    zooms = tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(0)))
     return Volume(data, affine, zooms, source=str(path), header=img.header)
 
 
