@@ -261,3 +261,22 @@ def test_a_series_missing_a_slice_or_of_two_sizes_is_not_one_volume(lgg_root, tm
         assert "close call" not in r.stdout + r.stderr  # no largest-part step ran
         tumor = [(np.asarray(Image.open(tmp_path / f"{case}_out" / f"S_{n}_pred.png")) > 0).sum() for n in (12, 14)]
         assert min(tumor) > 0, tumor  # each slice keeps its own tumor
+
+
+def test_ctrl_c_says_so_and_leaves_only_complete_files(lgg_root, tmp_path):
+    """Typer once turned Ctrl-C into a silent exit 130."""
+    import signal
+    import time
+
+    folders = sorted(p for p in lgg_root.iterdir() if p.is_dir())[:8]
+    proc = subprocess.Popen([sys.executable, "-m", "tumorseg", "predict", *map(str, folders), "--out", str(tmp_path),
+                             "--overlay"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("*_overlay.png")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    for png in tmp_path.glob("*.png"):
+        Image.open(png).load()  # every file written is whole
+    assert not [p for p in tmp_path.iterdir() if not p.name.endswith(".png")]  # no temporary files left

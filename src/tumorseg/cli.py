@@ -461,6 +461,7 @@ def serve(
             # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again: end
             # as uvicorn.run does (exit 0), with the results folder removed
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # quietly, as uvicorn.run ends
             try:
                 server.run(sockets=[sock])
             except KeyboardInterrupt:
@@ -494,7 +495,17 @@ def _listen_socket(host: str, port: int):
     return sock
 
 
+def _interrupted(signum, frame) -> None:
+    # said here: Typer turns the KeyboardInterrupt into a silent exit 130
+    typer.secho("interrupted: the outputs written so far are complete; the rest were not made", err=True)
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupted)
     try:
         app()
     except TumorsegError as exc:
