@@ -38,6 +38,8 @@ def test_evaluate_uses_saved_test_split_and_writes_outputs(tiny_run, tmp_path):
     assert saved["summary"]["baseline"]["accuracy"]["mean"] > 0.9
     html = (tmp_path / "ev" / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and split["test"][0] in html
+    said = "over 0 of 1 patients"  # how many patients each HD95 mean is over, when some are n/a
+    assert said in html and said in (tmp_path / "ev" / "evaluation.md").read_text()
     assert "training curves" in html  # the run folder's curves.png is found beside the weights
 
 

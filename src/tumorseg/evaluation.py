@@ -260,6 +260,8 @@ def print_table(result: dict, log=print) -> None:
         vals = [_f(ch[m][stat]) for m in ("dice", "iou", "precision", "recall", "hd95")]
         log(_row_line([stat, *vals, f"{ch['fp_slices'] / n:.1f}" if stat == "mean" else "", ""]))
     log(_row_line(["total", "", "", "", "", "", str(ch["fp_slices"]), ""]))  # fp_slices over all patients
+    if note := hd95_note(result):
+        log(note)
     log("")
     log(f"{'per-patient Dice':<34}{'mean':>8}{'median':>8}{'min':>8}")
     for key in variant_order(result["summary"]):
@@ -268,6 +270,18 @@ def print_table(result: dict, log=print) -> None:
     log(f"mean per-patient Dice {_f(result['summary']['chosen']['dice']['mean'])}, {interval_text(result)}")
     acc = result["summary"]["baseline"]["accuracy"]["mean"]
     log(f"pixel accuracy: model {_f(result['summary']['chosen']['accuracy']['mean'])}, baseline {_f(acc)}")
+
+
+def hd95_note(result: dict, what: str = "patient") -> str | None:
+    """How many rows each HD95 mean is over, when some are n/a (exactly one mask empty); else None."""
+    parts = []
+    for key, name in (("chosen", "the model's"), ("baseline", "the baseline's")):
+        h = result["summary"].get(key, {}).get("hd95")
+        if h and h.get("undefined"):
+            parts.append(f"{name} over {h['n']} of {h['n'] + h['undefined']} {what}s")
+    if not parts:
+        return None
+    return f"HD95 means leave out the n/a {what}s (one mask empty, the other not): {', '.join(parts)}"
 
 
 def interval_text(result: dict, what: str = "patient") -> str:
@@ -304,6 +318,8 @@ def markdown(result: dict) -> str:
         s = result["summary"][name]
         vals = [_f(s[m]["mean"]) for m in METRICS] + [_f(s["dice"]["median"]), _f(s["dice"]["min"])]
         lines.append(f"| {variant_label(name)} | " + " | ".join(vals) + " |")
+    if note := hd95_note(result, what):
+        lines += ["", note + "."]
     noted = [f"- {r['patient']}: {n}" for r in result["per_patient"] for n in r.get("notes", [])]
     if noted:
         lines += ["", "Notes:", *noted]
