@@ -6,11 +6,17 @@ DATA ?= ../shared/data/lgg
 PATIENT ?= TCGA_CS_5395_19981004
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean FORCE
 
-$(BIN)/tumorseg: pyproject.toml
+# the torch requested, remembered: another TORCH= reinstalls torch in the existing .venv
+$(VENV)/.torch: FORCE
+	@mkdir -p $(VENV)
+	@if [ "$$(cat $@ 2>/dev/null)" != '$(TORCH)' ]; then echo '$(TORCH)' > $@; fi
+
+$(BIN)/tumorseg: pyproject.toml $(VENV)/.torch
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip uninstall -q -y torch 2>/dev/null || true
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[test,onnx,medical,serve]"
 	touch $@
@@ -22,6 +28,11 @@ demo: setup
 		echo "No data at $(DATA)."; \
 		echo "Put the LGG kaggle_3m folder there (<CASE>/<CASE>_<n>.tif with <CASE>_<n>_mask.tif beside each),"; \
 		echo "or run: make demo DATA=/path/to/kaggle_3m"; \
+		exit 2; fi
+	@if [ ! -d "$(DATA)/$(PATIENT)" ]; then \
+		echo "No patient $(PATIENT) in $(DATA)."; \
+		if [ -d "$(DATA)/kaggle_3m" ]; then echo "Did you mean: make demo DATA=$(DATA)/kaggle_3m"; \
+		else echo "DATA should hold the kaggle_3m patient folders (TCGA_...); or pick one: make demo PATIENT=<folder>"; fi; \
 		exit 2; fi
 	$(BIN)/tumorseg predict $(DATA)/$(PATIENT) --out runs/demo/predict --overlay
 	$(BIN)/tumorseg evaluate --data $(DATA) --split test --out runs/demo/evaluate --report

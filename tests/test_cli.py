@@ -167,7 +167,14 @@ def test_train_help_shows_the_config_defaults():
 
     r = tumorseg("train", "--help", env={**os.environ, "COLUMNS": "250"})
     assert r.returncode == 0, r.stderr
-    lines = {line.split()[1]: line for line in r.stdout.splitlines() if line.strip("│ ").startswith("--")}
+    lines: dict[str, str] = {}  # each option's help, its wrapped lines joined
+    for line in r.stdout.splitlines():
+        if line.lstrip().startswith("--"):
+            option = line.split()[0]
+            lines[option] = line
+        elif lines and line.startswith("      "):
+            lines[option] += " " + line.strip()
+    lines = {k: " ".join(v.split()) for k, v in lines.items()}
     d = TrainConfig()
     for option, value in (("--epochs", d.epochs), ("--test-frac", d.test_frac), ("--out", d.out),
                           ("--depth", d.model.depth), ("--loss", d.loss)):  # fmt: skip
@@ -211,3 +218,31 @@ def test_more_folds_than_patients_and_too_few_for_a_test_split_are_said(tiny_lgg
         assert "use --folds 2 or fewer" in r.stderr and not (tmp_path / "f" / "config.json").exists()
     r = tumorseg("train", "--data", tiny_lgg, "--out", tmp_path / "t", "--val-frac", "0.5", *common)
     assert r.returncode == 0 and "--test-frac 0.2 gives no test patients with 2 patients" in r.stdout, r.stderr
+
+
+def test_a_data_folder_one_level_too_high_points_to_the_patients(lgg_root, tmp_path):
+    """`dl/kaggle_3m/TCGA_...` given as `dl` once got "no slices found" with no word of kaggle_3m."""
+    (tmp_path / "dl" / "kaggle_3m").mkdir(parents=True)
+    (tmp_path / "dl" / "kaggle_3m" / "TCGA_CS_4941_19960909").symlink_to(lgg_root / "TCGA_CS_4941_19960909")
+    hint = f"did you mean {tmp_path / 'dl' / 'kaggle_3m'}?"
+    for cmd in (["check-data", tmp_path / "dl"], ["evaluate", "--data", tmp_path / "dl"],
+                ["predict", tmp_path / "dl", "--out", tmp_path / "o"]):  # fmt: skip
+        r = tumorseg(*cmd)
+        assert r.returncode in (1, 2) and hint in r.stdout + r.stderr, (cmd, r.stdout, r.stderr)
+
+
+def test_a_missing_tumorseg_weights_is_named_as_the_variable(tmp_path, monkeypatch):
+    from tumorseg.errors import TumorsegError
+    from tumorseg.infer import default_weights
+
+    monkeypatch.setenv("TUMORSEG_WEIGHTS", str(tmp_path / "nowhere.safetensors"))
+    with pytest.raises(TumorsegError, match=r"\$TUMORSEG_WEIGHTS=.*nowhere\.safetensors: no such file"):
+        default_weights()
+
+
+def test_help_keeps_option_names_whole_in_80_columns():
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "train", "--help"], capture_output=True, text=True,
+                       env={**os.environ, "COLUMNS": "80"}, timeout=60)  # fmt: skip
+    assert r.returncode == 0
+    for flag in ("--missing-sequences", "--sequence-jitter", "--deep-supervision", "--hard-empty"):
+        assert flag in r.stdout, flag

@@ -15,6 +15,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: option names stay whole in 80 columns and in pipes
+    context_settings={"max_content_width": 120},
 )
 
 
@@ -428,7 +430,7 @@ def serve(
     backend: Backend = typer.Option("auto", help=BACKEND_HELP),
     max_upload_mb: int = typer.Option(50, min=1, max=2048, help="Largest accepted upload in MiB."),
 ) -> None:
-    r"""Start the web page and REST API (needs the serve extra: pip install 'tumorseg\[serve]')."""
+    """Start the web page and REST API (needs the serve extra: pip install 'tumorseg[serve]')."""
     import os
 
     try:

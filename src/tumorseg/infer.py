@@ -22,7 +22,12 @@ BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 
 def default_weights() -> Path:
     """The shipped model: $TUMORSEG_WEIGHTS, else weights/ in the source tree."""
-    path = Path(os.environ.get("TUMORSEG_WEIGHTS", DEFAULT_WEIGHTS))
+    if os.environ.get("TUMORSEG_WEIGHTS"):
+        path = Path(os.environ["TUMORSEG_WEIGHTS"])
+        if not path.is_file():
+            raise TumorsegError(f"no --weights given, and $TUMORSEG_WEIGHTS={path}: no such file")
+        return path
+    path = DEFAULT_WEIGHTS
     if not path.is_file():
         raise TumorsegError(f"no --weights given and the shipped model {path} is missing")
     return path

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.check import fewer_sequences_note
-from .data.lgg import select_channels, slice_number, slice_numbers
+from .data.lgg import holds_patients, kaggle_root_hint, select_channels, slice_number, slice_numbers
 from .errors import DataError, TumorsegError
 from .infer import Predictor
 from .io import IMAGE_SUFFIXES, binary_mask, image_pixels, is_mask_path, read_image, write_png
@@ -56,8 +56,10 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
             names = {p.name for p in found}
             files += sorted((p for p in found if not _is_truth(p) and not _is_output(p, names)), key=slice_number)
             if not found and any(p.is_dir() for p in item.iterdir()):
-                why.append(f"{item} holds folders, which are not searched: name the patient folders ({item}/*), "
-                           f"or score a kaggle_3m folder with `tumorseg evaluate --data {item}`")  # fmt: skip
+                score = (f", or score them as a kaggle_3m folder with `tumorseg evaluate --data {item}`"
+                         if holds_patients(item) else kaggle_root_hint(item))  # fmt: skip
+                why.append(f"{item} holds folders, which are not searched: name the patient folders "
+                           f"({item}/*){score}")  # fmt: skip
         elif item.exists() or item.is_symlink():
             if _is_truth(item):
                 why.append(

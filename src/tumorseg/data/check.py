@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..io import binary_mask, is_mask_path, read_image
-from .lgg import SLICE_SUFFIXES, slice_number
+from .lgg import SLICE_SUFFIXES, kaggle_root_hint, slice_number
 
 # the channels of an RGB slice other than FLAIR (channel 1), by name
 T1_CHANNELS = {0: "pre-contrast T1", 2: "post-contrast T1"}
@@ -115,7 +115,8 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
         if copies and slices > first:
             missing[folder.name] = copies
     if patients == 0:
-        errors.append(f"{root}: no slices found (expected <CASE>/<CASE>_<n>.png|tif with _mask beside each)")
+        errors.append(f"{root}: no slices found (expected <CASE>/<CASE>_<n>.png|tif with _mask beside each)"
+                      f"{kaggle_root_hint(Path(root))}")  # fmt: skip
     report = {
         "root": str(root),
         "patients": patients,

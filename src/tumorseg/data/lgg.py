@@ -63,6 +63,23 @@ def _slice_files(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES]
 
 
+def holds_patients(folder: Path) -> bool:
+    """`folder` holds patient folders of slices (a kaggle_3m root)."""
+    return any(p.is_dir() and _slice_files(p) for p in Path(folder).iterdir())
+
+
+def kaggle_root_hint(root: Path) -> str:
+    """When `root` holds no patients but a folder inside it does (`dl/kaggle_3m/TCGA_...`), the
+    words that point there; "" otherwise."""
+    try:
+        for sub in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+            if holds_patients(sub):
+                return f"; did you mean {sub}? (it holds the patient folders)"
+    except OSError:
+        pass
+    return ""
+
+
 def case_from_folder(folder: Path) -> Case:
     """Pair each image in `folder` with its `_mask`, raising DataError for an orphan."""
     files = _slice_files(folder)
@@ -93,7 +110,7 @@ def find_cases(root: str | Path, limit: int = 0, ids: Collection[str] | None = N
     if not folders:
         raise DataError(
             f"{root}: no slices found; expected the kaggle_3m layout "
-            "<CASE>/<CASE>_<n>.png|tif with <CASE>_<n>_mask beside each"
+            f"<CASE>/<CASE>_<n>.png|tif with <CASE>_<n>_mask beside each{kaggle_root_hint(root)}"
         )
     if ids is not None:
         folders = [f for f in folders if f.name in set(ids)]
