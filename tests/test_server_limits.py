@@ -193,3 +193,35 @@ def test_serve_on_port_0_prints_the_port_it_serves_and_stops_cleanly(tmp_path, s
     finally:
         proc.kill()
         proc.wait(timeout=30)
+
+
+def test_the_schema_describes_the_answers_and_needs_nothing_from_the_internet(served, lgg_root, tmp_path):
+    """Once: no schema for the 200 answers, HEAD and GET sharing one operationId, and /docs and
+    /redoc loading scripts from a CDN."""
+    from tumorseg.api.app import SliceAnswer, VolumeAnswer
+
+    url, _ = served
+    schema = httpx.get(url + "/openapi.json").json()
+    ops = [op["operationId"] for path in schema["paths"].values() for op in path.values()]
+    assert len(ops) == len(set(ops)), ops
+    refs = schema["paths"]["/api/v1/segment"]["post"]["responses"]["200"]["content"]["application/json"]
+    assert {r["$ref"].rsplit("/", 1)[1] for r in refs["schema"]["anyOf"]} == {"SliceAnswer", "VolumeAnswer"}
+    assert httpx.get(url + "/docs").status_code == 404 and httpx.get(url + "/redoc").status_code == 404
+    SliceAnswer.model_validate(post(url, (lgg_root / SLICE).read_bytes()).json())  # the answers are as described
+    path, _ = case_nifti(lgg_root, "TCGA_CS_4941_19960909", slice(10, 13), tmp_path / "v.nii.gz")
+    VolumeAnswer.model_validate(post(url, path.read_bytes(), "v.nii.gz").json())
+
+
+def test_bigtiff_is_read_and_a_wrong_kind_of_request_is_explained(served, lgg_root):
+    url, _ = served
+    rgb = np.asarray(Image.open(lgg_root / SLICE))
+    r = post(url, tiff_bytes(rgb, photometric="rgb", bigtiff=True))  # once 415
+    assert (
+        r.status_code == 200
+        and r.json()["tumor_area_px"] == post(url, (lgg_root / SLICE).read_bytes()).json()["tumor_area_px"]
+    )
+    raw = httpx.post(url + "/api/v1/segment", content=(lgg_root / SLICE).read_bytes(),
+                     headers={"Content-Type": "image/png"}, timeout=60)  # fmt: skip
+    assert raw.status_code == 415 and "multipart/form-data" in raw.json()["error"]  # once 422 "Field required"
+    text = httpx.post(url + "/api/v1/segment", data={"file": "scan.png"}, files={"other": ("x", b"")}, timeout=60)
+    assert text.status_code == 400 and "holds text, not a file" in text.json()["error"], text.json()

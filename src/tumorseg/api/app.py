@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
@@ -44,7 +45,7 @@ def sniff(head: bytes) -> str | None:
         return "png"
     if head.startswith(b"\xff\xd8\xff"):
         return "jpeg"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # classic TIFF and BigTIFF
         return "tiff"
     if len(head) >= 348 and _nifti_header(head):
         return "nifti"
@@ -88,14 +89,55 @@ class ErrorBody(BaseModel):
     error: str
 
 
+class SliceAnswer(BaseModel):
+    """The answer for a slice (PNG, TIFF or JPEG). Images are PNG data URLs at the upload's size."""
+
+    kind: Literal["image"]
+    notes: list[str]
+    width: int
+    height: int
+    mri: str
+    mask: str
+    overlay: str
+    tumor_area_px: int
+    max_probability: float
+    runtime_ms: float
+    model: str
+
+
+class VolumeSlice(BaseModel):
+    """One axial slice of a volume's answer, in the canonical order the notes count from 0."""
+
+    mri: str
+    mask: str
+    overlay: str
+    tumor_area_px: int
+
+
+class VolumeAnswer(BaseModel):
+    """The answer for a NIfTI volume; `mask_url` serves its mask volume for an hour."""
+
+    kind: Literal["volume"]
+    notes: list[str]
+    slices: list[VolumeSlice]
+    tumor_volume_ml: float
+    slices_with_tumor: list[int]
+    max_probability: float
+    runtime_ms: float
+    mask_url: str
+    model: str
+
+
 SEGMENT_RESPONSES: dict = {
-    200: {"description": "JSON (see the README); with `?format=png` the mask as PNG for a slice, "
+    200: {"model": SliceAnswer | VolumeAnswer,
+          "description": "JSON: SliceAnswer or VolumeAnswer; with `?format=png` the mask as PNG for a slice, "
           "or the mask volume as .nii.gz for a volume",
           "content": {"image/png": {}, "application/gzip": {}}},
     400: {"model": ErrorBody, "description": "empty upload, more than one file, or an unknown parameter"},
     413: {"model": ErrorBody, "description": "upload, image or volume too large"},
-    415: {"model": ErrorBody, "description": "not a PNG, TIFF, JPEG or NIfTI file"},
-    422: {"model": ErrorBody, "description": "a readable type whose content cannot be segmented"},
+    415: {"model": ErrorBody, "description": "not a PNG, TIFF, JPEG or NIfTI file, or not sent as multipart/form-data"},
+    422: {"model": ErrorBody, "description": "a readable type whose content cannot be segmented, or a query value "
+          "out of range (format, all_parts)"},
 }  # fmt: skip
 SEGMENT_PARAMS = {"format", "all_parts"}
 
@@ -107,7 +149,11 @@ async def one_upload(request: Request) -> None:
     if unknown:
         raise HTTPException(400, f"unknown query parameter {', '.join(unknown)}: this endpoint takes "
                             f"{' and '.join(sorted(SEGMENT_PARAMS))}")  # fmt: skip
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        raise HTTPException(415, "send the image as multipart/form-data, in the field 'file' (curl -F file=@scan.png)")
     form = await request.form()
+    if any(isinstance(v, str) for v in form.getlist("file")):
+        raise HTTPException(400, "the field 'file' holds text, not a file upload (curl -F file=@scan.png; note the @)")
     fields = sorted(set(form) - {"file"})
     if fields:
         raise HTTPException(400, f"unknown form field {', '.join(fields)}: send the image as the field 'file'")
@@ -171,8 +217,9 @@ def create_app(
     results = Path(tempfile.mkdtemp(prefix="tumorseg-serve-")) if owned else Path(results_dir)
     results.mkdir(parents=True, exist_ok=True)
 
+    # no /docs or /redoc: they load scripts from a CDN, which an offline network cannot reach
     app = FastAPI(title="tumorseg", version=__version__, description="Brain tumor segmentation in MRI. "
-                  "Not a medical device; for research use only.")  # fmt: skip
+                  "Not a medical device; for research use only.", docs_url=None, redoc_url=None)  # fmt: skip
     if owned:
         app.router.on_shutdown.append(lambda: shutil.rmtree(results, ignore_errors=True))
 
@@ -191,12 +238,16 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        if any(tuple(e["loc"]) == ("body", "file") for e in exc.errors()):  # sent, but not whole
+            where += " (no complete file in the field 'file': was the upload cut short?)"
         return error(422, f"invalid request: {where}")
 
-    @app.api_route("/api/v1/health", methods=["GET", "HEAD"])
+    @app.get("/api/v1/health")
     def health() -> dict:
         """The loaded model's id and version, and the inference backend."""
         return {"status": "ok", "model": model_id, "version": __version__, "backend": predictor.backend}
+
+    app.head("/api/v1/health", include_in_schema=False)(health)  # one operation in the schema
 
     too_large = f"upload larger than {max_upload // (1024 * 1024)} MiB"
     app.add_middleware(BodyLimit, limit=max_upload + 1024 * 1024, message=too_large)  # + the form's own bytes
@@ -290,9 +341,10 @@ def create_app(
             "model": model_id,
         }
 
-    @app.get("/api/v1/results/{rid}/mask.nii.gz", responses={
+    @app.get("/api/v1/results/{rid}/mask.nii.gz", response_class=Response, responses={
         200: {"content": {"application/gzip": {}}, "description": "the mask volume (.nii.gz)"},
-        404: {"model": ErrorBody, "description": "no such result, or older than an hour"}})  # fmt: skip
+        404: {"model": ErrorBody, "description": "no such result, or older than an hour"},
+        422: {"model": ErrorBody, "description": "an invalid request"}})  # fmt: skip
     def result_mask(rid: str):
         """The mask volume of an earlier volume upload."""
         if not rid.isalnum() or len(rid) != 32:
