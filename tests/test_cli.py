@@ -215,7 +215,7 @@ def test_more_folds_than_patients_and_too_few_for_a_test_split_are_said(tiny_lgg
         r = tumorseg("train", "--data", tiny_lgg, "--out", tmp_path / "f", "--folds", "3", "--fold", fold,
                      "--test-frac", "0", *common)  # fmt: skip
         assert r.returncode == 2 and "--folds 3: only 2 patients are outside the test split" in r.stderr, r.stderr
-        assert "use --folds 2 or fewer" in r.stderr and not (tmp_path / "f" / "config.json").exists()
+        assert "use --folds 2 or fewer" in r.stderr and not (tmp_path / "f").exists()  # not even an empty folder
     r = tumorseg("train", "--data", tiny_lgg, "--out", tmp_path / "t", "--val-frac", "0.5", *common)
     assert r.returncode == 0 and "--test-frac 0.2 gives no test patients with 2 patients" in r.stdout, r.stderr
 

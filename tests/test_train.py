@@ -357,3 +357,19 @@ def test_resume_of_a_checkpoint_without_a_saved_split_keeps_its_data(tiny_lgg, t
 def test_members_with_a_member_index_is_refused(tmp_path):
     with pytest.raises(TumorsegError, match="member trains one ensemble member alone"):
         tiny_config(tmp_path, tmp_path / "r", member=1, model={"base": 4, "depth": 2, "image_size": 64, "members": 2})
+
+
+def test_summary_names_the_saved_weights_and_the_metric_patience_watches(tiny_lgg, tmp_path):
+    """summary.json's weights_sha256 was once the raw weights', not the EMA weights saved; --patience
+    without validation patients stopped on the training loss without a word."""
+    from tumorseg.train import state_digest
+
+    logs = []
+    cfg = tiny_config(tiny_lgg, tmp_path / "r", epochs=6, val_frac=0.0, lr=1e-9, patience=1, ema=0.9)
+    summary = fit(cfg, progress=False, log=logs.append)
+    assert summary["weights_sha256"] == state_digest(load_checkpoint(tmp_path / "r" / "last.safetensors").model)
+    assert any("no validation patients, so --patience 1 stops on the training loss" in x for x in logs)
+    assert summary["best_metric"] == "train_loss" and summary["best_score"] > 0
+    stopped = [x for x in logs if x.startswith("early stop:")]  # whether the loss stalled depends on the draws
+    assert all(x.startswith("early stop: no improvement of the training loss") for x in stopped)
+    assert bool(stopped) == (summary["epochs_done"] < 6)

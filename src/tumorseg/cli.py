@@ -498,8 +498,14 @@ def _listen_socket(host: str, port: int):
 
 
 def _interrupted(signum, frame) -> None:
-    # said here: Typer turns the KeyboardInterrupt into a silent exit 130
-    typer.secho("interrupted: the outputs written so far are complete; the rest were not made", err=True)
+    # said here: Typer turns the KeyboardInterrupt into a silent exit 130. `train` says more
+    # itself in one process; this is what a torchrun rank says.
+    if sys.argv[1:2] == ["train"]:
+        msg = ("interrupted: continue from the last complete epoch with `tumorseg train --resume RUN`; "
+               "with no epoch complete, run the same command again")  # fmt: skip
+    else:
+        msg = "interrupted: the outputs written so far are complete; the rest were not made"
+    typer.secho(msg, err=True)
     raise KeyboardInterrupt
 
 

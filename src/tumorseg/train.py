@@ -252,6 +252,7 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
     if cfg.device == "cuda" and not torch.cuda.is_available():
         why = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
         raise TumorsegError(f"--device cuda: {why}; use --device cpu, or install the CUDA build (README, GPU users)")
+    made = not Path(cfg.out).exists()
     check_run_folder(cfg, resume)
     info = ddp.setup("cuda" if _use_cuda(cfg) else "cpu")
     stop = _StopOnSigint(enabled=not info.enabled)
@@ -260,6 +261,13 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
         summary = run(cfg, resume, progress, log, info, stop)
         ddp.barrier(info)  # no rank tears the process group down while another still uses it
         return summary
+    except TumorsegError:  # refused (bad data, too many folds): no empty run folder is left behind
+        if made and info.is_main:
+            try:
+                Path(cfg.out).rmdir()  # only if still empty
+            except OSError:
+                pass
+        raise
     finally:
         stop.restore()
         ddp.cleanup()
@@ -548,6 +556,10 @@ def _fit(
     if cfg.folds > rest:  # some fold would have no validation patients, whichever this is
         raise TumorsegError(f"--folds {cfg.folds}: only {rest} patients are outside the test split, so not "
                             f"every fold has validation patients; use --folds {rest} or fewer")  # fmt: skip
+    metric = "validation per-patient Dice" if split["val"] else "training loss"
+    if cfg.patience and not split["val"]:
+        log(f"warning: no validation patients, so --patience {cfg.patience} stops on the training loss "
+            "(give --val-frac or --folds to stop on the validation Dice)")  # fmt: skip
     if cfg.test_frac and not split["test"]:
         log(f"warning: --test-frac {cfg.test_frac} gives no test patients with {len(by_id)} patients (3 are needed)")
     for name, ids in split.items():
@@ -740,10 +752,12 @@ def _fit(
             msg += f", val per-patient Dice mean {record['val_dice']:.4f} median {record['val_dice_median']:.4f}"
         log(msg + f", {record['epoch_seconds']:.0f} s")
         if cfg.patience and bad_epochs >= cfg.patience:
-            log(f"early stop: no improvement for {cfg.patience} epochs (best epoch {best_epoch})")
+            log(f"early stop: no improvement of the {metric} for {cfg.patience} epochs (best epoch {best_epoch})")
             break
-    summary = {"run": str(out), "best_epoch": best_epoch, "best_score": best, "epochs_done": len(history)}
-    summary["weights_sha256"] = state_digest(net.state_dict())  # equal on every rank under DDP
+    summary = {"run": str(out), "best_epoch": best_epoch, "best_metric": "val_dice" if val_ids else "train_loss",
+               "best_score": best if val_ids else -best, "epochs_done": len(history)}  # fmt: skip
+    # the weights saved (EMA's when on), equal on every rank under DDP
+    summary["weights_sha256"] = state_digest((ema.model if ema else net).state_dict())
     # training time of every epoch on record (resumed runs included) and the machine of this one
     summary["train_seconds"] = sum(h["epoch_seconds"] for h in history)
     summary["machine"] = machine(device)
