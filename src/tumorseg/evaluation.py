@@ -404,6 +404,8 @@ def align_mask(mask, image, log=print):
     otherwise (a shift, other spacing) is scored voxel by voxel, with a warning."""
     import nibabel as nib
 
+    from .volume import affine_spacing
+
     if np.allclose(mask.affine, image.affine, atol=1e-3):
         return mask
     src, dst = nib.orientations.io_orientation(mask.affine), nib.orientations.io_orientation(image.affine)
@@ -413,8 +415,7 @@ def align_mask(mask, image, log=print):
         affine = mask.affine @ nib.orientations.inv_ornt_aff(move, mask.array.shape)
         log(f"  {mask.source}: stored as {''.join(nib.aff2axcodes(mask.affine))}, the image as "
             f"{''.join(nib.aff2axcodes(image.affine))}: reoriented to the image's voxel order")  # fmt: skip
-        spacing = tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(0)))
-        mask = type(mask)(np.ascontiguousarray(array), affine, spacing, source=mask.source)
+        mask = type(mask)(np.ascontiguousarray(array), affine, affine_spacing(affine), source=mask.source)
     if not np.allclose(mask.affine, image.affine, atol=1e-3):
         log(
             f"  warning: {mask.source}: its affine differs from the image's (position or spacing); "

@@ -473,15 +473,14 @@ def _summary_on_disk(out: Path, state: dict) -> dict:
                 "epochs_done": state.get("epoch")}  # fmt: skip
 
 
-def _finished_resume(cfg: TrainConfig, last_path: Path) -> Checkpoint | None:
-    """The run's last checkpoint when a resume has nothing to do, found from the file names alone;
-    None otherwise, also when the data cannot be listed (check-data then says why)."""
+def _listed_resume(cfg: TrainConfig, last_path: Path) -> Checkpoint | None:
+    """`_resumable` against the split of the data as its file names list it, before any slice is
+    read; None when the data cannot be listed (check-data then says why)."""
     try:
         split = data_split(cfg)[1]
     except DataError:
         return None
-    ck = _resumable(cfg, last_path, split)
-    return ck if _finished(cfg, ck) else None
+    return _resumable(cfg, last_path, split)
 
 
 def _nothing_to_do(out: Path, cfg: TrainConfig, state: dict) -> str:
@@ -536,11 +535,10 @@ def _fit(
     torch.use_deterministic_algorithms(True, warn_only=True)
 
     last_path, metrics_path = out / "last.safetensors", out / "metrics.jsonl"
-    if resume:  # nothing to do: the run is left as it was, and no slice is read
-        done = _finished_resume(cfg, last_path)
-        if done is not None:
-            log(_nothing_to_do(out, cfg, done.meta["train_state"]))
-            return _summary_on_disk(out, done.meta["train_state"])
+    ck = _listed_resume(cfg, last_path) if resume else None  # checked before anything is written
+    if ck is not None and _finished(cfg, ck):  # nothing to do: the run is left as it was, no slice read
+        log(_nothing_to_do(out, cfg, ck.meta["train_state"]))
+        return _summary_on_disk(out, ck.meta["train_state"])
     report = check_data(cfg.data, limit=cfg.max_patients)  # the same checks as `tumorseg check-data`
     if report["errors"]:
         shown = "; ".join(report["errors"][:5])
@@ -564,7 +562,8 @@ def _fit(
         log(f"warning: --test-frac {cfg.test_frac} gives no test patients with {len(by_id)} patients (3 are needed)")
     for name, ids in split.items():
         log(f"{name:>5}: {len(ids):3d} patients  {' '.join(ids)}")
-    ck = _resumable(cfg, last_path, split) if resume else None  # checked before anything is written
+    if resume and ck is None:  # the data could not be listed before check-data
+        ck = _resumable(cfg, last_path, split)
     if main:
         atomic_write_text(out / "split.json", json.dumps(split, indent=2))
         atomic_write_text(out / "config.json", cfg.model_dump_json(indent=2))

@@ -92,8 +92,12 @@ def read_nifti(path: str | Path, max_voxels: int = MAX_VOXELS) -> Volume:
                         f"cannot be found: {affine[:3].round(4).tolist()}")  # fmt: skip
     # the spacing of the affine the voxels are placed by (sform or qform), not the header's pixdim,
     # which a writer may leave at 1 mm: volumes, areas and HD95 then agree with the geometry
-    zooms = tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(0)))
-    return Volume(data, affine, zooms, source=str(path), header=img.header)
+    return Volume(data, affine, affine_spacing(affine), source=str(path), header=img.header)
+
+
+def affine_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """The voxel size in mm along each voxel axis of a voxel-to-world matrix."""
+    return tuple(float(z) for z in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0)))
 
 
 def stack_channels(t1: Volume | None, flair: Volume, t1c: Volume | None) -> tuple[Volume, list[str]]:
