@@ -77,6 +77,8 @@ RECIPES: dict[str, dict] = {
     # deep supervision: 1x1 heads on the 1/2, 1/4 and 1/8 decoder outputs, trained only (nnU-Net)
     "R22-r17-deepsup": {"empty_ratio": 0.25, "epochs": 128, "sequence_jitter": True, "deep_supervision": True},
     "R23-deepsup": {"deep_supervision": True},
+    # a random monotone intensity curve per sequence in 25 % of cases (MONAI's RandHistogramShift model)
+    "R24-r17-histshift0.25": {"empty_ratio": 0.25, "epochs": 128, "sequence_jitter": True, "histogram_shift": 0.25},
 }
 # the train defaults the recipes were written against (R0 is these): pinned, so that each recipe
 # keeps its meaning, and its results files stay comparable, when the shipped defaults change
@@ -436,6 +438,8 @@ def main() -> None:
     ap.add_argument("--out", default=os.environ.get("OUT", "cv_recipes_out"))
     a = ap.parse_args()
     if a.mode == "pack":
+        if not a.out.endswith(".npz.xz"):  # also stops a `--pack` meant as the destination writing the default
+            ap.error(f"pack writes the file --out names, which must end in .npz.xz (got {a.out})")
         meta = pack(Path(a.data), Path(a.out), a.size, test_frac=a.test_frac)
         size = Path(a.out).stat().st_size / 1e6
         print(f"{a.out}: {len(meta['packed'])} of {len(meta['all_ids'])} patients, {size:.1f} MB")

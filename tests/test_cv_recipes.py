@@ -269,3 +269,11 @@ def test_recipes_are_pinned_to_r0s_defaults_not_the_current_ones():
     r0_dump = r0.model_dump()
     changed = {k for k, v in cfgs["R17-r5-seqjitter"].model_dump().items() if r0_dump[k] != v}
     assert changed == {"epochs", "empty_ratio", "sequence_jitter"}
+
+
+def test_pack_refuses_a_destination_that_is_not_a_pack(tmp_path):
+    """`pack` writes --out; without one (or with a folder name) it stops before reading any data."""
+    r = subprocess.run([sys.executable, str(SCRIPT), "pack", "--data", str(tmp_path), "--pack", "x.npz.xz"],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 2 and "must end in .npz.xz (got cv_recipes_out)" in r.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -129,6 +129,18 @@ def test_bias_field_reaches_the_training_loop(tiny_lgg, tmp_path):
     assert saved_config(tmp_path / "on")["bias_field"] == 0.3
 
 
+def test_histogram_shift_reaches_the_training_loop(tiny_lgg, tmp_path):
+    """--histogram-shift changes what the network sees and is saved with the run; 0 and --no-augment change nothing."""
+    loss = first_epoch_losses(
+        tiny_lgg, tmp_path, off={}, zero={"histogram_shift": 0.0}, on={"histogram_shift": 1.0},
+        plain={"augment": False}, plain_on={"augment": False, "histogram_shift": 1.0},
+    )  # fmt: skip
+    assert loss["zero"] == loss["off"]
+    assert loss["on"] != loss["off"]
+    assert loss["plain_on"] == loss["plain"]
+    assert saved_config(tmp_path / "on")["histogram_shift"] == 1.0
+
+
 def test_resume_continues_from_the_right_epoch(tiny_lgg, tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     # a constant learning rate, so stopping at 2 of 3 epochs changes nothing but the stop

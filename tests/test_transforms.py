@@ -7,6 +7,7 @@ from tumorseg.data.transforms import (
     augment,
     bias_field,
     dim_lesions,
+    histogram_shift,
     legendre_basis,
     missing_sequences,
     preprocess,
@@ -181,6 +182,29 @@ def test_bias_field_is_smooth_per_group_and_keeps_the_background():
     shared = bias_field(x, torch.Generator().manual_seed(0), 0.3)
     assert torch.allclose(shared[:, 0], shared[:, 1]) and torch.allclose(shared[:, 1], shared[:, 2])
     assert torch.equal(bias_field(x, torch.Generator().manual_seed(0), 0.0, groups), x)
+
+
+def test_histogram_shift_is_a_monotone_curve_per_group_on_a_share_of_slices():
+    """Each chosen (slice, group) gets its own increasing curve with 0 and 1 fixed, the background
+    stays 0, about p of them are chosen, the same seed repeats, and p = 0 changes nothing."""
+    ramp = torch.linspace(0, 1, 201)
+    x = ramp.repeat(400, 3, 4, 1)  # every intensity, in every channel of every slice
+    x[..., 0, :] = 0  # a background row
+    groups = [[0], [1, 2]]  # channel 2 copies channel 1 (as 2.5D context does)
+    out = histogram_shift(x, torch.Generator().manual_seed(0), 0.3, groups)
+    assert torch.equal(out, histogram_shift(x, torch.Generator().manual_seed(0), 0.3, groups))
+    assert (out[..., 0, :] == 0).all() and out.min() >= 0 and out.max() <= 1
+    body = out[..., 1:, :]
+    assert (body.diff(dim=-1) >= -1e-6).all()  # increasing: the curve keeps the order of intensities
+    assert torch.allclose(body[..., -1], torch.ones(())) and torch.allclose(body[..., 0], torch.zeros(()))
+    changed = (body - x[..., 1:, :]).abs().flatten(2).amax(-1) > 1e-4  # (slices, channels)
+    assert torch.equal(changed[:, 1], changed[:, 2])  # one curve per group
+    assert torch.allclose(out[changed[:, 1], 1], out[changed[:, 1], 2])
+    assert not torch.equal(changed[:, 0], changed[:, 1])  # groups are chosen apart
+    assert 0.22 < changed[:, 0].float().mean() < 0.38 and 0.22 < changed[:, 1].float().mean() < 0.38
+    assert torch.equal(histogram_shift(x, torch.Generator().manual_seed(0), 0.0, groups), x)
+    shared = histogram_shift(x, torch.Generator().manual_seed(0), 1.0)
+    assert torch.allclose(shared[:, 0], shared[:, 1]) and torch.allclose(shared[:, 1], shared[:, 2])
 
 
 def test_missing_sequences_copies_flair_into_the_t1_channels(lgg_root):

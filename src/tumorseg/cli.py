@@ -146,6 +146,11 @@ def train(
         "[-BIAS_FIELD, BIAS_FIELD], as MRI coil sensitivity varies (per sequence with --sequence-jitter; "
         "with --augment; 0 = off).",
     ),
+    histogram_shift: float | None = typer.Option(
+        None,
+        help="Share of slices whose intensities pass through a random monotone curve of 10 control points "
+        "(MONAI's RandHistogramShift; per sequence with --sequence-jitter; with --augment; 0 = off).",
+    ),
     deep_supervision: bool | None = typer.Option(
         None,
         "--deep-supervision/--no-deep-supervision",
@@ -181,7 +186,7 @@ def train(
         "loss": loss, "schedule": schedule, "empty_ratio": empty_ratio, "ema": ema,
         "augment": augment, "zoom": zoom, "dim_lesions": dim_lesions, "missing_sequences": missing_sequences,
         "hard_empty": hard_empty, "sequence_jitter": sequence_jitter, "bias_field": bias_field,
-        "deep_supervision": deep_supervision, "seed": seed, "member": member,
+        "histogram_shift": histogram_shift, "deep_supervision": deep_supervision, "seed": seed, "member": member,
         "val_frac": val_frac, "test_frac": test_frac, "folds": folds, "fold": fold,
         "patience": patience, "workers": workers, "threads": threads, "max_patients": max_patients,
         "device": device, "sync_bn": sync_bn, "precision": precision,

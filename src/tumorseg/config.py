@@ -80,6 +80,7 @@ class TrainConfig(BaseModel):
     hard_empty: float = Field(0.0, ge=0, le=1)  # share of empty slices drawn by the tumor last marked in them
     sequence_jitter: bool = False  # brightness, contrast and gamma drawn per MRI sequence (with augment)
     bias_field: float = Field(0.0, ge=0, le=1)  # largest coefficient of a smooth random intensity field (0 = off)
+    histogram_shift: float = Field(0.0, ge=0, le=1)  # share of slices through a random monotone intensity curve
     deep_supervision: bool = False  # 1x1 heads on the coarser decoder outputs, trained only
     ema: float = Field(0.99, ge=0, lt=1.0)
     seed: int = Field(0, ge=0)

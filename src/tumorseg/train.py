@@ -24,6 +24,7 @@ from .data.transforms import (
     augment,
     bias_field,
     dim_lesions,
+    histogram_shift,
     missing_sequences,
     scale_intensity,
     sequence_groups,
@@ -659,6 +660,8 @@ def _fit(
             y = masks.to(device)[:, None].float()
             if cfg.augment:
                 x, y = augment(x, y, gen, scale=cfg.zoom, channel_groups=groups)
+                if cfg.histogram_shift:
+                    x = histogram_shift(x, gen, cfg.histogram_shift, groups)
                 if cfg.bias_field:
                     x = bias_field(x, gen, cfg.bias_field, groups)
                 if cfg.dim_lesions:

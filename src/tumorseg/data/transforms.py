@@ -256,3 +256,44 @@ def bias_field(
         index[group] = g
     field = torch.exp(log_field[:, index.to(x.device)])
     return torch.where(x > 0, (x * field).clamp(0, 1), x)
+
+
+def histogram_shift(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    p: float,
+    channel_groups: list[list[int]] | None = None,
+    points: int = 10,
+) -> torch.Tensor:
+    """Pass the brain pixels of a share `p` of slices (N, C, H, W in [0, 1]) through a random monotone
+    piecewise-linear intensity curve, as scanners and sequences differ in contrast beyond gain and gamma.
+
+    The curve is MONAI's `RandHistogramShift` model: `points` control points evenly spaced on [0, 1],
+    the ends fixed, and each inner point drawn in turn between the one before it (as drawn) and the one
+    after it (as it was). One curve per chosen sample, or per sample and channel group (`sequence_groups`,
+    each group chosen with probability `p`) when `channel_groups` is given. Background (0) stays 0.
+    """
+    if p <= 0:
+        return x
+    n, c = x.shape[:2]
+    groups = channel_groups if channel_groups is not None else [list(range(c))]
+    g = len(groups)
+    ref = torch.linspace(0, 1, points)
+    ys = [torch.zeros(n, g)]
+    for i in range(1, points - 1):
+        lo, hi = ys[-1], ref[i + 1]
+        ys.append(lo + torch.rand(n, g, generator=generator) * (hi - lo))
+    ys.append(torch.ones(n, g))
+    curve = torch.stack(ys, -1)  # (n, g, points)
+    chosen = torch.rand(n, g, generator=generator) < p
+    index = torch.empty(c, dtype=torch.long)
+    for k, group in enumerate(groups):
+        index[group] = k
+    curve, chosen = curve[:, index].to(x.device, x.dtype), chosen[:, index].to(x.device)  # per channel
+    pos = x.clamp(0, 1) * (points - 1)
+    seg = pos.floor().clamp(max=points - 2).long()
+    t = pos - seg
+    lo = curve.gather(2, seg.flatten(2)).view_as(x)
+    hi = curve.gather(2, seg.flatten(2) + 1).view_as(x)
+    out = lo + t * (hi - lo)
+    return torch.where(chosen[..., None, None] & (x > 0), out, x)
