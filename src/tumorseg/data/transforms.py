@@ -117,10 +117,7 @@ def augment(
         if channel_groups is None:
             return on_device(uniform(lo, hi))
         drawn = uniform(lo, hi, len(channel_groups))
-        out = torch.empty(n, c)
-        for g, group in enumerate(channel_groups):
-            out[:, group] = drawn[:, g : g + 1]
-        return out.to(x.device).view(n, c, 1, 1)
+        return drawn[:, group_index(channel_groups, c)].to(x.device).view(n, c, 1, 1)
 
     angle = uniform(-rotate_deg, rotate_deg) * math.pi / 180
     flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
@@ -141,6 +138,15 @@ def augment(
         g = torch.exp(per_channel(-math.log1p(gamma), math.log1p(gamma)))
         x = torch.where(x > 0, x.clamp_min(1e-6) ** g, x)
     return x, y
+
+
+def group_index(channel_groups: list[list[int]] | None, c: int) -> torch.Tensor:
+    """For each of `c` channels, the index of its group (all 0 without groups): `drawn[:, index]` spreads
+    one draw per group to the channels."""
+    index = torch.zeros(c, dtype=torch.long)
+    for g, group in enumerate(channel_groups or []):
+        index[group] = g
+    return index
 
 
 def sequence_groups(own: int, flair: int, context: int = 0) -> list[list[int]]:
@@ -248,13 +254,10 @@ def bias_field(
     """
     n, c, h, w = x.shape
     basis = legendre_basis(h, w, degree).to(x.device)
-    groups = channel_groups if channel_groups is not None else [list(range(c))]
-    coeff = (torch.rand(n, len(groups), basis.shape[0], generator=generator) * 2 - 1) * strength
+    g = len(channel_groups) if channel_groups is not None else 1
+    coeff = (torch.rand(n, g, basis.shape[0], generator=generator) * 2 - 1) * strength
     log_field = torch.einsum("ngk,khw->nghw", coeff.to(x.device), basis)
-    index = torch.empty(c, dtype=torch.long)
-    for g, group in enumerate(groups):
-        index[group] = g
-    field = torch.exp(log_field[:, index.to(x.device)])
+    field = torch.exp(log_field[:, group_index(channel_groups, c).to(x.device)])
     return torch.where(x > 0, (x * field).clamp(0, 1), x)
 
 
@@ -276,8 +279,7 @@ def histogram_shift(
     if p <= 0:
         return x
     n, c = x.shape[:2]
-    groups = channel_groups if channel_groups is not None else [list(range(c))]
-    g = len(groups)
+    g = len(channel_groups) if channel_groups is not None else 1
     ref = torch.linspace(0, 1, points)
     ys = [torch.zeros(n, g)]
     for i in range(1, points - 1):
@@ -286,9 +288,7 @@ def histogram_shift(
     ys.append(torch.ones(n, g))
     curve = torch.stack(ys, -1)  # (n, g, points)
     chosen = torch.rand(n, g, generator=generator) < p
-    index = torch.empty(c, dtype=torch.long)
-    for k, group in enumerate(groups):
-        index[group] = k
+    index = group_index(channel_groups, c)
     curve, chosen = curve[:, index].to(x.device, x.dtype), chosen[:, index].to(x.device)  # per channel
     pos = x.clamp(0, 1) * (points - 1)
     seg = pos.floor().clamp(max=points - 2).long()
