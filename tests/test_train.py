@@ -141,6 +141,23 @@ def test_histogram_shift_reaches_the_training_loop(tiny_lgg, tmp_path):
     assert saved_config(tmp_path / "on")["histogram_shift"] == 1.0
 
 
+def test_patient_balance_reaches_the_training_loop(tiny_lgg, tmp_path):
+    """--patient-balance changes which slices the network sees and is saved with the run; 0 changes nothing."""
+    loss = first_epoch_losses(tiny_lgg, tmp_path, off={}, zero={"patient_balance": 0.0}, on={"patient_balance": 1.0})
+    assert loss["zero"] == loss["off"]
+    assert loss["on"] != loss["off"]
+    assert saved_config(tmp_path / "on")["patient_balance"] == 1.0
+    cases = find_cases(tiny_lgg)
+    data = SliceDataset(
+        load_cases(
+            tiny_config(tiny_lgg, tmp_path / "x"), [c.id for c in cases], {c.id: c for c in cases}, "", progress=False
+        )
+    )
+    counts = [len(c.images) for c in cases]  # each slice knows its patient, in order
+    np.testing.assert_array_equal(np.bincount(data.patient), counts)
+    assert (np.diff(data.patient) >= 0).all()
+
+
 def test_resume_continues_from_the_right_epoch(tiny_lgg, tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     # a constant learning rate, so stopping at 2 of 3 epochs changes nothing but the stop
@@ -225,6 +242,30 @@ def test_hard_empty_draws_the_most_marked_empty_slices():
     unseen[41] = 1e6
     idx = epoch_indices(has, 0.2, np.random.default_rng(1), 1.0, unseen)
     assert sorted(set(idx) - set(range(10))) == [40, 41]
+
+
+def test_patient_balance_evens_out_patients_tumor_slices():
+    # patient 0: 2 tumor slices, patient 1: 18; 20 empty slices each
+    has = np.array([True] * 2 + [False] * 20 + [True] * 18 + [False] * 20)
+    patient = np.repeat([0, 1], [22, 38])
+    plain = epoch_indices(has, 0.5, np.random.default_rng(0))
+    # balance 0 (or no patients) draws as before
+    np.testing.assert_array_equal(epoch_indices(has, 0.5, np.random.default_rng(0), patient=patient), plain)
+    np.testing.assert_array_equal(epoch_indices(has, 0.5, np.random.default_rng(0), balance=1.0), plain)
+    shares = {}
+    for balance in (0.0, 0.5, 1.0):
+        small = total = 0
+        for seed in range(200):
+            idx = epoch_indices(has, 0.5, np.random.default_rng(seed), patient=patient, balance=balance)
+            assert len(idx) == 30 and has[idx].sum() == 20  # as many tumor slices, as many empty ones
+            tumor = idx[has[idx]]
+            small += int((patient[tumor] == 0).sum())
+            total += len(tumor)
+        shares[balance] = small / total
+    # the small patient's share of tumor slices: n ** (1 - balance) over the sum
+    assert abs(shares[0.0] - 2 / 20) < 1e-9
+    assert abs(shares[0.5] - 2**0.5 / (2**0.5 + 18**0.5)) < 0.02
+    assert abs(shares[1.0] - 0.5) < 0.03
 
 
 def test_update_marked_averages_new_views_into_old():

@@ -134,6 +134,11 @@ def train(
         help="Share of each epoch's empty slices drawn by how much tumor the model last marked in them "
         "(hard-negative sampling; 0 = all at random).",
     ),
+    patient_balance: float | None = typer.Option(
+        None,
+        help="Draw each epoch's tumor slices with replacement, weighted n**-PATIENT_BALANCE (n: the patient's "
+        "tumor slices), so patients with small tumors are seen more (1 = every patient equally; 0 = off).",
+    ),
     sequence_jitter: bool | None = typer.Option(
         None,
         "--sequence-jitter/--no-sequence-jitter",
@@ -185,7 +190,8 @@ def train(
         "data": data, "out": out, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "loss": loss, "schedule": schedule, "empty_ratio": empty_ratio, "ema": ema,
         "augment": augment, "zoom": zoom, "dim_lesions": dim_lesions, "missing_sequences": missing_sequences,
-        "hard_empty": hard_empty, "sequence_jitter": sequence_jitter, "bias_field": bias_field,
+        "hard_empty": hard_empty, "patient_balance": patient_balance, "sequence_jitter": sequence_jitter,
+        "bias_field": bias_field,
         "histogram_shift": histogram_shift, "deep_supervision": deep_supervision, "seed": seed, "member": member,
         "val_frac": val_frac, "test_frac": test_frac, "folds": folds, "fold": fold,
         "patience": patience, "workers": workers, "threads": threads, "max_patients": max_patients,

@@ -78,6 +78,7 @@ class TrainConfig(BaseModel):
     dim_lesions: float = Field(0.0, ge=0, le=1)  # share of tumor slices with a part of the tumor darkened
     missing_sequences: float = Field(0.0, ge=0, le=1)  # share of slices shown with T1 sequences replaced by FLAIR
     hard_empty: float = Field(0.0, ge=0, le=1)  # share of empty slices drawn by the tumor last marked in them
+    patient_balance: float = Field(0.0, ge=0, le=1)  # tumor slices drawn with weight n**-balance, n: its patient's
     sequence_jitter: bool = False  # brightness, contrast and gamma drawn per MRI sequence (with augment)
     bias_field: float = Field(0.0, ge=0, le=1)  # largest coefficient of a smooth random intensity field (0 = off)
     histogram_shift: float = Field(0.0, ge=0, le=1)  # share of slices through a random monotone intensity curve

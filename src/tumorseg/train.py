@@ -47,6 +47,7 @@ class SliceDataset(Dataset):
         self.images = np.concatenate([c.images for c in cases])
         self.masks = np.concatenate([c.masks for c in cases])
         self.has_tumor = self.masks.reshape(len(self.masks), -1).any(1)
+        self.patient = np.repeat(np.arange(len(cases)), [len(c.masks) for c in cases])
 
     def __len__(self) -> int:
         return len(self.images)
@@ -61,17 +62,26 @@ def epoch_indices(
     rng: np.random.Generator,
     hard: float = 0.0,
     marked: np.ndarray | None = None,
+    patient: np.ndarray | None = None,
+    balance: float = 0.0,
 ) -> np.ndarray:
     """Every tumor slice plus `empty_ratio` times as many empty slices, shuffled.
 
     The empty slices are drawn at random, except a share `hard` of them, drawn with weights
     1 + the tumor (soft pixels) the model last marked in each (`marked`, NaN where never seen:
     weighted as the most marked one, so every slice gets looked at): hard-negative sampling.
+    With `balance` > 0 and each slice's `patient`, as many tumor slices are drawn with
+    replacement instead, each weighted n ** -balance, n its patient's tumor slices: a patient
+    then gets a share of the epoch that grows as n ** (1 - balance), and at 1 every patient the same.
     """
     tumor = np.flatnonzero(has_tumor)
     empty = np.flatnonzero(~has_tumor)
     if len(tumor) == 0:
         return rng.permutation(len(has_tumor))
+    if balance and patient is not None:
+        _, inverse, per_patient = np.unique(patient[tumor], return_inverse=True, return_counts=True)
+        w = per_patient[inverse] ** -float(balance)
+        tumor = rng.choice(tumor, len(tumor), replace=True, p=w / w.sum())
     k = min(len(empty), int(round(empty_ratio * len(tumor))))
     n_hard = int(round(hard * k)) if marked is not None else 0
     hard_pick = np.empty(0, np.int64)
@@ -633,7 +643,9 @@ def _fit(
         rng = np.random.default_rng([seed, epoch])
         gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 7919 * info.rank)
         # the same on every rank
-        indices = epoch_indices(data.has_tumor, cfg.empty_ratio, rng, cfg.hard_empty, marked)
+        indices = epoch_indices(
+            data.has_tumor, cfg.empty_ratio, rng, cfg.hard_empty, marked, data.patient, cfg.patient_balance
+        )
         drop_last = len(indices) > cfg.batch_size
         if info.enabled:
             # the epoch's order is already a seeded shuffle: rank r takes positions r, r+W, ...,
