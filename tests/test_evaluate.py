@@ -290,6 +290,11 @@ def test_pairs_csv_names_the_file_line_of_each_problem(tmp_path):
         read_pairs_csv(csv)
     msg = str(err.value)
     assert "line 2" not in msg and "line 5: 3 cells, the header names 2" in msg and "line 6: no mask" in msg
+    # a quoted cell that holds a line break: the row is named by the line it starts on
+    csv.write_text('image,mask,note\nc.nii.gz,a_mask.nii.gz,"two\nlines"\nb.nii.gz,a_mask.nii.gz,x\n')
+    with pytest.raises(TumorsegError) as err:
+        read_pairs_csv(csv)
+    assert re.search(r"line 2: image \S*c.nii.gz does not exist; line 4: image \S*b.nii.gz", str(err.value))
     csv.write_text("image,mask\n")
     with pytest.raises(TumorsegError, match="expected a header line"):
         read_pairs_csv(csv)

@@ -368,14 +368,16 @@ def read_pairs_csv(path: str | Path) -> list[tuple[Path, Path]]:
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
+            end = 0  # the line the last row ended on: a quoted cell may hold line breaks
             for cells in reader:
+                start, end = end + 1, reader.line_num
                 cells = [c.strip() for c in cells]
                 if not any(cells):
                     continue
                 if header is None:
                     header = cells
                 else:
-                    rows.append((reader.line_num, cells))
+                    rows.append((start, cells))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise TumorsegError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
     if not rows or header is None or not {"image", "mask"} <= set(header):
