@@ -81,6 +81,8 @@ RECIPES: dict[str, dict] = {
     "R24-r17-histshift0.25": {"empty_ratio": 0.25, "epochs": 128, "sequence_jitter": True, "histogram_shift": 0.25},
     # R17 with each patient's tumor slices weighted n**-0.5 (n: the patient's tumor slices)
     "R25-r17-balance0.5": {"empty_ratio": 0.25, "epochs": 128, "sequence_jitter": True, "patient_balance": 0.5},
+    # the shipped recipe (R0) with R17's per-sequence brightness, contrast and gamma
+    "R26-r0-seqjitter": {"sequence_jitter": True},
 }
 # the train defaults the recipes were written against (R0 is these): pinned, so that each recipe
 # keeps its meaning, and its results files stay comparable, when the shipped defaults change
