@@ -133,3 +133,15 @@ def test_graph_records_its_input_contract(shipped, lgg_root, tmp_path):
     got = s.run(None, {"image": pred.inputs(images, volume=True)})[0][:, 0]
     assert np.abs(got - want).max() < 1e-4
     assert np.array_equal(got > 0.5, want > 0.5)
+
+
+def test_a_refused_export_leaves_no_new_folder(shipped, tmp_path):
+    """`--out new/sub/m.onnx` made `new/sub` before the weights or data were read, and left it on refusal."""
+    r = cli_export("--weights", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "new" / "sub" / "m.onnx"))
+    assert r.returncode == 2 and "nope.safetensors" in r.stderr
+    r = cli_export("--weights", str(shipped), "--int8", "--data", str(tmp_path / "nodata"),
+                   "--out", str(tmp_path / "new" / "sub" / "m.onnx"))  # fmt: skip
+    assert r.returncode == 2 and "nodata" in r.stderr
+    assert not (tmp_path / "new").exists()
+    out = export_onnx(shipped, tmp_path / "new" / "sub" / "m.onnx")  # made when the graph is written
+    assert out.is_file()

@@ -2,6 +2,10 @@
 
 import io
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,3 +196,115 @@ def test_a_jpeg_is_read_the_way_its_exif_orientation_shows_it(tmp_path):
     assert read_image(tmp_path / "turned.jpg").shape == (30, 20, 3)
     img.save(tmp_path / "plain.jpg")
     assert read_image(tmp_path / "plain.jpg").shape == (20, 30, 3)
+
+
+def tumor_slices(lgg_root, n: int = 3) -> list[tuple]:
+    """The first `n` (image, mask) pairs of TCGA_CS_4941 whose mask holds tumor."""
+    folder = lgg_root / SLICE.split("/")[0]
+    pairs = []
+    for mask in sorted(folder.glob("*_mask.png")):
+        if np.asarray(Image.open(mask)).any():
+            pairs.append((mask.with_name(mask.name.replace("_mask", "")), mask))
+    return pairs[:n]
+
+
+@pytest.mark.parametrize("style", ["palette", "red"])
+def test_a_palette_or_coloured_mask_is_read_with_its_tumor(lgg_root, tmp_path, style):
+    """A palette mask whose tumor index is green, or a red-on-black RGB mask, was once read from its
+    red channel alone: no tumor anywhere, silently (Dice 0, `check-data` ok)."""
+    from tumorseg.data.check import check_data
+    from tumorseg.data.lgg import find_cases, load_case
+    from tumorseg.io import read_mask
+
+    case_dir = tmp_path / "P1"
+    case_dir.mkdir()
+    want = []
+    for i, (image, mask) in enumerate(tumor_slices(lgg_root)):
+        (case_dir / f"P1_{i + 1}.png").write_bytes(image.read_bytes())
+        truth = np.asarray(Image.open(mask)) > 127
+        want.append(truth)
+        if style == "palette":
+            im = Image.fromarray(truth.astype(np.uint8), "P")
+            im.putpalette([0, 0, 0, 0, 255, 0])
+        else:
+            im = Image.fromarray(np.stack([truth * 255, truth * 0, truth * 0], -1).astype(np.uint8))
+        im.save(case_dir / f"P1_{i + 1}_mask.png")
+    assert read_mask(case_dir / "P1_1_mask.png").max() == 255
+    got = load_case(find_cases(tmp_path)[0], None).full_masks
+    np.testing.assert_array_equal(got, np.stack(want))
+    assert not any("no tumor" in w for w in check_data(tmp_path)["warnings"])
+
+
+def write_png16(path, arr: np.ndarray) -> None:
+    """A 16-bit PNG (colour type 2 for HxWx3, 6 for HxWx4), written by hand: Pillow cannot write one."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    h, w, c = arr.shape
+    rows = b"".join(b"\0" + arr[y].astype(">u2").tobytes() for y in range(h))
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, {3: 2, 4: 6}[c], 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_a_16_bit_colour_png_is_refused_not_read_with_8_bits(tmp_path, channels):
+    """Pillow reads a 48-bit PNG as 8-bit RGB from the high bytes: a dark 10-bit MRI became 4 grey levels."""
+    arr = np.random.default_rng(0).integers(0, 1024, (32, 32, channels))
+    path = tmp_path / "rgb16.png"
+    write_png16(path, arr)
+    with pytest.raises(DataError, match=r"rgb16.png: a 16-bit RGBA? PNG"):
+        read_image(path)
+
+
+def run_as_nobody(code: str) -> subprocess.CompletedProcess:
+    """Run `code` in this Python as an unprivileged user: root reads files without permission."""
+    if os.geteuid() != 0:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: permissions cannot be tested")
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def test_unreadable_files_and_folders_say_permission_denied(lgg_root):
+    """A file without read permission was called corrupt; an unlistable folder in a data root (a
+    root-owned `lost+found`) was a PermissionError traceback, even outside the patients used."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="tumorseg-perm-"))
+    try:
+        root.chmod(0o755)
+        data = root / "data"
+        patient = data / "P1"
+        patient.mkdir(parents=True)
+        for i, (image, mask) in enumerate(tumor_slices(lgg_root, 2)):
+            shutil.copy(image, patient / f"P1_{i + 1}.png")
+            shutil.copy(mask, patient / f"P1_{i + 1}_mask.png")
+        for p in (data, patient, *patient.iterdir()):
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        (data / "lost+found").mkdir(mode=0o700)
+        locked = patient / "P1_2.png"
+        locked.chmod(0o000)
+        r = run_as_nobody(
+            "import sys\n"
+            "from tumorseg.data.lgg import find_cases\n"
+            "from tumorseg.errors import DataError\n"
+            "from tumorseg.io import read_image\n"
+            f"cases = find_cases({str(data)!r})\n"
+            "print('cases', [c.id for c in cases])\n"
+            "try:\n"
+            f"    read_image({str(locked)!r})\n"
+            "except DataError as exc:\n"
+            "    print('error', exc)\n"
+        )
+        assert r.returncode == 0, r.stderr
+        assert "cases ['P1']" in r.stdout
+        assert "lost+found: skipped: cannot list folder: permission denied" in r.stderr
+        assert f"error {locked}: cannot read image: permission denied" in r.stdout
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

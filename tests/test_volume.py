@@ -238,3 +238,12 @@ def test_tumor_volume_of_a_sheared_grid_is_its_voxel_volume():
     mask = np.zeros((4, 8, 8), np.uint8)
     mask[1, 2:4, 2:4] = 1
     assert mask_summary(mask, vol)["tumor_volume_ml"] == pytest.approx(4 * 2.0 / 1000)
+
+
+def test_slice_only_outputs_asked_for_a_volume_are_said(nifti, tmp_path):
+    """`--probabilities --overlay` on a NIfTI once wrote only the mask and summary, without a word."""
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(nifti), "--out", str(tmp_path),
+                        "--probabilities", "--overlay"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "warning: --probabilities and --overlay: written for 2D slices only" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan_pred.nii.gz", "scan_summary.json"]

@@ -96,19 +96,22 @@ def check_out(out: str | Path, weights: str | Path) -> Path:
         raise TumorsegError(f"{out}: is a folder; give the path of the .onnx file to write")
     if out.exists() and Path(weights).exists() and os.path.samefile(out, weights):
         raise TumorsegError(f"{out}: is the checkpoint being exported; write the graph to another file")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TumorsegError(f"{out}: cannot create its folder {out.parent} ({exc.strerror or exc})") from None
-    if not os.access(out.parent, os.W_OK | os.X_OK):
-        raise TumorsegError(f"{out}: its folder {out.parent} is not writable")
+    nearest = out.parent  # made only when the graph is written, so a refusal leaves no folder behind
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise TumorsegError(f"{out}: cannot create its folder {out.parent}: {nearest} is a file")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise TumorsegError(f"{out}: its folder {nearest} is not writable")
     return out
 
 
 @contextlib.contextmanager
 def writing(out: Path):
-    """Turn an OSError while writing `out` (full disk, read-only file system) into a TumorsegError."""
+    """Make `out`'s folder, and turn an OSError while writing `out` (full disk, read-only file
+    system) into a TumorsegError."""
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         yield
     except OSError as exc:
         raise TumorsegError(f"{out}: cannot write the graph ({exc.strerror or exc})") from None

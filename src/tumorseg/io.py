@@ -45,6 +45,7 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                     raise DataError(f"{path}: not a complete TIFF file (no image in it; truncated or corrupt?)")
                 arr = _read_tiff_slice(tif, path, max_pixels)
         else:
+            _refuse_deep_colour_png(path)
             with _open_pil(path, max_pixels) as im:
                 if im.width * im.height == 0:
                     raise DataError(f"{path}: image is empty ({im.width}x{im.height} pixels)")
@@ -58,12 +59,21 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                     arr = np.asarray(im.convert("RGB" if im.mode not in ("L", "1") else "L"))
     except DataError:
         raise
+    except PermissionError:
+        raise DataError(f"{path}: cannot read image: permission denied") from None
     except Exception as exc:  # Pillow and tifffile raise many kinds for corrupt files
         kind = "TIFF" if suffix in (".tif", ".tiff") else suffix.lstrip(".").upper() or "image"
         raise DataError(
             f"{path}: cannot read image: not a valid {kind} file, or truncated ({type(exc).__name__}: {exc})"
         ) from None
     return _to_uint8(arr, path)
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a truth mask as 2D uint8. A colour mask (RGB, or a palette whose tumor colour is green,
+    say) counts a pixel by its brightest channel, so a coloured tumor on black is never read as empty."""
+    mask = read_image(path)
+    return mask.max(axis=-1) if mask.ndim == 3 else mask
 
 
 @contextmanager
@@ -76,6 +86,19 @@ def _quiet(logger: str):
         yield
     finally:
         log.setLevel(level)
+
+
+def _refuse_deep_colour_png(path: Path) -> None:
+    """Pillow decodes a 16-bit colour PNG (RGB, RGBA or grey with alpha) to 8 bits per channel
+    without a word, leaving a few grey levels of a dark MRI: refused, from its IHDR header."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and head[24] == 16 and head[25] in (2, 4, 6):
+        kind = {2: "RGB", 4: "grey with alpha", 6: "RGBA"}[head[25]]
+        raise DataError(
+            f"{path}: a 16-bit {kind} PNG, which would be read with only its top 8 bits per channel; "
+            "save it as 16-bit grayscale (one sequence) or 8-bit RGB"
+        )
 
 
 def _open_pil(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:

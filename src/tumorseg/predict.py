@@ -13,7 +13,7 @@ from .data.check import fewer_sequences_note
 from .data.lgg import holds_patients, kaggle_root_hint, select_channels, slice_number, slice_numbers
 from .errors import DataError, TumorsegError
 from .infer import Predictor
-from .io import IMAGE_SUFFIXES, binary_mask, image_pixels, is_mask_path, read_image, write_png
+from .io import IMAGE_SUFFIXES, binary_mask, image_pixels, is_mask_path, read_image, read_mask, write_png
 from .viz import overlay
 from .volume import (
     Volume,
@@ -50,12 +50,14 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
         if is_dicom_series(item):
             files.append(item)
         elif item.is_dir():
-            found = [
-                p for p in item.iterdir() if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or is_volume_path(p))
-            ]
+            try:
+                listing = list(item.iterdir())
+            except PermissionError:
+                raise TumorsegError(f"{item}: cannot list folder: permission denied") from None
+            found = [p for p in listing if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or is_volume_path(p))]
             names = {p.name for p in found}
             files += sorted((p for p in found if not _is_truth(p) and not _is_output(p, names)), key=slice_number)
-            if not found and any(p.is_dir() for p in item.iterdir()):
+            if not found and any(p.is_dir() for p in listing):
                 score = (f", or score them as a kaggle_3m folder with `tumorseg evaluate --data {item}`"
                          if holds_patients(item) else kaggle_root_hint(item))  # fmt: skip
                 why.append(f"{item} holds folders, which are not searched: name the patient folders "
@@ -144,6 +146,11 @@ def predict_files(
             raise TumorsegError(f"two inputs share the name {dup!r} ({names}); their outputs would collide")
     make_out_dir(out)
     result = PredictResult(inputs=len(files) + len(volumes))
+    asked = [name for name, on in (("--probabilities", probabilities), ("--overlay", overlays)) if on]
+    if volumes and asked:  # a volume gets its mask and summary only
+        result.warnings.append(f"{' and '.join(asked)}: written for 2D slices only, not for the {len(volumes)} "
+                               "NIfTI or DICOM volume(s), which get X_pred.nii.gz and X_summary.json")  # fmt: skip
+        err(f"warning: {result.warnings[-1]}")
     for path in volumes:
         try:
             vol = read_dicom_series(path) if path.is_dir() else read_nifti(path)
@@ -290,11 +297,10 @@ def _overlay_truth(truth_path: Path | None, shape: tuple[int, ...], warnings: li
     if truth_path is None:
         return None
     try:
-        t = read_image(truth_path)
+        t = read_mask(truth_path)
     except DataError as exc:
         warnings.append(f"{exc}; overlay drawn without it")
         return None
-    t = t[..., 0] if t.ndim == 3 else t
     if t.shape != shape:
         warnings.append(f"{truth_path}: mask is {t.shape[1]}x{t.shape[0]} but its image is "
                         f"{shape[1]}x{shape[0]}; overlay drawn without it")  # fmt: skip

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..io import binary_mask, is_mask_path, read_image
+from ..io import binary_mask, is_mask_path, read_image, read_mask
 from .lgg import SLICE_SUFFIXES, kaggle_root_hint, slice_number
 
 # the channels of an RGB slice other than FLAIR (channel 1), by name
@@ -75,12 +75,10 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
         sizes: dict[tuple[int, int], Path] = {}  # each slice size of this patient, and its first slice
         for stem in sorted(set(images) & set(masks), key=lambda s: slice_number(images[s])):
             try:
-                img, mask = read_image(images[stem]), read_image(masks[stem])
+                img, mask = read_image(images[stem]), read_mask(masks[stem])
             except DataError as exc:
                 errors.append(str(exc))
                 continue
-            if mask.ndim == 3:
-                mask = mask[..., 0]
             if img.shape[:2] != mask.shape:
                 errors.append(f"{masks[stem]}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
                               f"{img.shape[1]}x{img.shape[0]}")  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..io import binary_mask, is_mask_path, read_image
+from ..io import binary_mask, is_mask_path, read_image, read_mask
 from .transforms import resize_uint8, volume_normalize
 
 SLICE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -60,12 +61,36 @@ def slice_numbers(paths: list[Path] | tuple[Path, ...]) -> list[int] | None:
 
 
 def _slice_files(folder: Path) -> list[Path]:
-    return [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES]
+    try:
+        return [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES]
+    except PermissionError:
+        raise DataError(f"{folder}: cannot list folder: permission denied") from None
+
+
+def _readable_subfolders(root: Path) -> list[Path]:
+    """The folders in `root`, sorted, less those that cannot be listed (a root-owned `lost+found`),
+    each skipped with a warning naming it."""
+    folders = []
+    for p in sorted(_listing(root)):
+        if p.is_dir():
+            try:
+                next(iter(p.iterdir()), None)
+                folders.append(p)
+            except PermissionError:
+                logging.getLogger(__name__).warning("%s: skipped: cannot list folder: permission denied", p)
+    return folders
+
+
+def _listing(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except PermissionError:
+        raise DataError(f"{folder}: cannot list folder: permission denied") from None
 
 
 def holds_patients(folder: Path) -> bool:
     """`folder` holds patient folders of slices (a kaggle_3m root)."""
-    return any(p.is_dir() and _slice_files(p) for p in Path(folder).iterdir())
+    return any(_slice_files(p) for p in _readable_subfolders(Path(folder)))
 
 
 def kaggle_root_hint(root: Path) -> str:
@@ -104,7 +129,7 @@ def find_cases(root: str | Path, limit: int = 0, ids: Collection[str] | None = N
         raise DataError(f"{root}: data folder does not exist")
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and _slice_files(p))
+    folders = [p for p in _readable_subfolders(root) if _slice_files(p)]
     if not folders and _slice_files(root):
         folders = [root]
     if not folders:
@@ -159,9 +184,7 @@ def load_case(case: Case, size: int | None, channels: str = "all", intensity: st
     imgs, full = [], []
     for ip, mp in zip(case.images, case.masks):
         img = read_image(ip)
-        mask = read_image(mp)
-        if mask.ndim == 3:
-            mask = mask[..., 0]
+        mask = read_mask(mp)
         if img.shape[:2] != mask.shape[:2]:
             raise DataError(
                 f"{mp}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {img.shape[1]}x{img.shape[0]}"
