@@ -225,3 +225,82 @@ def test_bigtiff_is_read_and_a_wrong_kind_of_request_is_explained(served, lgg_ro
     assert raw.status_code == 415 and "multipart/form-data" in raw.json()["error"]  # once 422 "Field required"
     text = httpx.post(url + "/api/v1/segment", data={"file": "scan.png"}, files={"other": ("x", b"")}, timeout=60)
     assert text.status_code == 400 and "holds text, not a file" in text.json()["error"], text.json()
+
+
+def test_a_burst_waits_for_a_decoding_slot_then_gets_503(lgg_root, tmp_path):
+    """Decoding and answering once ran in every threadpool thread at once: a dozen small uploads
+    that decode to gigabytes could exhaust the memory. Now `MAX_BUSY` uploads are segmented at a
+    time; one that waits longer than `BUSY_WAIT` seconds for a slot gets 503 with Retry-After."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tumorseg.data.lgg import find_cases
+
+    patient = "TCGA_DU_5872_19950223"  # 71 slices: a few seconds to segment and answer
+    n = len(find_cases(lgg_root / patient)[0].images)
+    path, _ = case_nifti(lgg_root, patient, slice(0, n), tmp_path / "scan.nii.gz")
+    volume = path.read_bytes()
+    small = (lgg_root / SLICE).read_bytes()
+    env = {**os.environ, "TUMORSEG_SERVE_MAX_BUSY": "1", "TUMORSEG_SERVE_BUSY_WAIT": "0.3"}
+    url, proc = start_server(env=env)
+    try:
+        with ThreadPoolExecutor(1) as ex:
+            slow = ex.submit(post, url, volume, "scan.nii.gz")
+            answers = []
+            while not slow.done() and len(answers) < 50:
+                time.sleep(0.2)
+                answers.append(post(url, small))
+            assert slow.result().status_code == 200
+        refused = [r for r in answers if r.status_code == 503]
+        assert refused, f"no upload was refused while a {n}-slice volume was segmented: {answers}"
+        assert refused[0].headers["Retry-After"] == "5" and "busy" in refused[0].json()["error"]
+        assert all(r.status_code in (200, 503) for r in answers)
+        assert post(url, small).status_code == 200  # the slot is free again
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_tiff_with_thousands_of_tiny_pages_is_refused_at_once(tmp_path):
+    """20,000 one-pixel pages (1.8 MB) took 10 s of CPU in tifffile's series, growing as the pages squared."""
+    import struct
+
+    from tumorseg.errors import DataError
+    from tumorseg.io import image_pixels, read_image
+
+    tags = [(257, 1), (258, 8), (262, 1), (273, 8), (278, 1), (279, 1)]  # 1 pixel at offset 8
+    data = bytearray(b"II*\x00" + struct.pack("<I", 10) + b"\x00\x00")
+    pages = 20000
+    for i in range(pages):
+        entries = [(256, 1 + i % 2), *tags]
+        nxt = len(data) + 2 + 12 * len(entries) + 4 if i < pages - 1 else 0
+        data += struct.pack("<H", len(entries))
+        for tag, val in entries:
+            data += struct.pack("<HHII", tag, 4, 1, val)
+        data += struct.pack("<I", nxt)
+    path = tmp_path / "pages.tif"
+    path.write_bytes(bytes(data))
+    t0 = time.perf_counter()
+    with pytest.raises(DataError, match=r"pages.tif: holds more than 64 pages \(a stack\), not one slice"):
+        read_image(path)
+    assert image_pixels(path) == 0
+    assert time.perf_counter() - t0 < 1
+
+
+def test_complex_tiff_and_overflowing_nifti_are_refused(tmp_path):
+    """A complex TIFF was read from its real part (200, a ComplexWarning on the server's stderr); an
+    int16 NIfTI whose scl_slope overflows float32 was segmented as a black volume."""
+    import nibabel as nib
+    import tifffile
+
+    from tumorseg.errors import DataError
+    from tumorseg.io import read_image
+    from tumorseg.volume import read_nifti
+
+    tifffile.imwrite(tmp_path / "c.tif", (np.random.default_rng(0).random((64, 64)) + 1j).astype(np.complex64))
+    with pytest.raises(DataError, match=r"c.tif: pixels of type complex64"):
+        read_image(tmp_path / "c.tif")
+    img = nib.Nifti1Image(np.full((16, 16, 4), 1000, np.int16), np.eye(4))
+    img.header.set_slope_inter(3e38, 0)
+    nib.save(img, str(tmp_path / "big.nii"))
+    with pytest.raises(DataError, match=r"big.nii: voxel values beyond"):
+        read_nifti(tmp_path / "big.nii")

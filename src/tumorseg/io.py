@@ -16,6 +16,7 @@ from .errors import DataError
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 MAX_PIXELS = 8192 * 8192  # larger images are refused (decompression bombs)
 MAX_SAMPLES = 4  # samples per TIFF pixel (RGBA); more are refused from the header
+MAX_PAGES = 64  # a TIFF with more pages is refused from 65 page headers (at most 3 are ever read)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -43,6 +44,11 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             with _quiet("tifffile"), tifffile.TiffFile(path) as tif:  # its log lines name no file; ours do
                 if not len(tif.pages):
                     raise DataError(f"{path}: not a complete TIFF file (no image in it; truncated or corrupt?)")
+                if _more_pages(tif, MAX_PAGES):  # before `series`, whose time grows as the pages squared
+                    raise DataError(
+                        f"{path}: holds more than {MAX_PAGES} pages (a stack), not one slice: "
+                        "expected 1 page (grayscale or RGB) or exactly 3 pages (one per MRI sequence)"
+                    )
                 arr = _read_tiff_slice(tif, path, max_pixels)
         else:
             _refuse_deep_colour_png(path)
@@ -108,6 +114,16 @@ def _open_pil(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise DataError(f"{path}: image is too large (over {max_pixels} pixels)") from None
 
 
+def _more_pages(tif, n: int) -> bool:
+    """`tif` has more than `n` pages, read from the first n + 1 page headers only (`len(tif.pages)`
+    would walk them all)."""
+    try:
+        tif.pages[n]
+    except IndexError:
+        return False
+    return True
+
+
 def _read_tiff_slice(tif, path: Path, max_pixels: int) -> np.ndarray:
     """The first image series of an open TIFF as (H, W) or (H, W, C), its size and shape
     checked from the header before any pixel is decoded. The samples axis (up to 4 samples
@@ -170,6 +186,8 @@ def image_pixels(path: str | Path) -> int:
             import tifffile
 
             with _quiet("tifffile"), tifffile.TiffFile(path) as tif:
+                if _more_pages(tif, MAX_PAGES):
+                    return 0
                 series = tif.series[0]
                 return math.prod(int(n) for a, n in zip(series.axes, series.shape) if a in "YX")
         with Image.open(path) as im:
@@ -193,7 +211,10 @@ def _to_uint8(arr: np.ndarray, path: Path) -> np.ndarray:
         return arr
     if arr.dtype == bool:
         return arr.astype(np.uint8) * 255
-    arr = arr.astype(np.float64)
+    if arr.dtype.kind not in "iuf":
+        raise DataError(f"{path}: pixels of type {arr.dtype} (complex or other) are not supported; "
+                        "give one real grey value per pixel and channel")  # fmt: skip
+    arr = arr.astype(np.float64)  # one copy, scaled in place below
     if not np.isfinite(arr).all():
         raise DataError(f"{path}: image holds NaN or Inf values")
     lo, hi = float(arr.min()), float(np.percentile(arr, 99.9))
@@ -202,7 +223,10 @@ def _to_uint8(arr: np.ndarray, path: Path) -> np.ndarray:
     if hi <= lo:
         return np.zeros(arr.shape, np.uint8)
     # up to the 99.9th percentile: one hot pixel no longer squeezes the brain into a few grey levels
-    return np.round(np.clip((arr - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+    arr -= lo
+    arr *= 255 / (hi - lo)
+    np.clip(arr, 0, 255, out=arr)
+    return np.round(arr, out=arr).astype(np.uint8)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -86,6 +86,8 @@ def read_nifti(path: str | Path, max_voxels: int = MAX_VOXELS) -> Volume:
         raise DataError(f"{path}: 4D volume with {data.shape[-1]} channels; expected 3 (T1, FLAIR, T1c) or 1")
     if data.dtype.kind == "f" and not np.isfinite(data).all():
         raise DataError(f"{path}: volume holds NaN or Inf voxels")
+    if data.dtype.kind == "f" and max(float(data.max()), -float(data.min())) > np.finfo(np.float32).max:
+        raise DataError(f"{path}: voxel values beyond ±3.4e38 (float32's range; a huge scl_slope?)")
     affine = np.asarray(img.affine, float)
     if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise DataError(f"{path}: its voxel-to-world matrix (sform/qform) is degenerate, so the axial axis "

@@ -35,6 +35,8 @@ MAX_UPLOAD = 50 * 1024 * 1024
 MAX_PIXELS = 4096 * 4096
 MAX_VOXELS = 512 * 512 * 160  # a volume's values (x channels): about 2 GB of memory at the peak
 RESULT_TTL = 3600.0  # seconds a volume's mask stays downloadable
+MAX_BUSY = 2  # uploads decoded and answered at once: each may take up to about 2 GB
+BUSY_WAIT = 60.0  # seconds an upload waits for a free slot before a 503
 
 
 def sniff(head: bytes) -> str | None:
@@ -79,8 +81,8 @@ def expire_results(folder: Path, ttl: float | None = None) -> None:
             pass
 
 
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 class ErrorBody(BaseModel):
@@ -138,6 +140,8 @@ SEGMENT_RESPONSES: dict = {
     415: {"model": ErrorBody, "description": "not a PNG, TIFF, JPEG or NIfTI file, or not sent as multipart/form-data"},
     422: {"model": ErrorBody, "description": "a readable type whose content cannot be segmented, or a query value "
           "out of range (format, all_parts)"},
+    503: {"model": ErrorBody, "description": "busy: other uploads held every decoding slot for BUSY_WAIT seconds; "
+          "try again after Retry-After seconds"},
 }  # fmt: skip
 SEGMENT_PARAMS = {"format", "all_parts"}
 
@@ -203,6 +207,8 @@ def create_app(
     max_pixels: int = MAX_PIXELS,
     results_dir: str | Path | None = None,
     max_voxels: int = MAX_VOXELS,
+    max_busy: int = MAX_BUSY,
+    busy_wait: float = BUSY_WAIT,
 ) -> FastAPI:
     """The app with the model loaded once; `weights` None means the shipped model.
 
@@ -213,6 +219,7 @@ def create_app(
     predictor = Predictor.from_checkpoint(weights, backend)
     model_id = f"{weights.stem}-{hashlib.sha256(weights.read_bytes()).hexdigest()[:12]}"
     lock = threading.Lock()  # one inference at a time: the cores are shared anyway
+    busy = threading.BoundedSemaphore(max_busy)  # decoding to answer: bounds the memory of a burst
     owned = results_dir is None
     results = Path(tempfile.mkdtemp(prefix="tumorseg-serve-")) if owned else Path(results_dir)
     results.mkdir(parents=True, exist_ok=True)
@@ -270,6 +277,14 @@ def create_app(
         kind = sniff(data)
         if kind is None:
             return error(415, "not a supported image: send a PNG, TIFF or JPEG slice, or a NIfTI volume")
+        if not busy.acquire(timeout=busy_wait):
+            return error(503, f"busy: {max_busy} uploads are being segmented; try again shortly", {"Retry-After": "5"})
+        try:
+            return segment_upload(data, kind, format, all_parts)
+        finally:
+            busy.release()
+
+    def segment_upload(data: bytes, kind: str, format: str, all_parts: bool):
         with tempfile.TemporaryDirectory(prefix="tumorseg-upload-") as tmp:
             suffix = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "nifti": ".nii", "nifti.gz": ".nii.gz"}[kind]
             path = Path(tmp) / f"upload{suffix}"  # never the client's name
@@ -383,4 +398,6 @@ def app_from_env() -> FastAPI:
         os.environ.get("TUMORSEG_SERVE_BACKEND", "auto"),
         int(os.environ.get("TUMORSEG_SERVE_MAX_UPLOAD", MAX_UPLOAD)),
         results_dir=os.environ.get("TUMORSEG_SERVE_RESULTS") or None,
+        max_busy=int(os.environ.get("TUMORSEG_SERVE_MAX_BUSY", MAX_BUSY)),
+        busy_wait=float(os.environ.get("TUMORSEG_SERVE_BUSY_WAIT", BUSY_WAIT)),
     )
