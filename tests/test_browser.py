@@ -174,3 +174,26 @@ def test_toggle_while_an_upload_is_on_its_way_segments_that_upload(browser, serv
     page.wait_for_function(f"document.getElementById('measure').textContent === {want!r}", timeout=60000)
     page.wait_for_timeout(4000)  # the held-back answer has come and gone
     assert page.inner_text("#measure") == want
+
+
+def test_the_same_file_again_and_a_drop_beside_the_zone(browser, server, lgg_root):
+    """The file input kept its value, so choosing the same file again fired no change and did not
+    segment it again; a file dropped beside the drop zone was opened by the browser, leaving the page."""
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.set_input_files("#file", str(lgg_root / SLICE))
+    page.wait_for_selector("#result:not([hidden])", timeout=30000)
+    assert page.eval_on_selector("#file", "e => e.value") == ""  # a new choice of it is a change
+    prevented = page.evaluate(
+        """() => {
+        const data = new DataTransfer();
+        data.items.add(new File(["x"], "scan.png", { type: "image/png" }));
+        return ["dragover", "drop"].map((type) => {
+          const ev = new DragEvent(type, { dataTransfer: data, bubbles: true, cancelable: true });
+          document.body.dispatchEvent(ev);
+          return ev.defaultPrevented;
+        });
+      }"""
+    )
+    assert prevented == [True, True]
+    assert page.url.rstrip("/") == server.rstrip("/")

@@ -66,7 +66,11 @@ async function upload(file) {
   }
 }
 
-$("file").addEventListener("change", (e) => e.target.files[0] && upload(e.target.files[0]));
+$("file").addEventListener("change", (e) => {
+  const file = e.target.files[0];
+  e.target.value = ""; // choosing the same file again is a change too, and segments it again
+  if (file) upload(file);
+});
 $("all-parts").addEventListener("change", () => {
   if (pending) upload(pending); // the answer on its way was asked with the other setting
   else if (current && current.kind === "volume" && currentFile) upload(currentFile);
@@ -79,4 +83,6 @@ drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " "
 ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.add("over"); }));
 ["dragleave", "drop"].forEach((t) => drop.addEventListener(t, () => drop.classList.remove("over")));
 drop.addEventListener("drop", (e) => { e.preventDefault(); if (e.dataTransfer.files[0]) upload(e.dataTransfer.files[0]); });
+// a file dropped beside the zone would make the browser open it and leave the page and its result
+["dragover", "drop"].forEach((t) => window.addEventListener(t, (e) => e.preventDefault()));
 $("over").style.opacity = 0.5;
