@@ -89,3 +89,14 @@ def test_metadata_that_is_not_an_object_is_refused(ckpt_path, tmp_path):
     save_checkpoint(odd, Checkpoint(ck.config, ck.model, []))
     with pytest.raises(CheckpointError, match=r"odd\.safetensors: unreadable metadata"):
         load_checkpoint(odd)
+
+
+def test_weights_unlike_their_config_are_refused_naming_the_file(tmp_path):
+    """A checkpoint whose config says base 8 over base-4 weights was refused without its file's name."""
+    from tumorseg.infer import Predictor
+
+    path = tmp_path / "odd.safetensors"
+    cfg = TrainConfig(model={"base": 8, "depth": 2, "image_size": 32})
+    save_checkpoint(path, Checkpoint(cfg, UNet(3, 1, 4, 2).state_dict()))
+    with pytest.raises(CheckpointError, match=r"odd.safetensors: weights do not match the config's model"):
+        Predictor.from_checkpoint(path, "torch")

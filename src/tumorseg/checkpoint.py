@@ -110,15 +110,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(config, model, meta, extra)
 
 
-def build_model(ckpt: Checkpoint) -> UNet | Ensemble:
+def build_model(ckpt: Checkpoint, source: str | Path | None = None) -> UNet | Ensemble:
     """The network the checkpoint's config describes (a UNet, or an Ensemble of `members`
-    UNets), with its weights, in eval mode."""
+    UNets), with its weights, in eval mode; `source` (the file it came from) names it in errors."""
     m = ckpt.config.model
     model = new_model(m.in_channels, m.base, m.depth, m.members)
     try:
         model.load_state_dict(ckpt.model)
     except RuntimeError as exc:
-        raise CheckpointError(f"weights do not match the config's model: {str(exc)[:300]}") from None
+        where = f"{source}: " if source else ""
+        raise CheckpointError(f"{where}weights do not match the config's model: {str(exc)[:300]}") from None
     return model.eval()
 
 

@@ -156,7 +156,7 @@ def export_onnx(weights: str | Path | None, out: str | Path, opset: int = 18, sh
     weights = weights or default_weights()
     out = check_out(out, weights)
     ckpt = load_checkpoint(weights)
-    model = build_model(ckpt)
+    model = build_model(ckpt, weights)
     seg = Segmenter(with_shuffle_ups(model) if shuffle_ups else model, ckpt.config.model).eval()
     c = ckpt.config.model.in_channels
     example = torch.randint(0, 256, (2, c, 256, 256), dtype=torch.uint8)

@@ -374,7 +374,7 @@ class Predictor:
         if backend not in BACKENDS:
             raise TumorsegError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
         session = onnx_session(path, int8=backend == "onnx-int8") if backend != "torch" else None
-        return cls(build_model(ckpt), ckpt.config.model, session=session, backend=backend, **kwargs)
+        return cls(build_model(ckpt, path), ckpt.config.model, session=session, backend=backend, **kwargs)
 
     def inputs(self, images: np.ndarray, volume: bool = False, numbers: list[int] | None = None) -> np.ndarray:
         """Slices with the model's `channels` -> the network's input (`network_inputs`)."""
