@@ -113,6 +113,8 @@ def test_one_file_and_known_parameters_only(served, lgg_root):
     assert r.status_code == 400 and "2 files" in r.json()["error"]
     r = post(url, good, data={"threshold": "0.3"})
     assert r.status_code == 400 and "form field threshold" in r.json()["error"]
+    r = post(url, good, params=[("format", "png"), ("format", "json")])  # once the last one, silently
+    assert r.status_code == 400 and "format given 2 times" in r.json()["error"]
     assert post(url, good, params={"format": "png", "all_parts": "true"}).status_code == 200
 
 

@@ -153,6 +153,9 @@ async def one_upload(request: Request) -> None:
     if unknown:
         raise HTTPException(400, f"unknown query parameter {', '.join(unknown)}: this endpoint takes "
                             f"{' and '.join(sorted(SEGMENT_PARAMS))}")  # fmt: skip
+    for name in sorted(SEGMENT_PARAMS):
+        if (n := len(request.query_params.getlist(name))) > 1:
+            raise HTTPException(400, f"query parameter {name} given {n} times: give it once")
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise HTTPException(415, "send the image as multipart/form-data, in the field 'file' (curl -F file=@scan.png)")
     form = await request.form()
