@@ -100,3 +100,22 @@ def test_weights_unlike_their_config_are_refused_naming_the_file(tmp_path):
     save_checkpoint(path, Checkpoint(cfg, UNet(3, 1, 4, 2).state_dict()))
     with pytest.raises(CheckpointError, match=r"odd.safetensors: weights do not match the config's model"):
         Predictor.from_checkpoint(path, "torch")
+
+
+def test_a_large_safetensors_file_of_another_kind_is_refused_from_its_header(tmp_path):
+    """Every checkpoint was read whole before its header was looked at: a 100 MB file of another
+    model, given as --weights by mistake, took 100 MB of memory to be refused."""
+    import tracemalloc
+
+    from safetensors.torch import save_file
+
+    path = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(25_000_000)}, str(path), metadata={"format": "someone-else"})
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match="other.safetensors: not a tumorseg checkpoint"):
+            load_checkpoint(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10_000_000

@@ -70,19 +70,28 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint, half: bool = False) -> N
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read and verify a checkpoint, raising CheckpointError naming the file."""
+    from safetensors import safe_open  # header metadata
+
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as fh:
+            head = fh.read(2)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read checkpoint ({exc.strerror or exc})") from None
-    try:
-        tensors = st_load(data)
-        from safetensors import safe_open  # header metadata
-
+    try:  # the header alone first: a large file of another kind is refused before it is read whole
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
+        if header.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: not a tumorseg checkpoint (format={header.get('format')!r})")
+        if header.get("schema_version") != str(SCHEMA_VERSION):
+            raise CheckpointError(
+                f"{path}: config schema version {header.get('schema_version')} is not the supported {SCHEMA_VERSION}"
+            )
+        tensors = st_load(path.read_bytes())
+    except CheckpointError:
+        raise
     except Exception as exc:
-        if data[:2] == b"PK" or data[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
+        if head == b"PK" or head in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
             raise CheckpointError(f"{path}: a pickle/zip checkpoint; only safetensors files are loaded") from None
         if path.suffix.lower() == ".onnx":
             raise CheckpointError(
@@ -90,12 +99,6 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                 "beside a checkpoint is what --backend onnx-int8 runs)"
             ) from None
         raise CheckpointError(f"{path}: not a valid safetensors checkpoint (truncated or corrupt: {exc})") from None
-    if header.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a tumorseg checkpoint (format={header.get('format')!r})")
-    if header.get("schema_version") != str(SCHEMA_VERSION):
-        raise CheckpointError(
-            f"{path}: config schema version {header.get('schema_version')} is not the supported {SCHEMA_VERSION}"
-        )
     if header.get("sha256") != _digest(tensors, header.get("config", ""), header.get("meta", "")):
         raise CheckpointError(f"{path}: checksum mismatch; the file was modified or damaged")
     try:
