@@ -231,6 +231,23 @@ def test_a_second_run_into_the_input_folder_skips_the_first_runs_outputs(lgg_roo
     assert folder / "scan_pred.png" in collect_inputs([folder])
 
 
+def test_an_earlier_runs_prob_and_overlay_files_are_said_to_be_stale(lgg_root, tmp_path):
+    """A run without --overlay into an --out holding an earlier run's overlays left them beside the new
+    masks, unflagged: they no longer matched (another threshold, other weights)."""
+    from tumorseg.infer import Predictor
+    from tumorseg.predict import predict_files
+
+    src = lgg_root / "TCGA_CS_4941_19960909" / "TCGA_CS_4941_19960909_12.png"
+    predictor = Predictor.from_checkpoint(backend="torch")
+    first = predict_files([src], tmp_path, predictor, probabilities=True, overlays=True, log=lambda m: None)
+    assert not first.warnings
+    said: list[str] = []
+    again = predict_files([src], tmp_path, predictor, overlays=True, log=lambda m: None, err=said.append)
+    assert len(again.warnings) == 1 and "TCGA_CS_4941_19960909_12_prob.png: from an earlier run" in again.warnings[0]
+    assert said == [f"warning: {again.warnings[0]}"]
+    assert (tmp_path / "TCGA_CS_4941_19960909_12_prob.png").is_file()  # the user's file: kept
+
+
 def test_nothing_found_says_what_the_user_may_have_meant(lgg_root, tmp_path):
     mask = tmp_path / "x_mask.png"
     shutil.copy(next((lgg_root / "TCGA_CS_4941_19960909").glob("*_12_mask.png")), mask)

@@ -206,7 +206,19 @@ def predict_files(
                     err(f"failed: {path}: {exc}")
                 for w in result.warnings[seen:]:
                     err(f"warning: {w}")
+    stale = _stale_outputs(out, files, probabilities, overlays)
+    if stale:  # not removed: they are the user's files
+        more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""
+        result.warnings.append(f"{stale[0]}{more}: from an earlier run, not this one (they no longer match the "
+                               "new _pred.png files; remove them or add the option that writes them)")  # fmt: skip
+        err(f"warning: {result.warnings[-1]}")
     return result
+
+
+def _stale_outputs(out: Path, files: list[Path], probabilities: bool, overlays: bool) -> list[Path]:
+    """The `_prob.png` and `_overlay.png` files in `out`, for inputs of this run, that this run did not write."""
+    kinds = [k for k, on in (("_prob.png", probabilities), ("_overlay.png", overlays)) if not on]
+    return [out / f"{f.stem}{k}" for f in files for k in kinds if (out / f"{f.stem}{k}").is_file()]
 
 
 SERIES_NUMBER = re.compile(r"[_\-. ](\d+)$")  # `X_12`, `X-12`, `X.12`, `X 12`; not `scan12`
