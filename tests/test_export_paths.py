@@ -145,3 +145,20 @@ def test_a_refused_export_leaves_no_new_folder(shipped, tmp_path):
     assert not (tmp_path / "new").exists()
     out = export_onnx(shipped, tmp_path / "new" / "sub" / "m.onnx")  # made when the graph is written
     assert out.is_file()
+
+
+def test_int8_calibration_on_some_of_the_training_patients_is_said(shipped, lgg_root, tmp_path):
+    """`export --int8 --data` with some training patients missing calibrated on the others, silently."""
+    from tumorseg.export import calibration_slices
+
+    train = load_checkpoint(shipped).meta["split"]["train"]
+    data = tmp_path / "some"
+    data.mkdir()
+    (data / train[0]).symlink_to(lgg_root / train[0], target_is_directory=True)
+    said: list[str] = []
+    images, ids = calibration_slices(shipped, data, log=said.append)
+    assert ids == [train[0]] and len(images)
+    assert len(said) == 1 and f"{len(train) - 1} of the checkpoint's {len(train)} training patients" in said[0]
+    said.clear()
+    calibration_slices(shipped, lgg_root, log=said.append)
+    assert said == []

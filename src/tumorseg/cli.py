@@ -419,7 +419,8 @@ def export(
 
     if int8 and data is None:
         fail("--int8 calibrates on the checkpoint's training patients: give --data DIR")
-    path = export_int8(weights, out, data) if int8 else export_onnx(weights, out)
+    warn = lambda msg: typer.secho(msg, fg=typer.colors.YELLOW, err=True)  # noqa: E731
+    path = export_int8(weights, out, data, log=warn) if int8 else export_onnx(weights, out)
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 

@@ -215,7 +215,7 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def calibration_slices(weights: str | Path, data: str | Path, every: int = 9) -> tuple[np.ndarray, list[str]]:
+def calibration_slices(weights: str | Path, data: str | Path, every: int = 9, log=None) -> tuple[np.ndarray, list[str]]:
     """uint8 slices (N, C, H, W) of every `every`-th training patient of the checkpoint's split.
 
     Only training patients: the validation and test patients stay unseen by every choice.
@@ -229,6 +229,11 @@ def calibration_slices(weights: str | Path, data: str | Path, every: int = 9) ->
     ids = [i for i in train if i in by_id][::every]
     if not ids:
         raise TumorsegError(f"{data}: none of the checkpoint's training patients are there to calibrate int8 on")
+    missing = [i for i in train if i not in by_id]
+    if missing and log:
+        log(f"warning: {len(missing)} of the checkpoint's {len(train)} training patients are not in {data} "
+            f"(such as {missing[0]}): calibrated on {len(ids)} of those found, so the int8 graph differs from "
+            "one calibrated with all of them")  # fmt: skip
     m = ckpt.config.model
     images = [  # each patient as Predictor shows a volume to the graph
         network_inputs(load_case(by_id[i], None, m.channels).images, m, True, slice_numbers(by_id[i].images))
@@ -290,7 +295,7 @@ def quantize_onnx(
 EXPORT_FORMAT = "1"  # bump when the graph's preprocessing or layout changes: older graphs are refused
 
 
-def export_int8(weights: str | Path | None, out: str | Path, data: str | Path) -> Path:
+def export_int8(weights: str | Path | None, out: str | Path, data: str | Path, log=None) -> Path:
     """Export a checkpoint to an int8 ONNX graph with the same contract as `export_onnx`.
 
     The graph records the SHA-256 of the checkpoint it came from, the export format and the
@@ -307,7 +312,7 @@ def export_int8(weights: str | Path | None, out: str | Path, data: str | Path) -
 
     weights = Path(weights or default_weights())
     out = check_out(out, weights)
-    images, ids = calibration_slices(weights, data)
+    images, ids = calibration_slices(weights, data, log=log)
     fp32 = out.with_name(f".{out.name}.{os.getpid()}.fp32.onnx")
     quant = out.with_name(f".{out.name}.{os.getpid()}.int8.onnx")
     try:
