@@ -253,8 +253,9 @@ def create_app(
         return error(422, f"invalid request: {where}")
 
     @app.get("/api/v1/health")
-    def health() -> dict:
-        """The loaded model's id and version, and the inference backend."""
+    async def health() -> dict:
+        """The loaded model's id and version, and the inference backend (async: it answers while
+        uploads wait for a turn in the threadpool)."""
         return {"status": "ok", "model": model_id, "version": __version__, "backend": predictor.backend}
 
     app.head("/api/v1/health", include_in_schema=False)(health)  # one operation in the schema
