@@ -297,6 +297,8 @@ def test_unreadable_files_and_folders_say_permission_denied(lgg_root):
             "from tumorseg.io import read_image\n"
             f"cases = find_cases({str(data)!r})\n"
             "print('cases', [c.id for c in cases])\n"
+            "from tumorseg.data.check import check_data\n"
+            f"print('check', check_data({str(data)!r})['warnings'])\n"
             "try:\n"
             f"    read_image({str(locked)!r})\n"
             "except DataError as exc:\n"
@@ -304,6 +306,7 @@ def test_unreadable_files_and_folders_say_permission_denied(lgg_root):
         )
         assert r.returncode == 0, r.stderr
         assert "cases ['P1']" in r.stdout
+        assert "lost+found: cannot list folder (permission denied); it is skipped" in r.stdout
         assert "lost+found: skipped: cannot list folder: permission denied" in r.stderr
         assert f"error {locked}: cannot read image: permission denied" in r.stdout
     finally:

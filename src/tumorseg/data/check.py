@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..io import binary_mask, is_mask_path, read_image, read_mask
-from .lgg import SLICE_SUFFIXES, kaggle_root_hint, slice_number
+from .lgg import SLICE_SUFFIXES, kaggle_root_hint, slice_number, slice_numbers
 
 # the channels of an RGB slice other than FLAIR (channel 1), by name
 T1_CHANNELS = {0: "pre-contrast T1", 2: "post-contrast T1"}
@@ -59,7 +59,11 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
     for folder in folders:
         if limit and patients >= limit:
             break
-        files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES]
+        try:
+            files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES]
+        except PermissionError:
+            warnings.append(f"{folder}: cannot list folder (permission denied); it is skipped")
+            continue
         if not files:
             if not folder.name.startswith("."):
                 warnings.append(f"{folder}: no slices in this folder; it is skipped")
@@ -110,6 +114,13 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
             errors.append(f"{folder}: slices of one patient differ in size: {shown}")
         if patient_tumor == 0:
             warnings.append(f"{folder}: patient has no tumor in any slice")
+        numbers = sorted(slice_numbers(list(images.values())) or [])
+        lacking = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers)) if numbers else []
+        if lacking:
+            shown = ", ".join(map(str, lacking[:5])) + (" ..." if len(lacking) > 5 else "")
+            warnings.append(f"{folder}: slices numbered {numbers[0]}-{numbers[-1]} lack {len(lacking)} number(s) "
+                            f"({shown}): the largest-3D-part step stacks the slices either side of a gap "
+                            "as neighbours")  # fmt: skip
         if copies and slices > first:
             missing[folder.name] = copies
     if patients == 0:
