@@ -147,3 +147,39 @@ def test_deep_supervision_under_ddp_keeps_heads_and_weights_equal_on_every_rank(
         assert y["train_loss"] == pytest.approx(x["train_loss"], rel=0.05)
     heads = load_checkpoint(two / "last.safetensors").extra
     assert sorted(k for k in heads if k.startswith("aux.")) == ["aux.0.bias", "aux.0.weight"]
+
+
+def test_ctrl_c_under_torchrun_stops_every_rank_after_one_batch_and_saves(tiny_lgg, tmp_path):
+    """A terminal's Ctrl-C reaches torchrun and every rank, then torchrun forwards it to each rank
+    again. Once that killed the ranks at once and saved nothing; now they agree on a batch, rank 0
+    saves interrupted.safetensors, and --resume under torchrun finishes the run."""
+    import os
+    import signal
+    import time
+
+    from tumorseg.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    args = ["-m", "tumorseg", "train", "--data", str(tiny_lgg), "--out", str(run), "--epochs", "12",
+            "--batch-size", "8", "--base", "4", "--depth", "2", "--image-size", "64", "--val-frac", "0",
+            "--test-frac", "0", "--threads", "1"]  # fmt: skip
+    p = subprocess.Popen(torchrun + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)  # fmt: skip
+    t = time.time()
+    while not ((run / "metrics.jsonl").exists() and len((run / "metrics.jsonl").read_text().splitlines()) >= 2):
+        assert p.poll() is None and time.time() - t < 240, p.stderr.read() if p.poll() is not None else "timeout"
+        time.sleep(0.02)
+    os.killpg(p.pid, signal.SIGINT)  # what the terminal does: every process of the group
+    t = time.time()
+    stdout, err = p.communicate(timeout=120)
+    assert time.time() - t < 20  # the ranks ended by themselves, before torchrun's 30 s SIGKILL
+    assert "interrupted in epoch" in stdout, stdout + err[-3000:]
+    assert "SIGKILL" not in err
+    ck = load_checkpoint(run / "interrupted.safetensors")
+    done = len((run / "metrics.jsonl").read_text().splitlines())
+    assert ck.meta["interrupted_in_epoch"] == done + 1 < 13
+    r = subprocess.run(torchrun + args[:3] + ["--resume", str(run)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [m["epoch"] for m in read_metrics(run)] == list(range(1, 13))
+    assert not (run / "interrupted.safetensors").exists()

@@ -511,7 +511,7 @@ def _listen_socket(host: str, port: int):
 
 def _interrupted(signum, frame) -> None:
     # said here: Typer turns the KeyboardInterrupt into a silent exit 130. `train` says more
-    # itself in one process; this is what a torchrun rank says.
+    # itself once its loop runs; this covers what comes before it.
     if sys.argv[1:2] == ["train"]:
         msg = ("interrupted: continue from the last complete epoch with `tumorseg train --resume RUN`; "
                "with no epoch complete, run the same command again")  # fmt: skip

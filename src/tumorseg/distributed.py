@@ -20,6 +20,8 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     local_world_size: int = 1
+    # where collectives run: NCCL takes only CUDA tensors, gloo CPU ones
+    device: str = "cpu"
 
     @property
     def enabled(self) -> bool:
@@ -43,6 +45,7 @@ def setup(device_kind: str) -> DistInfo:
         world_size=int(os.environ["WORLD_SIZE"]),
         local_rank=int(os.environ.get("LOCAL_RANK", "0")),
         local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
+        device=f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if device_kind == "cuda" else "cpu",
     )
     if not dist.is_initialized():
         backend = "nccl" if device_kind == "cuda" else "gloo"
@@ -69,9 +72,18 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Sum `t` over all ranks (in place on a copy); identity in one process."""
     if not info.enabled:
         return t
-    t = t.clone()
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
+    out = t.to(info.device, copy=True)
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out.to(t.device)
+
+
+def any_rank(flag: bool, info: DistInfo) -> bool:
+    """True on every rank when `flag` is true on any; `flag` itself in one process."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([int(flag)], device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def broadcast_object(obj, info: DistInfo):

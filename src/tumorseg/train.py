@@ -266,7 +266,7 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
     made = not Path(cfg.out).exists()
     check_run_folder(cfg, resume)
     info = ddp.setup("cuda" if _use_cuda(cfg) else "cpu")
-    stop = _StopOnSigint(enabled=not info.enabled)
+    stop = _StopOnSigint(enabled=True, grace=5.0 if info.enabled else 0.0)
     try:
         run = _fit_ensemble if cfg.model.members > 1 else _fit
         summary = run(cfg, resume, progress, log, info, stop)
@@ -305,13 +305,19 @@ def check_run_folder(cfg: TrainConfig, resume: bool) -> None:
 
 class _StopOnSigint:
     """The first Ctrl-C (SIGINT) or SIGTERM (what `kill` and job schedulers send) asks the loop
-    to stop after the current batch; the second stops at once."""
+    to stop after the current batch; the second stops at once.
 
-    def __init__(self, enabled: bool):
+    `grace` > 0 (torchrun): a repeat within that many seconds is the same request. A Ctrl-C
+    reaches each rank from the terminal and again from torchrun, which forwards it to its workers.
+    """
+
+    def __init__(self, enabled: bool, grace: float = 0.0):
         import signal
         import threading
 
         self.requested = False
+        self.grace = grace
+        self._first = 0.0
         self._old: dict = {}
         if enabled and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -320,8 +326,10 @@ class _StopOnSigint:
     def _handle(self, signum, frame) -> None:
         import signal
 
-        if self.requested:
+        if self.requested and time.monotonic() - self._first >= self.grace:
             signal.default_int_handler(signum, frame)
+        if not self.requested:
+            self._first = time.monotonic()
         self.requested = True
 
     def restore(self) -> None:
@@ -703,10 +711,18 @@ def _fit(
             loss_sum += loss.item() * len(x)
             rate = seen * info.world_size / (time.perf_counter() - t0)
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
+            if info.enabled:  # every rank stops after the same batch, when any rank was asked to
+                stop.requested = ddp.any_rank(stop.requested, info)
             if stop.requested:
                 break
         if stop.requested:
             bar.close()
+            if info.enabled:
+                ddp.average_buffers(net, info)
+                if ema:
+                    ddp.average_buffers(ema.model, info)
+                if not main:
+                    raise KeyboardInterrupt
             if not last_path.exists():  # no epoch complete: nothing worth keeping or resuming
                 how = (f"continue the ensemble with: tumorseg train --resume {resume_dir}" if resume_dir
                        else f"start the run again (the same command; {out} may be reused)")  # fmt: skip
