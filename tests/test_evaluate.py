@@ -250,6 +250,25 @@ def test_evaluate_reports_the_shipped_models_close_call(lgg_root, tmp_path):
     assert "largest-region step (slice numbers)" in (tmp_path / "ev" / "report.html").read_text()
 
 
+def test_a_gap_in_the_slice_numbers_parts_the_regions_either_side(lgg_root, tmp_path):
+    """Slices 7-10 of TCGA_CS_5395 missing: 6 and 11 were once stacked as neighbours, so the shipped
+    model's false-alarm block (5-6) joined the tumor (11-14) into one part, kept whole (Dice 0.55).
+    Now the gap parts them and the score is the one with every slice there."""
+    src = lgg_root / "TCGA_CS_5395_19981004"
+    copy_slices(src, tmp_path / "all" / src.name, range(1, 21))
+    for part in (range(1, 7), range(11, 21)):
+        copy_slices(src, tmp_path / "gap" / src.name, part)
+    whole, gap = (evaluate(tmp_path / d, split="all", log=lambda *a: None)["per_patient"][0] for d in ("all", "gap"))
+    assert gap["dice"] == pytest.approx(whole["dice"], abs=0.01) and gap["dice"] > 0.7
+    assert "kept 3202 voxels in slices 11-14; dropped 2356 voxels in slices 5-6" in gap["notes"][0]
+    m = np.zeros((4, 8, 8), bool)
+    m[0:2, 1:4, 1:4] = m[2:4, 2:5, 2:5] = True  # touching when stacked: one part of 18 + 18
+    assert keep_largest_3d(m).sum() == 36 and keep_largest_3d(m, [5, 6, 9, 10]).sum() == 36  # equal: both
+    m[3, 5, 5] = True
+    assert keep_largest_3d(m, [5, 6, 9, 10]).sum() == 19 and keep_largest_3d(m, [5, 6, 7, 8]).sum() == 37
+    assert keep_largest_3d(m, [5, 6, 6, 7]).sum() == 19  # a repeated number is a break too
+
+
 def test_predictor_keeps_the_largest_part_of_volumes_only(tiny_run):
     probs = np.zeros((4, 16, 16), np.float32)
     probs[0, 1:4, 1:4] = 0.9  # 9 px, slice 0

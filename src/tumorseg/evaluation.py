@@ -124,8 +124,8 @@ def evaluate(
             "fill_holes": score_volume(filled, truth),
             "tta": score_volume(flipped > 0.5, truth),
             f"min_size_{compare_min_size}": score_volume(remove_small_components(plain > 0.5, compare_min_size), truth),
-            "cc3d_10": score_volume(drop_minor_components_3d(plain > 0.5, 0.1), truth),
-            "largest_3d": score_volume(keep_largest_3d(filled), truth),
+            "cc3d_10": score_volume(drop_minor_components_3d(plain > 0.5, 0.1, numbers), truth),
+            "largest_3d": score_volume(keep_largest_3d(filled, numbers), truth),
             "chosen": score_volume(chosen, truth),
             "baseline": score_volume(np.zeros_like(truth), truth),
         }

@@ -194,22 +194,29 @@ def postprocess(probs: np.ndarray, threshold: float = 0.5, min_size: int = 0, ho
     return remove_small_components(fill_holes(mask) if holes else mask, min_size)
 
 
-def regions_3d(mask: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+def regions_3d(mask: np.ndarray, numbers: list[int] | None = None) -> tuple[np.ndarray, int, np.ndarray]:
     """The 26-connected 3D components of a stacked mask (S, H, W): (labels, count, voxels per
-    label, with 0 for the background)."""
+    label, with 0 for the background). With `numbers` (the slices' numbers), two stacked slices
+    whose numbers are not consecutive (a gap, a repeat) are not neighbours."""
     from scipy import ndimage
 
-    labels, n = ndimage.label(np.asarray(mask, bool), structure=np.ones((3, 3, 3)))
-    sizes = np.bincount(labels.ravel())
+    mask = np.asarray(mask, bool)
+    breaks = [] if numbers is None else [i + 1 for i in range(len(mask) - 1) if numbers[i + 1] - numbers[i] != 1]
+    stack = np.insert(mask, breaks, False, axis=0) if breaks else mask  # an empty slice at each break
+    labels, n = ndimage.label(stack, structure=np.ones((3, 3, 3)))
+    if breaks:
+        labels = np.delete(labels, [b + k for k, b in enumerate(breaks)], axis=0)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
     sizes[0] = 0
     return labels, n, sizes
 
 
-def drop_minor_components_3d(mask: np.ndarray, fraction: float) -> np.ndarray:
+def drop_minor_components_3d(mask: np.ndarray, fraction: float, numbers: list[int] | None = None) -> np.ndarray:
     """Keep the 26-connected 3D components of a patient's stacked mask (S, H, W) that hold at
-    least `fraction` of the largest one's voxels; the rest are taken as false alarms."""
+    least `fraction` of the largest one's voxels; the rest are taken as false alarms. `numbers`:
+    as in `regions_3d`."""
     mask = np.asarray(mask, bool)
-    labels, n, sizes = regions_3d(mask)
+    labels, n, sizes = regions_3d(mask, numbers)
     if n <= 1:
         return mask
     keep = sizes >= fraction * sizes.max()
@@ -217,11 +224,12 @@ def drop_minor_components_3d(mask: np.ndarray, fraction: float) -> np.ndarray:
     return keep[labels]
 
 
-def keep_largest_3d(mask: np.ndarray) -> np.ndarray:
+def keep_largest_3d(mask: np.ndarray, numbers: list[int] | None = None) -> np.ndarray:
     """Keep only the largest 26-connected 3D component of a volume's stacked mask (S, H, W), as
     Buda et al.'s published pipeline does: a low-grade glioma is one lesion, and a block of
-    slices away from it is taken as a false alarm. Equal largest components are all kept."""
-    return drop_minor_components_3d(mask, 1.0)
+    slices away from it is taken as a false alarm. Equal largest components are all kept.
+    `numbers`: as in `regions_3d`."""
+    return drop_minor_components_3d(mask, 1.0, numbers)
 
 
 CLOSE_CALL = 0.5  # a dropped 3D region this large against the kept one gets a note
@@ -239,7 +247,7 @@ def largest_3d_noted(
     from scipy import ndimage
 
     mask = np.asarray(mask, bool)
-    labels, n, sizes = regions_3d(mask)
+    labels, n, sizes = regions_3d(mask, numbers)
     if n <= 1:
         return mask, None
     kept = np.flatnonzero(sizes == sizes.max())

@@ -119,8 +119,8 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
         if lacking:
             shown = ", ".join(map(str, lacking[:5])) + (" ..." if len(lacking) > 5 else "")
             warnings.append(f"{folder}: slices numbered {numbers[0]}-{numbers[-1]} lack {len(lacking)} number(s) "
-                            f"({shown}): the largest-3D-part step stacks the slices either side of a gap "
-                            "as neighbours")  # fmt: skip
+                            f"({shown}): a tumor that crosses a gap is split there by the largest-3D-part step, "
+                            "which then keeps one side")  # fmt: skip
         if copies and slices > first:
             missing[folder.name] = copies
     if patients == 0:
