@@ -86,6 +86,20 @@ def test_volume_notes_are_shown_and_cleared(browser, server, lgg_root, tmp_path)
     assert "close call of the largest-region step" in page.inner_text("#notes")
     shown = int(page.input_value("#slice"))  # the slider counts slices as the notes do, from 0
     assert page.inner_text("#slice-label").startswith(f"slice {shown} of 0-13, counted from 0")
+    loaded = (
+        "['mri', 'mask', 'base', 'over'].every((id) => { const e = document.getElementById(id); "
+        "return e.complete && e.naturalWidth === 256 && e.src.includes(`/slices/${SHOWN}/`); })"
+    )
+    page.wait_for_function(loaded.replace("SHOWN", str(shown)), timeout=30000)  # fetched from the server
+    page.fill("#slice", "3")  # another slice's images are fetched as the slider moves
+    page.wait_for_function(loaded.replace("SHOWN", "3"), timeout=30000)
+    assert page.inner_text("#slice-label").startswith("slice 3 of 0-13")
+    page.route("**/slices/5/**", lambda route: route.fulfill(status=404, body='{"error": "no such result"}'))
+    page.fill("#slice", "5")  # as if the hour had passed: the page says so, not a broken image
+    page.wait_for_selector("#error:not([hidden])", timeout=30000)
+    assert "kept for an hour" in page.inner_text("#error")
+    page.unroute("**/slices/5/**")
+    page.fill("#slice", str(shown))
     largest = page.inner_text("#measure")
     assert largest.startswith("Tumor volume:")
     page.check("#all-parts")  # the volume shown is segmented again: nothing dropped, no note, more tumor

@@ -142,6 +142,21 @@ def test_segment_nifti_volume(server, lgg_root, tmp_path):
     out = nib.load(str(tmp_path / "mask.nii.gz"))
     assert out.shape == arr.shape[:3] and np.allclose(out.affine, affine)
     assert httpx.get(server + "/api/v1/results/../../etc/passwd").status_code == 404
+    # each slice's images are URLs, fetched one at a time: the answer stays small for big volumes
+    assert len(r.content) < 600 * len(images)
+    sizes = set()
+    for s in body["slices"]:
+        got = {k: httpx.get(server + s[k], timeout=60) for k in ("mri", "mask", "overlay")}
+        assert all(g.status_code == 200 and g.headers["content-type"] == "image/png" for g in got.values())
+        pics = {k: np.asarray(Image.open(io.BytesIO(g.content))) for k, g in got.items()}
+        assert int((pics["mask"] > 0).sum()) == s["tumor_area_px"]
+        assert pics["mri"].shape == pics["overlay"].shape and pics["mri"].shape[:2] == pics["mask"].shape
+        sizes.add(pics["mask"].shape)
+    assert len(sizes) == 1 and sorted(sizes.pop()) == sorted(arr.shape[:2])  # the volume's own in-plane size
+    last = body["slices"][-1]["mri"]
+    for bad in (last.replace(f"/{len(images) - 1}/", f"/{len(images)}/"), last.replace("mri.png", "t2.png"),
+                last.replace("/results/", "/results/0").replace("/slices/", "x/slices/")):  # fmt: skip
+        assert httpx.get(server + bad, timeout=60).status_code in (404, 422), bad
 
 
 def test_volume_notes_a_close_call(server, lgg_root, tmp_path):

@@ -87,7 +87,8 @@ def test_two_workers_share_volume_results_and_clean_up(lgg_root, tmp_path):
             urls.append(r.json()["mask_url"])
         codes = [httpx.get(url + u, timeout=60).status_code for u in urls for _ in range(2)]
         assert codes == [200] * 12
-        assert len(list(folder.glob("*.nii.gz"))) == 6
+        assert len(list(folder.glob("*/mask.nii.gz"))) == 6
+        assert not list(folder.glob("*.part"))  # every result folder finished and renamed
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -97,10 +98,12 @@ def test_two_workers_share_volume_results_and_clean_up(lgg_root, tmp_path):
 def test_old_volume_results_expire(tmp_path):
     from tumorseg.api.app import expire_results
 
-    old, new = tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"
-    old.write_bytes(b"x")
-    new.write_bytes(b"y")
+    old, new, left = tmp_path / ("a" * 32), tmp_path / ("b" * 32), tmp_path / ("c" * 32 + ".part")
+    for folder in (old, new, left):
+        folder.mkdir()
+        (folder / "0-mri.png").write_bytes(b"x")
     two_hours_ago = time.time() - 7200
-    os.utime(old, (two_hours_ago, two_hours_ago))
+    for folder in (old, left):  # `left`: unfinished, from a worker that died while writing it
+        os.utime(folder, (two_hours_ago, two_hours_ago))
     expire_results(tmp_path, ttl=3600)
-    assert not old.exists() and new.exists()
+    assert not old.exists() and not left.exists() and new.exists()

@@ -93,15 +93,17 @@ def test_volumes_big_endian_read_and_too_many_voxels_refused(served, lgg_root, t
 def test_expired_masks_are_gone(served, lgg_root, tmp_path):
     url, folder = served
     path, _ = case_nifti(lgg_root, "TCGA_CS_4941_19960909", slice(10, 12), tmp_path / "v.nii.gz")
-    mask_url = post(url, path.read_bytes()).json()["mask_url"]
+    body = post(url, path.read_bytes()).json()
+    mask_url, slice_url = body["mask_url"], body["slices"][0]["overlay"]
     assert httpx.get(url + mask_url, timeout=60).status_code == 200
+    assert httpx.get(url + slice_url, timeout=60).status_code == 200
     saved = folder / mask_url.split("/")[-2]
-    saved = saved.with_name(saved.name + ".nii.gz")
     old = time.time() - 2 * 3600
     os.utime(saved, (old, old))
-    r = httpx.get(url + mask_url, timeout=60)
+    r = httpx.get(url + slice_url, timeout=60)
     assert r.status_code == 404 and "an hour" in r.json()["error"]
     assert not saved.exists()
+    assert httpx.get(url + mask_url, timeout=60).status_code == 404
 
 
 def test_one_file_and_known_parameters_only(served, lgg_root):

@@ -71,14 +71,32 @@ def _gunzip_head(data: bytes, n: int = 600) -> bytes:
 
 
 def expire_results(folder: Path, ttl: float | None = None) -> None:
-    """Delete volume masks older than `ttl` seconds (default RESULT_TTL)."""
+    """Delete volume results (a folder each: the mask volume and the slices' PNGs) older than
+    `ttl` seconds (default RESULT_TTL), and unfinished ones a crashed worker left."""
     limit = time.time() - (RESULT_TTL if ttl is None else ttl)
-    for path in folder.glob("*.nii.gz"):
+    for path in folder.iterdir():
         try:
-            if path.stat().st_mtime < limit:
-                path.unlink()
+            if path.is_dir() and path.stat().st_mtime < limit:
+                shutil.rmtree(path, ignore_errors=True)
         except FileNotFoundError:  # another worker removed it first
             pass
+
+
+def _result(results: Path, rid: str, name: str) -> Path | JSONResponse:
+    """A file of a volume's result, or the 404 to answer; an expired result is removed."""
+    if not (rid.isalnum() and len(rid) == 32):
+        return error(404, "no such result")
+    folder = results / rid
+    try:
+        expired = folder.stat().st_mtime < time.time() - RESULT_TTL
+    except FileNotFoundError:
+        return error(404, "no such result")
+    if expired:
+        shutil.rmtree(folder, ignore_errors=True)
+        return error(404, "no such result: results are kept for an hour")
+    if not (folder / name).is_file():
+        return error(404, "no such result")
+    return folder / name
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -108,7 +126,9 @@ class SliceAnswer(BaseModel):
 
 
 class VolumeSlice(BaseModel):
-    """One axial slice of a volume's answer, in the canonical order the notes count from 0."""
+    """One axial slice of a volume's answer, in the canonical order the notes count from 0. Its
+    images are URLs (`/api/v1/results/{id}/slices/{i}/mri.png`, `mask.png`, `overlay.png`),
+    served for an hour, so a large volume's answer stays small."""
 
     mri: str
     mask: str
@@ -335,22 +355,34 @@ def create_app(
         runtime = time.perf_counter() - t0
         expire_results(results)
         rid = uuid.uuid4().hex
-        out = results / f"{rid}.nii.gz"
-        write_nifti(out, mask_to_volume(masks, vol), vol)
+        part = results / f"{rid}.part"  # renamed when whole: a result is served complete or not at all
+        part.mkdir()
+        try:
+            write_nifti(part / "mask.nii.gz", mask_to_volume(masks, vol), vol)
+            if format != "png":
+                for i, (s, m) in enumerate(zip(slices, masks)):
+                    (part / f"{i}-mri.png").write_bytes(png_bytes(display_slice(s)))
+                    (part / f"{i}-mask.png").write_bytes(png_bytes((m * 255).astype(np.uint8)))
+                    (part / f"{i}-overlay.png").write_bytes(png_bytes(_overlay_panel(s, m)))
+            part.rename(results / rid)
+        except BaseException:
+            shutil.rmtree(part, ignore_errors=True)
+            raise
         if format == "png":
-            return FileResponse(out, media_type="application/gzip", filename="mask.nii.gz")
+            return FileResponse(results / rid / "mask.nii.gz", media_type="application/gzip", filename="mask.nii.gz")
         summary = mask_summary(masks, vol)
+        base = f"/api/v1/results/{rid}/slices"
         return {
             "kind": "volume",
             "notes": notes,
             "slices": [
                 {
-                    "mri": data_url(png_bytes(display_slice(s))),
-                    "mask": data_url(png_bytes((m * 255).astype(np.uint8))),
-                    "overlay": data_url(png_bytes(_overlay_panel(s, m))),
+                    "mri": f"{base}/{i}/mri.png",
+                    "mask": f"{base}/{i}/mask.png",
+                    "overlay": f"{base}/{i}/overlay.png",
                     "tumor_area_px": int(m.sum()),
                 }  # fmt: skip
-                for s, m in zip(slices, masks)
+                for i, m in enumerate(masks)
             ],
             "tumor_volume_ml": summary["tumor_volume_ml"],
             "slices_with_tumor": summary["slices_with_tumor"],
@@ -366,17 +398,21 @@ def create_app(
         422: {"model": ErrorBody, "description": "an invalid request"}})  # fmt: skip
     def result_mask(rid: str):
         """The mask volume of an earlier volume upload."""
-        if not rid.isalnum() or len(rid) != 32:
-            return error(404, "no such result")
-        path = results / f"{rid}.nii.gz"
-        try:
-            expired = path.stat().st_mtime < time.time() - RESULT_TTL
-        except FileNotFoundError:
-            return error(404, "no such result")
-        if expired:
-            path.unlink(missing_ok=True)
-            return error(404, "no such result: masks are kept for an hour")
+        path = _result(results, rid, "mask.nii.gz")
+        if isinstance(path, JSONResponse):
+            return path
         return FileResponse(path, media_type="application/gzip", filename="mask.nii.gz")
+
+    @app.get("/api/v1/results/{rid}/slices/{i}/{name}.png", response_class=Response, responses={
+        200: {"content": {"image/png": {}}, "description": "one slice's MRI, mask or overlay, at the volume's size"},
+        404: {"model": ErrorBody, "description": "no such result or slice, or older than an hour"},
+        422: {"model": ErrorBody, "description": "an invalid request"}})  # fmt: skip
+    def result_slice(rid: str, i: int, name: Literal["mri", "mask", "overlay"]):
+        """An image of one slice of an earlier volume upload (the URLs in its `slices`)."""
+        path = _result(results, rid, f"{i}-{name}.png")
+        if isinstance(path, JSONResponse):
+            return path
+        return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def index() -> FileResponse:

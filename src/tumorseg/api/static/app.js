@@ -86,3 +86,9 @@ drop.addEventListener("drop", (e) => { e.preventDefault(); if (e.dataTransfer.fi
 // a file dropped beside the zone would make the browser open it and leave the page and its result
 ["dragover", "drop"].forEach((t) => window.addEventListener(t, (e) => e.preventDefault()));
 $("over").style.opacity = 0.5;
+// a volume's slice images are fetched as the slider moves; the server keeps them for an hour
+["mri", "mask", "base", "over"].forEach((id) => $(id).addEventListener("error", () => {
+  if (current && current.kind === "volume" && $(id).getAttribute("src")) {
+    showError("This volume's slice images are no longer on the server (they are kept for an hour): choose the file again.");
+  }
+}));
