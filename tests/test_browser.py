@@ -97,9 +97,10 @@ def test_volume_notes_are_shown_and_cleared(browser, server, lgg_root, tmp_path)
     page.route("**/slices/5/**", lambda route: route.fulfill(status=404, body='{"error": "no such result"}'))
     page.fill("#slice", "5")  # as if the hour had passed: the page says so, not a broken image
     page.wait_for_selector("#error:not([hidden])", timeout=30000)
-    assert "kept for an hour" in page.inner_text("#error")
+    assert "keeps a volume's images for an hour" in page.inner_text("#error")
     page.unroute("**/slices/5/**")
-    page.fill("#slice", str(shown))
+    page.fill("#slice", str(shown))  # a slice that loads clears the message
+    page.wait_for_selector("#error", state="hidden", timeout=30000)
     largest = page.inner_text("#measure")
     assert largest.startswith("Tumor volume:")
     page.check("#all-parts")  # the volume shown is segmented again: nothing dropped, no note, more tumor

@@ -105,5 +105,9 @@ def test_old_volume_results_expire(tmp_path):
     two_hours_ago = time.time() - 7200
     for folder in (old, left):  # `left`: unfinished, from a worker that died while writing it
         os.utime(folder, (two_hours_ago, two_hours_ago))
+    mine = tmp_path / "backups"  # a folder of the user's own, in a results folder they chose
+    mine.mkdir()
+    os.utime(mine, (two_hours_ago, two_hours_ago))
     expire_results(tmp_path, ttl=3600)
-    assert not old.exists() and not left.exists() and new.exists()
+    assert not old.exists() and not left.exists() and new.exists() and mine.exists()
+    expire_results(tmp_path / "gone", ttl=3600)  # the folder removed at shutdown: nothing to do

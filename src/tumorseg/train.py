@@ -266,7 +266,7 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
     made = not Path(cfg.out).exists()
     check_run_folder(cfg, resume)
     info = ddp.setup("cuda" if _use_cuda(cfg) else "cpu")
-    stop = _StopOnSigint(enabled=True, grace=5.0 if info.enabled else 0.0)
+    stop = _StopOnSigint(enabled=True, grace=5.0 if info.enabled else 0.0, armed=not info.enabled)
     try:
         run = _fit_ensemble if cfg.model.members > 1 else _fit
         summary = run(cfg, resume, progress, log, info, stop)
@@ -309,15 +309,18 @@ class _StopOnSigint:
 
     `grace` > 0 (torchrun): a repeat within that many seconds is the same request. A Ctrl-C
     reaches each rank from the terminal and again from torchrun, which forwards it to its workers.
+    Until `armed` (torchrun: until the epochs start, when there is nothing to save yet) a signal
+    stops at once.
     """
 
-    def __init__(self, enabled: bool, grace: float = 0.0):
+    def __init__(self, enabled: bool, grace: float = 0.0, armed: bool = True):
         import signal
         import threading
 
         self.requested = False
         self.grace = grace
-        self._first = 0.0
+        self.armed = armed
+        self._first: float | None = None  # when this process itself got its first signal
         self._old: dict = {}
         if enabled and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -326,11 +329,17 @@ class _StopOnSigint:
     def _handle(self, signum, frame) -> None:
         import signal
 
-        if self.requested and time.monotonic() - self._first >= self.grace:
+        now = time.monotonic()
+        if not self.armed or (self._first is not None and now - self._first >= self.grace):
             signal.default_int_handler(signum, frame)
-        if not self.requested:
-            self._first = time.monotonic()
+        if self._first is None:
+            self._first = now
         self.requested = True
+
+    def agreed(self, info: ddp.DistInfo) -> bool:
+        """Whether to stop: asked of this process, or under torchrun of any rank (a collective:
+        every rank calls it at the same point)."""
+        return ddp.any_rank(self.requested, info)
 
     def restore(self) -> None:
         import signal
@@ -399,6 +408,9 @@ def _fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp
         if state == "finished":
             log(f"member {i + 1} of {n}: already trained in {mcfg.out}")
             continue
+        if stop.armed and stop.agreed(info):  # asked while the member before was validated or saved
+            log(f"interrupted before member {i + 1}; continue the ensemble with: tumorseg train --resume {out}")
+            raise KeyboardInterrupt
         log(f"member {i + 1} of {n}: {mcfg.out} (init and sampling seed {cfg.seed + i})")
         _fit(mcfg, state == "partial", progress, log, info, stop, resume_dir=out)
         ddp.barrier(info)
@@ -644,6 +656,7 @@ def _fit(
     if main:
         atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
 
+    stop.armed = True  # from here a signal stops after the batch, and the epochs done are saved
     for epoch in range(start, cfg.epochs + 1):
         lr = lr_at(cfg, epoch, plateau_scale)
         for g in opt.param_groups:
@@ -711,29 +724,25 @@ def _fit(
             loss_sum += loss.item() * len(x)
             rate = seen * info.world_size / (time.perf_counter() - t0)
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
-            if info.enabled:  # every rank stops after the same batch, when any rank was asked to
-                stop.requested = ddp.any_rank(stop.requested, info)
-            if stop.requested:
+            if stop.agreed(info):  # under torchrun every rank stops after the same batch
                 break
-        if stop.requested:
+        if stop.agreed(info):  # again: a signal may come after the loop's last check, or with no batch
             bar.close()
-            if info.enabled:
-                ddp.average_buffers(net, info)
-                if ema:
-                    ddp.average_buffers(ema.model, info)
-                if not main:
-                    raise KeyboardInterrupt
-            if not last_path.exists():  # no epoch complete: nothing worth keeping or resuming
+            ddp.average_buffers(net, info)
+            if ema:
+                ddp.average_buffers(ema.model, info)
+            if main and not last_path.exists():  # no epoch complete: nothing worth keeping or resuming
                 how = (f"continue the ensemble with: tumorseg train --resume {resume_dir}" if resume_dir
                        else f"start the run again (the same command; {out} may be reused)")  # fmt: skip
                 log(f"interrupted in epoch {epoch}, before the first epoch was complete: nothing saved; {how}")
-                raise KeyboardInterrupt
-            path = out / "interrupted.safetensors"
-            weights = {k: v.cpu() for k, v in (ema.model if ema else net).state_dict().items()}
-            save_checkpoint(path, Checkpoint(cfg, weights, {"epoch": epoch - 1, "interrupted_in_epoch": epoch,
-                                                            "split": split}))  # fmt: skip
-            log(f"interrupted in epoch {epoch}: weights saved to {path}; the last complete epoch is in "
-                f"{last_path}; continue with: tumorseg train --resume {resume_dir or out}")  # fmt: skip
+            elif main:
+                path = out / "interrupted.safetensors"
+                weights = {k: v.cpu() for k, v in (ema.model if ema else net).state_dict().items()}
+                save_checkpoint(path, Checkpoint(cfg, weights, {"epoch": epoch - 1, "interrupted_in_epoch": epoch,
+                                                                "split": split}))  # fmt: skip
+                log(f"interrupted in epoch {epoch}: weights saved to {path}; the last complete epoch is in "
+                    f"{last_path}; continue with: tumorseg train --resume {resume_dir or out}")  # fmt: skip
+            ddp.barrier(info)  # no rank ends (torchrun would then stop the rest) before rank 0 has saved
             raise KeyboardInterrupt
         train_time = time.perf_counter() - t0
         ddp.average_buffers(net, info)

@@ -74,7 +74,14 @@ def expire_results(folder: Path, ttl: float | None = None) -> None:
     """Delete volume results (a folder each: the mask volume and the slices' PNGs) older than
     `ttl` seconds (default RESULT_TTL), and unfinished ones a crashed worker left."""
     limit = time.time() - (RESULT_TTL if ttl is None else ttl)
-    for path in folder.iterdir():
+    try:
+        paths = list(folder.iterdir())
+    except FileNotFoundError:  # the server is shutting down
+        return
+    for path in paths:
+        name = path.name.removesuffix(".part")
+        if not (len(name) == 32 and name.isalnum()):  # only results: never another file put there
+            continue
         try:
             if path.is_dir() and path.stat().st_mtime < limit:
                 shutil.rmtree(path, ignore_errors=True)

@@ -87,8 +87,18 @@ drop.addEventListener("drop", (e) => { e.preventDefault(); if (e.dataTransfer.fi
 ["dragover", "drop"].forEach((t) => window.addEventListener(t, (e) => e.preventDefault()));
 $("over").style.opacity = 0.5;
 // a volume's slice images are fetched as the slider moves; the server keeps them for an hour
-["mri", "mask", "base", "over"].forEach((id) => $(id).addEventListener("error", () => {
-  if (current && current.kind === "volume" && $(id).getAttribute("src")) {
-    showError("This volume's slice images are no longer on the server (they are kept for an hour): choose the file again.");
-  }
-}));
+let imageError = false;
+["mri", "mask", "base", "over"].forEach((id) => {
+  $(id).addEventListener("error", () => {
+    if (!(current && current.kind === "volume" && $(id).getAttribute("src"))) return;
+    imageError = true;
+    showError("This slice's images could not be loaded. The server keeps a volume's images for an hour: "
+      + "if that has passed, choose the file again.");
+  });
+  $(id).addEventListener("load", () => {
+    if (imageError && ["mri", "mask", "base", "over"].every((k) => $(k).complete && $(k).naturalWidth)) {
+      imageError = false;
+      $("error").hidden = true;
+    }
+  });
+});
