@@ -74,9 +74,10 @@ def overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None
     return strip
 
 
-def png_bytes(arr: np.ndarray) -> bytes:
+def png_bytes(arr: np.ndarray, level: int = 6) -> bytes:
+    """PNG bytes; zlib `level` 3 encodes a 512x512 MRI about twice as fast as 6, 4 % larger."""
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", optimize=False)
+    Image.fromarray(arr).save(buf, format="PNG", optimize=False, compress_level=level)
     return buf.getvalue()
 
 
