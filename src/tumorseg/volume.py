@@ -86,7 +86,9 @@ def read_nifti(path: str | Path, max_voxels: int = MAX_VOXELS) -> Volume:
         raise DataError(f"{path}: 4D volume with {data.shape[-1]} channels; expected 3 (T1, FLAIR, T1c) or 1")
     if data.dtype.kind == "f" and not np.isfinite(data).all():
         raise DataError(f"{path}: volume holds NaN or Inf voxels")
-    if data.dtype.kind == "f" and max(float(data.max()), -float(data.min())) > np.finfo(np.float32).max:
+    with np.errstate(over="ignore"):  # the overflow is what this looks for, not a warning to print
+        huge = data.dtype.kind == "f" and max(float(data.max()), -float(data.min())) > np.finfo(np.float32).max
+    if huge:
         raise DataError(f"{path}: voxel values beyond ±3.4e38 (float32's range; a huge scl_slope?)")
     affine = np.asarray(img.affine, float)
     if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
