@@ -307,8 +307,9 @@ class _StopOnSigint:
     """The first Ctrl-C (SIGINT) or SIGTERM (what `kill` and job schedulers send) asks the loop
     to stop after the current batch; the second stops at once.
 
-    `grace` > 0 (torchrun): a repeat within that many seconds is the same request. A Ctrl-C
-    reaches each rank from the terminal and again from torchrun, which forwards it to its workers.
+    `grace` > 0 (torchrun): a repeat within that many seconds is the same request. torchrun runs
+    its ranks in their own sessions and forwards a signal once (a second Ctrl-C makes it send
+    SIGTERM); a job scheduler may signal both torchrun and every rank, so a rank gets it twice.
     Until `armed` (torchrun: until the epochs start, when there is nothing to save yet) a signal
     stops at once.
     """
@@ -553,6 +554,7 @@ def _fit(
         raise TumorsegError(f"batch size {cfg.batch_size} is not divisible by the {info.world_size} processes")
     local_batch = cfg.batch_size // info.world_size
     main = info.is_main
+    stop.armed = not info.enabled  # torchrun: while this member loads, a signal stops at once
     if not main:
         log, progress = (lambda *a: None), False
     out = Path(cfg.out)
@@ -656,6 +658,7 @@ def _fit(
     if main:
         atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
 
+    ddp.barrier(info)  # every rank arms together (rank 0 alone wrote metrics.jsonl above)
     stop.armed = True  # from here a signal stops after the batch, and the epochs done are saved
     for epoch in range(start, cfg.epochs + 1):
         lr = lr_at(cfg, epoch, plateau_scale)

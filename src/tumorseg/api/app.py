@@ -7,6 +7,7 @@ folder under fixed names, and every failure becomes a 4xx JSON body {"error": ..
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import tempfile
 import threading
@@ -70,6 +71,9 @@ def _gunzip_head(data: bytes, n: int = 600) -> bytes:
         return b""
 
 
+RESULT_NAME = re.compile(r"[0-9a-f]{32}")  # a volume result's folder: uuid4().hex
+
+
 def expire_results(folder: Path, ttl: float | None = None) -> None:
     """Delete volume results (a folder each: the mask volume and the slices' PNGs) older than
     `ttl` seconds (default RESULT_TTL), and unfinished ones a crashed worker left."""
@@ -79,8 +83,7 @@ def expire_results(folder: Path, ttl: float | None = None) -> None:
     except FileNotFoundError:  # the server is shutting down
         return
     for path in paths:
-        name = path.name.removesuffix(".part")
-        if not (len(name) == 32 and name.isalnum()):  # only results: never another file put there
+        if not RESULT_NAME.fullmatch(path.name.removesuffix(".part")):  # only results: never another file put there
             continue
         try:
             if path.is_dir() and path.stat().st_mtime < limit:
@@ -91,7 +94,7 @@ def expire_results(folder: Path, ttl: float | None = None) -> None:
 
 def _result(results: Path, rid: str, name: str) -> Path | JSONResponse:
     """A file of a volume's result, or the 404 to answer; an expired result is removed."""
-    if not (rid.isalnum() and len(rid) == 32):
+    if not RESULT_NAME.fullmatch(rid):
         return error(404, "no such result")
     folder = results / rid
     try:

@@ -5,7 +5,10 @@ let currentFile = null; // the file behind `current`, segmented again when "Keep
 let request = 0; // only the latest upload's answer is shown
 let pending = null; // the file of the latest upload while its answer is on its way
 
+let imageError = false; // the error shown is a slice image that did not load
+
 function showError(msg) {
+  imageError = false;
   $("error").textContent = msg;
   $("error").hidden = false;
   $("status").textContent = "";
@@ -26,6 +29,7 @@ async function upload(file) {
   const mine = ++request;
   pending = file;
   $("error").hidden = true;
+  imageError = false;
   $("status").textContent = `Segmenting ${file.name}…`;
   const form = new FormData();
   form.append("file", file);
@@ -87,13 +91,12 @@ drop.addEventListener("drop", (e) => { e.preventDefault(); if (e.dataTransfer.fi
 ["dragover", "drop"].forEach((t) => window.addEventListener(t, (e) => e.preventDefault()));
 $("over").style.opacity = 0.5;
 // a volume's slice images are fetched as the slider moves; the server keeps them for an hour
-let imageError = false;
 ["mri", "mask", "base", "over"].forEach((id) => {
   $(id).addEventListener("error", () => {
     if (!(current && current.kind === "volume" && $(id).getAttribute("src"))) return;
-    imageError = true;
     showError("This slice's images could not be loaded. The server keeps a volume's images for an hour: "
       + "if that has passed, choose the file again.");
+    imageError = true;
   });
   $(id).addEventListener("load", () => {
     if (imageError && ["mri", "mask", "base", "over"].every((k) => $(k).complete && $(k).naturalWidth)) {
