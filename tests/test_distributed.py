@@ -150,9 +150,9 @@ def test_deep_supervision_under_ddp_keeps_heads_and_weights_equal_on_every_rank(
 
 
 def test_ctrl_c_under_torchrun_stops_every_rank_after_one_batch_and_saves(tiny_lgg, tmp_path):
-    """A terminal's Ctrl-C reaches torchrun and every rank, then torchrun forwards it to each rank
-    again. Once that killed the ranks at once and saved nothing; now they agree on a batch, rank 0
-    saves interrupted.safetensors, and --resume under torchrun finishes the run."""
+    """A terminal's Ctrl-C reaches torchrun (its ranks run in sessions of their own), which
+    forwards it to each rank. Once that killed the ranks at once and saved nothing; now they agree
+    on a batch, rank 0 saves interrupted.safetensors, and --resume under torchrun finishes the run."""
     import os
     import signal
     import time
@@ -170,7 +170,7 @@ def test_ctrl_c_under_torchrun_stops_every_rank_after_one_batch_and_saves(tiny_l
     while not ((run / "metrics.jsonl").exists() and len((run / "metrics.jsonl").read_text().splitlines()) >= 2):
         assert p.poll() is None and time.time() - t < 240, p.stderr.read() if p.poll() is not None else "timeout"
         time.sleep(0.02)
-    os.killpg(p.pid, signal.SIGINT)  # what the terminal does: every process of the group
+    os.killpg(p.pid, signal.SIGINT)  # what the terminal does: every process of its group
     t = time.time()
     stdout, err = p.communicate(timeout=120)
     assert time.time() - t < 28  # the ranks ended by themselves, before torchrun's 30 s SIGKILL
