@@ -40,12 +40,13 @@ def setup(device_kind: str) -> DistInfo:
     """Join the process group torchrun set up (NCCL on GPUs, gloo on CPUs); no-op otherwise."""
     if not launched_by_torchrun():
         return DistInfo()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     info = DistInfo(
         rank=int(os.environ["RANK"]),
         world_size=int(os.environ["WORLD_SIZE"]),
-        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        local_rank=local_rank,
         local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
-        device=f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if device_kind == "cuda" else "cpu",
+        device=f"cuda:{local_rank}" if device_kind == "cuda" else "cpu",
     )
     if not dist.is_initialized():
         backend = "nccl" if device_kind == "cuda" else "gloo"

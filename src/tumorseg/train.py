@@ -266,7 +266,7 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
     made = not Path(cfg.out).exists()
     check_run_folder(cfg, resume)
     info = ddp.setup("cuda" if _use_cuda(cfg) else "cpu")
-    stop = _StopOnSigint(enabled=True, grace=5.0 if info.enabled else 0.0, armed=not info.enabled)
+    stop = _StopOnSigint(torchrun=info.enabled)
     try:
         run = _fit_ensemble if cfg.model.members > 1 else _fit
         summary = run(cfg, resume, progress, log, info, stop)
@@ -307,23 +307,23 @@ class _StopOnSigint:
     """The first Ctrl-C (SIGINT) or SIGTERM (what `kill` and job schedulers send) asks the loop
     to stop after the current batch; the second stops at once.
 
-    `grace` > 0 (torchrun): a repeat within that many seconds is the same request. torchrun runs
-    its ranks in their own sessions and forwards a signal once (a second Ctrl-C makes it send
-    SIGTERM); a job scheduler may signal both torchrun and every rank, so a rank gets it twice.
-    Until `armed` (torchrun: until the epochs start, when there is nothing to save yet) a signal
-    stops at once.
+    Under torchrun a repeat within GRACE seconds is the same request: torchrun runs its ranks in
+    their own sessions and forwards a signal once (a second Ctrl-C makes it send SIGTERM); a job
+    scheduler may signal both torchrun and every rank, so a rank gets it twice. There, until
+    `armed` (until the epochs start, when there is nothing to save yet) a signal stops at once.
     """
 
-    def __init__(self, enabled: bool, grace: float = 0.0, armed: bool = True):
+    GRACE = 5.0
+
+    def __init__(self, torchrun: bool = False):
         import signal
         import threading
 
-        self.requested = False
-        self.grace = grace
-        self.armed = armed
+        self.grace = self.GRACE if torchrun else 0.0
+        self.armed = not torchrun
         self._first: float | None = None  # when this process itself got its first signal
         self._old: dict = {}
-        if enabled and threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)
 
@@ -335,7 +335,10 @@ class _StopOnSigint:
             signal.default_int_handler(signum, frame)
         if self._first is None:
             self._first = now
-        self.requested = True
+
+    @property
+    def requested(self) -> bool:
+        return self._first is not None
 
     def agreed(self, info: ddp.DistInfo) -> bool:
         """Whether to stop: asked of this process, or under torchrun of any rank (a collective:

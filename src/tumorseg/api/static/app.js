@@ -91,7 +91,8 @@ drop.addEventListener("drop", (e) => { e.preventDefault(); if (e.dataTransfer.fi
 ["dragover", "drop"].forEach((t) => window.addEventListener(t, (e) => e.preventDefault()));
 $("over").style.opacity = 0.5;
 // a volume's slice images are fetched as the slider moves; the server keeps them for an hour
-["mri", "mask", "base", "over"].forEach((id) => {
+const IMAGES = ["mri", "mask", "base", "over"];
+IMAGES.forEach((id) => {
   $(id).addEventListener("error", () => {
     if (!(current && current.kind === "volume" && $(id).getAttribute("src"))) return;
     showError("This slice's images could not be loaded. The server keeps a volume's images for an hour: "
@@ -99,7 +100,7 @@ $("over").style.opacity = 0.5;
     imageError = true;
   });
   $(id).addEventListener("load", () => {
-    if (imageError && ["mri", "mask", "base", "over"].every((k) => $(k).complete && $(k).naturalWidth)) {
+    if (imageError && IMAGES.every((k) => $(k).complete && $(k).naturalWidth)) {
       imageError = false;
       $("error").hidden = true;
     }
