@@ -18,6 +18,7 @@ from tumorseg.infer import (
     keep_largest_3d,
     largest_3d_noted,
     postprocess,
+    regions_3d,
     remove_small_components,
 )
 from tumorseg.metrics import confusion_counts, dice
@@ -267,6 +268,28 @@ def test_a_gap_in_the_slice_numbers_parts_the_regions_either_side(lgg_root, tmp_
     m[3, 5, 5] = True
     assert keep_largest_3d(m, [5, 6, 9, 10]).sum() == 19 and keep_largest_3d(m, [5, 6, 7, 8]).sum() == 37
     assert keep_largest_3d(m, [5, 6, 6, 7]).sum() == 19  # a repeated number is a break too
+
+
+def test_regions_3d_labels_within_the_bounding_box_as_over_the_whole_stack():
+    """Labelled within the mask's bounding box for speed (a 512x512x160 volume: 1.6 s -> 0.06 s):
+    the labels, count and sizes are those of labelling the whole stack, slice-number breaks too."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    for k in range(200):
+        m = rng.random(tuple(rng.integers(1, 10, 3))) < rng.random() * 0.3
+        m = np.pad(m, [(int(rng.integers(0, 3)), int(rng.integers(0, 3))) for _ in range(3)])
+        numbers = list(np.cumsum(rng.integers(0, 3, len(m)))) if k % 2 else None
+        labels, n, sizes = regions_3d(m, numbers)
+        breaks = [] if numbers is None else [i for i in range(1, len(m)) if numbers[i] - numbers[i - 1] != 1]
+        parts = np.split(m, breaks)
+        want, total = [], 0
+        for part in parts:  # each run of consecutive numbers labelled on its own, numbered on from the last
+            got, count = ndimage.label(part, structure=np.ones((3, 3, 3)))
+            want.append(np.where(got > 0, got + total, 0))
+            total += count
+        assert n == total and np.array_equal(labels, np.concatenate(want)), k
+        assert np.array_equal(sizes[1:], np.bincount(labels.ravel(), minlength=n + 1)[1:]) and sizes[0] == 0
 
 
 def test_predictor_keeps_the_largest_part_of_volumes_only(tiny_run):

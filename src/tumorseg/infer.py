@@ -201,12 +201,22 @@ def regions_3d(mask: np.ndarray, numbers: list[int] | None = None) -> tuple[np.n
     from scipy import ndimage
 
     mask = np.asarray(mask, bool)
-    breaks = [] if numbers is None else [i + 1 for i in range(len(mask) - 1) if numbers[i + 1] - numbers[i] != 1]
-    stack = np.insert(mask, breaks, False, axis=0) if breaks else mask  # an empty slice at each break
-    labels, n = ndimage.label(stack, structure=np.ones((3, 3, 3)))
+    labels = np.zeros(mask.shape, np.int32)
+    if not mask.any():
+        return labels, 0, np.zeros(1, np.intp)
+    # labelled within the mask's bounding box: a volume's tumor fills a small part of it
+    spans = [np.flatnonzero(mask.any(axis=tuple({0, 1, 2} - {d}))) for d in range(3)]
+    box = tuple(slice(i[0], i[-1] + 1) for i in spans)
+    z0, crop = box[0].start, mask[box]
+    breaks = [] if numbers is None else [
+        i + 1 for i in range(len(crop) - 1) if numbers[z0 + i + 1] - numbers[z0 + i] != 1
+    ]  # fmt: skip
+    stack = np.insert(crop, breaks, False, axis=0) if breaks else crop  # an empty slice at each break
+    found, n = ndimage.label(stack, structure=np.ones((3, 3, 3)))
     if breaks:
-        labels = np.delete(labels, [b + k for k, b in enumerate(breaks)], axis=0)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        found = np.delete(found, [b + k for k, b in enumerate(breaks)], axis=0)
+    labels[box] = found
+    sizes = np.bincount(found.ravel(), minlength=n + 1)
     sizes[0] = 0
     return labels, n, sizes
 
