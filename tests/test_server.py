@@ -150,11 +150,15 @@ def test_segment_nifti_volume(server, lgg_root, tmp_path):
         assert all(g.status_code == 200 and g.headers["content-type"] == "image/png" for g in got.values())
         pics = {k: np.asarray(Image.open(io.BytesIO(g.content))) for k, g in got.items()}
         assert int((pics["mask"] > 0).sum()) == s["tumor_area_px"]
-        assert pics["mri"].shape == pics["overlay"].shape and pics["mri"].shape[:2] == pics["mask"].shape
+        tumor = pics["mask"] > 0  # the overlay: the MRI, tinted red where the mask is
+        assert np.array_equal(pics["overlay"][~tumor], np.repeat(pics["mri"][~tumor, None], 3, axis=1))
+        assert (pics["overlay"][tumor, 0] >= pics["mri"][tumor]).all() and pics["mri"].std() > 10
+        assert pics["mri"].shape == pics["overlay"].shape[:2] == pics["mask"].shape  # the MRI in grayscale
         sizes.add(pics["mask"].shape)
     assert len(sizes) == 1 and sorted(sizes.pop()) == sorted(arr.shape[:2])  # the volume's own in-plane size
     last = body["slices"][-1]["mri"]
-    for bad in (last.replace(f"/{len(images) - 1}/", f"/{len(images)}/"), last.replace("mri.png", "t2.png"),
+    for bad in (last.replace(f"/{len(images) - 1}/", f"/{len(images)}/"), last.replace(f"/{len(images) - 1}/", "/-1/"),
+                last.replace("mri.png", "t2.png"),
                 last.replace("/results/", "/results/0").replace("/slices/", "x/slices/")):  # fmt: skip
         assert httpx.get(server + bad, timeout=60).status_code in (404, 422), bad
 

@@ -369,11 +369,9 @@ def create_app(
         part.mkdir()
         try:
             write_nifti(part / "mask.nii.gz", mask_to_volume(masks, vol), vol)
-            if format != "png":
-                for i, (s, m) in enumerate(zip(slices, masks)):  # every slice of a volume: the faster level
-                    (part / f"{i}-mri.png").write_bytes(png_bytes(display_slice(s), level=3))
-                    (part / f"{i}-mask.png").write_bytes(png_bytes((m * 255).astype(np.uint8), level=3))
-                    (part / f"{i}-overlay.png").write_bytes(png_bytes(_overlay_panel(s, m), level=3))
+            if format != "png":  # the arrays the slice images are drawn from, each image when asked for
+                np.save(part / "flair.npy", slices[:, 1 if slices.shape[1] == 3 else 0])
+                np.save(part / "masks.npy", np.packbits(np.asarray(masks, bool), axis=-1))  # a bit a pixel
             part.rename(results / rid)
         except BaseException:
             shutil.rmtree(part, ignore_errors=True)
@@ -418,11 +416,25 @@ def create_app(
         404: {"model": ErrorBody, "description": "no such result or slice, or older than an hour"},
         422: {"model": ErrorBody, "description": "an invalid request"}})  # fmt: skip
     def result_slice(rid: str, i: int, name: Literal["mri", "mask", "overlay"]):
-        """An image of one slice of an earlier volume upload (the URLs in its `slices`)."""
-        path = _result(results, rid, f"{i}-{name}.png")
+        """An image of one slice of an earlier volume upload (the URLs in its `slices`), drawn when
+        asked for: a volume's answer does not wait for the images of all its slices."""
+        path = _result(results, rid, "masks.npy")
         if isinstance(path, JSONResponse):
             return path
-        return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+        try:
+            flair, masks = (np.load(path.parent / f"{n}.npy", mmap_mode="r") for n in ("flair", "masks"))
+        except FileNotFoundError:  # expired by another worker just now
+            return error(404, "no such result: results are kept for an hour")
+        if not 0 <= i < len(masks):
+            return error(404, f"no such slice: the volume has slices 0-{len(masks) - 1}")
+        mri = np.asarray(flair[i])
+        mask = np.unpackbits(masks[i], axis=-1, count=mri.shape[-1]).astype(bool)
+        if name == "mri":
+            image = mri  # grayscale: a third of the bytes to encode
+        else:
+            image = mask.astype(np.uint8) * 255 if name == "mask" else _overlay_panel(mri[None], mask)
+        return Response(png_bytes(image, level=3), media_type="image/png",
+                        headers={"Cache-Control": "private, max-age=3600"})  # fmt: skip
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def index() -> FileResponse:
