@@ -128,3 +128,29 @@ def test_pages_written_as_separate_images_are_read_or_refused(tmp_path: Path):
         read_image(write("four.tif", [*planes, planes[0]]))
     with pytest.raises(DataError, match=r"mixed\.tif: holds 3 separate images \(6x5, 6x5, 3x5\)"):
         read_image(write("mixed.tif", [planes[0], planes[1], planes[2][:3]]))
+
+
+@pytest.mark.parametrize("compression", ["tiff_lzw", "jpeg"])
+def test_lzw_and_jpeg_tiffs_are_read_without_imagecodecs(tmp_path: Path, compression: str):
+    """tifffile needs imagecodecs (not installed) for these common compressions; they were refused
+    as 'not a valid TIFF file, or truncated'. Pillow decodes them now: RGB, 3 pages and 16-bit."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rgb = np.repeat(np.repeat(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), 4, 0), 4, 1)  # smooth for JPEG
+    Image.fromarray(rgb).save(tmp_path / "rgb.tif", compression=compression)
+    pages = [Image.fromarray(rgb[..., c]) for c in range(3)]
+    pages[0].save(tmp_path / "pages.tif", save_all=True, append_images=pages[1:], compression=compression)
+    tolerance = 0 if compression == "tiff_lzw" else 40
+    for name in ("rgb.tif", "pages.tif"):
+        got = read_image(tmp_path / name)
+        assert got.shape == rgb.shape and np.abs(got.astype(int) - rgb).max() <= tolerance, name
+    if compression == "tiff_lzw":
+        deep = rgb[..., 1].astype(np.uint16) * 200 + 7
+        Image.fromarray(deep).save(tmp_path / "deep.tif", compression=compression)
+        assert np.array_equal(read_image(tmp_path / "deep.tif"), read_image(_tiff(tmp_path / "plain.tif", deep)))
+
+
+def _tiff(path: Path, arr: np.ndarray) -> Path:
+    tifffile.imwrite(path, arr)
+    return path

@@ -1,4 +1,4 @@
-"""Read and write 2D slices by suffix: PNG/JPEG via Pillow, TIFF via tifffile."""
+"""Read and write 2D slices by suffix: PNG/JPEG via Pillow, TIFF via tifffile (LZW and JPEG TIFFs via Pillow)."""
 
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def _read_tiff_slice(tif, path: Path, max_pixels: int) -> np.ndarray:
             h, w = shapes[0]
             if h * w == 0 or h * w > max_pixels:
                 raise DataError(f"{path}: image of {w}x{h} pixels is {'empty' if h * w == 0 else 'too large'}")
-            return np.stack([s.asarray() for s in tif.series], axis=-1)
+            return np.stack(_decode_tiff(tif.series, path), axis=-1)
         sizes = ", ".join("x".join(map(str, s)) for s in shapes[:5]) + (", ..." if len(shapes) > 5 else "")
         raise DataError(
             f"{path}: holds {len(shapes)} separate images ({sizes}), not one slice: expected 1 page "
@@ -170,11 +170,34 @@ def _read_tiff_slice(tif, path: Path, max_pixels: int) -> np.ndarray:
             f"{path}: holds {dims} values (TIFF axes {axes}): {n} {kind} of {w}x{h} pixels, not one slice: "
             "expected 1 page (grayscale or RGB) or exactly 3 pages (one per MRI sequence)"
         )
-    arr = series.asarray().reshape([n for a, n in zip(axes, shape) if a in "YX" or n > 1])
+    (arr,) = _decode_tiff([series], path)
+    arr = arr.reshape([n for a, n in zip(axes, shape) if a in "YX" or n > 1])
     if extra:
         channel = sum(1 for i, (a, n) in enumerate(zip(axes, shape)) if i < extra[0] and (a in "YX" or n > 1))
         arr = np.moveaxis(arr, channel, -1)
     return arr
+
+
+def _decode_tiff(series: list, path: Path) -> list[np.ndarray]:
+    """The pixels of TIFF series. tifffile needs the imagecodecs package for LZW, JPEG and other
+    compressions, which Pillow (always installed) decodes too: without imagecodecs, the pages are
+    decoded by Pillow, in the same order and shape."""
+    try:
+        return [s.asarray() for s in series]
+    except ValueError as exc:
+        if "imagecodecs" not in str(exc):
+            raise
+    pages = []
+    with Image.open(path) as im:
+        for i in range(getattr(im, "n_frames", 1)):
+            im.seek(i)
+            pages.append(np.asarray(im))
+    out, at = [], 0
+    for s in series:  # each series' pages, in file order, as tifffile would shape them
+        n = len(s.pages)
+        out.append((pages[at] if n == 1 else np.stack(pages[at : at + n])).reshape(s.shape))
+        at += n
+    return out
 
 
 def image_pixels(path: str | Path) -> int:
