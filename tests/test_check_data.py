@@ -152,6 +152,25 @@ def test_masks_of_0_and_1_keep_their_tumor(tiny_lgg):
     assert report["slices_with_tumor"] > 0
 
 
+def test_stray_1s_in_a_0_255_patient_are_not_tumor(tiny_lgg):
+    """Masks of 0/255 with stray pixels of 1: decided slice by slice, the tumor-free slices (0 and 1
+    only) were read as 0/1 masks and their 1s as tumor, so evaluate and train saw tumor there. One
+    rule for the patient reads them all at 128, as check-data now says."""
+    from tumorseg.data.lgg import find_cases, load_case
+
+    case = find_cases(tiny_lgg)[0]
+    clean, tumor_slices = load_case(case, None).full_masks, check_data(tiny_lgg)["slices_with_tumor"]
+    rng = np.random.default_rng(0)
+    for m in case.masks:
+        arr = np.asarray(Image.open(m)).copy()
+        arr[(rng.random(arr.shape) < 0.01) & (arr == 0)] = 1
+        Image.fromarray(arr).save(m)
+    assert np.array_equal(load_case(case, None).full_masks, clean)
+    report = check_data(tiny_lgg)
+    assert report["slices_with_tumor"] == tumor_slices
+    assert any("its 1s are not tumor: this patient's other masks go above 1" in w for w in report["warnings"])
+
+
 def test_check_data_finds_what_train_would_refuse(tiny_lgg, tmp_path):
     """Slices of one patient of two sizes, and a 2-channel slice, once passed `check-data` and
     then stopped `train`."""

@@ -222,7 +222,15 @@ def image_pixels(path: str | Path) -> int:
 def binary_mask(mask: np.ndarray) -> np.ndarray:
     """A truth mask as bool: tumor above 127, as the dataset's 0/255 masks are read, or above 0
     when the mask holds only 0 and 1 (a 0/1 mask is never read as empty)."""
-    return mask > (0 if mask.max(initial=0) <= 1 else 127)
+    return binary_masks([mask])[0]
+
+
+def binary_masks(masks: list[np.ndarray]) -> list[np.ndarray]:
+    """One patient's truth masks as bool, under one rule for them all: above 0 when every mask holds
+    only 0 and 1, else above 127. Decided slice by slice, stray 1s in the tumor-free slices of a
+    0/255 patient were read as tumor."""
+    low = all(m.max(initial=0) <= 1 for m in masks)
+    return [m > (0 if low else 127) for m in masks]
 
 
 def _to_uint8(arr: np.ndarray, path: Path) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..io import binary_mask, is_mask_path, read_image, read_mask
+from ..io import binary_masks, is_mask_path, read_image, read_mask
 from .lgg import SLICE_SUFFIXES, kaggle_root_hint, slice_number, slice_numbers
 
 # the channels of an RGB slice other than FLAIR (channel 1), by name
@@ -77,6 +77,7 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
         copies = list(T1_CHANNELS.values())  # sequences that equal FLAIR in every slice read so far
         first = slices
         sizes: dict[tuple[int, int], Path] = {}  # each slice size of this patient, and its first slice
+        read: list[tuple[Path, np.ndarray]] = []  # each readable slice's mask path and mask
         for stem in sorted(set(images) & set(masks), key=lambda s: slice_number(images[s])):
             try:
                 img, mask = read_image(images[stem]), read_mask(masks[stem])
@@ -93,17 +94,23 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
             sizes.setdefault(img.shape[:2], images[stem])
             if img.ndim == 3 and img.shape[-1] >= 3:
                 copies = [c for c in copied_sequences(img[None, ..., :3].transpose(0, 3, 1, 2)) if c in copies]
-            values = np.unique(mask)
-            if set(values.tolist()) == {0, 1}:
-                warnings.append(f"{masks[stem]}: mask holds 0 and 1, not 0 and 255; 1 is read as tumor")
-            elif not set(values.tolist()) <= {0, 255}:
-                warnings.append(f"{masks[stem]}: mask is not binary (values {values[:6].tolist()}...); "
-                                "it is binarised at 128")  # fmt: skip
             digest = hashlib.sha1(img.tobytes()).hexdigest()
             if digest in seen and img.any():
                 warnings.append(f"{images[stem]}: duplicate of {seen[digest]}")
             seen.setdefault(digest, str(images[stem]))
-            n = int(binary_mask(mask).sum())
+            read.append((masks[stem], mask))
+        low = all(m.max(initial=0) <= 1 for _, m in read)  # the patient's rule, as training reads it
+        for (path, mask), truth in zip(read, binary_masks([m for _, m in read])):
+            values = set(np.unique(mask).tolist())
+            if values == {0, 1}:
+                warnings.append(f"{path}: mask holds 0 and 1, not 0 and 255; " + (
+                    "1 is read as tumor" if low else "its 1s are not tumor: this patient's other masks "
+                    "go above 1, so all its masks are binarised at 128"))  # fmt: skip
+            elif not values <= ({0, 1} if low else {0, 255}):
+                shown = sorted(values)
+                warnings.append(f"{path}: mask is not binary (values {shown[:6]}{'...' if len(shown) > 6 else ''}); "
+                                "it is binarised at 128")  # fmt: skip
+            n = int(truth.sum())
             slices += 1
             tumor_slices += n > 0
             patient_tumor += n

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..io import binary_mask, is_mask_path, read_image, read_mask
+from ..io import binary_masks, is_mask_path, read_image, read_mask
 from .transforms import resize_uint8, volume_normalize
 
 SLICE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -190,7 +190,8 @@ def load_case(case: Case, size: int | None, channels: str = "all", intensity: st
                 f"{mp}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {img.shape[1]}x{img.shape[0]}"
             )
         imgs.append(select_channels(img, channels, ip))
-        full.append(binary_mask(mask))
+        full.append(mask)
+    full = binary_masks(full)  # one rule for the patient's masks: 0/1 or 0/255
     shapes = {m.shape for m in full}
     if len(shapes) > 1:
         raise DataError(f"{case.images[0].parent}: slices of one patient differ in size: {sorted(shapes)}")
