@@ -81,6 +81,22 @@ def test_evaluate_cli_prints_table_with_baseline(tiny_run):
     assert "median" in r.stdout and "std" in r.stdout
 
 
+def test_evaluate_that_cannot_write_one_file_writes_the_others_and_says_so(tiny_run, tmp_path):
+    """A folder where evaluation.json goes (or a full disk) once ended a finished evaluation in a
+    traceback, with nothing saved."""
+    data = json.loads((tiny_run / "config.json").read_text())["data"]
+    (tmp_path / "ev" / "evaluation.json").mkdir(parents=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "tumorseg", "evaluate", "--data", data, "--weights",
+         str(tiny_run / "last.safetensors"), "--split", "test", "--out", str(tmp_path / "ev"), "--report"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"{tmp_path / 'ev' / 'evaluation.json'}: cannot write (Is a directory)" in r.stderr
+    assert "The scores above were printed" in r.stderr and "mean" in r.stdout
+    assert (tmp_path / "ev" / "evaluation.md").is_file() and (tmp_path / "ev" / "report.html").is_file()
+
+
 def test_evaluate_split_missing_from_data(tiny_run, tmp_path, lgg_root):
     from conftest import copy_slices
 

@@ -344,16 +344,32 @@ def _finite(obj):
 
 
 def write_outputs(result: dict, out: Path, weights: Path, strips_input: dict | None, log=print) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    """evaluation.json, evaluation.md and (with `strips_input`) report.html in `out`. Each is tried
+    even when one fails (a full disk, a folder in its place); then a TumorsegError names them all."""
+    failed = []
+
+    def write(name: str, text) -> None:
+        try:
+            atomic_write_text(out / name, text())
+        except OSError as exc:
+            failed.append(f"{out / name}: cannot write ({exc.strerror or exc})")
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TumorsegError(f"{out}: cannot create the output folder ({exc.strerror or exc}); "
+                            "the scores above were printed but not saved") from None  # fmt: skip
     # strict JSON: an undefined value (n/a, NaN here) is written as null
-    atomic_write_text(out / "evaluation.json", json.dumps(_finite(result), indent=2, allow_nan=False))
-    atomic_write_text(out / "evaluation.md", markdown(result))
+    write("evaluation.json", lambda: json.dumps(_finite(result), indent=2, allow_nan=False))
+    write("evaluation.md", lambda: markdown(result))
     if strips_input is not None:
         from .report import build_report
 
-        atomic_write_text(out / "report.html", build_report(result, strips_input, weights))
+        write("report.html", lambda: build_report(result, strips_input, weights))
     elif (out / "report.html").exists():
         log(f"warning: {out / 'report.html'} is from an earlier evaluation, not this one (add --report to redo it)")
+    if failed:
+        raise TumorsegError("; ".join(failed) + ". The scores above were printed; the files not named were written")
 
 
 def read_pairs_csv(path: str | Path) -> list[tuple[Path, Path]]:
