@@ -231,6 +231,30 @@ def test_a_second_run_into_the_input_folder_skips_the_first_runs_outputs(lgg_roo
     assert folder / "scan_pred.png" in collect_inputs([folder])
 
 
+def test_predict_into_a_patient_folder_leaves_it_readable_as_data(lgg_root, tmp_path):
+    """--out = a kaggle_3m patient folder: its X_pred/X_prob/X_overlay files (and a macOS `._X.png`)
+    were read as slices without masks, so check-data, evaluate and train refused the folder."""
+    from conftest import copy_slices
+
+    from tumorseg.data.check import check_data
+    from tumorseg.data.lgg import find_cases
+    from tumorseg.infer import Predictor
+    from tumorseg.predict import collect_inputs, predict_files
+
+    folder = tmp_path / "lgg" / "TCGA_CS_4941_19960909"
+    copy_slices(lgg_root / folder.name, folder, range(10, 14))
+    before = find_cases(tmp_path / "lgg")
+    predictor = Predictor.from_checkpoint(backend="torch")
+    res = predict_files([folder], folder, predictor, probabilities=True, overlays=True, log=lambda m: None)
+    assert res.inputs == 4 and len(list(folder.glob("*_overlay.png"))) == 4
+    (folder / "._TCGA_CS_4941_19960909_10.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    assert find_cases(tmp_path / "lgg") == before
+    report = check_data(tmp_path / "lgg")
+    assert not report["errors"] and report["slices"] == 4, report["errors"]
+    assert any("12 file(s) that `predict` wrote here" in w for w in report["warnings"]), report["warnings"]
+    assert len(collect_inputs([folder])) == 4  # nor is `._X.png` an input
+
+
 def test_an_earlier_runs_prob_and_overlay_files_are_said_to_be_stale(lgg_root, tmp_path):
     """A run without --overlay into an --out holding an earlier run's overlays left them beside the new
     masks, unflagged: they no longer matched (another threshold, other weights)."""

@@ -26,6 +26,20 @@ def is_mask_path(path: Path) -> bool:
     return path.stem.endswith("_mask")
 
 
+OUTPUT_TAGS = ("_pred", "_prob", "_overlay")  # what `predict` writes for an input X: X_pred.png, ...
+
+
+def is_output_of_predict(stem: str, names: set[str], suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> bool:
+    """`stem` (`X_pred`, `X_prob`, `X_overlay`) names what `predict` wrote for an input `X.<suffix>`
+    that is in `names` (the file names of its folder): an output, not an input or a slice."""
+    for tag in OUTPUT_TAGS:
+        if stem.endswith(tag):
+            source = stem.removesuffix(tag)
+            if any(f"{source}{suf}" in names or f"{source}{suf.upper()}" in names for suf in suffixes):
+                return True
+    return False
+
+
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read a slice as uint8, HxW or HxWxC.
 

@@ -13,7 +13,16 @@ from .data.check import fewer_sequences_note
 from .data.lgg import holds_patients, kaggle_root_hint, select_channels, slice_number, slice_numbers
 from .errors import DataError, TumorsegError
 from .infer import Predictor
-from .io import IMAGE_SUFFIXES, binary_mask, image_pixels, is_mask_path, read_image, read_mask, write_png
+from .io import (
+    IMAGE_SUFFIXES,
+    binary_mask,
+    image_pixels,
+    is_mask_path,
+    is_output_of_predict,
+    read_image,
+    read_mask,
+    write_png,
+)
 from .viz import overlay
 from .volume import (
     Volume,
@@ -54,7 +63,8 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
                 listing = list(item.iterdir())
             except PermissionError:
                 raise TumorsegError(f"{item}: cannot list folder: permission denied") from None
-            found = [p for p in listing if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or is_volume_path(p))]
+            found = [p for p in listing if p.is_file() and not p.name.startswith(".")  # not macOS's `._X.png`
+                     and (p.suffix.lower() in IMAGE_SUFFIXES or is_volume_path(p))]  # fmt: skip
             names = {p.name for p in found}
             files += sorted((p for p in found if not _is_truth(p) and not _is_output(p, names)), key=slice_number)
             if not found and any(p.is_dir() for p in listing):
@@ -83,20 +93,12 @@ def _is_truth(path: Path) -> bool:
     return is_mask_path(path) or (is_volume_path(path) and volume_stem(path).endswith("_mask"))
 
 
-OUTPUT_TAGS = ("_pred", "_prob", "_overlay")
-
-
 def _is_output(path: Path, names: set[str]) -> bool:
     """What an earlier `predict` with this folder as --out wrote beside its input: `X_pred.png`,
     `X_prob.png`, `X_overlay.png` (or `X_pred.nii.gz`) next to `X.<image or volume suffix>`."""
-    stem = volume_stem(path) if is_volume_path(path) else path.stem
-    for tag in OUTPUT_TAGS:
-        if stem.endswith(tag):
-            source = stem.removesuffix(tag)
-            suffixes = (*IMAGE_SUFFIXES, ".nii", ".nii.gz") if is_volume_path(path) else IMAGE_SUFFIXES
-            if any(f"{source}{suf}" in names or f"{source}{suf.upper()}" in names for suf in suffixes):
-                return True
-    return False
+    if is_volume_path(path):
+        return is_output_of_predict(volume_stem(path), names, (*IMAGE_SUFFIXES, ".nii", ".nii.gz"))
+    return is_output_of_predict(path.stem, names)
 
 
 def _output_stem(path: Path) -> str:

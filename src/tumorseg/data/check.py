@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..io import binary_masks, is_mask_path, read_image, read_mask
-from .lgg import SLICE_SUFFIXES, kaggle_root_hint, slice_number, slice_numbers
+from .lgg import SLICE_SUFFIXES, kaggle_root_hint, slice_files_in, slice_number, slice_numbers
 
 # the channels of an RGB slice other than FLAIR (channel 1), by name
 T1_CHANNELS = {0: "pre-contrast T1", 2: "post-contrast T1"}
@@ -60,10 +60,16 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
         if limit and patients >= limit:
             break
         try:
-            files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES]
+            listed = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES]
         except PermissionError:
             warnings.append(f"{folder}: cannot list folder (permission denied); it is skipped")
             continue
+        files = slice_files_in(listed)
+        outputs = sorted(p.name for p in set(listed) - set(files) if not p.name.startswith("."))
+        if outputs:
+            shown = ", ".join(outputs[:3]) + (", ..." if len(outputs) > 3 else "")
+            warnings.append(f"{folder}: {len(outputs)} file(s) that `predict` wrote here ({shown}) are not slices; "
+                            "they are skipped")  # fmt: skip
         if not files:
             if not folder.name.startswith("."):
                 warnings.append(f"{folder}: no slices in this folder; it is skipped")

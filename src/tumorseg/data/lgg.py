@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..io import binary_masks, is_mask_path, read_image, read_mask
+from ..io import binary_masks, is_mask_path, is_output_of_predict, read_image, read_mask
 from .transforms import resize_uint8, volume_normalize
 
 SLICE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -62,9 +62,16 @@ def slice_numbers(paths: list[Path] | tuple[Path, ...]) -> list[int] | None:
 
 def _slice_files(folder: Path) -> list[Path]:
     try:
-        return [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES]
+        return slice_files_in([p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES])
     except PermissionError:
         raise DataError(f"{folder}: cannot list folder: permission denied") from None
+
+
+def slice_files_in(files: list[Path]) -> list[Path]:
+    """The slices and masks among one folder's files: not hidden files (macOS writes `._X.png`
+    beside `X.png` on some disks), nor what `predict` wrote beside its inputs (`X_pred.png`)."""
+    names = {p.name for p in files}
+    return [p for p in files if not p.name.startswith(".") and not is_output_of_predict(p.stem, names)]
 
 
 def _readable_subfolders(root: Path) -> list[Path]:
