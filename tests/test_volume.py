@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,6 +146,31 @@ def test_evaluate_volume_pairs_matches_slice_path(lgg_case, nifti, tmp_path):
     expected = dice(confusion_counts(pred.segment(lgg_case.images, volume=True), lgg_case.full_masks))
     assert row["dice"] == pytest.approx(expected, abs=1e-9)
     assert res["hd95_unit"] == "mm" and np.isfinite(row["hd95"])
+
+
+def test_a_mask_that_is_not_0_and_1_is_said(lgg_case, nifti, tmp_path):
+    """The FLAIR given as the mask (--image and --mask swapped) scored a silent Dice; a label map
+    (BraTS's 1, 2, 4) is read as tumor above 0, and now says so too."""
+    from tumorseg.evaluation import evaluate_volumes
+
+    truth = slices_to_array(lgg_case.full_masks[:, None].astype(np.uint8))[..., 0]
+    truth, affine = flip_first_axis(truth, oblique_affine())
+    labels = truth * np.where(np.arange(truth.shape[0]) % 2, 2, 4)[:, None, None].astype(np.uint8)
+    _saved(labels, affine, tmp_path / "labels.nii.gz")
+    flair = np.asarray(nib.load(str(nifti)).dataobj)[..., 1]
+    flair_path = _saved(flair, affine, tmp_path / "flair.nii.gz")
+    res = evaluate_volumes([(nifti, tmp_path / "labels.nii.gz"), (nifti, flair_path)], log=lambda *a: None)
+    labelled, swapped = (r["notes"] for r in res["per_patient"])
+    assert any("the mask holds the values 2, 4 (labels?): every voxel above 0 is read as tumor" in n
+               for n in labelled), labelled  # fmt: skip
+    assert any("like an image: were --image and --mask swapped?" in n for n in swapped), swapped
+    binary = evaluate_volumes([(nifti, _saved(truth, affine, tmp_path / "m.nii.gz"))], log=lambda *a: None)
+    assert not [n for n in binary["per_patient"][0]["notes"] if "the mask holds" in n]
+
+
+def _saved(arr: np.ndarray, affine: np.ndarray, path: Path) -> Path:
+    nib.save(nib.Nifti1Image(arr, affine), str(path))
+    return path
 
 
 def test_evaluate_pairs_keep_what_was_scored_and_name_each_problem(lgg_case, nifti, tmp_path):

@@ -372,6 +372,20 @@ def write_outputs(result: dict, out: Path, weights: Path, strips_input: dict | N
         raise TumorsegError("; ".join(failed) + ". The scores above were printed; the files not named were written")
 
 
+def mask_values_notes(mask: np.ndarray, path: Path) -> list[str]:
+    """What to say of a truth mask volume that is not 0 and one other value: a label map (BraTS's
+    1, 2, 4) or, with many values, an image given as the mask. Every voxel above 0 is tumor."""
+    mask = np.asarray(mask)
+    values = np.unique(mask[mask != 0])
+    if len(values) <= 1 and not (values < 0).any():
+        return []
+    rule = "every voxel above 0 is read as tumor"
+    if (values < 0).any() or len(values) > 16:
+        return [f"{path}: the mask holds {len(values)} values other than 0, from {values.min():g} to "
+                f"{values.max():g}, like an image: were --image and --mask swapped? {rule}"]  # fmt: skip
+    return [f"{path}: the mask holds the values {', '.join(f'{v:g}' for v in values)} (labels?): {rule}"]
+
+
 def read_pairs_csv(path: str | Path) -> list[tuple[Path, Path]]:
     """A CSV with columns `image,mask` (paths relative to the CSV's folder; a byte-order mark, blank
     lines, other columns and spaces around names are allowed). Every row is checked before any
@@ -480,7 +494,7 @@ def evaluate_volumes(
             failed.append({"image": str(image_path), "mask": str(mask_path), "error": str(exc)})
             log(f"  failed: {exc}")
             continue
-        notes = [*said, *notes]
+        notes = [*said, *notes, *mask_values_notes(truth_vol.array, mask_path)]
         truth = mask_slices(truth_vol.array, vol)
         s = score_volume(pred, truth, slice_spacing(vol))
         base = score_volume(np.zeros_like(truth), truth)
