@@ -280,6 +280,25 @@ def test_nothing_found_says_what_the_user_may_have_meant(lgg_root, tmp_path):
     r = run_predict(lgg_root, "--out", tmp_path / "o")  # the kaggle_3m root: patient folders, no slices
     assert r.returncode == 2 and "holds folders, which are not searched" in r.stderr
     assert f"tumorseg evaluate --data {lgg_root}" in r.stderr
+    spaced = tmp_path / "my scans"  # the hint is a command to copy: its path is quoted
+    (spaced / "TCGA_CS_4941_19960909").mkdir(parents=True)
+    shutil.copy(lgg_root / "TCGA_CS_4941_19960909" / "TCGA_CS_4941_19960909_12.png", spaced / "TCGA_CS_4941_19960909")
+    r = run_predict(spaced, "--out", tmp_path / "o")
+    assert f"tumorseg evaluate --data '{spaced}'`" in r.stderr, r.stderr
+
+
+def test_a_file_named_twice_is_read_once(lgg_root, tmp_path):
+    """Named alone and within its folder, a slice was refused as two inputs sharing one name."""
+    from tumorseg.predict import collect_inputs
+
+    folder = tmp_path / "c1"
+    folder.mkdir()
+    for n in (10, 11):
+        shutil.copy(lgg_root / "TCGA_CS_4941_19960909" / f"TCGA_CS_4941_19960909_{n}.png", folder)
+    one = folder / "TCGA_CS_4941_19960909_10.png"
+    assert collect_inputs([folder, one, tmp_path / "c1" / ".." / "c1" / one.name]) == sorted(
+        folder.glob("*.png"), key=slice_number
+    )
 
 
 def test_a_series_missing_a_slice_or_of_two_sizes_is_not_one_volume(lgg_root, tmp_path):

@@ -110,6 +110,7 @@ def test_flair_alone_is_repeated_and_said(lgg_case, tmp_path):
         ((16, 16), np.uint8, "expected a 3D volume"),
         ((8, 8, 4, 5), np.uint8, "5 channels"),
         ((8, 8, 4), np.float32, "NaN"),
+        ((64, 64, 0), np.uint8, r"volume is empty \(64x64x0 voxels\)"),  # once "got shape (0,)"
     ],  # fmt: skip
 )
 def test_bad_volumes(tmp_path, shape, dtype, message):

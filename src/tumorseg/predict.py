@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from shlex import quote
 
 import numpy as np
 
@@ -68,10 +70,10 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
             names = {p.name for p in found}
             files += sorted((p for p in found if not _is_truth(p) and not _is_output(p, names)), key=slice_number)
             if not found and any(p.is_dir() for p in listing):
-                score = (f", or score them as a kaggle_3m folder with `tumorseg evaluate --data {item}`"
+                score = (f", or score them as a kaggle_3m folder with `tumorseg evaluate --data {quote(str(item))}`"
                          if holds_patients(item) else kaggle_root_hint(item))  # fmt: skip
                 why.append(f"{item} holds folders, which are not searched: name the patient folders "
-                           f"({item}/*){score}")  # fmt: skip
+                           f"({quote(str(item))}/*){score}")  # fmt: skip
         elif item.exists() or item.is_symlink():
             if _is_truth(item):
                 why.append(
@@ -85,7 +87,10 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
             raise TumorsegError(f"{item}: no such file or folder")
     if not files:
         raise TumorsegError(f"no input images found in {', '.join(map(str, inputs))}" + "".join(f"; {w}" for w in why))
-    return files
+    unique: dict[str, Path] = {}  # a file named twice (as itself and in its folder, say) is read once
+    for f in files:
+        unique.setdefault(os.path.normpath(os.path.abspath(f)), f)
+    return list(unique.values())
 
 
 def _is_truth(path: Path) -> bool:

@@ -65,6 +65,8 @@ def read_nifti(path: str | Path, max_voxels: int = MAX_VOXELS) -> Volume:
     try:
         img = nib.load(str(path))
         shape = img.shape
+        if 0 in shape:
+            raise DataError(f"{path}: volume is empty ({'x'.join(map(str, shape))} voxels)")
         if int(np.prod(shape)) > max_voxels:
             raise DataError(f"{path}: volume of {'x'.join(map(str, shape))} voxels is too large "
                             f"(at most {max_voxels} values)")  # fmt: skip
