@@ -154,3 +154,48 @@ def test_lzw_and_jpeg_tiffs_are_read_without_imagecodecs(tmp_path: Path, compres
 def _tiff(path: Path, arr: np.ndarray) -> Path:
     tifffile.imwrite(path, arr)
     return path
+
+
+def _literal_lzw(data: bytes) -> bytes:
+    """TIFF LZW of `data` as literal codes only, with a clear code every 200 so codes stay 9 bits."""
+    codes = [256]
+    for i, b in enumerate(data):
+        codes += [b, 256] if i % 200 == 199 else [b]
+    bits = "".join(f"{c:09b}" for c in [*codes, 257])
+    bits += "0" * (-len(bits) % 8)
+    return int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+def _lzw_tiff(path: Path, arr: np.ndarray, planar: str, compression: int = 5) -> Path:
+    """An LZW TIFF written without imagecodecs: strips encoded here, the Compression tag set to 5
+    (or to `compression`, to make a file of a compression neither reader decodes)."""
+    import struct
+
+    bands = list(arr.transpose(2, 0, 1)) if planar == "separate" else [arr]
+    data = arr.transpose(2, 0, 1) if planar == "separate" else arr
+    with tifffile.TiffWriter(path) as t:
+        t.write(iter([_literal_lzw(np.ascontiguousarray(b).tobytes()) for b in bands]), shape=data.shape,
+                dtype=arr.dtype, compression="zlib", planarconfig=planar, photometric="rgb",
+                rowsperstrip=arr.shape[0])  # fmt: skip
+    with tifffile.TiffFile(path) as t:
+        offset = t.pages[0].tags["Compression"].offset
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<H", raw, offset + 8, compression)  # the tag's value: 5 is LZW
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def test_band_by_band_lzw_rgb_is_read_in_place_and_16_bit_colour_refused(tmp_path: Path):
+    """Pillow decodes an RGB TIFF stored band by band as HxWx3, which was once reshaped (not moved)
+    to tifffile's 3xHxW: scrambled pixels, silently. 16-bit colour, which Pillow reads as 8-bit, is
+    refused with what to install."""
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)
+    for planar in ("separate", "contig"):
+        got = read_image(_lzw_tiff(tmp_path / f"{planar}.tif", rgb, planar))
+        assert np.array_equal(got, rgb), planar
+    deep = (rgb.astype(np.uint16) * 257) ^ 0x55
+    with pytest.raises(DataError, match=r"deep.tif: .*needs the imagecodecs package .*uint16.*pip install imagecodecs"):
+        read_image(_lzw_tiff(tmp_path / "deep.tif", deep, "contig"))
+    with pytest.raises(DataError, match=r"lerc.tif: cannot read image: .*LERC.* requires .*: pip install imagecodecs"):
+        read_image(_lzw_tiff(tmp_path / "lerc.tif", rgb, "contig", compression=34887))  # LERC

@@ -253,6 +253,9 @@ def test_predict_into_a_patient_folder_leaves_it_readable_as_data(lgg_root, tmp_
     assert not report["errors"] and report["slices"] == 4, report["errors"]
     assert any("12 file(s) that `predict` wrote here" in w for w in report["warnings"]), report["warnings"]
     assert len(collect_inputs([folder])) == 4  # nor is `._X.png` an input
+    pred = folder / "TCGA_CS_4941_19960909_10_pred.png"  # a slice so named, with its truth beside it
+    shutil.copy(folder / "TCGA_CS_4941_19960909_10_mask.png", folder / "TCGA_CS_4941_19960909_10_pred_mask.png")
+    assert pred in find_cases(tmp_path / "lgg")[0].images and not check_data(tmp_path / "lgg")["errors"]
 
 
 def test_an_earlier_runs_prob_and_overlay_files_are_said_to_be_stale(lgg_root, tmp_path):
@@ -288,7 +291,8 @@ def test_nothing_found_says_what_the_user_may_have_meant(lgg_root, tmp_path):
 
 
 def test_a_file_named_twice_is_read_once(lgg_root, tmp_path):
-    """Named alone and within its folder, a slice was refused as two inputs sharing one name."""
+    """Named alone and within its folder (or through a link), a slice was refused as two inputs
+    sharing one name."""
     from tumorseg.predict import collect_inputs
 
     folder = tmp_path / "c1"
@@ -296,7 +300,8 @@ def test_a_file_named_twice_is_read_once(lgg_root, tmp_path):
     for n in (10, 11):
         shutil.copy(lgg_root / "TCGA_CS_4941_19960909" / f"TCGA_CS_4941_19960909_{n}.png", folder)
     one = folder / "TCGA_CS_4941_19960909_10.png"
-    assert collect_inputs([folder, one, tmp_path / "c1" / ".." / "c1" / one.name]) == sorted(
+    (tmp_path / "link.png").symlink_to(one)
+    assert collect_inputs([folder, one, tmp_path / "c1" / ".." / "c1" / one.name, tmp_path / "link.png"]) == sorted(
         folder.glob("*.png"), key=slice_number
     )
 

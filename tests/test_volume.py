@@ -165,6 +165,10 @@ def test_a_mask_that_is_not_0_and_1_is_said(lgg_case, nifti, tmp_path):
     assert any("the mask holds the values 2, 4 (labels?): every voxel above 0 is read as tumor" in n
                for n in labelled), labelled  # fmt: skip
     assert any("like an image: were --image and --mask swapped?" in n for n in swapped), swapped
+    smooth = truth * np.random.default_rng(0).uniform(0.05, 1, truth.shape).astype(np.float32)  # interpolated
+    res = evaluate_volumes([(nifti, _saved(smooth, affine, tmp_path / "smooth.nii.gz"))], log=lambda *a: None)
+    assert any("values between 0 and 1, as a mask resampled with interpolation does" in n
+               for n in res["per_patient"][0]["notes"])  # fmt: skip
     binary = evaluate_volumes([(nifti, _saved(truth, affine, tmp_path / "m.nii.gz"))], log=lambda *a: None)
     assert not [n for n in binary["per_patient"][0]["notes"] if "the mask holds" in n]
 

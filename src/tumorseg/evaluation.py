@@ -380,6 +380,9 @@ def mask_values_notes(mask: np.ndarray, path: Path) -> list[str]:
     if len(values) <= 1 and not (values < 0).any():
         return []
     rule = "every voxel above 0 is read as tumor"
+    if len(values) > 16 and values.min() > 0 and values.max() <= 1:
+        return [f"{path}: the mask holds {len(values)} values between 0 and 1, as a mask resampled with "
+                f"interpolation does: {rule}; resample masks with nearest neighbour"]  # fmt: skip
     if (values < 0).any() or len(values) > 16:
         return [f"{path}: the mask holds {len(values)} values other than 0, from {values.min():g} to "
                 f"{values.max():g}, like an image: were --image and --mask swapped? {rule}"]  # fmt: skip

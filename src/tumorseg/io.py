@@ -32,12 +32,13 @@ OUTPUT_TAGS = ("_pred", "_prob", "_overlay")  # what `predict` writes for an inp
 def is_output_of_predict(stem: str, names: set[str], suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> bool:
     """`stem` (`X_pred`, `X_prob`, `X_overlay`) names what `predict` wrote for an input `X.<suffix>`
     that is in `names` (the file names of its folder): an output, not an input or a slice."""
-    for tag in OUTPUT_TAGS:
-        if stem.endswith(tag):
-            source = stem.removesuffix(tag)
-            if any(f"{source}{suf}" in names or f"{source}{suf.upper()}" in names for suf in suffixes):
-                return True
-    return False
+
+    def beside(name: str) -> bool:
+        return any(f"{name}{suf}" in names or f"{name}{suf.upper()}" in names for suf in suffixes)
+
+    if beside(f"{stem}_mask"):  # a slice with its truth: predict writes no `X_pred_mask`
+        return False
+    return any(stem.endswith(tag) and beside(stem.removesuffix(tag)) for tag in OUTPUT_TAGS)
 
 
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -82,6 +83,8 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except PermissionError:
         raise DataError(f"{path}: cannot read image: permission denied") from None
     except Exception as exc:  # Pillow and tifffile raise many kinds for corrupt files
+        if "imagecodecs" in str(exc):  # a valid file whose compression neither tifffile alone nor Pillow reads
+            raise DataError(f"{path}: cannot read image: {exc}: pip install imagecodecs") from None
         kind = "TIFF" if suffix in (".tif", ".tiff") else suffix.lstrip(".").upper() or "image"
         raise DataError(
             f"{path}: cannot read image: not a valid {kind} file, or truncated ({type(exc).__name__}: {exc})"
@@ -194,23 +197,34 @@ def _read_tiff_slice(tif, path: Path, max_pixels: int) -> np.ndarray:
 
 def _decode_tiff(series: list, path: Path) -> list[np.ndarray]:
     """The pixels of TIFF series. tifffile needs the imagecodecs package for LZW, JPEG and other
-    compressions, which Pillow (always installed) decodes too: without imagecodecs, the pages are
-    decoded by Pillow, in the same order and shape."""
+    compressions; without it, Pillow (always installed) decodes each page, unless it would change
+    the pixels' type (16-bit colour it reads as 8-bit), which is refused."""
     try:
         return [s.asarray() for s in series]
     except ValueError as exc:
         if "imagecodecs" not in str(exc):
             raise
-    pages = []
-    with Image.open(path) as im:
-        for i in range(getattr(im, "n_frames", 1)):
-            im.seek(i)
-            pages.append(np.asarray(im))
-    out, at = [], 0
-    for s in series:  # each series' pages, in file order, as tifffile would shape them
-        n = len(s.pages)
-        out.append((pages[at] if n == 1 else np.stack(pages[at : at + n])).reshape(s.shape))
-        at += n
+        needs = exc
+    out = []
+    try:
+        with Image.open(path) as im:
+            for s in series:
+                pages = []
+                for page in s.pages:
+                    im.seek(page.index)
+                    arr = np.asarray(im)
+                    shape = tuple(page.shape)
+                    if arr.dtype != s.dtype:
+                        raise DataError(f"{path}: its compression needs the imagecodecs package to keep its "
+                                        f"{s.dtype} pixels: pip install imagecodecs")  # fmt: skip
+                    if arr.shape != shape and arr.shape == (*shape[1:], shape[0]):  # bands stored one by one
+                        arr = np.moveaxis(arr, -1, 0)
+                    pages.append(arr)
+                out.append((pages[0] if len(pages) == 1 else np.stack(pages)).reshape(s.shape))
+    except DataError:
+        raise
+    except Exception:  # noqa: BLE001 - Pillow cannot either: the reason is tifffile's
+        raise needs from None
     return out
 
 

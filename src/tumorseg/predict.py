@@ -87,9 +87,9 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
             raise TumorsegError(f"{item}: no such file or folder")
     if not files:
         raise TumorsegError(f"no input images found in {', '.join(map(str, inputs))}" + "".join(f"; {w}" for w in why))
-    unique: dict[str, Path] = {}  # a file named twice (as itself and in its folder, say) is read once
+    unique: dict[str, Path] = {}  # a file named twice (itself and in its folder, or by a link) is read once
     for f in files:
-        unique.setdefault(os.path.normpath(os.path.abspath(f)), f)
+        unique.setdefault(os.path.realpath(f), f)
     return list(unique.values())
 
 
