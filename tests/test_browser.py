@@ -162,6 +162,9 @@ def test_toggle_after_a_failed_upload_segments_the_volume_shown(browser, server,
     largest = page.inner_text("#measure")
     page.set_input_files("#file", str(bad))
     page.wait_for_selector("#error:not([hidden])", timeout=30000)
+    said = page.inner_text("#error")  # the result left on screen is not taken for the failed file's
+    assert said.startswith("notes.png: ") and said.endswith("The result below is still that of scan.nii.gz."), said
+    assert page.inner_text("#result-file") == "Result for scan.nii.gz"
     page.check("#all-parts")
     page.wait_for_function(f"document.getElementById('measure').textContent !== {largest!r}", timeout=60000)
     assert page.is_hidden("#error") and page.inner_text("#measure").startswith("Tumor volume:")

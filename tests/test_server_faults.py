@@ -111,3 +111,20 @@ def test_old_volume_results_expire(tmp_path):
     expire_results(tmp_path, ttl=3600)
     assert not old.exists() and not left.exists() and new.exists() and mine.exists()
     expire_results(tmp_path / "gone", ttl=3600)  # the folder removed at shutdown: nothing to do
+
+
+def test_results_beyond_the_size_cap_go_oldest_first(tmp_path):
+    """Results were kept an hour whatever their size: uploads of large volumes could fill the disk."""
+    from tumorseg.api.app import expire_results
+
+    now = time.time()
+    folders = [tmp_path / (c * 32) for c in "abcd"]
+    for age, folder in zip((300, 200, 100, 0), folders):
+        folder.mkdir()
+        (folder / "flair.npy").write_bytes(b"x" * 1000)
+        os.utime(folder, (now - age, now - age))
+    unfinished = tmp_path / ("e" * 32 + ".part")  # being written: never counted or removed by size
+    unfinished.mkdir()
+    (unfinished / "flair.npy").write_bytes(b"x" * 5000)
+    expire_results(tmp_path, max_bytes=2500)
+    assert [f.exists() for f in folders] == [False, False, True, True] and unfinished.exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -104,6 +105,22 @@ def test_expired_masks_are_gone(served, lgg_root, tmp_path):
     assert r.status_code == 404 and "an hour" in r.json()["error"]
     assert not saved.exists()
     assert httpx.get(url + mask_url, timeout=60).status_code == 404
+
+
+def test_results_survive_their_folder_being_removed_and_answer_head(served, lgg_root, tmp_path):
+    """A tmp cleaner removing the results folder once made every later volume upload a 500; link
+    checkers asking HEAD of a result's URLs got 405."""
+    url, folder = served
+    path, _ = case_nifti(lgg_root, "TCGA_CS_4941_19960909", slice(10, 12), tmp_path / "v.nii.gz")
+    shutil.rmtree(folder)
+    r = post(url, path.read_bytes())
+    assert r.status_code == 200, r.text
+    body = r.json()
+    for link in (body["mask_url"], body["slices"][1]["mri"]):
+        head, got = httpx.head(url + link, timeout=60), httpx.get(url + link, timeout=60)
+        assert head.status_code == 200 and head.content == b"" and got.status_code == 200
+        assert head.headers["content-type"] == got.headers["content-type"]
+    assert post(url, path.read_bytes(), params={"format": "png"}).status_code == 200
 
 
 def test_one_file_and_known_parameters_only(served, lgg_root):

@@ -36,6 +36,7 @@ MAX_UPLOAD = 50 * 1024 * 1024
 MAX_PIXELS = 4096 * 4096
 MAX_VOXELS = 512 * 512 * 160  # a volume's values (x channels): about 2 GB of memory at the peak
 RESULT_TTL = 3600.0  # seconds a volume's mask stays downloadable
+MAX_RESULTS_BYTES = 2 * 1024**3  # the results kept: beyond it, the oldest go first (512x512x160: about 50 MB each)
 MAX_BUSY = 2  # uploads decoded and answered at once: each may take up to about 2 GB
 BUSY_WAIT = 60.0  # seconds an upload waits for a free slot before a 503
 
@@ -74,22 +75,35 @@ def _gunzip_head(data: bytes, n: int = 600) -> bytes:
 RESULT_NAME = re.compile(r"[0-9a-f]{32}")  # a volume result's folder: uuid4().hex
 
 
-def expire_results(folder: Path, ttl: float | None = None) -> None:
-    """Delete volume results (a folder each: the mask volume and the slices' PNGs) older than
-    `ttl` seconds (default RESULT_TTL), and unfinished ones a crashed worker left."""
+def expire_results(folder: Path, ttl: float | None = None, max_bytes: int = MAX_RESULTS_BYTES) -> None:
+    """Delete volume results (a folder each: the mask volume and the arrays its slice images are
+    drawn from) older than `ttl` seconds (default RESULT_TTL), unfinished ones a crashed worker
+    left, and then the oldest finished ones while all of them hold more than `max_bytes`."""
     limit = time.time() - (RESULT_TTL if ttl is None else ttl)
     try:
         paths = list(folder.iterdir())
     except FileNotFoundError:  # the server is shutting down
         return
+    kept = []  # (mtime, bytes, folder) of the finished results left
     for path in paths:
         if not RESULT_NAME.fullmatch(path.name.removesuffix(".part")):  # only results: never another file put there
             continue
         try:
-            if path.is_dir() and path.stat().st_mtime < limit:
+            if not path.is_dir():
+                continue
+            mtime = path.stat().st_mtime
+            if mtime < limit:
                 shutil.rmtree(path, ignore_errors=True)
+            elif not path.name.endswith(".part"):
+                kept.append((mtime, sum(f.stat().st_size for f in path.iterdir()), path))
         except FileNotFoundError:  # another worker removed it first
             pass
+    total = sum(size for _, size, _ in kept)
+    for _, size, path in sorted(kept):
+        if total <= max_bytes:
+            break
+        shutil.rmtree(path, ignore_errors=True)
+        total -= size
 
 
 def _result(results: Path, rid: str, name: str) -> Path | JSONResponse:
@@ -100,7 +114,7 @@ def _result(results: Path, rid: str, name: str) -> Path | JSONResponse:
     try:
         expired = folder.stat().st_mtime < time.time() - RESULT_TTL
     except FileNotFoundError:
-        return error(404, "no such result")
+        return error(404, "no such result: results are kept for an hour at most, and not across server restarts")
     if expired:
         shutil.rmtree(folder, ignore_errors=True)
         return error(404, "no such result: results are kept for an hour")
@@ -366,7 +380,7 @@ def create_app(
         expire_results(results)
         rid = uuid.uuid4().hex
         part = results / f"{rid}.part"  # renamed when whole: a result is served complete or not at all
-        part.mkdir()
+        part.mkdir(parents=True)  # the results folder too, should a tmp cleaner have removed it
         try:
             write_nifti(part / "mask.nii.gz", mask_to_volume(masks, vol), vol)
             if format != "png":  # the arrays the slice images are drawn from, each image when asked for
@@ -411,6 +425,8 @@ def create_app(
             return path
         return FileResponse(path, media_type="application/gzip", filename="mask.nii.gz")
 
+    app.head("/api/v1/results/{rid}/mask.nii.gz", include_in_schema=False)(result_mask)  # link checkers use HEAD
+
     @app.get("/api/v1/results/{rid}/slices/{i}/{name}.png", response_class=Response, responses={
         200: {"content": {"image/png": {}}, "description": "one slice's MRI, mask or overlay, at the volume's size"},
         404: {"model": ErrorBody, "description": "no such result or slice, or older than an hour"},
@@ -424,7 +440,7 @@ def create_app(
         try:
             flair, masks = (np.load(path.parent / f"{n}.npy", mmap_mode="r") for n in ("flair", "masks"))
         except FileNotFoundError:  # expired by another worker just now
-            return error(404, "no such result: results are kept for an hour")
+            return error(404, "no such result: results are kept for an hour at most")
         if not 0 <= i < len(masks):
             return error(404, f"no such slice: the volume has slices 0-{len(masks) - 1}")
         mri = np.asarray(flair[i])
@@ -435,6 +451,8 @@ def create_app(
             image = mask.astype(np.uint8) * 255 if name == "mask" else _overlay_panel(mri[None], mask)
         return Response(png_bytes(image, level=3), media_type="image/png",
                         headers={"Cache-Control": "private, max-age=3600"})  # fmt: skip
+
+    app.head("/api/v1/results/{rid}/slices/{i}/{name}.png", include_in_schema=False)(result_slice)
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def index() -> FileResponse:

@@ -14,6 +14,9 @@ function showError(msg) {
   $("status").textContent = "";
 }
 
+// after a failed upload the result on screen is the earlier file's: say so, so it is not taken for this one's
+const stillShown = () => (current && currentFile ? ` The result below is still that of ${currentFile.name}.` : "");
+
 function showSlice(i) {
   const s = current.kind === "volume" ? current.slices[i] : current;
   $("mri").src = s.mri;
@@ -40,14 +43,15 @@ async function upload(file) {
   } catch (e) {
     if (mine !== request) return;
     pending = null;
-    return showError("The server could not be reached or answered with something unreadable.");
+    return showError(`${file.name}: the server could not be reached or answered with something unreadable.${stillShown()}`);
   }
   if (mine !== request) return; // a later upload or toggle superseded this one
   pending = null;
-  if (!res.ok) return showError(body.error || `The server answered ${res.status}.`);
+  if (!res.ok) return showError(`${file.name}: ${body.error || `the server answered ${res.status}.`}${stillShown()}`);
   current = body;
   currentFile = file;
   $("result").hidden = false;
+  $("result-file").textContent = `Result for ${file.name}`;
   const notes = body.notes || [];
   $("notes").replaceChildren(...notes.map((n) => Object.assign(document.createElement("li"), { textContent: n })));
   $("notes").hidden = notes.length === 0;
