@@ -34,6 +34,27 @@ def test_patient_folder_pred_and_overlay_per_slice(tiny_run, lgg_root, tmp_path)
     assert ov.width > 3 * 256  # MRI, truth, prediction, overlay side by side
 
 
+def test_overlay_truths_of_a_series_share_one_mask_rule(lgg_root, tmp_path):
+    """A series' 0/255 truths with stray 1s: a tumor-free slice's overlay once drew its 1s as truth,
+    read as a 0/1 mask on its own. A lone slice still decides by its own values."""
+    from conftest import copy_slices
+
+    from tumorseg.predict import _overlay_truth, _truths_are_0_1, find_truth
+
+    folder = tmp_path / "s"
+    copy_slices(lgg_root / "TCGA_CS_4941_19960909", folder, range(10, 14))  # slice 10: no tumor
+    slices = sorted((p for p in folder.glob("*.png") if not p.stem.endswith("_mask")), key=slice_number)
+    first = find_truth(slices[0])
+    stray = np.asarray(Image.open(first)).copy()
+    assert stray.max() == 0
+    stray[::9, ::9] = 1
+    Image.fromarray(stray).save(first)
+    low = _truths_are_0_1(slices)
+    assert not low and _truths_are_0_1(slices[:1])  # the tumor slices' 255s decide for the series
+    assert not _overlay_truth(first, stray.shape, [], low).any()  # in its series: 0/255, so 1 is not tumor
+    assert _overlay_truth(first, stray.shape, []).sum() == (stray == 1).sum()  # alone: a 0/1 mask
+
+
 def test_series_keep_their_largest_3d_part_and_lone_slices_every_part(lgg_root, tmp_path):
     """The shipped model on a test patient: a numbered series is one volume whose mask is the
     largest 3D part of what --all-parts writes; a lone copy of a slice keeps every part."""

@@ -204,10 +204,12 @@ def predict_files(
             for note in said:
                 result.notes.append(note)
                 log(note)
+            low = _truths_are_0_1([p for p, _ in group]) if overlays and series else None
             for (path, img), prob, mask in zip(group, probs, masks):
                 seen = len(result.warnings)
                 try:
-                    result.written += _write_one(out, path, img, prob, mask, probabilities, overlays, result.warnings)
+                    result.written += _write_one(out, path, img, prob, mask, probabilities, overlays, result.warnings,
+                                                 low)  # fmt: skip
                 except (OSError, DataError) as exc:
                     result.failed.append((path, str(exc)))
                     err(f"failed: {path}: {exc}")
@@ -296,23 +298,40 @@ def make_out_dir(out: Path) -> None:
 
 
 def _write_one(
-    out: Path, path: Path, img, prob, mask, probabilities: bool, overlays: bool, warnings: list[str]
-) -> list[Path]:
+    out: Path, path: Path, img, prob, mask, probabilities: bool, overlays: bool, warnings: list[str],
+    low: bool | None = None,
+) -> list[Path]:  # fmt: skip
     written = [out / f"{path.stem}_pred.png"]
     write_png(written[-1], (mask * 255).astype(np.uint8))
     if probabilities:
         written.append(out / f"{path.stem}_prob.png")
         write_png(written[-1], np.round(prob * 255).astype(np.uint8))
     if overlays:
-        truth = _overlay_truth(find_truth(path), mask.shape, warnings)
+        truth = _overlay_truth(find_truth(path), mask.shape, warnings, low)
         written.append(out / f"{path.stem}_overlay.png")
         write_png(written[-1], overlay(img, mask, truth, title=path.name))
     return written
 
 
-def _overlay_truth(truth_path: Path | None, shape: tuple[int, ...], warnings: list[str]) -> np.ndarray | None:
-    """The truth mask beside a slice, for its overlay; None, with a warning, when it cannot be read
-    or its size differs (the prediction stands either way)."""
+def _truths_are_0_1(paths: list[Path]) -> bool:
+    """Whether every readable truth mask beside one series' slices holds only 0 and 1: the rule
+    its masks are binarised by, as `binary_masks` decides for a patient (unreadable ones are said
+    when their overlay is drawn)."""
+    highs = []
+    for truth_path in filter(None, map(find_truth, paths)):
+        try:
+            highs.append(read_mask(truth_path).max(initial=0))
+        except DataError:
+            pass
+    return all(h <= 1 for h in highs)
+
+
+def _overlay_truth(
+    truth_path: Path | None, shape: tuple[int, ...], warnings: list[str], low: bool | None = None
+) -> np.ndarray | None:
+    """The truth mask beside a slice, for its overlay, binarised by its series' rule (`low`: above 0,
+    else above 127) or, for a lone slice (None), by its own values; None, with a warning, when it
+    cannot be read or its size differs (the prediction stands either way)."""
     if truth_path is None:
         return None
     try:
@@ -324,7 +343,7 @@ def _overlay_truth(truth_path: Path | None, shape: tuple[int, ...], warnings: li
         warnings.append(f"{truth_path}: mask is {t.shape[1]}x{t.shape[0]} but its image is "
                         f"{shape[1]}x{shape[0]}; overlay drawn without it")  # fmt: skip
         return None
-    return binary_mask(t)
+    return binary_mask(t) if low is None else t > (0 if low else 127)
 
 
 def predict_volume(
