@@ -2,7 +2,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 
 def tumorseg(*args, cwd=None, env=None):
@@ -246,3 +248,50 @@ def test_help_keeps_option_names_whole_in_80_columns():
     assert r.returncode == 0
     for flag in ("--missing-sequences", "--sequence-jitter", "--deep-supervision", "--hard-empty"):
         assert flag in r.stdout, flag
+
+
+def test_export_never_replaces_a_device_or_fifo(tiny_run, tmp_path):
+    """`export --out /dev/full` once printed "wrote /dev/full" and left a regular file where the
+    device was: the write is renamed over its target."""
+    import stat
+
+    fifo = tmp_path / "pipe.onnx"
+    os.mkfifo(fifo)
+    r = tumorseg("export", "--weights", tiny_run / "last.safetensors", "--out", fifo)
+    said = f"{fifo}: cannot write the graph (exists and is not a regular file, so it is not replaced)"
+    assert r.returncode == 2 and said in r.stderr, r.stdout + r.stderr
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and "Traceback" not in r.stderr
+
+
+def test_train_refuses_what_would_fail_later_and_warns_of_what_cannot_work(tiny_lgg, tmp_path):
+    """Batch 1 with a 1x1 bottleneck failed in batch norm after the data was read; a --val-frac that
+    gives no validation patient, and training slices without tumor, passed without a word."""
+    r = tumorseg("train", "--data", tiny_lgg, "--out", tmp_path / "a", "--image-size", "16", "--depth", "4",
+                 "--batch-size", "1")  # fmt: skip
+    assert r.returncode == 2 and "the bottleneck is 1x1" in r.stderr and not (tmp_path / "a").exists(), r.stderr
+    one = tmp_path / "one"
+    (one / "p").mkdir(parents=True)
+    src = sorted(tiny_lgg.iterdir())[0]
+    for f in src.iterdir():  # one patient, its tumor-free slices only
+        mask = f if f.stem.endswith("_mask") else f.with_name(f"{f.stem}_mask{f.suffix}")
+        if np.asarray(Image.open(mask)).max() == 0:
+            (one / "p" / f.name).write_bytes(f.read_bytes())
+    r = tumorseg("train", "--data", one, "--out", tmp_path / "b", "--epochs", "1", "--base", "4", "--depth", "2",
+                 "--image-size", "64", "--val-frac", "0.5", "--test-frac", "0", "--patience", "2")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "--val-frac 0.5 gives no validation patients with 1 patients" in r.stdout
+    assert "no training slice has tumor" in r.stdout and "give --val-frac" not in r.stdout
+
+
+def test_a_run_folder_inside_the_data_is_not_a_patient(tiny_run, tiny_lgg):
+    """`train --out` inside `--data`: its curves.png once made check-data, evaluate and train refuse
+    the data ("image has no mask")."""
+    import shutil
+
+    from tumorseg.data.check import check_data
+    from tumorseg.data.lgg import find_cases
+
+    before = [c.id for c in find_cases(tiny_lgg)]
+    shutil.copytree(tiny_run, tiny_lgg / "run")
+    assert list((tiny_lgg / "run").glob("*.png")), "a run folder holds images"
+    assert [c.id for c in find_cases(tiny_lgg)] == before and not check_data(tiny_lgg)["errors"]

@@ -118,3 +118,33 @@ def test_sigterm_stops_like_ctrl_c_and_a_resume_clears_the_stale_interrupt(refer
                        text=True, timeout=300)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert not (out / "interrupted.safetensors").exists()  # superseded by a later complete epoch
+
+
+def _limited_file_size(limit: int):
+    """For a child process: files may grow to `limit` bytes, and a larger write fails with EFBIG
+    (SIGXFSZ ignored), as a full disk fails a write without naming its file."""
+    import resource
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_a_checkpoint_that_cannot_be_written_is_named_and_the_run_can_start_again(reference, tmp_path):
+    """A full disk in epoch 1 once ended in a traceback naming no file, and left a folder that the
+    same command refused (an earlier run) and --resume refused too (nothing to resume)."""
+    data, _ = reference
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "tumorseg", "train", "--data", str(data), "--out", str(run), *ARGS]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, preexec_fn=_limited_file_size(20_000))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"error: [Errno 27] File too large: '{run / 'best.safetensors'}'" in r.stderr, r.stderr  # saved first
+    assert not list(run.glob("*.safetensors")) and not list(run.glob(".*.tmp"))
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and f"remove {run / 'metrics.jsonl'} to start it again" in again.stderr
+    resumed = subprocess.run(cmd + ["--resume", str(run)], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 2 and f"remove {run / 'metrics.jsonl'}, then start" in resumed.stderr
+    (run / "metrics.jsonl").unlink()
+    assert subprocess.run(cmd, capture_output=True, text=True, timeout=300).returncode == 0

@@ -531,6 +531,9 @@ def main() -> None:
     except TumorsegError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
+    except OSError as exc:  # a full disk, a file in the way: named by the exception (`atomic_write_bytes`)
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)
         sys.exit(130)

@@ -112,6 +112,10 @@ class TrainConfig(BaseModel):
             raise ValueError("deep_supervision needs depth >= 2 (its heads read the decoder outputs below full size)")
         if self.folds and self.val_frac:
             raise ValueError("folds choose the validation patients: leave val_frac at 0")
+        if self.batch_size == 1 and self.model.image_size == 2**self.model.depth:
+            raise ValueError(f"batch_size 1 with image_size {self.model.image_size} = 2**depth: the bottleneck is "
+                             "1x1, where batch norm needs more than one value per channel; use batch_size >= 2 "
+                             "or a smaller depth")  # fmt: skip
         return self
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -291,6 +292,8 @@ def _to_uint8(arr: np.ndarray, path: Path) -> np.ndarray:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, fsync, then rename over it."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a device or FIFO (`--out /dev/null`) would be replaced by a file
+        raise FileExistsError(errno.EEXIST, "exists and is not a regular file, so it is not replaced", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     # named before the try and created inside it: a Ctrl-C at any point leaves no temporary file
     tmp = path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp"
@@ -302,6 +305,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is not None:
+            raise
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from None  # a full disk names no file
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -294,6 +294,10 @@ def check_run_folder(cfg: TrainConfig, resume: bool) -> None:
         found = sorted(p.relative_to(out).as_posix() for p in out.glob("*.safetensors"))
         found += sorted(p.relative_to(out).as_posix() for p in out.glob("member*/last.safetensors"))
         found += [n for n in ("metrics.jsonl", "summary.json") if (out / n).is_file() and (out / n).stat().st_size]
+        if found == ["metrics.jsonl"]:  # stopped before its first checkpoint was saved (a full disk, say)
+            raise TumorsegError(f"{out}: holds an earlier run's metrics.jsonl but no checkpoint to resume (it "
+                                f"stopped before one was saved); remove {out / 'metrics.jsonl'} to start it "
+                                "again, or train into another --out")  # fmt: skip
         if found:
             raise TumorsegError(f"{out}: holds an earlier run ({', '.join(found[:3])}); continue it with "
                                 f"--resume {out}, or train into another --out")  # fmt: skip
@@ -454,8 +458,10 @@ def _resumable(cfg: TrainConfig, last_path: Path, split: dict[str, list[str]]) -
     """The run's last checkpoint, if `cfg` and its data continue it: the same options (less
     precision and the data folder's path) and the same patients in each part of the split."""
     if not last_path.exists():
+        metrics = last_path.parent / "metrics.jsonl"
+        first = f"remove {metrics}, then " if metrics.is_file() and metrics.stat().st_size else ""
         raise TumorsegError(f"{last_path.parent}: nothing to resume (no last.safetensors: no epoch was "
-                            "complete); start the run again without --resume")  # fmt: skip
+                            f"complete); {first}start the run again without --resume")  # fmt: skip
     ck = load_checkpoint(last_path)
     differ = _other_options(cfg, ck)
     if differ:
@@ -591,9 +597,12 @@ def _fit(
         raise TumorsegError(f"--folds {cfg.folds}: only {rest} patients are outside the test split, so not "
                             f"every fold has validation patients; use --folds {rest} or fewer")  # fmt: skip
     metric = "validation per-patient Dice" if split["val"] else "training loss"
+    if cfg.val_frac and not split["val"]:
+        log(f"warning: --val-frac {cfg.val_frac} gives no validation patients with {len(by_id)} patients "
+            "(at least 2 are needed outside the test split)")  # fmt: skip
     if cfg.patience and not split["val"]:
         log(f"warning: no validation patients, so --patience {cfg.patience} stops on the training loss "
-            "(give --val-frac or --folds to stop on the validation Dice)")  # fmt: skip
+            "(with enough patients, --val-frac or --folds make it stop on the validation Dice)")  # fmt: skip
     if cfg.test_frac and not split["test"]:
         log(f"warning: --test-frac {cfg.test_frac} gives no test patients with {len(by_id)} patients (3 are needed)")
     for name, ids in split.items():
@@ -610,6 +619,8 @@ def _fit(
     val_cases = load_cases(cfg, my_val, by_id, "loading val", native=True, progress=progress)
     data = SliceDataset(train_cases)
     log(f"train slices: {len(data)} ({int(data.has_tumor.sum())} with tumor)")
+    if not data.has_tumor.any():
+        log("warning: no training slice has tumor: the model can only learn to mark nothing")
 
     m = cfg.model
     device = _device(cfg, info)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..io import binary_masks, is_mask_path, read_image, read_mask
-from .lgg import SLICE_SUFFIXES, kaggle_root_hint, slice_files_in, slice_number, slice_numbers
+from .lgg import SLICE_SUFFIXES, is_run_folder, kaggle_root_hint, slice_files_in, slice_number, slice_numbers
 
 # the channels of an RGB slice other than FLAIR (channel 1), by name
 T1_CHANNELS = {0: "pre-contrast T1", 2: "post-contrast T1"}
@@ -48,7 +48,7 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: data folder does not exist" if not root.exists() else f"{root}: not a folder")
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not is_run_folder(p))  # `train --out` inside
     if not folders and any(p.suffix.lower() in SLICE_SUFFIXES for p in root.iterdir()):
         folders = [root]
     errors: list[str] = []

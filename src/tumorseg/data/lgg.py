@@ -74,12 +74,20 @@ def slice_files_in(files: list[Path]) -> list[Path]:
     return [p for p in files if not p.name.startswith(".") and not is_output_of_predict(p.stem, names)]
 
 
+def is_run_folder(folder: Path) -> bool:
+    """A `tumorseg train` run folder (its config.json beside metrics.jsonl or a checkpoint), which
+    holds images (curves.png) but is never a patient: `train --out` may lie inside `--data`."""
+    return (folder / "config.json").is_file() and (
+        (folder / "metrics.jsonl").is_file() or any(folder.glob("*.safetensors"))
+    )
+
+
 def _readable_subfolders(root: Path) -> list[Path]:
     """The folders in `root`, sorted, less those that cannot be listed (a root-owned `lost+found`),
-    each skipped with a warning naming it."""
+    each skipped with a warning naming it, and run folders (`is_run_folder`)."""
     folders = []
     for p in sorted(_listing(root)):
-        if p.is_dir():
+        if p.is_dir() and not is_run_folder(p):
             try:
                 next(iter(p.iterdir()), None)
                 folders.append(p)
