@@ -92,7 +92,7 @@ def test_evaluate_that_cannot_write_one_file_writes_the_others_and_says_so(tiny_
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    assert f"{tmp_path / 'ev' / 'evaluation.json'}: cannot write (Is a directory)" in r.stderr
+    assert f"{tmp_path / 'ev' / 'evaluation.json'}: cannot write (exists and is not a regular file" in r.stderr
     assert "The scores above were printed" in r.stderr and "mean" in r.stdout
     assert (tmp_path / "ev" / "evaluation.md").is_file() and (tmp_path / "ev" / "report.html").is_file()
 
