@@ -77,9 +77,12 @@ def slice_files_in(files: list[Path]) -> list[Path]:
 def is_run_folder(folder: Path) -> bool:
     """A `tumorseg train` run folder (its config.json beside metrics.jsonl or a checkpoint), which
     holds images (curves.png) but is never a patient: `train --out` may lie inside `--data`."""
-    return (folder / "config.json").is_file() and (
-        (folder / "metrics.jsonl").is_file() or any(folder.glob("*.safetensors"))
-    )
+    try:
+        return (folder / "config.json").is_file() and (
+            (folder / "metrics.jsonl").is_file() or any(folder.glob("*.safetensors"))
+        )
+    except PermissionError:  # an unlisted folder: said where it is listed
+        return False
 
 
 def _readable_subfolders(root: Path) -> list[Path]:
