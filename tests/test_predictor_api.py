@@ -39,6 +39,8 @@ def test_bad_shapes_and_settings_are_said(shipped, slices):
         shipped.mask_with_notes(probs, volume=True, numbers=[1, 2, 3])
     with pytest.raises(TumorsegError, match="batch_size 0: must be at least 1"):
         Predictor.from_checkpoint(backend="torch", batch_size=0)
+    with pytest.raises(TumorsegError, match="threads must be 0 .one per core. or more, got -1"):
+        Predictor.from_checkpoint(backend="torch", threads=-1)  # once PyTorch's own RuntimeError
     with pytest.raises(TumorsegError, match="2 slice numbers for 4 slices"):
         shipped.predict(slices, volume=True, numbers=[1, 2])  # before the model runs, 2.5D or not
     with pytest.raises(TumorsegError, match="the slices differ in shape"):

@@ -117,6 +117,8 @@ def resolve_backend(backend: str, weights: str | Path) -> str:
 
 def set_threads(threads: int = 0) -> None:
     """Use `threads` intra-op threads; when 0, $OMP_NUM_THREADS if it is set, else one per available core."""
+    if not isinstance(threads, int) or threads < 0:
+        raise TumorsegError(f"threads must be 0 (one per core) or more, got {threads!r}")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     env = os.environ.get("OMP_NUM_THREADS", "")
     torch.set_num_threads(threads or (int(env) if env.isdigit() and int(env) > 0 else cores))
