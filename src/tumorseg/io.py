@@ -254,11 +254,16 @@ def binary_mask(mask: np.ndarray) -> np.ndarray:
     return binary_masks([mask])[0]
 
 
-def binary_masks(masks: list[np.ndarray]) -> list[np.ndarray]:
+def masks_are_0_1(masks: list[np.ndarray]) -> bool:
+    """Whether every mask of a patient holds only 0 and 1: the rule `binary_masks` reads them by."""
+    return all(m.max(initial=0) <= 1 for m in masks)
+
+
+def binary_masks(masks: list[np.ndarray], low: bool | None = None) -> list[np.ndarray]:
     """One patient's truth masks as bool, under one rule for them all: above 0 when every mask holds
-    only 0 and 1, else above 127. Decided slice by slice, stray 1s in the tumor-free slices of a
-    0/255 patient were read as tumor."""
-    low = all(m.max(initial=0) <= 1 for m in masks)
+    only 0 and 1 (`low`, decided here when None), else above 127. Decided slice by slice, stray 1s in
+    the tumor-free slices of a 0/255 patient were read as tumor."""
+    low = masks_are_0_1(masks) if low is None else low
     return [m > (0 if low else 127) for m in masks]
 
 

@@ -17,10 +17,11 @@ from .errors import DataError, TumorsegError
 from .infer import Predictor
 from .io import (
     IMAGE_SUFFIXES,
-    binary_mask,
+    binary_masks,
     image_pixels,
     is_mask_path,
     is_output_of_predict,
+    masks_are_0_1,
     read_image,
     read_mask,
     write_png,
@@ -317,13 +318,13 @@ def _truths_are_0_1(paths: list[Path]) -> bool:
     """Whether every readable truth mask beside one series' slices holds only 0 and 1: the rule
     its masks are binarised by, as `binary_masks` decides for a patient (unreadable ones are said
     when their overlay is drawn)."""
-    highs = []
+    highs = []  # each mask's maximum: enough to decide, without holding the masks
     for truth_path in filter(None, map(find_truth, paths)):
         try:
-            highs.append(read_mask(truth_path).max(initial=0))
+            highs.append(read_mask(truth_path).max(initial=0, keepdims=True))
         except DataError:
             pass
-    return all(h <= 1 for h in highs)
+    return masks_are_0_1(highs)
 
 
 def _overlay_truth(
@@ -343,7 +344,7 @@ def _overlay_truth(
         warnings.append(f"{truth_path}: mask is {t.shape[1]}x{t.shape[0]} but its image is "
                         f"{shape[1]}x{shape[0]}; overlay drawn without it")  # fmt: skip
         return None
-    return binary_mask(t) if low is None else t > (0 if low else 127)
+    return binary_masks([t], low)[0]
 
 
 def predict_volume(

@@ -22,8 +22,13 @@ def display_slice(image: np.ndarray) -> np.ndarray:
     if img.ndim == 3:
         if img.shape[0] not in (1, 3):
             raise ValueError(f"expected a CxHxW slice with 1 or 3 channels, got shape {img.shape}")
-        img = img[1] if img.shape[0] == 3 else img[0]
+        img = flair_of(img)
     return np.repeat(img[..., None], 3, axis=-1).astype(np.uint8)
+
+
+def flair_of(images: np.ndarray) -> np.ndarray:
+    """FLAIR of (..., C, H, W) slices as the model reads them: channel 1 of 3, or the one channel."""
+    return images[..., 1, :, :] if images.shape[-3] == 3 else images[..., 0, :, :]
 
 
 def _blend(base: np.ndarray, mask: np.ndarray, color: tuple[int, int, int], alpha: float = 0.45) -> np.ndarray:

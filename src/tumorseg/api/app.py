@@ -29,7 +29,7 @@ from ..data.lgg import select_channels
 from ..errors import TumorsegError
 from ..infer import Predictor, default_weights
 from ..io import read_image
-from ..viz import data_url, display_slice, png_bytes
+from ..viz import data_url, display_slice, flair_of, png_bytes
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD = 50 * 1024 * 1024
@@ -384,7 +384,7 @@ def create_app(
         try:
             write_nifti(part / "mask.nii.gz", mask_to_volume(masks, vol), vol)
             if format != "png":  # the arrays the slice images are drawn from, each image when asked for
-                np.save(part / "flair.npy", slices[:, 1 if slices.shape[1] == 3 else 0])
+                np.save(part / "flair.npy", flair_of(slices))
                 np.save(part / "masks.npy", np.packbits(np.asarray(masks, bool), axis=-1))  # a bit a pixel
             part.rename(results / rid)
         except BaseException:

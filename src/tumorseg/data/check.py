@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..io import binary_masks, is_mask_path, read_image, read_mask
+from ..io import binary_masks, is_mask_path, masks_are_0_1, read_image, read_mask
 from .lgg import SLICE_SUFFIXES, is_run_folder, kaggle_root_hint, slice_files_in, slice_number, slice_numbers
 
 # the channels of an RGB slice other than FLAIR (channel 1), by name
@@ -105,8 +105,8 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
                 warnings.append(f"{images[stem]}: duplicate of {seen[digest]}")
             seen.setdefault(digest, str(images[stem]))
             read.append((masks[stem], mask))
-        low = all(m.max(initial=0) <= 1 for _, m in read)  # the patient's rule, as training reads it
-        for (path, mask), truth in zip(read, binary_masks([m for _, m in read])):
+        low = masks_are_0_1([m for _, m in read])  # the patient's rule, as training reads it
+        for (path, mask), truth in zip(read, binary_masks([m for _, m in read], low)):
             values = set(np.unique(mask).tolist())
             if values == {0, 1}:
                 warnings.append(f"{path}: mask holds 0 and 1, not 0 and 255; " + (
