@@ -219,3 +219,27 @@ def test_resume_of_a_finished_ensemble_leaves_it_as_it_was(ensemble_run, tmp_pat
     fit(cfg.model_copy(update={"out": str(run)}), resume=True, progress=False, log=logs.append)
     assert sum("already trained" in s for s in logs) == 2 and not any("nothing to do" in s for s in logs)
     assert load_checkpoint(run / "last.safetensors").meta["epochs"] == [cfg.epochs + 1, cfg.epochs]
+
+
+def test_a_stopped_member_with_no_epoch_left_gets_its_summary_and_the_ensemble_is_combined(ensemble_run, tmp_path):
+    """A member stopped in an epoch has no summary.json; resumed with no epoch left to train, the
+    ensemble once failed reading it (FileNotFoundError). Now it is written from the member's epochs."""
+    import shutil
+
+    from tumorseg.train import state_digest
+
+    cfg, _ = ensemble_run
+    run = tmp_path / "run"
+    shutil.copytree(cfg.out, run)
+    (run / "member1" / "summary.json").unlink()  # as a stop in member 1's last epoch leaves it
+    (run / "summary.json").unlink()
+    logs = []
+    summary = fit(cfg.model_copy(update={"out": str(run)}), resume=True, progress=False, log=logs.append)
+    member = json.loads((run / "member1" / "summary.json").read_text())
+    last = load_checkpoint(run / "member1" / "last.safetensors")
+    assert member["epochs_done"] == cfg.epochs and member["machine"] is None
+    assert member["weights_sha256"] == state_digest(last.model)
+    first = json.loads((run / "member0" / "summary.json").read_text())
+    assert summary["train_seconds"] == pytest.approx(first["train_seconds"] + member["train_seconds"])
+    assert json.loads((run / "summary.json").read_text()) == summary
+    assert load_checkpoint(run / "last.safetensors").meta["epochs"] == [cfg.epochs, cfg.epochs]

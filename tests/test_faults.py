@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tumorseg.checkpoint import load_checkpoint
+from tumorseg.train import state_digest
 
 ARGS = ["--epochs", "6", "--batch-size", "4", "--base", "4", "--depth", "2", "--image-size", "64",
         "--val-frac", "0.5", "--test-frac", "0", "--threads", "1"]  # fmt: skip
@@ -79,10 +80,22 @@ def test_sigint_saves_and_exits_cleanly(reference, tmp_path):
     ck = load_checkpoint(out / "interrupted.safetensors")
     assert ck.meta["interrupted_in_epoch"] >= 2
     done = epochs_done(out)
+    assert not (out / "summary.json").exists()
+    # resumed with no epoch left: summary.json is written from the epochs done; the partial epoch is kept
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "train", "--resume", str(out), "--epochs", str(done)],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0 and "nothing to do" in r.stdout and "resuming" not in r.stdout, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    last = load_checkpoint(out / "last.safetensors")
+    assert summary["epochs_done"] == done == last.meta["epoch"] and summary["machine"] is None
+    assert summary["weights_sha256"] == state_digest(last.model)
+    assert summary["best_metric"] == "val_dice" and summary["best_score"] == last.meta["train_state"]["best"]
+    assert (out / "interrupted.safetensors").exists() and f"{out / 'interrupted.safetensors'}: holds a part" in r.stdout
     r = subprocess.run([sys.executable, "-m", "tumorseg", "train", "--resume", str(out)], capture_output=True,
                        text=True, timeout=300)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert f"resuming {out} at epoch {done + 1}" in r.stdout
+    assert json.loads((out / "summary.json").read_text())["epochs_done"] == 6
 
 
 def test_sigint_in_the_first_epoch_saves_nothing_and_the_same_command_runs_again(reference, tmp_path):

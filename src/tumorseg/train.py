@@ -405,7 +405,7 @@ def _fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp
         early = [s for s in done if s.get("epoch", 0) < cfg.epochs]  # stopped by --patience
         state = early[0] if early else max(done, key=lambda s: s.get("epoch", 0))
         log(f"every member is trained and combined; {_nothing_to_do(out, cfg, state)}")
-        return _summary_on_disk(out, {})
+        return json.loads((out / "summary.json").read_text())  # _ensemble_state found it newer than the members
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         if (out / "last.safetensors").exists() and set(states) != {"finished"}:  # usable if this is stopped
@@ -425,7 +425,9 @@ def _fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp
     summary = {"run": str(out), "members": [m.out for m in runs],
                "minutes_this_call": (time.perf_counter() - started) / 60}  # fmt: skip
     if info.is_main:
-        member_summaries = [json.loads((Path(m.out) / "summary.json").read_text()) for m in runs]
+        # a member stopped, then resumed with no epoch left, has its summary.json written here
+        member_summaries = [_summary_on_disk(Path(m.out), load_checkpoint(Path(m.out) / "last.safetensors"), log=log)
+                            for m in runs]  # fmt: skip
         summary["train_seconds"] = sum(m.get("train_seconds", 0.0) for m in member_summaries)
         summary["machine"] = member_summaries[-1].get("machine")
         for name in ("last", "best"):
@@ -505,13 +507,43 @@ def _check_patients(cfg: TrainConfig, ck: Checkpoint, path: Path, split: dict[st
                             "resume with the data the run trained on")  # fmt: skip
 
 
-def _summary_on_disk(out: Path, state: dict) -> dict:
-    """A finished run's summary.json, or what its last checkpoint says when that is gone."""
+def _run_summary(out: Path, history: list[dict], best: float, best_epoch: int, has_val: bool,
+                 weights: dict[str, torch.Tensor], machine_info: dict | None) -> dict:  # fmt: skip
+    """summary.json: the best epoch and score, the saved weights' digest, the training time of
+    every epoch on record (resumed runs included) and the machine that trained the last of them."""
+    summary = {"run": str(out), "best_epoch": best_epoch, "best_metric": "val_dice" if has_val else "train_loss",
+               "best_score": best if has_val else -best, "epochs_done": len(history)}  # fmt: skip
+    summary["weights_sha256"] = state_digest(weights)
+    summary["train_seconds"] = sum(h["epoch_seconds"] for h in history)
+    summary["machine"] = machine_info
+    if history:
+        summary["last"] = {k: v for k, v in history[-1].items() if k != "val_per_patient"}
+    return summary
+
+
+def _summary_on_disk(out: Path, ck: Checkpoint, write: bool = True, log=print) -> dict:
+    """A finished run's summary.json. One that is missing, unreadable or of fewer epochs than its
+    last checkpoint (the run was stopped, then resumed with no epoch left to train) is written from
+    metrics.jsonl and the checkpoint; its machine is unknown (None): nothing trained now."""
+    path, state = out / "summary.json", ck.meta.get("train_state", {})
     try:
-        return json.loads((out / "summary.json").read_text())
+        summary = json.loads(path.read_text())
+        if isinstance(summary, dict) and summary.get("epochs_done", -1) >= state.get("epoch", 0):
+            return summary
     except (OSError, ValueError):
-        return {"run": str(out), "best_epoch": state.get("best_epoch"), "best_score": state.get("best"),
-                "epochs_done": state.get("epoch")}  # fmt: skip
+        pass
+    history = _read_history(out / "metrics.jsonl", state.get("epoch", 0) + 1)
+    has_val = bool((ck.meta.get("split") or {}).get("val"))
+    summary = _run_summary(out, history, state.get("best", float("-inf")), state.get("best_epoch", 0), has_val,
+                           ck.model, None)  # fmt: skip
+    if write:
+        atomic_write_text(path, json.dumps(summary, indent=2))
+        stale = out / "interrupted.safetensors"
+        if stale.exists():
+            n = state.get("epoch")
+            log(f"{stale}: holds a part of an epoch beyond the {n} kept; left as it was (remove it, or resume "
+                f"with --epochs above {n} to train on from the last complete one)")  # fmt: skip
+    return summary
 
 
 def _listed_resume(cfg: TrainConfig, last_path: Path) -> Checkpoint | None:
@@ -578,9 +610,9 @@ def _fit(
 
     last_path, metrics_path = out / "last.safetensors", out / "metrics.jsonl"
     ck = _listed_resume(cfg, last_path) if resume else None  # checked before anything is written
-    if ck is not None and _finished(cfg, ck):  # nothing to do: the run is left as it was, no slice read
+    if ck is not None and _finished(cfg, ck):  # nothing to train: no slice read, only summary.json completed
         log(_nothing_to_do(out, cfg, ck.meta["train_state"]))
-        return _summary_on_disk(out, ck.meta["train_state"])
+        return _summary_on_disk(out, ck, write=main, log=log)
     report = check_data(cfg.data, limit=cfg.max_patients)  # the same checks as `tumorseg check-data`
     if report["errors"]:
         shown = "; ".join(report["errors"][:5])
@@ -810,15 +842,9 @@ def _fit(
         if cfg.patience and bad_epochs >= cfg.patience:
             log(f"early stop: no improvement of the {metric} for {cfg.patience} epochs (best epoch {best_epoch})")
             break
-    summary = {"run": str(out), "best_epoch": best_epoch, "best_metric": "val_dice" if val_ids else "train_loss",
-               "best_score": best if val_ids else -best, "epochs_done": len(history)}  # fmt: skip
     # the weights saved (EMA's when on), equal on every rank under DDP
-    summary["weights_sha256"] = state_digest((ema.model if ema else net).state_dict())
-    # training time of every epoch on record (resumed runs included) and the machine of this one
-    summary["train_seconds"] = sum(h["epoch_seconds"] for h in history)
-    summary["machine"] = machine(device)
-    if history:
-        summary["last"] = {k: v for k, v in history[-1].items() if k != "val_per_patient"}
+    weights = (ema.model if ema else net).state_dict()
+    summary = _run_summary(out, history, best, best_epoch, bool(val_ids), weights, machine(device))
     if main:
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary
