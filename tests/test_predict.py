@@ -366,3 +366,28 @@ def test_ctrl_c_says_so_and_leaves_only_complete_files(lgg_root, tmp_path):
     for png in tmp_path.glob("*.png"):
         Image.open(png).load()  # every file written is whole
     assert not [p for p in tmp_path.iterdir() if not p.name.endswith(".png")]  # no temporary files left
+
+
+def test_a_full_disk_counts_the_files_it_did_write(tiny_run, lgg_root, tmp_path):
+    """A slice whose _pred.png was written before its overlay hit a full disk once had that file
+    left out of the summary's count, though it was on disk."""
+    import resource
+    import signal
+
+    def limit() -> None:  # a write past 30 kB fails with EFBIG, as a full disk fails it
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (30_000, 30_000))
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for p in sorted((lgg_root / "TCGA_CS_4941_19960909").glob("*_1[0-2].png")):
+        shutil.copy(p, folder / p.name)
+    out = tmp_path / "o"
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(folder), "--out", str(out), "--overlay",
+                        "--weights", str(tiny_run / "last.safetensors")], capture_output=True, text=True, timeout=300,
+                       preexec_fn=limit)  # fmt: skip
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    on_disk = sorted(p for p in out.iterdir() if not p.name.startswith("."))
+    assert len(on_disk) == 3 and all(p.name.endswith("_pred.png") for p in on_disk)  # every overlay failed
+    assert "0 of 3 inputs segmented; 3 files in" in r.stdout, r.stdout
+    assert r.stderr.count("File too large") == 3 and "_overlay.png" in r.stderr

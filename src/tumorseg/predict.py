@@ -209,8 +209,8 @@ def predict_files(
             for (path, img), prob, mask in zip(group, probs, masks):
                 seen = len(result.warnings)
                 try:
-                    result.written += _write_one(out, path, img, prob, mask, probabilities, overlays, result.warnings,
-                                                 low)  # fmt: skip
+                    _write_one(out, path, img, prob, mask, probabilities, overlays, result.warnings, result.written,
+                               low)  # fmt: skip
                 except (OSError, DataError) as exc:
                     result.failed.append((path, str(exc)))
                     err(f"failed: {path}: {exc}")
@@ -300,18 +300,22 @@ def make_out_dir(out: Path) -> None:
 
 def _write_one(
     out: Path, path: Path, img, prob, mask, probabilities: bool, overlays: bool, warnings: list[str],
-    low: bool | None = None,
-) -> list[Path]:  # fmt: skip
-    written = [out / f"{path.stem}_pred.png"]
-    write_png(written[-1], (mask * 255).astype(np.uint8))
+    written: list[Path], low: bool | None = None,
+) -> None:  # fmt: skip
+    """A slice's outputs, each added to `written` once it is on disk (a full disk may stop the
+    next one: what was written is still counted)."""
+    target = out / f"{path.stem}_pred.png"
+    write_png(target, (mask * 255).astype(np.uint8))
+    written.append(target)
     if probabilities:
-        written.append(out / f"{path.stem}_prob.png")
-        write_png(written[-1], np.round(prob * 255).astype(np.uint8))
+        target = out / f"{path.stem}_prob.png"
+        write_png(target, np.round(prob * 255).astype(np.uint8))
+        written.append(target)
     if overlays:
         truth = _overlay_truth(find_truth(path), mask.shape, warnings, low)
-        written.append(out / f"{path.stem}_overlay.png")
-        write_png(written[-1], overlay(img, mask, truth, title=path.name))
-    return written
+        target = out / f"{path.stem}_overlay.png"
+        write_png(target, overlay(img, mask, truth, title=path.name))
+        written.append(target)
 
 
 def _truths_are_0_1(paths: list[Path]) -> bool:
