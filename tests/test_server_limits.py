@@ -325,3 +325,21 @@ def test_complex_tiff_and_overflowing_nifti_are_refused(tmp_path):
     nib.save(img, str(tmp_path / "big.nii"))
     with pytest.raises(DataError, match=r"big.nii: voxel values beyond"):
         read_nifti(tmp_path / "big.nii")
+
+
+def test_a_malformed_multipart_body_is_explained_to_the_client_and_not_logged():
+    """python-multipart once logged "Expected boundary character 45, got 103 at index 2" to the
+    server's stderr for a malformed body, while the client got a bare "Invalid multipart data."."""
+    url, proc = start_server()
+    try:
+        kind = "multipart/form-data; boundary=b0undary"
+        bad = httpx.post(url + "/api/v1/segment", content=b"garbage", headers={"Content-Type": kind}, timeout=60)
+        nob = httpx.post(url + "/api/v1/segment", content=b"--x\r\n", headers={"Content-Type": "multipart/form-data"},
+                         timeout=60)  # fmt: skip
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    err = proc.stderr.read()
+    for r, said in ((bad, "Invalid multipart data"), (nob, "Missing boundary in multipart")):
+        assert r.status_code == 400 and said in r.json()["error"] and "curl -F file=@" in r.json()["error"], r.text
+    assert "boundary" not in err.lower() and "Traceback" not in err, err

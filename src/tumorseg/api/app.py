@@ -7,6 +7,7 @@ folder under fixed names, and every failure becomes a 4xx JSON body {"error": ..
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import shutil
 import tempfile
@@ -32,6 +33,7 @@ from ..io import read_image
 from ..viz import data_url, display_slice, flair_of, png_bytes
 
 STATIC = Path(__file__).parent / "static"
+HOW_TO_SEND = "send the image as multipart/form-data, in the field 'file' (curl -F file=@scan.png)"
 MAX_UPLOAD = 50 * 1024 * 1024
 MAX_PIXELS = 4096 * 4096
 MAX_VOXELS = 512 * 512 * 160  # a volume's values (x channels): about 2 GB of memory at the peak
@@ -201,7 +203,7 @@ async def one_upload(request: Request) -> None:
         if (n := len(request.query_params.getlist(name))) > 1:
             raise HTTPException(400, f"query parameter {name} given {n} times: give it once")
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-        raise HTTPException(415, "send the image as multipart/form-data, in the field 'file' (curl -F file=@scan.png)")
+        raise HTTPException(415, HOW_TO_SEND)
     form = await request.form()
     if any(isinstance(v, str) for v in form.getlist("file")):
         raise HTTPException(400, "the field 'file' holds text, not a file upload (curl -F file=@scan.png; note the @)")
@@ -277,9 +279,15 @@ def create_app(
     if owned:
         app.router.on_shutdown.append(lambda: shutil.rmtree(results, ignore_errors=True))
 
+    # python-multipart logs a malformed body to stderr as well; the client's 400 says it, not the server's log
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
+
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        response = error(exc.status_code, str(exc.detail))
+        detail = str(exc.detail)
+        if exc.status_code == 400 and "multipart" in detail.lower() and "curl" not in detail:  # Starlette's parser
+            detail = f"{detail.rstrip('.')}: {HOW_TO_SEND}"
+        response = error(exc.status_code, detail)
         response.headers.update(exc.headers or {})  # such as Allow on a 405
         return response
 
