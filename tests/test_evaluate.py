@@ -371,3 +371,22 @@ def test_a_broken_patient_outside_the_split_stops_nothing(tiny_run, tmp_path):
     assert [r["patient"] for r in res["per_patient"]] == [pid]
     with pytest.raises(Exception, match="ZZ_BROKEN_1"):  # scoring every patient reads it, and says what is wrong
         evaluate(tmp_path / "lgg", tiny_run / "last.safetensors", "all", log=lambda *a: None)
+
+
+def test_missing_sequence_rows_keep_the_largest_part_within_a_gap_free_run(lgg_root, tmp_path):
+    """The --missing-sequences rows once joined the slices on either side of a gap in the slice
+    numbers (the chosen row keeps them apart). With one grayscale image per slice, replacing a T1
+    by FLAIR changes nothing, so every row must score as the chosen one."""
+    case = "TCGA_CS_4941_19960909"
+    folder = tmp_path / "d" / "P_gap"
+    folder.mkdir(parents=True)
+    for i, n in zip(range(10, 15), (1, 2, 3, 7, 8)):
+        flair = np.asarray(Image.open(lgg_root / case / f"{case}_{i}.png"))[..., 1]
+        Image.fromarray(flair).save(folder / f"P_gap_{n}.png")
+        Image.open(lgg_root / case / f"{case}_{i}_mask.png").save(folder / f"P_gap_{n}_mask.png")
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "evaluate", "--data", str(tmp_path / "d"), "--split", "all",
+                        "--missing-sequences", "--out", str(tmp_path / "e")], capture_output=True, text=True,
+                       timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rows = {line[:36].strip(): line[36:].split() for line in r.stdout.splitlines() if "chosen" in line}
+    assert len(rows) == 4 and len({tuple(v) for v in rows.values()}) == 1, r.stdout

@@ -136,7 +136,7 @@ def evaluate(
             p = predictor.probabilities(img, volume=True, numbers=numbers)
             if tta:
                 p = (p + predictor.probabilities(img, flip=True, volume=True, numbers=numbers)) / 2
-            scored[name] = score_volume(predictor.mask(p, volume=True), truth)
+            scored[name] = score_volume(predictor.mask_with_notes(p, volume=True, numbers=numbers)[0], truth)
         for k, v in scored.items():
             variants[k].append(v)
         s = scored["chosen"]
