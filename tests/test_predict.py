@@ -391,3 +391,36 @@ def test_a_full_disk_counts_the_files_it_did_write(tiny_run, lgg_root, tmp_path)
     assert len(on_disk) == 3 and all(p.name.endswith("_pred.png") for p in on_disk)  # every overlay failed
     assert "0 of 3 inputs segmented; 3 files in" in r.stdout, r.stdout
     assert r.stderr.count("File too large") == 3 and "_overlay.png" in r.stderr
+
+
+def test_outputs_of_an_input_with_a_mixed_case_suffix_are_not_read_back(lgg_root, tmp_path):
+    """`Y.Png` with --out its own folder: a second run once segmented Y_pred.png and Y_overlay.png
+    too (4 of 4 inputs), since only `.png` and `.PNG` were looked for beside them."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(lgg_root / "TCGA_CS_4941_19960909" / "TCGA_CS_4941_19960909_12.png", folder / "Y.Png")
+    for _ in range(2):
+        r = run_predict(folder, "--out", folder, "--overlay")
+        assert r.returncode == 0 and "1 of 1 inputs segmented; 2 files" in r.stdout, r.stdout + r.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["Y.Png", "Y_overlay.png", "Y_pred.png"]
+
+
+def test_a_predict_out_folder_inside_the_data_is_not_a_patient(lgg_root, tmp_path):
+    """`predict P --out DATA/predictions` (or `--out P/preds`) once made check-data, evaluate and
+    train take the outputs for a patient whose slices have no masks."""
+    from tumorseg.data.lgg import find_cases
+
+    data = tmp_path / "d"
+    src = lgg_root / "TCGA_CS_4941_19960909"
+    for name in ("A", "B"):
+        (data / name).mkdir(parents=True)
+        for p in src.glob("TCGA_CS_4941_19960909_1[0-2]*.png"):
+            shutil.copy(p, data / name / p.name.replace("TCGA_CS_4941_19960909", name))
+    assert run_predict(data / "A", "--out", data / "predictions", "--overlay", "--probabilities").returncode == 0
+    assert run_predict(data / "B", "--out", data / "B" / "preds").returncode == 0
+    assert [c.id for c in find_cases(data)] == ["A", "B"]
+    assert [c.id for c in find_cases(data / "B")] == ["B"]
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "check-data", str(data)], capture_output=True, text=True)
+    assert r.returncode == 0 and "2 patients, 6 slices" in r.stdout and "predictions" not in r.stdout + r.stderr, (
+        r.stdout + r.stderr
+    )

@@ -34,8 +34,10 @@ def is_output_of_predict(stem: str, names: set[str], suffixes: tuple[str, ...] =
     """`stem` (`X_pred`, `X_prob`, `X_overlay`) names what `predict` wrote for an input `X.<suffix>`
     that is in `names` (the file names of its folder): an output, not an input or a slice."""
 
-    def beside(name: str) -> bool:
-        return any(f"{name}{suf}" in names or f"{name}{suf.upper()}" in names for suf in suffixes)
+    lowered = {n[: len(n) - len(suf)] + suf for n in names for suf in suffixes if n.lower().endswith(suf)}
+
+    def beside(name: str) -> bool:  # `X.Tif` and `X.TIF` as well as `X.tif`
+        return any(f"{name}{suf}" in lowered for suf in suffixes)
 
     if beside(f"{stem}_mask"):  # a slice with its truth: predict writes no `X_pred_mask`
         return False

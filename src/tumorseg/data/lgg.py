@@ -76,12 +76,16 @@ def slice_files_in(files: list[Path]) -> list[Path]:
 
 def is_run_folder(folder: Path) -> bool:
     """A `tumorseg train` run folder (its config.json beside metrics.jsonl or a checkpoint), which
-    holds images (curves.png) but is never a patient: `train --out` may lie inside `--data`."""
+    holds images (curves.png) but is never a patient: `train --out` may lie inside `--data`; or a
+    `tumorseg predict --out` folder, whose images are all `X_pred.png`, `X_prob.png`, `X_overlay.png`."""
     try:
-        return (folder / "config.json").is_file() and (
+        if (folder / "config.json").is_file() and (
             (folder / "metrics.jsonl").is_file() or any(folder.glob("*.safetensors"))
-        )
-    except PermissionError:  # an unlisted folder: said where it is listed
+        ):
+            return True
+        images = [p.name for p in folder.iterdir() if p.suffix.lower() in SLICE_SUFFIXES]
+        return bool(images) and all(n.endswith(("_pred.png", "_prob.png", "_overlay.png")) for n in images)
+    except (PermissionError, NotADirectoryError):  # an unlisted folder: said where it is listed
         return False
 
 
