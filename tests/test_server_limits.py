@@ -186,6 +186,13 @@ def test_serve_refuses_bad_weights_and_busy_ports_before_starting(tmp_path):
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2 and "cannot listen on no-such-host.invalid:8000" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and "serving on" not in r.stdout
+    # the busy settings: once a uvicorn traceback after "serving on" (abc), or every upload a 503 (0)
+    for name, value in (("MAX_BUSY", "abc"), ("MAX_BUSY", "0"), ("BUSY_WAIT", "-1"), ("BUSY_WAIT", "inf")):
+        env = {**os.environ, f"TUMORSEG_SERVE_{name}": value}
+        r = subprocess.run([sys.executable, "-m", "tumorseg", "serve", "--port", "0"], capture_output=True, text=True,
+                           timeout=120, env=env)  # fmt: skip
+        assert r.returncode == 2 and f"TUMORSEG_SERVE_{name}={value!r}: must be" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and "serving on" not in r.stdout
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])

@@ -454,6 +454,14 @@ def serve(
     os.environ["TUMORSEG_SERVE_MAX_UPLOAD"] = str(max_upload_mb * 1024 * 1024)
     from .infer import Predictor, default_weights
 
+    try:
+        from .api.app import busy_settings
+    except ImportError:
+        fail("serve needs the serve extra: pip install 'tumorseg[serve]'")
+    try:
+        busy_settings()  # a bad TUMORSEG_SERVE_MAX_BUSY or _BUSY_WAIT: one error before the port is taken
+    except TumorsegError as exc:
+        fail(str(exc))
     # Load the model once here, so that a missing or broken checkpoint is one clear error, not
     # a worker that dies at start and is started again and again.
     Predictor.from_checkpoint(weights or default_weights(), backend.value)

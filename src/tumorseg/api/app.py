@@ -486,6 +486,26 @@ def app_from_env() -> FastAPI:
         os.environ.get("TUMORSEG_SERVE_BACKEND", "auto"),
         int(os.environ.get("TUMORSEG_SERVE_MAX_UPLOAD", MAX_UPLOAD)),
         results_dir=os.environ.get("TUMORSEG_SERVE_RESULTS") or None,
-        max_busy=int(os.environ.get("TUMORSEG_SERVE_MAX_BUSY", MAX_BUSY)),
-        busy_wait=float(os.environ.get("TUMORSEG_SERVE_BUSY_WAIT", BUSY_WAIT)),
+        **busy_settings(),
     )
+
+
+def busy_settings() -> dict[str, float]:
+    """max_busy and busy_wait from TUMORSEG_SERVE_MAX_BUSY (an integer >= 1) and
+    TUMORSEG_SERVE_BUSY_WAIT (seconds >= 0); a TumorsegError naming the variable for another value."""
+    import math
+    import os
+
+    got = {}
+    for name, key, kind, low, default in (("TUMORSEG_SERVE_MAX_BUSY", "max_busy", int, 1, MAX_BUSY),
+                                          ("TUMORSEG_SERVE_BUSY_WAIT", "busy_wait", float, 0, BUSY_WAIT)):  # fmt: skip
+        text = os.environ.get(name, "").strip()
+        try:
+            value = kind(text) if text else default
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < low:
+            what = "a whole number of uploads, at least 1" if kind is int else "a number of seconds, at least 0"
+            raise TumorsegError(f"{name}={text!r}: must be {what}")
+        got[key] = value
+    return got
