@@ -47,6 +47,13 @@ def test_bad_shapes_and_settings_are_said(shipped, slices):
         shipped.predict([slices[0], slices[1][:, :128]])
     with pytest.raises(TumorsegError, match="threshold 1: must lie strictly between"):
         Predictor.from_checkpoint("no/such/checkpoint.safetensors", threshold=1)  # said before any loading
+    # once a bare TypeError, later in predict() (2.5) or at once ('0.5')
+    with pytest.raises(TumorsegError, match="batch_size 2.5: must be a whole number"):
+        Predictor.from_checkpoint(backend="torch", batch_size=2.5)
+    with pytest.raises(TumorsegError, match="threshold '0.5': must be a number between 0 and 1"):
+        Predictor.from_checkpoint(backend="torch", threshold="0.5")
+    with pytest.raises(TumorsegError, match="threshold nan: must lie strictly between"):
+        Predictor.from_checkpoint(backend="torch", threshold=float("nan"))
 
 
 def test_threads_follow_omp_num_threads_unless_given():

@@ -331,7 +331,12 @@ def as_uint8_slices(images: np.ndarray) -> np.ndarray:
 
 
 def check_settings(threshold: float = 0.5, batch_size: int = 32) -> None:
-    """Refuse a threshold of 0 or 1 (or outside) and a batch size under 1, with why."""
+    """Refuse a threshold of 0 or 1 (or outside, or not a number) and a batch size under 1 (or
+    not a whole number), with why."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise TumorsegError(f"batch_size {batch_size!r}: must be a whole number (slices per batch)")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)):
+        raise TumorsegError(f"threshold {threshold!r}: must be a number between 0 and 1")
     if batch_size < 1:
         raise TumorsegError(f"batch_size {batch_size}: must be at least 1")
     if not 0 < threshold < 1:
