@@ -184,3 +184,39 @@ def test_auto_backend_and_stale_int8_graph(tiny_int8, tiny_run, tmp_path, capfd)
     (tmp_path / "lone.int8.onnx").write_bytes(b"not onnx")
     with pytest.raises(TumorsegError, match="lone.int8.onnx"):
         Predictor.from_checkpoint(lone, backend="onnx-int8")
+
+
+def test_int8_graph_without_contract_is_refused(tiny_int8, tmp_path):
+    """A graph with provenance but no input contract (what an early export wrote) is not used."""
+    import shutil
+
+    import onnx
+
+    from tumorseg.errors import TumorsegError
+    from tumorseg.infer import int8_graph, resolve_backend
+
+    weights = tmp_path / "early.safetensors"
+    shutil.copy(tiny_int8.with_name("tiny.safetensors"), weights)
+    model = onnx.load(str(tiny_int8))
+    kept = {p.key: p.value for p in model.metadata_props if p.key != "tumorseg.in_channels"}
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, kept)
+    onnx.save(model, str(tmp_path / "early.int8.onnx"))
+    with pytest.raises(TumorsegError, match=r"early.int8.onnx: lacks its input contract metadata \(tumorseg.in_chan"):
+        int8_graph(weights)
+    assert resolve_backend("auto", weights) == "torch"
+
+
+def test_shipped_int8_graph_carries_its_contract():
+    """The shipped graph is the current export of the shipped weights, contract included."""
+    import onnx
+
+    from tumorseg.checkpoint import load_checkpoint
+    from tumorseg.export import CONTRACT_KEYS, contract_metadata
+    from tumorseg.infer import default_weights, int8_graph
+
+    weights = default_weights()
+    props = {p.key: p.value for p in onnx.load(str(int8_graph(weights)), load_external_data=False).metadata_props}
+    expected = contract_metadata(load_checkpoint(weights).config.model)
+    assert set(expected) == set(CONTRACT_KEYS)
+    assert {k: props.get(k) for k in expected} == expected

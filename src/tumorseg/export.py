@@ -123,6 +123,10 @@ def discard(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+CONTRACT_KEYS = ("tumorseg.in_channels", "tumorseg.channels", "tumorseg.context", "tumorseg.intensity",
+                 "tumorseg.image_size", "tumorseg.input")  # fmt: skip
+
+
 def contract_metadata(config: ModelConfig) -> dict[str, str]:
     """The graph's input contract as ONNX metadata: what the `image` input must hold."""
     outside = []

@@ -70,7 +70,7 @@ def onnx_session(weights: str | Path, int8: bool = False):
 def int8_graph(weights: str | Path) -> Path:
     """The int8 graph made from exactly `weights` by this version's export, or a clear error
     saying what is wrong and how to remake it."""
-    from .export import EXPORT_FORMAT, file_sha256, int8_path
+    from .export import CONTRACT_KEYS, EXPORT_FORMAT, file_sha256, int8_path
 
     path = int8_path(weights)
     make = f"tumorseg export --int8 --weights {weights} --data DIR --out {path}"
@@ -90,6 +90,9 @@ def int8_graph(weights: str | Path) -> Path:
         raise TumorsegError(f"{path}: made from other weights than {weights}; remake it with: {make}")
     if props.get("tumorseg.export_format") != EXPORT_FORMAT:
         raise TumorsegError(f"{path}: made by another tumorseg export format; remake it with: {make}")
+    lacking = [k for k in CONTRACT_KEYS if k not in props]
+    if lacking:  # an early export wrote provenance but not the input contract the README promises
+        raise TumorsegError(f"{path}: lacks its input contract metadata ({', '.join(lacking)}); remake it with: {make}")
     return path
 
 
