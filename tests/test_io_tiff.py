@@ -45,11 +45,24 @@ def test_5_samples_refused_2_to_4_still_read(tmp_path: Path):
     for n in (2, 3, 4, 5):
         arr = np.arange(8 * 8 * n, dtype=np.uint8).reshape(8, 8, n)
         tifffile.imwrite(tmp_path / f"s{n}.tif", arr, photometric="minisblack", planarconfig="contig")
-    assert read_image(tmp_path / "s2.tif").shape == (8, 8, 2)  # refused later: "expected 1 or 3 channels"
+    s2 = read_image(tmp_path / "s2.tif")  # grey + an extra sample: the grey
+    assert s2.shape == (8, 8) and np.array_equal(s2, np.arange(8 * 8 * 2, dtype=np.uint8).reshape(8, 8, 2)[..., 0])
     assert read_image(tmp_path / "s3.tif").shape == (8, 8, 3)
     assert read_image(tmp_path / "s4.tif").shape == (8, 8, 3)  # RGBA: alpha dropped
     with pytest.raises(DataError, match=r"s5\.tif: 5 samples per pixel \(TIFF axes YXS, shape 8x8x5\)"):
         read_image(tmp_path / "s5.tif")
+
+
+def test_grey_with_alpha_tiff_reads_as_the_same_png(tmp_path: Path):
+    """A grey+alpha TIFF was refused ("expected 1 or 3 channels, got 2") while the same PNG was read."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    la = np.stack([rng.integers(0, 256, (16, 12), dtype=np.uint8), np.full((16, 12), 200, np.uint8)], axis=-1)
+    tifffile.imwrite(tmp_path / "la.tif", la, photometric="minisblack", extrasamples=["unassalpha"])
+    Image.fromarray(la, mode="LA").save(tmp_path / "la.png")
+    tif, png = read_image(tmp_path / "la.tif"), read_image(tmp_path / "la.png")
+    assert np.array_equal(tif, la[..., 0]) and np.array_equal(png[..., 0], la[..., 0])
 
 
 @pytest.mark.parametrize("pages", [2, 4, 5])

@@ -274,6 +274,8 @@ def _to_uint8(arr: np.ndarray, path: Path) -> np.ndarray:
         raise DataError(f"{path}: expected a 2D image, got shape {arr.shape}")
     if arr.ndim == 3 and arr.shape[-1] == 4:
         arr = arr[..., :3]
+    if arr.ndim == 3 and arr.shape[-1] == 2:  # grey + alpha (or another extra sample): the grey, as a PNG's LA is read
+        arr = arr[..., 0]
     if arr.dtype == np.uint8:
         return arr
     if arr.dtype == bool:
