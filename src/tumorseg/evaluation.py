@@ -55,6 +55,16 @@ def select_patients(ckpt_meta: dict, split: str, available: list[str], data: Pat
     return list(ids)
 
 
+def gap_note(numbers: list[int]) -> str:
+    """Why `predict` on a patient's files with gaps in their numbers gives other masks than those scored."""
+    have = set(numbers)
+    missing = [n for n in range(min(numbers), max(numbers) + 1) if n not in have]
+    shown = ", ".join(map(str, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    return (f"slices {min(numbers)}-{max(numbers)} lack {shown}: scored as one patient, the largest 3D part kept "
+            "(never joined across a gap); `tumorseg predict` on these files segments them one by one, since it cannot "
+            "tell a gap from unrelated files, so its masks keep every part")  # fmt: skip
+
+
 def evaluate(
     data: str | Path,
     weights: str | Path | None = None,
@@ -118,6 +128,8 @@ def evaluate(
         flipped = (plain + predictor.probabilities(case.images, flip=True, volume=True, numbers=numbers)) / 2
         chosen_probs = flipped if tta else plain
         chosen, notes = predictor.mask_with_notes(chosen_probs, volume=True, numbers=numbers)
+        if numbers is not None and max(numbers) - min(numbers) + 1 != len(numbers):  # no repeats: a gap
+            notes = [gap_note(numbers)] + notes
         filled = postprocess(plain)
         scored = {
             "model": score_volume(plain > 0.5, truth),
