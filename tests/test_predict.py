@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tumorseg.checkpoint import load_checkpoint
@@ -424,3 +425,18 @@ def test_a_predict_out_folder_inside_the_data_is_not_a_patient(lgg_root, tmp_pat
     assert r.returncode == 0 and "2 patients, 6 slices" in r.stdout and "predictions" not in r.stdout + r.stderr, (
         r.stdout + r.stderr
     )
+
+
+def test_a_folder_of_masks_only_says_so(tmp_path):
+    """A folder holding only truth masks once got a bare 'no input images found'."""
+    from tumorseg.errors import TumorsegError
+    from tumorseg.predict import collect_inputs
+
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    for n in (1, 2, 3):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / f"P_{n}_mask.png")
+    with pytest.raises(TumorsegError, match=r"masks holds only 3 truth mask\(s\) \(`_mask`\), which are never segm"):
+        collect_inputs([folder])
+    r = run_predict(folder, "--out", tmp_path / "out")
+    assert r.returncode != 0 and "holds only 3 truth mask(s)" in r.stderr and "Traceback" not in r.stderr, r.stderr

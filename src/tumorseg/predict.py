@@ -69,7 +69,14 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
             found = [p for p in listing if p.is_file() and not p.name.startswith(".")  # not macOS's `._X.png`
                      and (p.suffix.lower() in IMAGE_SUFFIXES or is_volume_path(p))]  # fmt: skip
             names = {p.name for p in found}
-            files += sorted((p for p in found if not _is_truth(p) and not _is_output(p, names)), key=slice_number)
+            inputs_here = [p for p in found if not _is_truth(p) and not _is_output(p, names)]
+            files += sorted(inputs_here, key=slice_number)
+            if found and not inputs_here:  # say what is there and why none of it is read
+                masks = sum(map(_is_truth, found))
+                kinds = [f"{masks} truth mask(s) (`_mask`), which are never segmented"] * bool(masks) + [
+                    f"{len(found) - masks} output(s) of an earlier `tumorseg predict` (`_pred`, `_prob`, `_overlay`)"
+                ] * bool(len(found) - masks)  # fmt: skip
+                why.append(f"{item} holds only {' and '.join(kinds)}; the MRI slices they belong to are not there")
             if not found and any(p.is_dir() for p in listing):
                 score = (f", or score them as a kaggle_3m folder with `tumorseg evaluate --data {quote(str(item))}`"
                          if holds_patients(item) else kaggle_root_hint(item))  # fmt: skip
