@@ -401,3 +401,16 @@ def test_missing_sequence_rows_keep_the_largest_part_within_a_gap_free_run(lgg_r
     assert r.returncode == 0, r.stderr
     rows = {line[:36].strip(): line[36:].split() for line in r.stdout.splitlines() if "chosen" in line}
     assert len(rows) == 4 and len({tuple(v) for v in rows.values()}) == 1, r.stdout
+
+
+def test_slice_dice_mean_says_how_many_patients_it_covers(lgg_root, tmp_path):
+    """A patient without a tumor slice has no slice_dice (n/a): evaluation.md and the report once gave
+    its mean without saying it covers fewer patients than the headline."""
+    for name, numbers in (("TCGA_CS_4941_19960909", range(1, 5)), ("TCGA_CS_5395_19981004", range(10, 16))):
+        copy_slices(lgg_root / name, tmp_path / "data" / name, numbers)
+    result = evaluate(tmp_path / "data", split="all", out=tmp_path / "ev", report=True, log=lambda *a: None)
+    rows = {r["patient"]: r for r in result["per_patient"]}
+    assert np.isnan(rows["TCGA_CS_4941_19960909"]["slice_dice"]) and rows["TCGA_CS_5395_19981004"]["tumor_slices"]
+    said = "slice_dice means are over the 1 of 2 patients with a tumor slice (n/a for the 1 without one)"
+    assert said in (tmp_path / "ev" / "evaluation.md").read_text()
+    assert said in (tmp_path / "ev" / "report.html").read_text()

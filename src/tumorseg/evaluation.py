@@ -296,6 +296,15 @@ def hd95_note(result: dict, what: str = "patient") -> str | None:
     return f"HD95 means leave out the n/a {what}s (one mask empty, the other not): {', '.join(parts)}"
 
 
+def slice_dice_note(result: dict, what: str = "patient") -> str | None:
+    """How many rows the slice_dice means are over, when some have no tumor slice (n/a); else None."""
+    s = result["summary"].get("chosen", {}).get("slice_dice")
+    if not s or not s.get("undefined"):
+        return None
+    return (f"slice_dice means are over the {s['n']} of {s['n'] + s['undefined']} {what}s with a tumor slice "
+            f"(n/a for the {s['undefined']} without one)")  # fmt: skip
+
+
 def interval_text(result: dict, what: str = "patient") -> str:
     """The 95 % bootstrap interval of the mean per-patient Dice, or why there is none."""
     d = result["summary"]["chosen"]["dice"]
@@ -330,8 +339,9 @@ def markdown(result: dict) -> str:
         s = result["summary"][name]
         vals = [_f(s[m]["mean"]) for m in METRICS] + [_f(s["dice"]["median"]), _f(s["dice"]["min"])]
         lines.append(f"| {variant_label(name)} | " + " | ".join(vals) + " |")
-    if note := hd95_note(result, what):
-        lines += ["", note + "."]
+    for note in (hd95_note(result, what), slice_dice_note(result, what)):
+        if note:
+            lines += ["", note + "."]
     noted = [f"- {r['patient']}: {n}" for r in result["per_patient"] for n in r.get("notes", [])]
     if noted:
         lines += ["", "Notes:", *noted]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluation import hd95_header, hd95_note, interval_text, variant_label, variant_order
+from .evaluation import hd95_header, hd95_note, interval_text, slice_dice_note, variant_label, variant_order
 from .metrics import confusion_counts, dice
 from .viz import histogram_png, html_report, overlay, png_bytes
 
@@ -61,7 +61,7 @@ def build_report(result: dict, strips_input: dict, weights: Path) -> str:
         f"Mean per-patient Dice (chosen settings) {d['mean']:.3f}; {interval_text(result)}. Pixel accuracy: model "
         f"{acc_model:.3f}, always 'no tumor' baseline {acc_base:.3f}.",
         result["empty_mask_rule"],
-        *filter(None, [hd95_note(result)]),
+        *filter(None, [hd95_note(result), slice_dice_note(result)]),
         *(f"{r['patient']}: {n}" for r in rows for n in r.get("notes", [])),
     ]
     table_rows = [{**r, hd: r["hd95"], "pixel accuracy": r["accuracy"],
