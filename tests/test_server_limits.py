@@ -158,6 +158,10 @@ def test_head_allow_and_the_documented_error_shape(served):
     assert httpx.head(url + "/").status_code == 200
     r = httpx.get(url + "/api/v1/segment")
     assert r.status_code == 405 and r.headers["allow"] == "POST"
+    r = httpx.post(url + "/api/v1/health")  # once `Allow: GET`, though HEAD is served too
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD" and "error" in r.json()
+    r = httpx.put(url + "/api/v1/results/abc/mask.nii.gz")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
     schema = httpx.get(url + "/openapi.json").json()
     responses = schema["paths"]["/api/v1/segment"]["post"]["responses"]
     assert set(responses) >= {"200", "400", "413", "415", "422"}

@@ -289,6 +289,13 @@ def create_app(
             detail = f"{detail.rstrip('.')}: {HOW_TO_SEND}"
         response = error(exc.status_code, detail)
         response.headers.update(exc.headers or {})  # such as Allow on a 405
+        if exc.status_code == 405:  # Starlette names the first route's methods only: GET without its HEAD twin
+            from starlette.routing import Match
+
+            allowed = {m for r in app.router.routes if r.matches(request.scope)[0] != Match.NONE
+                       for m in getattr(r, "methods", None) or ()}  # fmt: skip
+            if allowed:
+                response.headers["Allow"] = ", ".join(sorted(allowed))
         return response
 
     @app.exception_handler(Exception)
