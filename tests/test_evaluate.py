@@ -283,6 +283,8 @@ def test_a_gap_in_the_slice_numbers_parts_the_regions_either_side(lgg_root, tmp_
         and "predict" in gap["notes"][0]
     )
     assert "kept 3202 voxels in slices 11-14; dropped 2356 voxels in slices 5-6" in gap["notes"][1]
+    every = evaluate(tmp_path / "gap", split="all", largest=False, log=lambda *a: None)["per_patient"][0]
+    assert every["notes"] == []  # --all-parts drops nothing, as predict on these files: no note
     # what the note says of predict holds: on these files it keeps the false-alarm block the score dropped
     r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(tmp_path / "gap" / src.name), "--out",
                         str(tmp_path / "pred")], capture_output=True, text=True, timeout=300)  # fmt: skip
@@ -413,4 +415,5 @@ def test_slice_dice_mean_says_how_many_patients_it_covers(lgg_root, tmp_path):
     assert np.isnan(rows["TCGA_CS_4941_19960909"]["slice_dice"]) and rows["TCGA_CS_5395_19981004"]["tumor_slices"]
     said = "slice_dice means are over the 1 of 2 patients with a tumor slice (n/a for the 1 without one)"
     assert said in (tmp_path / "ev" / "evaluation.md").read_text()
-    assert said in (tmp_path / "ev" / "report.html").read_text()
+    html = (tmp_path / "ev" / "report.html").read_text()
+    assert said in html and "slice_dice mean" in html  # the mean the note is about is on the page

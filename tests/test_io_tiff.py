@@ -45,8 +45,8 @@ def test_5_samples_refused_2_to_4_still_read(tmp_path: Path):
     for n in (2, 3, 4, 5):
         arr = np.arange(8 * 8 * n, dtype=np.uint8).reshape(8, 8, n)
         tifffile.imwrite(tmp_path / f"s{n}.tif", arr, photometric="minisblack", planarconfig="contig")
-    s2 = read_image(tmp_path / "s2.tif")  # grey + an extra sample: the grey
-    assert s2.shape == (8, 8) and np.array_equal(s2, np.arange(8 * 8 * 2, dtype=np.uint8).reshape(8, 8, 2)[..., 0])
+    with pytest.raises(DataError, match=r"s2\.tif: 2 samples per pixel .*the second not marked as alpha"):
+        read_image(tmp_path / "s2.tif")  # two sequences, say: not read as a grey (grey + alpha is, below)
     assert read_image(tmp_path / "s3.tif").shape == (8, 8, 3)
     assert read_image(tmp_path / "s4.tif").shape == (8, 8, 3)  # RGBA: alpha dropped
     with pytest.raises(DataError, match=r"s5\.tif: 5 samples per pixel \(TIFF axes YXS, shape 8x8x5\)"):
@@ -63,6 +63,10 @@ def test_grey_with_alpha_tiff_reads_as_the_same_png(tmp_path: Path):
     Image.fromarray(la, mode="LA").save(tmp_path / "la.png")
     tif, png = read_image(tmp_path / "la.tif"), read_image(tmp_path / "la.png")
     assert np.array_equal(tif, la[..., 0]) and np.array_equal(png[..., 0], la[..., 0])
+    planes = np.stack([la[..., 0], la[..., 0] // 2])  # two planes with no alpha tag: refused, not read as plane 0
+    tifffile.imwrite(tmp_path / "two.tif", planes, photometric="minisblack", planarconfig="separate")
+    with pytest.raises(DataError, match=r"two\.tif: 2 samples per pixel \(TIFF axes SYX.*not marked as alpha"):
+        read_image(tmp_path / "two.tif")
 
 
 @pytest.mark.parametrize("pages", [2, 4, 5])

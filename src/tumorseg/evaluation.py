@@ -128,7 +128,7 @@ def evaluate(
         flipped = (plain + predictor.probabilities(case.images, flip=True, volume=True, numbers=numbers)) / 2
         chosen_probs = flipped if tta else plain
         chosen, notes = predictor.mask_with_notes(chosen_probs, volume=True, numbers=numbers)
-        if numbers is not None and max(numbers) - min(numbers) + 1 != len(numbers):  # no repeats: a gap
+        if largest and numbers is not None and max(numbers) - min(numbers) + 1 != len(numbers):  # no repeats: a gap
             notes = [gap_note(numbers)] + notes
         filled = postprocess(plain)
         scored = {

@@ -177,6 +177,11 @@ def _read_tiff_slice(tif, path: Path, max_pixels: int) -> np.ndarray:
             f"{path}: {samples} samples per pixel (TIFF axes {axes}, shape {dims}), not one slice: "
             f"at most {MAX_SAMPLES} are read (1 grayscale, 3 RGB, 4 RGBA)"
         )
+    if samples == 2 and not {1, 2} & {int(e) for e in tif.pages[0].extrasamples}:  # 1, 2: (un)associated alpha
+        raise DataError(
+            f"{path}: 2 samples per pixel (TIFF axes {axes}, shape {dims}), the second not marked as alpha: "
+            "expected grayscale, grey with alpha, RGB, RGBA, or 3 planes (one per MRI sequence)"
+        )
     extra = [i for i, (a, n) in enumerate(zip(axes, shape)) if a not in "YX" and n > 1]
     if len(extra) > 1:
         raise DataError(
@@ -274,7 +279,7 @@ def _to_uint8(arr: np.ndarray, path: Path) -> np.ndarray:
         raise DataError(f"{path}: expected a 2D image, got shape {arr.shape}")
     if arr.ndim == 3 and arr.shape[-1] == 4:
         arr = arr[..., :3]
-    if arr.ndim == 3 and arr.shape[-1] == 2:  # grey + alpha (or another extra sample): the grey, as a PNG's LA is read
+    if arr.ndim == 3 and arr.shape[-1] == 2:  # grey + alpha (`_read_tiff_slice` refuses any other pair): the grey
         arr = arr[..., 0]
     if arr.dtype == np.uint8:
         return arr

@@ -40,6 +40,7 @@ def build_report(result: dict, strips_input: dict, weights: Path) -> str:
                 **{f"{m} mean": s[m]["mean"] for m in ("dice", "iou", "precision", "recall")},
                 f"{hd} mean": s["hd95"]["mean"],
                 "pixel accuracy mean": s["accuracy"]["mean"],
+                "slice_dice mean": s["slice_dice"]["mean"],
                 "Dice median": s["dice"]["median"],
                 "Dice std": s["dice"]["std"],
                 "Dice min": s["dice"]["min"],
