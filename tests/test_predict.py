@@ -440,3 +440,24 @@ def test_a_folder_of_masks_only_says_so(tmp_path):
         collect_inputs([folder])
     r = run_predict(folder, "--out", tmp_path / "out")
     assert r.returncode != 0 and "holds only 3 truth mask(s)" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_predict_out_folder_is_not_segmented_again(lgg_root, tmp_path):
+    """Its X_pred.png, X_prob.png and X_overlay.png, with no X.png beside them, were once read as MRI
+    slices and segmented (X_pred_pred.png)."""
+    from tumorseg.errors import TumorsegError
+    from tumorseg.predict import collect_inputs
+
+    src = lgg_root / "TCGA_CS_4941_19960909"
+    for n in (10, 11, 12):
+        shutil.copy(src / f"{src.name}_{n}.png", tmp_path / f"{src.name}_{n}.png")
+    r = run_predict(*(tmp_path / f"{src.name}_{n}.png" for n in (10, 11, 12)), "--out", tmp_path / "out",
+                    "--probabilities", "--overlay")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(written) == 9 and all(n.endswith(("_pred.png", "_prob.png", "_overlay.png")) for n in written)
+    with pytest.raises(TumorsegError, match=r"out holds only 9 output\(s\) of an earlier `tumorseg predict`"):
+        collect_inputs([tmp_path / "out"])
+    r = run_predict(tmp_path / "out", "--out", tmp_path / "again")
+    assert r.returncode != 0 and "output(s) of an earlier" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not list((tmp_path / "again").glob("*_pred_pred.png"))

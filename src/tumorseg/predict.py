@@ -52,6 +52,9 @@ class PredictResult:
     warnings: list[str] = field(default_factory=list)  # outputs written without something, e.g. an overlay's truth
 
 
+OUTPUT_ENDINGS = ("_pred.png", "_prob.png", "_overlay.png", "_pred.nii.gz")  # what predict writes
+
+
 def collect_inputs(inputs: list[str | Path]) -> list[Path]:
     """Image files and NIfTI volumes named directly or found in the given folders (not
     recursive); ground-truth masks (`_mask`) and an earlier run's outputs beside their inputs
@@ -70,12 +73,15 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
                      and (p.suffix.lower() in IMAGE_SUFFIXES or is_volume_path(p))]  # fmt: skip
             names = {p.name for p in found}
             inputs_here = [p for p in found if not _is_truth(p) and not _is_output(p, names)]
+            outputs = [p for p in inputs_here if p.name.endswith(OUTPUT_ENDINGS)]
+            if outputs == inputs_here:  # a `predict --out` folder (or its masks/): never segmented as MRI
+                inputs_here = []
             files += sorted(inputs_here, key=slice_number)
             if found and not inputs_here:  # say what is there and why none of it is read
-                masks = sum(map(_is_truth, found))
+                masks = len(found) - len(outputs)
                 kinds = [f"{masks} truth mask(s) (`_mask`), which are never segmented"] * bool(masks) + [
-                    f"{len(found) - masks} output(s) of an earlier `tumorseg predict` (`_pred`, `_prob`, `_overlay`)"
-                ] * bool(len(found) - masks)  # fmt: skip
+                    f"{len(outputs)} output(s) of an earlier `tumorseg predict` (`_pred`, `_prob`, `_overlay`)"
+                ] * bool(outputs)  # fmt: skip
                 why.append(f"{item} holds only {' and '.join(kinds)}; the MRI slices they belong to are not there")
             if not found and any(p.is_dir() for p in listing):
                 score = (f", or score them as a kaggle_3m folder with `tumorseg evaluate --data {quote(str(item))}`"
