@@ -152,15 +152,18 @@ def test_cli_train_device_cuda_without_cuda(tiny_lgg, tmp_path):
 
 
 @pytest.mark.parametrize("command", ["predict", "evaluate"])
-@pytest.mark.parametrize("threshold", ["0", "1"])
+@pytest.mark.parametrize("threshold", ["0", "1", "nan", "1.5"])
 def test_a_threshold_of_0_or_1_is_refused_before_any_work(command, threshold, tmp_path):
-    """`probs > 1` marks nothing and `probs > 0` every pixel: both are refused, and nothing is written."""
+    """`probs > 1` marks nothing and `probs > 0` every pixel: both are refused, and nothing is written.
+    --help once showed the range as 0.0<=x<=1.0."""
     (tmp_path / "in").mkdir()
     args = [tmp_path / "in"] if command == "predict" else ["--data", tmp_path / "in"]
     r = tumorseg(command, *args, "--out", tmp_path / "o", "--threshold", threshold)
-    assert r.returncode != 0
-    assert f"threshold {float(threshold)}: must lie strictly between 0 and 1" in r.stderr, r.stderr
+    assert r.returncode == 2
+    assert f"--threshold': {float(threshold)}: must lie strictly between 0 and 1" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "o").exists()
+    shown = " ".join(tumorseg(command, "--help").stdout.split())
+    assert "0 < T < 1" in shown and "<=x<=" not in shown
 
 
 def test_train_help_shows_the_config_defaults():
@@ -231,6 +234,10 @@ def test_a_data_folder_one_level_too_high_points_to_the_patients(lgg_root, tmp_p
                 ["predict", tmp_path / "dl", "--out", tmp_path / "o"]):  # fmt: skip
         r = tumorseg(*cmd)
         assert r.returncode in (1, 2) and hint in r.stdout + r.stderr, (cmd, r.stdout, r.stderr)
+        if cmd[0] == "check-data":  # its warning once said the opposite ("no slices in this folder"), and "1 errors"
+            said = r.stdout + r.stderr
+            assert "kaggle_3m: no slices in this folder but patient folders inside it, which are not searched" in said
+            assert said.rstrip().endswith("1 error"), said
 
 
 def test_a_missing_tumorseg_weights_is_named_as_the_variable(tmp_path, monkeypatch):

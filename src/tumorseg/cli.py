@@ -282,9 +282,18 @@ def check_data_cmd(data: Path = typer.Argument(..., help="Folder in the kaggle_3
 
     report = check_data(data, log=typer.echo)
     if report["errors"]:
-        typer.secho(f"{len(report['errors'])} errors", fg=typer.colors.RED, err=True)
+        n = len(report["errors"])
+        typer.secho(f"{n} error{'s' * (n != 1)}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
     typer.echo(f"ok ({len(report['warnings'])} warnings)")
+
+
+def _threshold(value: float) -> float:
+    """--threshold lies strictly between 0 and 1 (NaN too is refused); --help says so, not 0<=x<=1."""
+    if not 0 < value < 1:
+        raise typer.BadParameter(f"{value}: must lie strictly between 0 and 1 (a pixel is tumor when its "
+                                 "probability is above it, so 1 marks nothing and 0 marks every pixel)")  # fmt: skip
+    return value
 
 
 @app.command()
@@ -297,7 +306,7 @@ def evaluate(
     split: Split = typer.Option(Split.test, help="Patients to score: the checkpoint run's test/val split, or all."),
     out: Path | None = typer.Option(None, help="Write evaluation.json and evaluation.md here (volumes too)."),
     report: bool = typer.Option(False, "--report", help="Also write a self-contained report.html (needs --out)."),
-    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Probability threshold, strictly between 0 and 1."),
+    threshold: float = typer.Option(0.5, callback=_threshold, metavar="T", help="Probability threshold, 0 < T < 1."),
     tta: bool = typer.Option(False, "--tta", help="Average over a left-right flip."),
     min_size: int = typer.Option(0, min=0, help="Drop predicted components under this many pixels."),
     fill_holes: bool = typer.Option(True, "--fill-holes/--no-fill-holes", help=FILL_HELP),
@@ -355,7 +364,7 @@ def predict(
     weights: Path | None = typer.Option(None, help="Checkpoint (.safetensors); default: the shipped model."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write X_prob.png (0..255)."),
     overlay: bool = typer.Option(False, "--overlay", help="Also write X_overlay.png: MRI, mask, overlay."),
-    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Probability threshold, strictly between 0 and 1."),
+    threshold: float = typer.Option(0.5, callback=_threshold, metavar="T", help="Probability threshold, 0 < T < 1."),
     tta: bool = typer.Option(False, "--tta", help="Average over a left-right flip."),
     min_size: int = typer.Option(0, min=0, help="Drop predicted components under this many pixels."),
     fill_holes: bool = typer.Option(True, "--fill-holes/--no-fill-holes", help=FILL_HELP),

@@ -15,7 +15,15 @@ import numpy as np
 
 from ..errors import DataError
 from ..io import binary_masks, is_mask_path, masks_are_0_1, read_image, read_mask
-from .lgg import SLICE_SUFFIXES, is_run_folder, kaggle_root_hint, slice_files_in, slice_number, slice_numbers
+from .lgg import (
+    SLICE_SUFFIXES,
+    holds_patients,
+    is_run_folder,
+    kaggle_root_hint,
+    slice_files_in,
+    slice_number,
+    slice_numbers,
+)
 
 # the channels of an RGB slice other than FLAIR (channel 1), by name
 T1_CHANNELS = {0: "pre-contrast T1", 2: "post-contrast T1"}
@@ -72,7 +80,8 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
                             "they are skipped")  # fmt: skip
         if not files:
             if not folder.name.startswith("."):
-                warnings.append(f"{folder}: no slices in this folder; it is skipped")
+                inside = " but patient folders inside it, which are not searched" if holds_patients(folder) else ""
+                warnings.append(f"{folder}: no slices in this folder{inside}; it is skipped")
             continue
         images = {p.stem: p for p in files if not is_mask_path(p)}
         masks = {p.stem[: -len("_mask")]: p for p in files if is_mask_path(p)}
