@@ -356,8 +356,10 @@ def test_ctrl_c_says_so_and_leaves_only_complete_files(lgg_root, tmp_path):
     import time
 
     folders = sorted(p for p in lgg_root.iterdir() if p.is_dir())[:8]
+    # as from a terminal: a suite started in the background (`cmd &`) passes SIGINT on ignored, which predict respects
     proc = subprocess.Popen([sys.executable, "-m", "tumorseg", "predict", *map(str, folders), "--out", str(tmp_path),
-                             "--overlay"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                             "--overlay"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob("*_overlay.png")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
