@@ -29,7 +29,9 @@ now, and those folds are not trained again, so a CV can be finished across machi
 patients are not this pack's fold, one trained with another `--extra`, or one that two merged files
 hold differently is refused. Each result records its device and `--extra`. `compare A B` sets two
 recipes side by side on the patients both have scored (pooled over the folds each file holds):
-the means, and on how many patients B is better or worse than A by more than 0.001. Keep each recipe's results.json in
+the means, on how many patients B is better or worse than A by more than 0.001, and the paired
+difference with its 95 % bootstrap interval. A and B may each be several files, comma separated (one
+recipe's folds trained in several runs), pooled. Keep each recipe's results.json in
 benchmarks/results/cv/: per-patient scores are ours, and a machine's runs/ do not outlive it.
 """
 
@@ -320,10 +322,28 @@ def compare(a: dict[str, float], b: dict[str, float], tol: float = 1e-3) -> dict
     if not common:
         raise SystemExit("the two results share no patient")
     diff = {pid: b[pid] - a[pid] for pid in common}
+    from tumorseg.metrics import bootstrap_ci
+
+    d = np.array(list(diff.values()))
     return {"n": len(common), "mean_a": float(np.mean([a[p] for p in common])),
             "mean_b": float(np.mean([b[p] for p in common])),
             "better": sum(d > tol for d in diff.values()), "worse": sum(d < -tol for d in diff.values()),
+            "diff": float(d.mean()), "diff_ci95": list(bootstrap_ci(d)) if len(d) > 1 else [np.nan, np.nan],
             "moved": sorted(diff.items(), key=lambda kv: -abs(kv[1]))}  # fmt: skip
+
+
+def scored_files(paths: str, recipe: str | None, flag: str) -> tuple[str, dict[str, float]]:
+    """`scored` pooled over comma-separated results.json files (one recipe's folds from several runs)."""
+    names, pooled = set(), {}
+    for path in paths.split(","):
+        name, scores = scored(Path(path), recipe, flag)
+        names.add(name)
+        if set(scores) & set(pooled):
+            raise SystemExit(f"{path}: scores patients that another file of {paths} scores too")
+        pooled.update(scores)
+    if len(names) > 1:
+        raise SystemExit(f"{paths}: hold different recipes {sorted(names)}; name one with {flag}")
+    return names.pop(), pooled
 
 
 def run(args) -> dict:
@@ -422,8 +442,8 @@ def run(args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mode", choices=["pack", "run", "job", "compare"])
-    ap.add_argument("recipe", nargs="?", help="(job) a recipe; (compare) results.json A")
-    ap.add_argument("fold", nargs="?", help="(job) a fold; (compare) results.json B")
+    ap.add_argument("recipe", nargs="?", help="(job) a recipe; (compare) results.json A (or A1,A2,...: pooled)")
+    ap.add_argument("fold", nargs="?", help="(job) a fold; (compare) results.json B (or B1,B2,...: pooled)")
     ap.add_argument("--a", help="(compare) the recipe in A, when it holds several")
     ap.add_argument("--b", help="(compare) the recipe in B, when it holds several")
     ap.add_argument("--merge", action="append", default=[], help="(run) an earlier results.json; repeatable")
@@ -459,11 +479,14 @@ def main() -> None:
     elif a.mode == "compare":
         if not (a.recipe and a.fold):
             ap.error("compare needs two results.json files")
-        (ra, sa), (rb, sb) = scored(Path(a.recipe), a.a, "--a"), scored(Path(a.fold), a.b, "--b")
+        (ra, sa), (rb, sb) = scored_files(a.recipe, a.a, "--a"), scored_files(a.fold, a.b, "--b")
         c = compare(sa, sb)
+        lo, hi = c["diff_ci95"]
         print("per-patient Dice: threshold 0.5, holes filled, largest 3D part, no TTA")
         print(f"{c['n']} patients scored by both: {ra} {c['mean_a']:.3f}, {rb} {c['mean_b']:.3f}; "
               f"{rb} better on {c['better']}, worse on {c['worse']} (by > 0.001)")  # fmt: skip
+        print(f"paired difference {c['diff']:+.3f}, 95 % bootstrap interval [{lo:+.3f}, {hi:+.3f}] "
+              "(10,000 resamples of the patients, seed 0)")  # fmt: skip
         for pid, d in c["moved"][:8]:
             print(f"  {pid}  {sa[pid]:.3f} -> {sb[pid]:.3f}  ({d:+.3f})")
     else:

@@ -277,3 +277,22 @@ def test_pack_refuses_a_destination_that_is_not_a_pack(tmp_path):
                        capture_output=True, text=True, timeout=60, cwd=tmp_path)  # fmt: skip
     assert r.returncode == 2 and "must end in .npz.xz (got cv_recipes_out)" in r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_pools_folds_from_several_files_with_a_paired_interval():
+    """R26 against R0 over all three folds, each fold in its own file (the numbers the cv README gives)."""
+    cv = SCRIPT.parents[1] / "benchmarks" / "results" / "cv"
+    r0 = ",".join(str(cv / f) for f in ("R23-vs-R0-fold0-bf16.json", "R0-shipped-fold1-bf16.json",
+                                        "R0-shipped-fold2-fp32.json"))  # fmt: skip
+    r26 = ",".join(str(cv / f"R26-r0-seqjitter-fold{k}") + s for k, s in ((0, "-bf16.json"), (1, "-bf16.json"),
+                                                                         (2, "-fp32.json")))  # fmt: skip
+    r = subprocess.run([sys.executable, str(SCRIPT), "compare", r0, r26, "--a", "R0-shipped"], capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "62 patients scored by both: R0-shipped 0.750, R26-r0-seqjitter 0.802" in r.stdout, r.stdout
+    assert "better on 37, worse on 20" in r.stdout
+    assert "paired difference +0.052, 95 % bootstrap interval [+0.010, +0.103]" in r.stdout, r.stdout
+    twice = f"{cv / 'R0-shipped-fold1-bf16.json'},{cv / 'R0-shipped-fold1-bf16.json'}"
+    r = subprocess.run([sys.executable, str(SCRIPT), "compare", twice, r26], capture_output=True, text=True,
+                       timeout=120)  # fmt: skip
+    assert r.returncode != 0 and "scores patients that another file" in r.stderr, r.stderr
