@@ -324,11 +324,12 @@ def compare(a: dict[str, float], b: dict[str, float], tol: float = 1e-3) -> dict
     diff = {pid: b[pid] - a[pid] for pid in common}
     from tumorseg.metrics import bootstrap_ci
 
-    d = np.array(list(diff.values()))
+    deltas = np.array(list(diff.values()))
     return {"n": len(common), "mean_a": float(np.mean([a[p] for p in common])),
             "mean_b": float(np.mean([b[p] for p in common])),
             "better": sum(d > tol for d in diff.values()), "worse": sum(d < -tol for d in diff.values()),
-            "diff": float(d.mean()), "diff_ci95": list(bootstrap_ci(d)) if len(d) > 1 else [np.nan, np.nan],
+            "diff": float(deltas.mean()),
+            "diff_ci95": list(bootstrap_ci(deltas)) if len(deltas) > 1 else [np.nan, np.nan],
             "moved": sorted(diff.items(), key=lambda kv: -abs(kv[1]))}  # fmt: skip
 
 

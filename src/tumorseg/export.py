@@ -123,10 +123,6 @@ def discard(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-CONTRACT_KEYS = ("tumorseg.in_channels", "tumorseg.channels", "tumorseg.context", "tumorseg.intensity",
-                 "tumorseg.image_size", "tumorseg.input")  # fmt: skip
-
-
 def contract_metadata(config: ModelConfig) -> dict[str, str]:
     """The graph's input contract as ONNX metadata: what the `image` input must hold."""
     outside = []
@@ -143,6 +139,9 @@ def contract_metadata(config: ModelConfig) -> dict[str, str]:
         "tumorseg.input": "uint8 (N, C, H, W) slices, 0..255, "
         + ("as read from the files" if not outside else "with outside the graph: " + "; ".join(outside)),
     }
+
+
+CONTRACT_KEYS = tuple(contract_metadata(ModelConfig()))  # the keys every export writes
 
 
 def export_onnx(weights: str | Path | None, out: str | Path, opset: int = 18, shuffle_ups: bool = False) -> Path:

@@ -30,6 +30,9 @@ def is_mask_path(path: Path) -> bool:
 OUTPUT_TAGS = ("_pred", "_prob", "_overlay")  # what `predict` writes for an input X: X_pred.png, ...
 
 
+OUTPUT_ENDINGS = ("_pred.png", "_prob.png", "_overlay.png", "_pred.nii.gz")  # the files predict writes
+
+
 def is_output_of_predict(stem: str, names: set[str], suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> bool:
     """`stem` (`X_pred`, `X_prob`, `X_overlay`) names what `predict` wrote for an input `X.<suffix>`
     that is in `names` (the file names of its folder): an output, not an input or a slice."""

@@ -17,6 +17,7 @@ from .errors import DataError, TumorsegError
 from .infer import Predictor
 from .io import (
     IMAGE_SUFFIXES,
+    OUTPUT_ENDINGS,
     binary_masks,
     image_pixels,
     is_mask_path,
@@ -50,9 +51,6 @@ class PredictResult:
     inputs: int = 0
     notes: list[str] = field(default_factory=list)  # e.g. close calls of the largest-part step
     warnings: list[str] = field(default_factory=list)  # outputs written without something, e.g. an overlay's truth
-
-
-OUTPUT_ENDINGS = ("_pred.png", "_prob.png", "_overlay.png", "_pred.nii.gz")  # what predict writes
 
 
 def collect_inputs(inputs: list[str | Path]) -> list[Path]:

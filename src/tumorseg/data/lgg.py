@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..io import binary_masks, is_mask_path, is_output_of_predict, read_image, read_mask
+from ..io import OUTPUT_ENDINGS, binary_masks, is_mask_path, is_output_of_predict, read_image, read_mask
 from .transforms import resize_uint8, volume_normalize
 
 SLICE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -84,7 +84,7 @@ def is_run_folder(folder: Path) -> bool:
         ):
             return True
         images = [p.name for p in folder.iterdir() if p.suffix.lower() in SLICE_SUFFIXES]
-        return bool(images) and all(n.endswith(("_pred.png", "_prob.png", "_overlay.png")) for n in images)
+        return bool(images) and all(n.endswith(OUTPUT_ENDINGS) for n in images)
     except (PermissionError, NotADirectoryError):  # an unlisted folder: said where it is listed
         return False
 
