@@ -6,6 +6,7 @@ import errno
 import logging
 import math
 import os
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,14 +34,18 @@ OUTPUT_TAGS = ("_pred", "_prob", "_overlay")  # what `predict` writes for an inp
 OUTPUT_ENDINGS = ("_pred.png", "_prob.png", "_overlay.png", "_pred.nii.gz")  # the files predict writes
 
 
-def is_output_of_predict(stem: str, names: set[str], suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> bool:
-    """`stem` (`X_pred`, `X_prob`, `X_overlay`) names what `predict` wrote for an input `X.<suffix>`
-    that is in `names` (the file names of its folder): an output, not an input or a slice."""
+def folder_names(names: Iterable[str], suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> frozenset[str]:
+    """A folder's file names with their image suffix in lower case (`X.TIF` -> `X.tif`), built once
+    per folder for `is_output_of_predict`."""
+    return frozenset(n[: len(n) - len(suf)] + suf for n in names for suf in suffixes if n.lower().endswith(suf))
 
-    lowered = {n[: len(n) - len(suf)] + suf for n in names for suf in suffixes if n.lower().endswith(suf)}
+
+def is_output_of_predict(stem: str, names: frozenset[str], suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> bool:
+    """`stem` (`X_pred`, `X_prob`, `X_overlay`) names what `predict` wrote for an input `X.<suffix>`
+    that is in `names` (its folder's `folder_names`): an output, not an input or a slice."""
 
     def beside(name: str) -> bool:  # `X.Tif` and `X.TIF` as well as `X.tif`
-        return any(f"{name}{suf}" in lowered for suf in suffixes)
+        return any(f"{name}{suf}" in names for suf in suffixes)
 
     if beside(f"{stem}_mask"):  # a slice with its truth: predict writes no `X_pred_mask`
         return False

@@ -19,6 +19,7 @@ from .io import (
     IMAGE_SUFFIXES,
     OUTPUT_ENDINGS,
     binary_masks,
+    folder_names,
     image_pixels,
     is_mask_path,
     is_output_of_predict,
@@ -53,6 +54,9 @@ class PredictResult:
     warnings: list[str] = field(default_factory=list)  # outputs written without something, e.g. an overlay's truth
 
 
+_ALL_SUFFIXES = (*IMAGE_SUFFIXES, ".nii", ".nii.gz")  # slices and volumes: what predict reads
+
+
 def collect_inputs(inputs: list[str | Path]) -> list[Path]:
     """Image files and NIfTI volumes named directly or found in the given folders (not
     recursive); ground-truth masks (`_mask`) and an earlier run's outputs beside their inputs
@@ -69,7 +73,7 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
                 raise TumorsegError(f"{item}: cannot list folder: permission denied") from None
             found = [p for p in listing if p.is_file() and not p.name.startswith(".")  # not macOS's `._X.png`
                      and (p.suffix.lower() in IMAGE_SUFFIXES or is_volume_path(p))]  # fmt: skip
-            names = {p.name for p in found}
+            names = folder_names((p.name for p in found), _ALL_SUFFIXES)
             inputs_here = [p for p in found if not _is_truth(p) and not _is_output(p, names)]
             outputs = [p for p in inputs_here if p.name.endswith(OUTPUT_ENDINGS)]
             if outputs == inputs_here:  # a `predict --out` folder (or its masks/): never segmented as MRI
@@ -110,11 +114,12 @@ def _is_truth(path: Path) -> bool:
     return is_mask_path(path) or (is_volume_path(path) and volume_stem(path).endswith("_mask"))
 
 
-def _is_output(path: Path, names: set[str]) -> bool:
+def _is_output(path: Path, names: frozenset[str]) -> bool:
     """What an earlier `predict` with this folder as --out wrote beside its input: `X_pred.png`,
-    `X_prob.png`, `X_overlay.png` (or `X_pred.nii.gz`) next to `X.<image or volume suffix>`."""
+    `X_prob.png`, `X_overlay.png` (or `X_pred.nii.gz`) next to `X.<image or volume suffix>`
+    (`names`: the folder's `folder_names` over `_ALL_SUFFIXES`)."""
     if is_volume_path(path):
-        return is_output_of_predict(volume_stem(path), names, (*IMAGE_SUFFIXES, ".nii", ".nii.gz"))
+        return is_output_of_predict(volume_stem(path), names, _ALL_SUFFIXES)
     return is_output_of_predict(path.stem, names)
 
 

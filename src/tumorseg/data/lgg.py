@@ -11,7 +11,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..io import OUTPUT_ENDINGS, binary_masks, is_mask_path, is_output_of_predict, read_image, read_mask
+from ..io import (
+    OUTPUT_ENDINGS,
+    binary_masks,
+    folder_names,
+    is_mask_path,
+    is_output_of_predict,
+    read_image,
+    read_mask,
+)
 from .transforms import resize_uint8, volume_normalize
 
 SLICE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -70,7 +78,7 @@ def _slice_files(folder: Path) -> list[Path]:
 def slice_files_in(files: list[Path]) -> list[Path]:
     """The slices and masks among one folder's files: not hidden files (macOS writes `._X.png`
     beside `X.png` on some disks), nor what `predict` wrote beside its inputs (`X_pred.png`)."""
-    names = {p.name for p in files}
+    names = folder_names(p.name for p in files)
     return [p for p in files if not p.name.startswith(".") and not is_output_of_predict(p.stem, names)]
 
 
