@@ -85,6 +85,8 @@ RECIPES: dict[str, dict] = {
     "R25-r17-balance0.5": {"empty_ratio": 0.25, "epochs": 128, "sequence_jitter": True, "patient_balance": 0.5},
     # the shipped recipe (R0) with R17's per-sequence brightness, contrast and gamma
     "R26-r0-seqjitter": {"sequence_jitter": True},
+    # R26 with another seed (an ensemble's member 1 draws its own initial weights and batches)
+    "R27-r26-seed1": {"sequence_jitter": True, "member": 1},
 }
 # the train defaults the recipes were written against (R0 is these): pinned, so that each recipe
 # keeps its meaning, and its results files stay comparable, when the shipped defaults change
