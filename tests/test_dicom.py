@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 pydicom = pytest.importorskip("pydicom")
 nib = pytest.importorskip("nibabel")
@@ -173,3 +174,95 @@ def test_dicomdir_multiframe_and_a_lone_slice_file(flair, tmp_path):
     r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(lone), "--out", str(tmp_path / "o")],
                        capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == 2 and "a DICOM slice alone is not read; pass its series folder" in r.stderr, r.stderr
+
+
+def _edit(folder, change, only=None):
+    """Rewrite the series' files (or only the one named `only`) with `change(ds)` applied."""
+    for p in sorted(folder.iterdir()):
+        if only is None or p.name == only:
+            ds = pydicom.dcmread(p)
+            change(ds)
+            ds.save_as(p)
+    return folder
+
+
+def _rgb(ds):
+    grey = ds.pixel_array.astype(np.uint8)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = np.repeat(grey[..., None], 3, axis=-1).tobytes()
+
+
+@pytest.mark.parametrize(
+    "change, only, message",
+    [
+        (lambda ds: setattr(ds, "PixelSpacing", [0, 0]), None, r"IM0000: PixelSpacing must be two positive"),
+        (lambda ds: setattr(ds, "PixelSpacing", [-1, -1]), None, r"IM0000: PixelSpacing must be two positive"),
+        (lambda ds: setattr(ds, "ImageOrientationPatient", [2, 0, 0, 0, 2, 0]), None, r"IM0000: ImageOrientation"),
+        (lambda ds: setattr(ds, "ImageOrientationPatient", [1, 0, 0, 1, 0, 0]), None, r"IM0000: ImageOrientation"),
+        (lambda ds: setattr(ds, "ImageOrientationPatient", [0] * 6), None, r"IM0000: ImageOrientation"),
+        (lambda ds: setattr(ds, "PixelSpacing", [1.8, 1.6]), "IM0002", r"differ in pixel spacing.*IM0002"),
+        (_rgb, None, r"IM0000: a colour DICOM \(3 samples per pixel, RGB\) is not read"),
+        (lambda ds: setattr(ds, "PhotometricInterpretation", "MONOCHROME1"), "IM0001", "differ in Photometric"),
+    ],
+    ids=[
+        "zero-spacing",
+        "negative-spacing",
+        "orientation-x2",
+        "orientation-parallel",
+        "orientation-zero",
+        "mixed-spacing",
+        "rgb",
+        "mixed-photometric",
+    ],  # fmt: skip
+)
+def test_a_series_that_cannot_be_placed_or_is_not_grey_is_refused(flair, tmp_path, change, only, message):
+    """Zero spacing or a degenerate orientation once ended in nibabel's traceback (the whole predict
+    run lost); negative spacing mirrored the mask and a doubled orientation gave 4x the volume, both
+    silently; an RGB series was read with its colours as x; mixed spacing took the first slice's."""
+    folder = _edit(write_series(tmp_path / "s", flair[:4], shuffle=False), change, only)
+    with pytest.raises(DataError, match=message):
+        read_dicom_series(folder)
+
+
+def test_monochrome1_is_read_with_bright_high(flair, tmp_path):
+    """MONOCHROME1 (the lowest value shown white) was read as stored: the MRI upside down in
+    brightness, no tumor found (Dice 0), exit 0."""
+    plain = read_dicom_series(write_series(tmp_path / "a", flair[:4], shuffle=False)).array
+
+    def invert(ds):
+        ds.PixelData = (65535 - ds.pixel_array).astype(np.uint16).tobytes()
+        ds.PhotometricInterpretation = "MONOCHROME1"
+
+    mono1 = read_dicom_series(_edit(write_series(tmp_path / "b", flair[:4], shuffle=False), invert)).array
+    assert np.corrcoef(plain.ravel(), mono1.ravel())[0, 1] > 0.999
+
+
+def test_an_image_beside_the_series_is_refused_and_predicts_own_outputs_are_not(flair, tmp_path):
+    """A PNG or NIfTI in a series folder was skipped without a word, against the README."""
+    folder = write_series(tmp_path / "s", flair[:3])
+    (folder / "s_pred.nii.gz").write_bytes(b"")  # what predict --out s writes there: never an input
+    (folder / "notes.txt").write_text("other files are skipped")
+    assert read_dicom_series(folder).array.shape[-1] == 3
+    Image.fromarray(flair[0]).save(folder / "extra_12.png")
+    with pytest.raises(DataError, match=r"s: holds images or volumes that are not DICOM \(extra_12.png\)"):
+        read_dicom_series(folder)
+
+
+def test_a_named_folder_with_nothing_to_segment_fails_and_the_others_are_written(flair, tmp_path):
+    """An empty folder, or DICOM files without their preamble, named beside a good series were
+    dropped without a word: "1 of 1 inputs segmented", exit 0."""
+    good = write_series(tmp_path / "good", flair[:3])
+    (tmp_path / "empty").mkdir()
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for p in sorted(good.iterdir()):  # the same datasets, without the 128-byte preamble and DICM
+        (bare / p.name).write_bytes(p.read_bytes()[132:])
+    out = tmp_path / "o"
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(tmp_path / "empty"), str(bare), str(good),
+                        "--out", str(out)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    assert "1 of 3 inputs segmented" in r.stdout, r.stdout
+    assert f"failed: {tmp_path / 'empty'} holds no MRI slices" in r.stderr, r.stderr
+    assert f"failed: {bare} holds no MRI slices" in r.stderr and "128-byte preamble" in r.stderr, r.stderr
+    assert (out / "good_pred.nii.gz").is_file()

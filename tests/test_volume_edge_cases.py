@@ -8,6 +8,7 @@ nib = pytest.importorskip("nibabel")
 
 from tumorseg.errors import DataError, TumorsegError  # noqa: E402
 from tumorseg.infer import Predictor  # noqa: E402
+from tumorseg.io import read_image  # noqa: E402
 from tumorseg.predict import predict_files  # noqa: E402
 from tumorseg.volume import read_dicom_series, read_nifti, stack_channels, write_nifti  # noqa: E402
 
@@ -82,8 +83,10 @@ def test_flair_option_errors_name_flair_and_folders_are_explained(tmp_path):
     nib.save(nib.Nifti1Image(np.stack([scan()] * 3, -1), AFFINE), tmp_path / "three.nii.gz")
     with pytest.raises(DataError, match="--flair needs a single-sequence"):
         stack_channels(None, read_nifti(tmp_path / "three.nii.gz"), None)
-    with pytest.raises(DataError, match="is a folder, not a NIfTI file"):
-        read_nifti(tmp_path)
+    with pytest.raises(DataError, match=r"is a folder, not a NIfTI file \(.nii or .nii.gz\)$"):
+        read_nifti(tmp_path)  # once pointed a CLI user (evaluate --mask FOLDER) at a Python function
+    with pytest.raises(DataError, match=r"three.nii.gz: a NIfTI volume, not a 2D slice: read it with .*read_volume"):
+        read_image(tmp_path / "three.nii.gz")  # once "not a valid NII file, or truncated"
 
 
 def test_uint8_sequences_stay_uint8_as_a_4d_uint8_file_does(tmp_path):

@@ -63,6 +63,9 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     suffix = path.suffix.lower()
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        raise DataError(f"{path}: a NIfTI volume, not a 2D slice: read it with tumorseg.volume.read_volume "
+                        "(`tumorseg predict` takes both)")  # fmt: skip
     try:
         if suffix in (".tif", ".tiff"):
             import tifffile

@@ -57,16 +57,21 @@ class PredictResult:
 _ALL_SUFFIXES = (*IMAGE_SUFFIXES, ".nii", ".nii.gz")  # slices and volumes: what predict reads
 
 
-def collect_inputs(inputs: list[str | Path]) -> list[Path]:
+def collect_inputs(inputs: list[str | Path], empty: list[tuple[Path, str]] | None = None) -> list[Path]:
     """Image files and NIfTI volumes named directly or found in the given folders (not
     recursive); ground-truth masks (`_mask`) and an earlier run's outputs beside their inputs
-    (`X_pred.png` next to `X.png`) left out."""
+    (`X_pred.png` next to `X.png`) left out.
+
+    Raises TumorsegError when nothing is found. Otherwise a named folder with nothing to segment
+    is added to `empty`, with the reason, when it is given.
+    """
     files: list[Path] = []
     why: list[str] = []  # what the user may have meant, when nothing is found
     for item in map(Path, inputs):
         if is_dicom_series(item):
             files.append(item)
         elif item.is_dir():
+            before, said = len(files), len(why)
             try:
                 listing = list(item.iterdir())
             except PermissionError:
@@ -90,6 +95,11 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
                          if holds_patients(item) else kaggle_root_hint(item))  # fmt: skip
                 why.append(f"{item} holds folders, which are not searched: name the patient folders "
                            f"({quote(str(item))}/*){score}")  # fmt: skip
+            if len(files) == before:
+                if len(why) == said:
+                    why.append(_nothing_here(item, listing))
+                if empty is not None:
+                    empty.append((item, why[-1]))
         elif item.exists() or item.is_symlink():
             if _is_truth(item):
                 why.append(
@@ -107,6 +117,16 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
     for f in files:
         unique.setdefault(os.path.realpath(f), f)
     return list(unique.values())
+
+
+def _nothing_here(folder: Path, listing: list[Path]) -> str:
+    """Why a folder holding none of the files predict reads gave no input."""
+    bare = sorted(p.name for p in listing if p.is_file() and not p.suffix and not p.name.startswith("."))
+    dicom = (f"; its files without a suffix ({', '.join(bare[:2])}{', ...' * (len(bare) > 2)}) are read as "
+             "DICOM only with DICOM's 128-byte preamble and 'DICM' marker: rewrite them as DICOM files "
+             "(e.g. with dcmconv, or pydicom's save_as)") if bare else ""  # fmt: skip
+    return (f"{folder} holds no MRI slices ({', '.join(IMAGE_SUFFIXES)}), NIfTI volumes (.nii, .nii.gz) "
+            f"or DICOM series{dicom}")  # fmt: skip
 
 
 def _is_truth(path: Path) -> bool:
@@ -159,7 +179,8 @@ def predict_files(
     """
     out = Path(out)
     err = err or (lambda msg: print(msg, file=sys.stderr))
-    files = collect_inputs(inputs)
+    empty: list[tuple[Path, str]] = []
+    files = collect_inputs(inputs, empty)
     volumes = [f for f in files if is_volume_path(f) or f.is_dir()]
     files = [f for f in files if f not in volumes]
     for group in (volumes, files):  # checked before anything is written
@@ -169,7 +190,10 @@ def predict_files(
             names = ", ".join(str(f) for f, s in zip(group, stems) if s == dup)
             raise TumorsegError(f"two inputs share the name {dup!r} ({names}); their outputs would collide")
     make_out_dir(out)
-    result = PredictResult(inputs=len(files) + len(volumes))
+    result = PredictResult(inputs=len(files) + len(volumes) + len(empty))
+    for folder, why in empty:  # named, so counted: the others are still segmented
+        result.failed.append((folder, why))
+        err(f"failed: {why}")
     asked = [name for name, on in (("--probabilities", probabilities), ("--overlay", overlays)) if on]
     if volumes and asked:  # a volume gets its mask and summary only
         result.warnings.append(f"{' and '.join(asked)}: written for 2D slices only, not for the {len(volumes)} "

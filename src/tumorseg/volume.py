@@ -18,7 +18,7 @@ import numpy as np
 
 from .data.check import FEWER_SEQUENCES, fewer_sequences_note
 from .errors import DataError
-from .io import atomic_write_bytes, atomic_write_text
+from .io import IMAGE_SUFFIXES, OUTPUT_ENDINGS, atomic_write_bytes, atomic_write_text
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz")
 MAX_VOXELS = 1024**3 // 2
@@ -61,7 +61,7 @@ def read_nifti(path: str | Path, max_voxels: int = MAX_VOXELS) -> Volume:
 
     path = Path(path)
     if path.is_dir():
-        raise DataError(f"{path}: is a folder, not a NIfTI file (read a DICOM series folder with read_volume)")
+        raise DataError(f"{path}: is a folder, not a NIfTI file (.nii or .nii.gz)")
     try:
         img = nib.load(str(path))
         shape = img.shape
@@ -301,6 +301,27 @@ def _positive_mm(value) -> float | None:
     return v if np.isfinite(v) and v > 0 else None
 
 
+def _unread_image(p: Path) -> bool:
+    """An image or volume in a DICOM series folder (not one that `predict` wrote there)."""
+    name = p.name.lower()
+    if name.startswith(".") or name.endswith(OUTPUT_ENDINGS) or not p.is_file():
+        return False
+    return name.endswith(IMAGE_SUFFIXES) or is_volume_path(p)
+
+
+def _check_geometry(p: Path, pos: np.ndarray, orient: np.ndarray, spacing: list[float]) -> None:
+    """ImagePositionPatient, ImageOrientationPatient (two unit vectors at right angles) and
+    PixelSpacing (two positive values) that can place the slice's voxels in the patient."""
+    if pos.shape != (3,) or not np.isfinite(pos).all():
+        raise DataError(f"{p}: ImagePositionPatient is not three finite numbers: {pos.tolist()}")
+    if len(spacing) != 2 or not all(np.isfinite(v) and v > 0 for v in spacing):
+        raise DataError(f"{p}: PixelSpacing must be two positive sizes in mm, not {spacing}")
+    row, col = (orient[:3], orient[3:]) if orient.shape == (6,) and np.isfinite(orient).all() else (None, None)
+    if row is None or max(abs(np.linalg.norm(row) - 1), abs(np.linalg.norm(col) - 1), abs(row @ col)) > 1e-2:
+        raise DataError(f"{p}: ImageOrientationPatient is not two unit vectors at right angles: "
+                        f"{orient.tolist()} (a degenerate orientation; the slice cannot be placed)")  # fmt: skip
+
+
 def _has_dicm(p: Path) -> bool:
     try:
         with p.open("rb") as f:
@@ -318,9 +339,16 @@ def read_dicom_series(folder: str | Path) -> Volume:
     import pydicom
 
     folder = Path(folder)
-    files = [p for p in sorted(folder.iterdir()) if _series_file(p)]
+    listing = sorted(folder.iterdir())
+    files = [p for p in listing if _series_file(p)]
     if not files:
         raise DataError(f"{folder}: no DICOM files found")
+    strays = [p.name for p in listing if _unread_image(p)]
+    if strays:
+        more = f" and {len(strays) - 3} more" if len(strays) > 3 else ""
+        raise DataError(f"{folder}: holds images or volumes that are not DICOM ({', '.join(strays[:3])}{more}) "
+                        "beside its DICOM slices, which would go unread; move them out of the series folder "
+                        "and name them as inputs of their own")  # fmt: skip
     slices = []
     for p in files:
         try:
@@ -329,6 +357,11 @@ def read_dicom_series(folder: str | Path) -> Volume:
             if frames > 1:
                 raise DataError(f"{p}: a multi-frame DICOM ({frames} frames in one file) is not read; give a "
                                 "series of one file per slice, or convert it to NIfTI (with dcm2niix)")  # fmt: skip
+            samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+            if samples != 1:
+                raise DataError(f"{p}: a colour DICOM ({samples} samples per pixel, "
+                                f"{getattr(ds, 'PhotometricInterpretation', '?')}) is not read; "
+                                "MRI slices hold one grey value per pixel")  # fmt: skip
             arr = ds.pixel_array.astype(np.float32)
             pos = np.array(ds.ImagePositionPatient, float)
             orient = np.array(ds.ImageOrientationPatient, float)
@@ -337,6 +370,7 @@ def read_dicom_series(folder: str | Path) -> Volume:
             raise
         except Exception as exc:
             raise DataError(f"{p}: cannot read DICOM slice ({type(exc).__name__}: {exc})") from None
+        _check_geometry(p, pos, orient, spacing)
         slope, intercept = float(getattr(ds, "RescaleSlope", 1) or 1), float(getattr(ds, "RescaleIntercept", 0) or 0)
         del ds.PixelData  # keep the header for a DICOM SEG, not the pixels twice
         slices.append((p, arr * slope + intercept, pos, orient, spacing, getattr(ds, "SeriesInstanceUID", None), ds))
@@ -347,6 +381,13 @@ def read_dicom_series(folder: str | Path) -> Volume:
         raise DataError(f"{folder}: slices differ in orientation")
     if any(s[1].shape != slices[0][1].shape for s in slices):
         raise DataError(f"{folder}: slices differ in size")
+    odd = next((s for s in slices if not np.allclose(s[4], slices[0][4], rtol=1e-4)), None)
+    if odd is not None:
+        raise DataError(f"{folder}: slices differ in pixel spacing ({slices[0][0].name}: {slices[0][4]} mm, "
+                        f"{odd[0].name}: {odd[4]} mm)")  # fmt: skip
+    photometric = {str(getattr(s[6], "PhotometricInterpretation", "MONOCHROME2")) for s in slices}
+    if len(photometric) > 1:
+        raise DataError(f"{folder}: slices differ in PhotometricInterpretation ({', '.join(sorted(photometric))})")
     row_dir, col_dir = orient[:3], orient[3:]
     normal = np.cross(row_dir, col_dir)
     slices.sort(key=lambda s: float(s[2] @ normal))
@@ -381,6 +422,8 @@ def read_dicom_series(folder: str | Path) -> Volume:
     array = np.stack([s[1].T for s in slices], axis=-1)  # (columns, rows, slices)
     if not np.isfinite(array).all():
         raise DataError(f"{folder}: DICOM pixel data holds NaN or Inf")
+    if photometric == {"MONOCHROME1"}:  # the lowest value is shown white: turned so that bright is high
+        array = array.max() + array.min() - array
     return Volume(array, affine, (col_spacing, row_spacing, abs(step)), modality="MR", source=str(folder),
                   dicom_sources=[s[6] for s in slices])  # fmt: skip
 
