@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 sync_api = pytest.importorskip("playwright.sync_api")
-from conftest import case_nifti  # noqa: E402
+from conftest import case_nifti, png_header_only  # noqa: E402
 
 SLICE = "TCGA_CS_4941_19960909/TCGA_CS_4941_19960909_12.png"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -25,7 +25,10 @@ def browser():
 
 
 def test_upload_shows_overlay_and_area(browser, server, lgg_root, tmp_path):
+    """The page works under its own Content-Security-Policy (no eval, no inline script or style)."""
     page = browser.new_page()
+    said: list[str] = []
+    page.on("console", lambda m: said.append(m.text))
     t0 = __import__("time").perf_counter()
     page.goto(server + "/")
     page.wait_for_load_state("load")
@@ -33,7 +36,7 @@ def test_upload_shows_overlay_and_area(browser, server, lgg_root, tmp_path):
     assert "Not a medical device" in page.inner_text("body")
     page.set_input_files("#file", str(lgg_root / SLICE))
     page.wait_for_selector("#result:not([hidden])", timeout=30000)
-    page.wait_for_function("document.getElementById('over').naturalWidth > 0")
+    page.wait_for_function("() => document.getElementById('over').naturalWidth > 0")
     shown = page.inner_text("#measure")
     api = httpx.post(server + "/api/v1/segment", files={"file": ("s.png", (lgg_root / SLICE).read_bytes())}).json()
     assert shown == f"Tumor area: {api['tumor_area_px']} px"
@@ -42,16 +45,25 @@ def test_upload_shows_overlay_and_area(browser, server, lgg_root, tmp_path):
     assert page.eval_on_selector("#over", "e => e.style.opacity") == "0.8"
     page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
     assert (tmp_path / "page.png").stat().st_size > 10000
+    assert "frame-ancestors 'none'" in page.request.get(server + "/").headers["content-security-policy"]
+    assert not [m for m in said if "Content Security Policy" in m], said
 
 
 def test_error_in_words(browser, server, tmp_path):
+    """Each error is the file's name and one sentence: the server's "upload: ..." once followed
+    the name ("huge.png: upload: ..."), and its message ran into the next sentence with no stop."""
     bad = tmp_path / "notes.png"
     bad.write_text("this is text, not an image")
     page = browser.new_page()
     page.goto(server + "/")
     page.set_input_files("#file", str(bad))
     page.wait_for_selector("#error:not([hidden])", timeout=30000)
-    assert "not a supported image" in page.inner_text("#error")
+    said = page.inner_text("#error")
+    assert said == "notes.png: not a supported image: send a PNG, TIFF or JPEG slice, or a NIfTI volume.", said
+    page.set_input_files("#file", str(png_header_only(tmp_path / "huge.png", 30000, 30000)))
+    page.wait_for_function("() => document.getElementById('error').textContent.startsWith('huge.png')", timeout=30000)
+    said = page.inner_text("#error")
+    assert "too large" in said and "upload:" not in said and said.endswith("."), said
 
 
 def test_keyboard_opens_the_file_chooser(browser, server):
@@ -68,7 +80,7 @@ def test_keyboard_opens_the_file_chooser(browser, server):
     page.focus("#drop")
     assert page.evaluate("document.activeElement.id") == "drop"
     page.keyboard.press("Enter")
-    page.wait_for_function("window.__chooserClicks === 1", timeout=5000)
+    page.wait_for_function("() => window.__chooserClicks === 1", timeout=5000)
     page.keyboard.press("Tab")  # moving on does not click it again
     assert page.evaluate("window.__chooserClicks") == 1
 
@@ -87,7 +99,7 @@ def test_volume_notes_are_shown_and_cleared(browser, server, lgg_root, tmp_path)
     shown = int(page.input_value("#slice"))  # the slider counts slices as the notes do, from 0
     assert page.inner_text("#slice-label").startswith(f"slice {shown} of 0-13, counted from 0")
     loaded = (
-        "['mri', 'mask', 'base', 'over'].every((id) => { const e = document.getElementById(id); "
+        "() => ['mri', 'mask', 'base', 'over'].every((id) => { const e = document.getElementById(id); "
         "return e.complete && e.naturalWidth === 256 && e.src.includes(`/slices/${SHOWN}/`); })"
     )
     page.wait_for_function(loaded.replace("SHOWN", str(shown)), timeout=30000)  # fetched from the server
@@ -104,13 +116,15 @@ def test_volume_notes_are_shown_and_cleared(browser, server, lgg_root, tmp_path)
     largest = page.inner_text("#measure")
     assert largest.startswith("Tumor volume:")
     page.check("#all-parts")  # the volume shown is segmented again: nothing dropped, no note, more tumor
-    page.wait_for_function(f"document.getElementById('measure').textContent !== {largest!r}", timeout=60000)
+    page.wait_for_function(f"() => document.getElementById('measure').textContent !== {largest!r}", timeout=60000)
     assert page.is_hidden("#notes") and page.inner_text("#measure").startswith("Tumor volume:")
     page.uncheck("#all-parts")  # and back
-    page.wait_for_function(f"document.getElementById('measure').textContent === {largest!r}", timeout=60000)
+    page.wait_for_function(f"() => document.getElementById('measure').textContent === {largest!r}", timeout=60000)
     assert "close call of the largest-region step" in page.inner_text("#notes")
     page.set_input_files("#file", str(lgg_root / SLICE))
-    page.wait_for_function("document.getElementById('measure').textContent.startsWith('Tumor area')", timeout=30000)
+    page.wait_for_function(
+        "() => document.getElementById('measure').textContent.startsWith('Tumor area')", timeout=30000
+    )
     assert page.is_hidden("#notes")
 
 
@@ -142,7 +156,7 @@ def test_only_the_latest_upload_is_shown(browser, server, lgg_root):
     )
     page.set_input_files("#file", str(lgg_root / SLICE))
     page.set_input_files("#file", str(lgg_root / other))
-    shown = f"document.getElementById('measure').textContent === 'Tumor area: {areas[1]} px'"
+    shown = f"() => document.getElementById('measure').textContent === 'Tumor area: {areas[1]} px'"
     page.wait_for_function(shown, timeout=30000)
     page.wait_for_timeout(3000)  # the held-back answer has come and gone
     assert page.inner_text("#measure") == f"Tumor area: {areas[1]} px"
@@ -163,10 +177,12 @@ def test_toggle_after_a_failed_upload_segments_the_volume_shown(browser, server,
     page.set_input_files("#file", str(bad))
     page.wait_for_selector("#error:not([hidden])", timeout=30000)
     said = page.inner_text("#error")  # the result left on screen is not taken for the failed file's
-    assert said.startswith("notes.png: ") and said.endswith("The result below is still that of scan.nii.gz."), said
+    assert said.startswith("notes.png: not a supported image") and said.endswith(
+        "NIfTI volume. The result below is still that of scan.nii.gz."
+    ), said
     assert page.inner_text("#result-file") == "Result for scan.nii.gz"
     page.check("#all-parts")
-    page.wait_for_function(f"document.getElementById('measure').textContent !== {largest!r}", timeout=60000)
+    page.wait_for_function(f"() => document.getElementById('measure').textContent !== {largest!r}", timeout=60000)
     assert page.is_hidden("#error") and page.inner_text("#measure").startswith("Tumor volume:")
 
 
@@ -189,7 +205,7 @@ def test_toggle_while_an_upload_is_on_its_way_segments_that_upload(browser, serv
     )
     page.set_input_files("#file", str(second))
     page.check("#all-parts")
-    page.wait_for_function(f"document.getElementById('measure').textContent === {want!r}", timeout=60000)
+    page.wait_for_function(f"() => document.getElementById('measure').textContent === {want!r}", timeout=60000)
     page.wait_for_timeout(4000)  # the held-back answer has come and gone
     assert page.inner_text("#measure") == want
 

@@ -311,3 +311,13 @@ def test_unreadable_files_and_folders_say_permission_denied(lgg_root):
         assert f"error {locked}: cannot read image: permission denied" in r.stdout
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_an_animated_png_is_refused_as_a_tiff_of_two_pages_is(tmp_path):
+    """Its first frame was segmented without a word, while a 2-page TIFF is refused."""
+    frames = [Image.fromarray(np.full((32, 32), v, np.uint8)) for v in (40, 200)]
+    frames[0].save(tmp_path / "cine.png", save_all=True, append_images=frames[1:])
+    with pytest.raises(DataError, match=r"cine.png: an animated PNG of 2 frames, not one slice"):
+        read_image(tmp_path / "cine.png")
+    frames[0].save(tmp_path / "still.png")
+    assert read_image(tmp_path / "still.png").shape == (32, 32)

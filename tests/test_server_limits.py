@@ -257,6 +257,9 @@ def test_bigtiff_is_read_and_a_wrong_kind_of_request_is_explained(served, lgg_ro
     assert raw.status_code == 415 and "multipart/form-data" in raw.json()["error"]  # once 422 "Field required"
     text = httpx.post(url + "/api/v1/segment", data={"file": "scan.png"}, files={"other": ("x", b"")}, timeout=60)
     assert text.status_code == 400 and "holds text, not a file" in text.json()["error"], text.json()
+    none = httpx.post(url + "/api/v1/segment", content=b"--X--\r\n", timeout=60,
+                      headers={"Content-Type": "multipart/form-data; boundary=X"})  # fmt: skip
+    assert none.status_code == 422 and "no file in the field 'file'" in none.json()["error"], none.json()
 
 
 def test_a_burst_waits_for_a_decoding_slot_then_gets_503(lgg_root, tmp_path):
@@ -354,3 +357,63 @@ def test_a_malformed_multipart_body_is_explained_to_the_client_and_not_logged():
     for r, said in ((bad, "Invalid multipart data"), (nob, "Missing boundary in multipart")):
         assert r.status_code == 400 and said in r.json()["error"] and "curl -F file=@" in r.json()["error"], r.text
     assert "boundary" not in err.lower() and "Traceback" not in err, err
+
+
+def test_a_burst_of_uploads_leaves_the_page_answering(lgg_root, tmp_path):
+    """Uploads waiting for a decoding slot once each held a threadpool thread (and their whole body
+    in memory): 45 of them took all 40 threads, and the page, its script and the result images
+    waited for the uploads ahead (31 s for `GET /` beside 50). A waiting upload now holds neither."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import nibabel as nib
+
+    from tumorseg.data.lgg import find_cases, load_case
+
+    flair = load_case(find_cases(lgg_root / "TCGA_DU_5872_19950223")[0], None).images[:, 1]
+    big = np.kron(np.tile(flair, (2, 1, 1))[:140], np.ones((1, 2, 2), np.uint8))  # 140 slices of 512x512
+    path = tmp_path / "big.nii.gz"
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(big.transpose(2, 1, 0)), np.diag([0.45, 0.45, 3, 1.0])), path)
+    small = (lgg_root / SLICE).read_bytes()
+    env = {**os.environ, "TUMORSEG_SERVE_MAX_BUSY": "1", "TUMORSEG_SERVE_BUSY_WAIT": "120"}
+    url, proc = start_server(env=env)
+    try:
+        with ThreadPoolExecutor(46) as ex:
+            slow = ex.submit(post, url, path.read_bytes(), "big.nii.gz")  # about 5 s of the only slot
+            time.sleep(1.0)
+            waiting = [ex.submit(post, url, small) for _ in range(45)]
+            time.sleep(1.0)
+            page, script = httpx.get(url + "/", timeout=60), httpx.get(url + "/static/app.js", timeout=60)
+            assert not slow.done(), "the page answered only after the volume: it waited behind the queued uploads"
+            assert page.status_code == 200 and script.status_code == 200
+            assert slow.result().status_code == 200
+            assert [w.result().status_code for w in waiting] == [200] * 45
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_other_hosts_and_sites_are_refused_and_patient_data_is_not_stored(lgg_root, tmp_path):
+    """Any Host name was served, so a web page could reach this server through a DNS name of its
+    own (DNS rebinding) and read its answers; another site's page could post uploads; no answer
+    said nosniff, no framing, or (for patient data) no storing."""
+    url, proc = start_server("--allowed-host", "scans.example")
+    port = url.rsplit(":", 1)[1]
+    small = (lgg_root / SLICE).read_bytes()
+    try:
+        evil = httpx.get(url + "/api/v1/health", headers={"Host": f"attacker.example:{port}"}, timeout=60)
+        assert evil.status_code == 400 and "'attacker.example' is not served here" in evil.json()["error"]
+        for name in (f"localhost:{port}", f"[::1]:{port}", "scans.example", f"SCANS.example:{port}"):
+            assert httpx.get(url + "/api/v1/health", headers={"Host": name}, timeout=60).status_code == 200, name
+        other = post(url, small, headers={"Sec-Fetch-Site": "cross-site", "Origin": "https://attacker.example"})
+        assert other.status_code == 403 and "another site" in other.json()["error"]
+        ok = post(url, small, headers={"Sec-Fetch-Site": "same-origin"})
+        assert ok.status_code == 200 and ok.headers["Cache-Control"] == "no-store"
+        page = httpx.get(url + "/", timeout=60)
+        assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+        assert page.headers["X-Frame-Options"] == "DENY" and page.headers["X-Content-Type-Options"] == "nosniff"
+        path, _ = case_nifti(lgg_root, "TCGA_CS_4941_19960909", slice(8, 14), tmp_path / "v.nii.gz")
+        answer = post(url, path.read_bytes(), "v.nii.gz").json()
+        assert httpx.get(url + answer["mask_url"], timeout=60).headers["Cache-Control"] == "no-store"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -1,6 +1,9 @@
 """Volume input edge cases found in review: NIfTI header forms, odd voxel types, DICOM series
 oddities, and `predict` on several volumes. Synthetic volumes and the shipped model: no dataset needed."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -218,3 +221,17 @@ def test_a_flair_output_name_taken_by_an_input_volume_is_refused(tmp_path):
     r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", "--flair", str(tmp_path / "a" / "flair.nii.gz"),
                         "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == 1 and "Traceback" not in r.stderr and "failed: " in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("row, col, value", [(2, 0, -1e38), (1, 0, 1e30)])
+def test_an_affine_with_no_axis_for_each_voxel_axis_is_refused(tmp_path, row, col, value):
+    """One huge term (its determinant is fine) once passed the check and failed later in nibabel's
+    reorientation: a 500 `OrientationError` from the server, a traceback from `predict`."""
+    affine = np.diag([1.0, 1.0, 3.0, 1.0])
+    affine[row, col] = value
+    path = _save(tmp_path / "sheared.nii.gz", scan(), affine)
+    with pytest.raises(DataError, match=r"sheared.nii.gz: its voxel-to-world matrix .* is degenerate"):
+        read_nifti(path)
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(path), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "is degenerate" in r.stderr, r.stderr

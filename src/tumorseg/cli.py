@@ -450,6 +450,11 @@ def serve(
     workers: int = typer.Option(1, min=1, max=64, help="Server processes, each with the model loaded once."),
     backend: Backend = typer.Option("auto", help=BACKEND_HELP),
     max_upload_mb: int = typer.Option(50, min=1, max=2048, help="Largest accepted upload in MiB."),
+    allowed_host: list[str] = typer.Option(
+        [],
+        help="A name clients may reach the server by (repeatable). Default: 127.0.0.1, localhost and ::1 when "
+        "bound to one of them, any name otherwise.",
+    ),  # fmt: skip
 ) -> None:
     """Start the web page and REST API (needs the serve extra: pip install 'tumorseg[serve]')."""
     import os
@@ -464,9 +469,12 @@ def serve(
     from .infer import Predictor, default_weights
 
     try:
-        from .api.app import busy_settings
+        from .api.app import LOOPBACK, busy_settings
     except ImportError:
         fail("serve needs the serve extra: pip install 'tumorseg[serve]'")
+    loopback = host.strip("[]").lower() in LOOPBACK or host.startswith("127.")
+    names = [*allowed_host, *(LOOPBACK if loopback or allowed_host else ())]  # any name when bound wider
+    os.environ["TUMORSEG_SERVE_ALLOWED_HOSTS"] = ",".join(names)
     try:
         busy_settings()  # a bad TUMORSEG_SERVE_MAX_BUSY or _BUSY_WAIT: one error before the port is taken
     except TumorsegError as exc:

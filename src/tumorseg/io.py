@@ -86,6 +86,9 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                     raise DataError(f"{path}: image is empty ({im.width}x{im.height} pixels)")
                 if im.width * im.height > max_pixels:
                     raise DataError(f"{path}: image of {im.width}x{im.height} pixels is too large")
+                if im.format == "PNG" and getattr(im, "n_frames", 1) > 1:  # as a TIFF of 2 pages is
+                    raise DataError(f"{path}: an animated PNG of {im.n_frames} frames, not one slice: "
+                                    "save one slice per file")  # fmt: skip
                 im = ImageOps.exif_transpose(im)  # the orientation viewers show a JPEG in
                 im.load()
                 if im.mode in ("I;16", "I;16B", "I", "F"):

@@ -93,12 +93,25 @@ def read_nifti(path: str | Path, max_voxels: int = MAX_VOXELS) -> Volume:
     if huge:
         raise DataError(f"{path}: voxel values beyond ±3.4e38 (float32's range; a huge scl_slope?)")
     affine = np.asarray(img.affine, float)
-    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12 or not _has_axes(affine):
         raise DataError(f"{path}: its voxel-to-world matrix (sform/qform) is degenerate, so the axial axis "
                         f"cannot be found: {affine[:3].round(4).tolist()}")  # fmt: skip
     # the spacing of the affine the voxels are placed by (sform or qform), not the header's pixdim,
     # which a writer may leave at 1 mm: volumes, areas and HD95 then agree with the geometry
     return Volume(data, affine, affine_spacing(affine), source=str(path), header=img.header)
+
+
+def _has_axes(affine: np.ndarray) -> bool:
+    """Each voxel axis maps to its own world axis (what reorienting to RAS needs): not so for a
+    matrix whose one huge term (1e38) swamps the others."""
+    from nibabel.orientations import io_orientation
+
+    try:
+        with np.errstate(all="ignore"):
+            ornt = io_orientation(affine)
+    except Exception:  # nibabel's OrientationError, or a LinAlgError from its SVD
+        return False
+    return bool(np.isfinite(ornt).all() and len(set(ornt[:, 0])) == 3)
 
 
 def affine_spacing(affine: np.ndarray) -> tuple[float, float, float]:

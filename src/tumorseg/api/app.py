@@ -6,6 +6,7 @@ folder under fixed names, and every failure becomes a 4xx JSON body {"error": ..
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -19,6 +20,7 @@ from typing import Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
@@ -206,7 +208,8 @@ async def one_upload(request: Request) -> None:
         raise HTTPException(415, HOW_TO_SEND)
     form = await request.form()
     if any(isinstance(v, str) for v in form.getlist("file")):
-        raise HTTPException(400, "the field 'file' holds text, not a file upload (curl -F file=@scan.png; note the @)")
+        raise HTTPException(400, "the field 'file' holds text, not a file upload: a file part needs a filename "
+                            "(curl -F file=@scan.png; note the @)")  # fmt: skip
     fields = sorted(set(form) - {"file"})
     if fields:
         raise HTTPException(400, f"unknown form field {', '.join(fields)}: send the image as the field 'file'")
@@ -249,6 +252,56 @@ class BodyLimit:
         await self.app(scope, counted, guarded)
 
 
+CSP = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
+       "form-action 'self'; frame-ancestors 'none'")  # fmt: skip
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class Guard:
+    """ASGI middleware: a Host header outside `allowed_hosts` (None: any) gets a 400, so that a web
+    page cannot reach a server on this machine through a name of its own (DNS rebinding); a
+    request that changes something sent from another site (Sec-Fetch-Site) gets a 403; every
+    answer says not to sniff, frame or refer, and the API's answers (patient data) not to store."""
+
+    def __init__(self, app, allowed_hosts: list[str] | None) -> None:
+        self.app, self.allowed = app, None if allowed_hosts is None else {h.lower().strip("[]") for h in allowed_hosts}
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        host = _hostname(headers.get("host", ""))
+        if self.allowed is not None and host not in self.allowed:
+            return await error(400, f"Host {host!r} is not served here (served as "
+                               f"{', '.join(sorted(self.allowed))}; `tumorseg serve --allowed-host NAME` "
+                               "adds a name)")(scope, receive, send)  # fmt: skip
+        other_site = headers.get("sec-fetch-site") in ("cross-site", "same-site")  # the browser says so
+        if other_site and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+            return await error(403, "refused: sent by a page of another site; upload from this server's own "
+                               "page, or from a script or curl")(scope, receive, send)  # fmt: skip
+        private = scope["path"].startswith("/api/")
+
+        async def with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                have = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                         (b"referrer-policy", b"no-referrer"), (b"content-security-policy", CSP.encode())]  # fmt: skip
+                if private and b"cache-control" not in have:
+                    extra.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def _hostname(host: str) -> str:
+    """`[::1]:8000` -> `::1`, `Example.org:80` -> `example.org`."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 def create_app(
     weights: str | Path | None = None,
     backend: str = "auto",
@@ -258,8 +311,10 @@ def create_app(
     max_voxels: int = MAX_VOXELS,
     max_busy: int = MAX_BUSY,
     busy_wait: float = BUSY_WAIT,
+    allowed_hosts: list[str] | None = None,
 ) -> FastAPI:
-    """The app with the model loaded once; `weights` None means the shipped model.
+    """The app with the model loaded once; `weights` None means the shipped model; a Host header
+    not in `allowed_hosts` is refused (None: any).
 
     Volume masks are kept in `results_dir` for RESULT_TTL seconds (a folder shared by every
     worker of `serve`, which removes it at exit); without one, the app makes its own temporary
@@ -268,7 +323,7 @@ def create_app(
     predictor = Predictor.from_checkpoint(weights, backend)
     model_id = f"{weights.stem}-{hashlib.sha256(weights.read_bytes()).hexdigest()[:12]}"
     lock = threading.Lock()  # one inference at a time: the cores are shared anyway
-    busy = threading.BoundedSemaphore(max_busy)  # decoding to answer: bounds the memory of a burst
+    slots = asyncio.Semaphore(max_busy)  # uploads read, decoded and answered at once: bounds a burst's memory
     owned = results_dir is None
     results = Path(tempfile.mkdtemp(prefix="tumorseg-serve-")) if owned else Path(results_dir)
     results.mkdir(parents=True, exist_ok=True)
@@ -308,22 +363,24 @@ def create_app(
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         if any(tuple(e["loc"]) == ("body", "file") for e in exc.errors()):  # sent, but not whole
-            where += " (no complete file in the field 'file': was the upload cut short?)"
+            where += (" (no file in the field 'file': send the image as multipart/form-data in the field 'file', "
+                      "curl -F file=@scan.png; or the upload was cut short)")  # fmt: skip
         return error(422, f"invalid request: {where}")
 
     @app.get("/api/v1/health")
     async def health() -> dict:
         """The loaded model's id and version, and the inference backend (async: it answers while
-        uploads wait for a turn in the threadpool)."""
+        uploads are segmented in the threadpool)."""
         return {"status": "ok", "model": model_id, "version": __version__, "backend": predictor.backend}
 
     app.head("/api/v1/health", include_in_schema=False)(health)  # one operation in the schema
 
     too_large = f"upload larger than {max_upload // (1024 * 1024)} MiB"
     app.add_middleware(BodyLimit, limit=max_upload + 1024 * 1024, message=too_large)  # + the form's own bytes
+    app.add_middleware(Guard, allowed_hosts=allowed_hosts)  # the outermost: before the body is read
 
     @app.post("/api/v1/segment", responses=SEGMENT_RESPONSES, dependencies=[Depends(one_upload)])
-    def segment(
+    async def segment(
         file: UploadFile = File(..., description="A PNG, TIFF or JPEG slice, or a NIfTI volume"),
         format: str = Query("json", pattern="^(json|png)$", description="json, or png for the mask alone"),
         all_parts: bool = Query(False, description="a volume keeps every 3D region, not only the largest"),
@@ -332,20 +389,35 @@ def create_app(
         (or volume in mL), the max probability and the runtime; `?format=png` returns the mask.
         `notes` says what the user should know: a volume's close call of the largest-region step,
         or input with FLAIR alone."""
-        data = file.file.read(max_upload + 1)  # a sync handler: FastAPI runs it in its threadpool
-        if len(data) > max_upload:
+        # async: an upload waiting for a slot holds no thread (the page and result images need them)
+        # and no memory: its body stays in the form's spooled temporary file until its turn
+        if file.size is not None and file.size > max_upload:
             return error(413, too_large)
-        if not data:
+        head = await file.read(64 * 1024)
+        if not head:
             return error(400, "empty upload")
-        kind = sniff(data)
+        kind = sniff(head)
         if kind is None:
             return error(415, "not a supported image: send a PNG, TIFF or JPEG slice, or a NIfTI volume")
-        if not busy.acquire(timeout=busy_wait):
-            return error(503, f"busy: {max_busy} uploads are being segmented; try again shortly", {"Retry-After": "5"})
+        if slots.locked():  # wait_for(acquire) with a timeout of 0 would time out even on a free slot
+            try:
+                await asyncio.wait_for(slots.acquire(), busy_wait)
+            except TimeoutError:
+                return error(503, f"busy: {max_busy} uploads are being segmented; try again shortly",
+                             {"Retry-After": "5"})  # fmt: skip
+        else:
+            await slots.acquire()
         try:
-            return segment_upload(data, kind, format, all_parts)
+            return await run_in_threadpool(read_and_segment, file, kind, format, all_parts)
         finally:
-            busy.release()
+            slots.release()
+
+    def read_and_segment(file: UploadFile, kind: str, format: str, all_parts: bool):
+        file.file.seek(0)
+        data = file.file.read(max_upload + 1)
+        if len(data) > max_upload:
+            return error(413, too_large)
+        return segment_upload(data, kind, format, all_parts)
 
     def segment_upload(data: bytes, kind: str, format: str, all_parts: bool):
         with tempfile.TemporaryDirectory(prefix="tumorseg-upload-") as tmp:
@@ -494,6 +566,7 @@ def app_from_env() -> FastAPI:
         int(os.environ.get("TUMORSEG_SERVE_MAX_UPLOAD", MAX_UPLOAD)),
         results_dir=os.environ.get("TUMORSEG_SERVE_RESULTS") or None,
         **busy_settings(),
+        allowed_hosts=[h for h in os.environ.get("TUMORSEG_SERVE_ALLOWED_HOSTS", "").split(",") if h.strip()] or None,
     )
 
 

@@ -15,6 +15,8 @@ function showError(msg) {
 }
 
 // after a failed upload the result on screen is the earlier file's: say so, so it is not taken for this one's
+// the server's message as a sentence after the file's name: "upload: too large" -> "too large."
+const sentence = (msg) => (msg ? msg.replace(/^upload: /, "").replace(/([^.!?])$/, "$1.") : "");
 const stillShown = () => (current && currentFile ? ` The result below is still that of ${currentFile.name}.` : "");
 
 function showSlice(i) {
@@ -47,7 +49,7 @@ async function upload(file) {
   }
   if (mine !== request) return; // a later upload or toggle superseded this one
   pending = null;
-  if (!res.ok) return showError(`${file.name}: ${body.error || `the server answered ${res.status}.`}${stillShown()}`);
+  if (!res.ok) return showError(`${file.name}: ${sentence(body.error) || `the server answered ${res.status}.`}${stillShown()}`);
   current = body;
   currentFile = file;
   $("result").hidden = false;
