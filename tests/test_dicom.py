@@ -254,15 +254,18 @@ def test_a_named_folder_with_nothing_to_segment_fails_and_the_others_are_written
     dropped without a word: "1 of 1 inputs segmented", exit 0."""
     good = write_series(tmp_path / "good", flair[:3])
     (tmp_path / "empty").mkdir()
+    (tmp_path / "masks").mkdir()  # truth alone: skipped, as a `predict --out` folder is, not a failure
+    Image.fromarray(flair[0]).save(tmp_path / "masks" / "s_1_mask.png")
     bare = tmp_path / "bare"
     bare.mkdir()
     for p in sorted(good.iterdir()):  # the same datasets, without the 128-byte preamble and DICM
         (bare / p.name).write_bytes(p.read_bytes()[132:])
     out = tmp_path / "o"
     r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(tmp_path / "empty"), str(bare), str(good),
+                        str(tmp_path / "masks"),
                         "--out", str(out)], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == 1, r.stderr
     assert "1 of 3 inputs segmented" in r.stdout, r.stdout
     assert f"failed: {tmp_path / 'empty'} holds no MRI slices" in r.stderr, r.stderr
     assert f"failed: {bare} holds no MRI slices" in r.stderr and "128-byte preamble" in r.stderr, r.stderr
-    assert (out / "good_pred.nii.gz").is_file()
+    assert (out / "good_pred.nii.gz").is_file() and f"failed: {tmp_path / 'masks'}" not in r.stderr

@@ -396,7 +396,7 @@ def test_other_hosts_and_sites_are_refused_and_patient_data_is_not_stored(lgg_ro
     """Any Host name was served, so a web page could reach this server through a DNS name of its
     own (DNS rebinding) and read its answers; another site's page could post uploads; no answer
     said nosniff, no framing, or (for patient data) no storing."""
-    url, proc = start_server("--allowed-host", "scans.example")
+    url, proc = start_server("--allowed-host", "scans.example:8443")  # a port given with the name is no matter
     port = url.rsplit(":", 1)[1]
     small = (lgg_root / SLICE).read_bytes()
     try:
@@ -417,3 +417,13 @@ def test_other_hosts_and_sites_are_refused_and_patient_data_is_not_stored(lgg_ro
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_the_names_a_server_answers_to():
+    """Bound to 127.0.0.2, `serve` once refused its own URL; `--allowed-host NAME:PORT` matched nothing."""
+    from tumorseg.api.app import served_names
+
+    assert served_names("127.0.0.1", []) == ["127.0.0.1", "::1", "localhost"]
+    assert "127.0.0.2" in served_names("127.0.0.2", []) and served_names("[::1]", []) == served_names("::1", [])
+    assert served_names("0.0.0.0", []) == []  # any name: a network server names its own with --allowed-host
+    assert "scans.example" in served_names("0.0.0.0", ["Scans.Example:8443"])

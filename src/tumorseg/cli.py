@@ -469,12 +469,10 @@ def serve(
     from .infer import Predictor, default_weights
 
     try:
-        from .api.app import LOOPBACK, busy_settings
+        from .api.app import busy_settings, served_names
     except ImportError:
         fail("serve needs the serve extra: pip install 'tumorseg[serve]'")
-    loopback = host.strip("[]").lower() in LOOPBACK or host.startswith("127.")
-    names = [*allowed_host, *(LOOPBACK if loopback or allowed_host else ())]  # any name when bound wider
-    os.environ["TUMORSEG_SERVE_ALLOWED_HOSTS"] = ",".join(names)
+    os.environ["TUMORSEG_SERVE_ALLOWED_HOSTS"] = ",".join(served_names(host, allowed_host))
     try:
         busy_settings()  # a bad TUMORSEG_SERVE_MAX_BUSY or _BUSY_WAIT: one error before the port is taken
     except TumorsegError as exc:

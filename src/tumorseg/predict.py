@@ -71,7 +71,7 @@ def collect_inputs(inputs: list[str | Path], empty: list[tuple[Path, str]] | Non
         if is_dicom_series(item):
             files.append(item)
         elif item.is_dir():
-            before, said = len(files), len(why)
+            said = len(why)
             try:
                 listing = list(item.iterdir())
             except PermissionError:
@@ -95,7 +95,7 @@ def collect_inputs(inputs: list[str | Path], empty: list[tuple[Path, str]] | Non
                          if holds_patients(item) else kaggle_root_hint(item))  # fmt: skip
                 why.append(f"{item} holds folders, which are not searched: name the patient folders "
                            f"({quote(str(item))}/*){score}")  # fmt: skip
-            if len(files) == before:
+            if not found:  # nothing predict reads; a folder of masks or of an earlier run's outputs is skipped
                 if len(why) == said:
                     why.append(_nothing_here(item, listing))
                 if empty is not None:

@@ -264,7 +264,7 @@ class Guard:
     answer says not to sniff, frame or refer, and the API's answers (patient data) not to store."""
 
     def __init__(self, app, allowed_hosts: list[str] | None) -> None:
-        self.app, self.allowed = app, None if allowed_hosts is None else {h.lower().strip("[]") for h in allowed_hosts}
+        self.app, self.allowed = app, None if allowed_hosts is None else {_hostname(h) for h in allowed_hosts}
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -294,8 +294,17 @@ class Guard:
         await self.app(scope, receive, with_headers)
 
 
+def served_names(host: str, allowed: list[str]) -> list[str]:
+    """The Host names a server bound to `host` answers: the loopback names and the address itself
+    when bound to loopback, with the `allowed` ones; [] (any name) when bound wider with none."""
+    loopback = _hostname(host) in LOOPBACK or host.startswith("127.")
+    if not (loopback or allowed):
+        return []
+    return sorted({*map(_hostname, allowed), *LOOPBACK, *([_hostname(host)] if loopback else [])})
+
+
 def _hostname(host: str) -> str:
-    """`[::1]:8000` -> `::1`, `Example.org:80` -> `example.org`."""
+    """`[::1]:8000` -> `::1`, `Example.org:80` -> `example.org`, `::1` -> `::1`."""
     host = host.strip().lower()
     if host.startswith("["):
         return host[1 : host.find("]")] if "]" in host else host
@@ -402,7 +411,7 @@ def create_app(
         if slots.locked():  # wait_for(acquire) with a timeout of 0 would time out even on a free slot
             try:
                 await asyncio.wait_for(slots.acquire(), busy_wait)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
                 return error(503, f"busy: {max_busy} uploads are being segmented; try again shortly",
                              {"Retry-After": "5"})  # fmt: skip
         else:
@@ -566,7 +575,8 @@ def app_from_env() -> FastAPI:
         int(os.environ.get("TUMORSEG_SERVE_MAX_UPLOAD", MAX_UPLOAD)),
         results_dir=os.environ.get("TUMORSEG_SERVE_RESULTS") or None,
         **busy_settings(),
-        allowed_hosts=[h for h in os.environ.get("TUMORSEG_SERVE_ALLOWED_HOSTS", "").split(",") if h.strip()] or None,
+        allowed_hosts=[h.strip() for h in os.environ.get("TUMORSEG_SERVE_ALLOWED_HOSTS", "").split(",") if h.strip()]
+        or None,
     )
 
 
