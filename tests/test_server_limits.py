@@ -164,8 +164,8 @@ def test_head_allow_and_the_documented_error_shape(served):
     assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
     schema = httpx.get(url + "/openapi.json").json()
     responses = schema["paths"]["/api/v1/segment"]["post"]["responses"]
-    assert set(responses) >= {"200", "400", "413", "415", "422"}
-    for code in ("400", "413", "415", "422"):
+    assert set(responses) >= {"200", "400", "403", "413", "415", "422", "503"}
+    for code in ("400", "403", "413", "415", "422"):
         assert responses[code]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     assert {"image/png", "application/gzip"} <= set(responses["200"]["content"])
     assert schema["components"]["schemas"]["ErrorBody"]["required"] == ["error"]

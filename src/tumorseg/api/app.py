@@ -183,7 +183,9 @@ SEGMENT_RESPONSES: dict = {
           "description": "JSON: SliceAnswer or VolumeAnswer; with `?format=png` the mask as PNG for a slice, "
           "or the mask volume as .nii.gz for a volume",
           "content": {"image/png": {}, "application/gzip": {}}},
-    400: {"model": ErrorBody, "description": "empty upload, more than one file, or an unknown parameter"},
+    400: {"model": ErrorBody, "description": "empty upload, more than one file, an unknown parameter, or a Host "
+          "name this server does not answer to (serve --allowed-host)"},
+    403: {"model": ErrorBody, "description": "sent by another site's page (Sec-Fetch-Site cross-site or same-site)"},
     413: {"model": ErrorBody, "description": "upload, image or volume too large"},
     415: {"model": ErrorBody, "description": "not a PNG, TIFF, JPEG or NIfTI file, or not sent as multipart/form-data"},
     422: {"model": ErrorBody, "description": "a readable type whose content cannot be segmented, or a query value "
