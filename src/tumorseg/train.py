@@ -249,8 +249,9 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
     """Train a U-Net as `cfg` says and write the run to `cfg.out`.
 
     Writes config.json, split.json, metrics.jsonl (one line per epoch), curves.png,
-    last.safetensors (with optimizer state, for `resume`) and best.safetensors (the
-    best validation per-patient Dice). Returns the final summary.
+    last.safetensors (with optimizer state, for `resume`), best.safetensors (the epoch of
+    the best validation per-patient Dice; with no validation patients, `val_frac` 0 as by
+    default, of the lowest training loss) and summary.json. Returns the final summary.
 
     With `model.members` > 1 it trains that many U-Nets one after another, each a run of its
     own in out/member<i> (seed + i for init and sampling, one split), and writes their
