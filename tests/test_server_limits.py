@@ -421,7 +421,7 @@ def test_other_hosts_and_sites_are_refused_and_patient_data_is_not_stored(lgg_ro
 
 def test_the_names_a_server_answers_to():
     """Bound to 127.0.0.2, `serve` once refused its own URL; `--allowed-host NAME:PORT` matched nothing."""
-    from tumorseg.api.app import served_names
+    from tumorseg.api.middleware import served_names
 
     assert served_names("127.0.0.1", []) == ["127.0.0.1", "::1", "localhost"]
     assert "127.0.0.2" in served_names("127.0.0.2", []) and served_names("[::1]", []) == served_names("::1", [])

@@ -469,7 +469,8 @@ def serve(
     from .infer import Predictor, default_weights
 
     try:
-        from .api.app import busy_settings, served_names
+        from .api.app import busy_settings
+        from .api.middleware import served_names
     except ImportError:
         fail("serve needs the serve extra: pip install 'tumorseg[serve]'")
     os.environ["TUMORSEG_SERVE_ALLOWED_HOSTS"] = ",".join(served_names(host, allowed_host))

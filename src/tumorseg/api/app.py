@@ -33,6 +33,7 @@ from ..errors import TumorsegError
 from ..infer import Predictor, default_weights
 from ..io import read_image
 from ..viz import data_url, display_slice, flair_of, png_bytes
+from .middleware import BodyLimit, Guard, error
 
 STATIC = Path(__file__).parent / "static"
 HOW_TO_SEND = "send the image as multipart/form-data, in the field 'file' (curl -F file=@scan.png)"
@@ -127,10 +128,6 @@ def _result(results: Path, rid: str, name: str) -> Path | JSONResponse:
     return folder / name
 
 
-def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
 class ErrorBody(BaseModel):
     """Every error answer's body."""
 
@@ -217,100 +214,6 @@ async def one_upload(request: Request) -> None:
         raise HTTPException(400, f"unknown form field {', '.join(fields)}: send the image as the field 'file'")
     if len(form.getlist("file")) > 1:
         raise HTTPException(400, f"{len(form.getlist('file'))} files in one request: send one file per request")
-
-
-class BodyLimit:
-    """ASGI middleware: a request body over `limit` bytes gets a 413, whether its size is
-    declared (Content-Length) or not (chunked transfer): the body is counted as it arrives, and
-    whatever the app answers after the limit was passed is replaced by the 413."""
-
-    def __init__(self, app, limit: int, message: str) -> None:
-        self.app, self.limit, self.message = app, limit, message
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length", b"")
-        if length.isdigit() and int(length) > self.limit:
-            return await error(413, self.message)(scope, receive, send)
-        seen, over = 0, False
-
-        async def counted():
-            nonlocal seen, over
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    over = True
-                    return {"type": "http.disconnect"}  # stop reading; the app fails and we answer
-            return message
-
-        async def guarded(message) -> None:
-            if not over:
-                return await send(message)
-            if message["type"] == "http.response.start":
-                await error(413, self.message)(scope, receive, send)
-
-        await self.app(scope, counted, guarded)
-
-
-CSP = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
-       "form-action 'self'; frame-ancestors 'none'")  # fmt: skip
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-class Guard:
-    """ASGI middleware: a Host header outside `allowed_hosts` (None: any) gets a 400, so that a web
-    page cannot reach a server on this machine through a name of its own (DNS rebinding); a
-    request that changes something sent from another site (Sec-Fetch-Site) gets a 403; every
-    answer says not to sniff, frame or refer, and the API's answers (patient data) not to store."""
-
-    def __init__(self, app, allowed_hosts: list[str] | None) -> None:
-        self.app, self.allowed = app, None if allowed_hosts is None else {_hostname(h) for h in allowed_hosts}
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        host = _hostname(headers.get("host", ""))
-        if self.allowed is not None and host not in self.allowed:
-            return await error(400, f"Host {host!r} is not served here (served as "
-                               f"{', '.join(sorted(self.allowed))}; `tumorseg serve --allowed-host NAME` "
-                               "adds a name)")(scope, receive, send)  # fmt: skip
-        other_site = headers.get("sec-fetch-site") in ("cross-site", "same-site")  # the browser says so
-        if other_site and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
-            return await error(403, "refused: sent by a page of another site; upload from this server's own "
-                               "page, or from a script or curl")(scope, receive, send)  # fmt: skip
-        private = scope["path"].startswith("/api/")
-
-        async def with_headers(message) -> None:
-            if message["type"] == "http.response.start":
-                have = {k.lower() for k, _ in message.get("headers", [])}
-                extra = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
-                         (b"referrer-policy", b"no-referrer"), (b"content-security-policy", CSP.encode())]  # fmt: skip
-                if private and b"cache-control" not in have:
-                    extra.append((b"cache-control", b"no-store"))
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
-
-
-def served_names(host: str, allowed: list[str]) -> list[str]:
-    """The Host names a server bound to `host` answers: the loopback names and the address itself
-    when bound to loopback, with the `allowed` ones; [] (any name) when bound wider with none."""
-    loopback = _hostname(host) in LOOPBACK or host.startswith("127.")
-    if not (loopback or allowed):
-        return []
-    return sorted({*map(_hostname, allowed), *LOOPBACK, *([_hostname(host)] if loopback else [])})
-
-
-def _hostname(host: str) -> str:
-    """`[::1]:8000` -> `::1`, `Example.org:80` -> `example.org`, `::1` -> `::1`."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def create_app(
