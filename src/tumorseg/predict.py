@@ -30,6 +30,7 @@ from .io import (
 )
 from .viz import overlay
 from .volume import (
+    VOLUME_SUFFIXES,
     Volume,
     is_dicom_series,
     is_volume_path,
@@ -54,7 +55,7 @@ class PredictResult:
     warnings: list[str] = field(default_factory=list)  # outputs written without something, e.g. an overlay's truth
 
 
-_ALL_SUFFIXES = (*IMAGE_SUFFIXES, ".nii", ".nii.gz")  # slices and volumes: what predict reads
+_ALL_SUFFIXES = (*IMAGE_SUFFIXES, *VOLUME_SUFFIXES)  # slices and volumes: what predict reads
 
 
 def collect_inputs(inputs: list[str | Path], empty: list[tuple[Path, str]] | None = None) -> list[Path]:
@@ -125,8 +126,8 @@ def _nothing_here(folder: Path, listing: list[Path]) -> str:
     dicom = (f"; its files without a suffix ({', '.join(bare[:2])}{', ...' * (len(bare) > 2)}) are read as "
              "DICOM only with DICOM's 128-byte preamble and 'DICM' marker: rewrite them as DICOM files "
              "(e.g. with dcmconv, or pydicom's save_as)") if bare else ""  # fmt: skip
-    return (f"{folder} holds no MRI slices ({', '.join(IMAGE_SUFFIXES)}), NIfTI volumes (.nii, .nii.gz) "
-            f"or DICOM series{dicom}")  # fmt: skip
+    return (f"{folder} holds no MRI slices ({', '.join(IMAGE_SUFFIXES)}), NIfTI volumes "
+            f"({', '.join(VOLUME_SUFFIXES)}) or DICOM series{dicom}")  # fmt: skip
 
 
 def _is_truth(path: Path) -> bool:

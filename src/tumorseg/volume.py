@@ -347,7 +347,9 @@ def read_dicom_series(folder: str | Path) -> Volume:
     """Read one DICOM series: slices sorted by position along the slice normal (not by file
     name), rescale slope and intercept applied, an affine in RAS+ mm (DICOM's LPS converted).
 
-    Raises DataError for unreadable files, mixed series, a missing slice or uneven spacing.
+    Raises DataError for unreadable or colour files, slices that cannot be placed (PixelSpacing,
+    ImageOrientationPatient), mixed series, a missing slice, uneven spacing, or an image or volume
+    beside the slices. MONOCHROME1 pixels are inverted, so that bright is high.
     """
     import pydicom
 
