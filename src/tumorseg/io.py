@@ -16,6 +16,7 @@ from PIL import Image, ImageOps
 from .errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+VOLUME_SUFFIXES = (".nii", ".nii.gz")  # NIfTI, read by tumorseg.volume
 MAX_PIXELS = 8192 * 8192  # larger images are refused (decompression bombs)
 MAX_SAMPLES = 4  # samples per TIFF pixel (RGBA); more are refused from the header
 MAX_PAGES = 64  # a TIFF with more pages is refused from 65 page headers (at most 3 are ever read)
@@ -63,7 +64,7 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     suffix = path.suffix.lower()
-    if path.name.lower().endswith((".nii", ".nii.gz")):
+    if path.name.lower().endswith(VOLUME_SUFFIXES):
         raise DataError(f"{path}: a NIfTI volume, not a 2D slice: read it with tumorseg.volume.read_volume "
                         "(`tumorseg predict` takes both)")  # fmt: skip
     try:

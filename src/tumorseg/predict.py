@@ -18,6 +18,7 @@ from .infer import Predictor
 from .io import (
     IMAGE_SUFFIXES,
     OUTPUT_ENDINGS,
+    VOLUME_SUFFIXES,
     binary_masks,
     folder_names,
     image_pixels,
@@ -30,7 +31,6 @@ from .io import (
 )
 from .viz import overlay
 from .volume import (
-    VOLUME_SUFFIXES,
     Volume,
     is_dicom_series,
     is_volume_path,

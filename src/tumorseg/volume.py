@@ -18,15 +18,13 @@ import numpy as np
 
 from .data.check import FEWER_SEQUENCES, fewer_sequences_note
 from .errors import DataError
-from .io import IMAGE_SUFFIXES, OUTPUT_ENDINGS, atomic_write_bytes, atomic_write_text
+from .io import IMAGE_SUFFIXES, OUTPUT_ENDINGS, VOLUME_SUFFIXES, atomic_write_bytes, atomic_write_text
 
-VOLUME_SUFFIXES = (".nii", ".nii.gz")
 MAX_VOXELS = 1024**3 // 2
 
 
 def is_volume_path(path: Path) -> bool:
-    name = path.name.lower()
-    return name.endswith(".nii") or name.endswith(".nii.gz")
+    return path.name.lower().endswith(VOLUME_SUFFIXES)
 
 
 def volume_stem(path: Path) -> str:
