@@ -87,6 +87,8 @@ RECIPES: dict[str, dict] = {
     "R26-r0-seqjitter": {"sequence_jitter": True},
     # R26 with another seed (an ensemble's member 1 draws its own initial weights and batches)
     "R27-r26-seed1": {"sequence_jitter": True, "member": 1},
+    # R26 with deep supervision (R23's heads): the two levers that passed out of fold, together
+    "R28-r26-deepsup": {"sequence_jitter": True, "deep_supervision": True},
 }
 # the train defaults the recipes were written against (R0 is these): pinned, so that each recipe
 # keeps its meaning, and its results files stay comparable, when the shipped defaults change
