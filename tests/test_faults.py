@@ -153,7 +153,7 @@ def test_a_checkpoint_that_cannot_be_written_is_named_and_the_run_can_start_agai
     cmd = [sys.executable, "-m", "tumorseg", "train", "--data", str(data), "--out", str(run), *ARGS]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, preexec_fn=_limited_file_size(20_000))
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    assert f"error: [Errno 27] File too large: '{run / 'best.safetensors'}'" in r.stderr, r.stderr  # saved first
+    assert f"error: [Errno 27] File too large: '{run / 'last.safetensors'}'" in r.stderr, r.stderr  # saved first
     assert not list(run.glob("*.safetensors")) and not list(run.glob(".*.tmp"))
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and f"remove {run / 'metrics.jsonl'} to start it again" in again.stderr
@@ -161,3 +161,24 @@ def test_a_checkpoint_that_cannot_be_written_is_named_and_the_run_can_start_agai
     assert resumed.returncode == 2 and f"remove {run / 'metrics.jsonl'}, then start" in resumed.stderr
     (run / "metrics.jsonl").unlink()
     assert subprocess.run(cmd, capture_output=True, text=True, timeout=300).returncode == 0
+
+
+def test_a_run_with_a_best_but_no_last_checkpoint_says_how_to_start_again(reference, tmp_path):
+    """best.safetensors was once saved before last.safetensors: a full disk (or a kill) between the two
+    left a folder that the same command sent to --resume and --resume sent back ('no epoch was complete')."""
+    data, _ = reference
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "tumorseg", "train", "--data", str(data), "--out", str(run), *ARGS, "--epochs", "1"]
+    assert subprocess.run(cmd, capture_output=True, text=True, timeout=300).returncode == 0
+    (run / "last.safetensors").unlink()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "--resume" not in again.stderr.split("error:")[-1].split(";")[-1], again.stderr
+    assert f"move {run / 'best.safetensors'} away" in again.stderr and f"remove {run / 'metrics.jsonl'}" in again.stderr
+    resumed = subprocess.run(cmd + ["--resume", str(run)], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 2 and "no last.safetensors was saved" in resumed.stderr, resumed.stderr
+    assert f"move {run / 'best.safetensors'} away" in resumed.stderr
+    for p in (run / "metrics.jsonl", run / "summary.json"):
+        p.unlink()
+    (run / "best.safetensors").rename(tmp_path / "kept.safetensors")
+    assert subprocess.run(cmd, capture_output=True, text=True, timeout=300).returncode == 0
+    assert (run / "last.safetensors").is_file()

@@ -295,10 +295,10 @@ def check_run_folder(cfg: TrainConfig, resume: bool) -> None:
         found = sorted(p.relative_to(out).as_posix() for p in out.glob("*.safetensors"))
         found += sorted(p.relative_to(out).as_posix() for p in out.glob("member*/last.safetensors"))
         found += [n for n in ("metrics.jsonl", "summary.json") if (out / n).is_file() and (out / n).stat().st_size]
-        if found == ["metrics.jsonl"]:  # stopped before its first checkpoint was saved (a full disk, say)
-            raise TumorsegError(f"{out}: holds an earlier run's metrics.jsonl but no checkpoint to resume (it "
-                                f"stopped before one was saved); remove {out / 'metrics.jsonl'} to start it "
-                                "again, or train into another --out")  # fmt: skip
+        if found and not _has_last(out):  # stopped before last.safetensors was saved (a full disk, a kill)
+            raise TumorsegError(f"{out}: holds an earlier run ({', '.join(found[:3])}) but no last.safetensors "
+                                f"to resume; {_clear_advice(out)} to start it again, or train into another "
+                                "--out")  # fmt: skip
         if found:
             raise TumorsegError(f"{out}: holds an earlier run ({', '.join(found[:3])}); continue it with "
                                 f"--resume {out}, or train into another --out")  # fmt: skip
@@ -457,14 +457,25 @@ def combine_members(cfg: TrainConfig, paths: list[Path], target: Path) -> None:
     save_checkpoint(target, Checkpoint(cfg, weights, meta))
 
 
+def _has_last(out: Path) -> bool:
+    """Whether the run folder holds a checkpoint that --resume continues (its own, or a member's)."""
+    return (out / "last.safetensors").is_file() or any(out.glob("member*/last.safetensors"))
+
+
+def _clear_advice(out: Path) -> str:
+    """What a fresh start in `out` needs moved out of its way when no last.safetensors was saved."""
+    steps = [f"remove {p}" for p in (out / "metrics.jsonl", out / "summary.json") if p.is_file() and p.stat().st_size]
+    steps += [f"move {p} away (a model of the run)" for p in sorted(out.glob("*.safetensors"))]
+    return " and ".join(steps)
+
+
 def _resumable(cfg: TrainConfig, last_path: Path, split: dict[str, list[str]]) -> Checkpoint:
     """The run's last checkpoint, if `cfg` and its data continue it: the same options (less
     precision and the data folder's path) and the same patients in each part of the split."""
     if not last_path.exists():
-        metrics = last_path.parent / "metrics.jsonl"
-        first = f"remove {metrics}, then " if metrics.is_file() and metrics.stat().st_size else ""
-        raise TumorsegError(f"{last_path.parent}: nothing to resume (no last.safetensors: no epoch was "
-                            f"complete); {first}start the run again without --resume")  # fmt: skip
+        advice = _clear_advice(last_path.parent)
+        raise TumorsegError(f"{last_path.parent}: nothing to resume (no last.safetensors was saved); "
+                            f"{advice + ', then ' if advice else ''}start the run again without --resume")  # fmt: skip
     ck = load_checkpoint(last_path)
     differ = _other_options(cfg, ck)
     if differ:
@@ -876,9 +887,10 @@ def _save_epoch(cfg, out, record, history, split, net, eval_model, opt, ema, imp
     if marked is not None:  # hard-negative sampling state, so a resumed run draws as an unbroken one
         extra["hard_empty.marked"] = torch.from_numpy(marked)
     weights = {k: v.cpu() for k, v in eval_model.state_dict().items()}
+    # last first: a write that fails (a full disk) then never leaves a best without a last to resume
+    save_checkpoint(out / "last.safetensors", Checkpoint(cfg, weights, meta, extra))
     if improved:
         save_checkpoint(out / "best.safetensors", Checkpoint(cfg, weights, meta))
-    save_checkpoint(out / "last.safetensors", Checkpoint(cfg, weights, meta, extra))
     (out / "interrupted.safetensors").unlink(missing_ok=True)  # an earlier interrupt's, now superseded
     _plot_curves(history, out / "curves.png")
 
