@@ -182,3 +182,24 @@ def test_a_run_with_a_best_but_no_last_checkpoint_says_how_to_start_again(refere
     (run / "best.safetensors").rename(tmp_path / "kept.safetensors")
     assert subprocess.run(cmd, capture_output=True, text=True, timeout=300).returncode == 0
     assert (run / "last.safetensors").is_file()
+
+
+def test_resume_with_a_damaged_config_or_history_says_so(reference, tmp_path):
+    """A cut config.json once failed --resume with no way forward (a missing one falls back to the
+    checkpoint's config); a cut metrics.jsonl was rewritten without its lost epochs, without a word."""
+    data, _ = reference
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "tumorseg", "train", "--data", str(data), "--out", str(run), *ARGS, "--epochs", "2"]
+    assert subprocess.run(cmd, capture_output=True, text=True, timeout=300).returncode == 0
+    config = (run / "config.json").read_text()
+    (run / "config.json").write_text(config[: len(config) // 2])
+    resume = [sys.executable, "-m", "tumorseg", "train", "--resume", str(run), "--epochs", "3"]
+    r = subprocess.run(resume, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and f"{run / 'config.json'}: cannot read config" in r.stderr, r.stderr
+    assert f"remove it to resume with the config {run / 'last.safetensors'} carries" in r.stderr
+    (run / "config.json").write_text(config)
+    lines = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (run / "metrics.jsonl").write_text(lines[0][:10] + "\n" + lines[1])  # epoch 1 cut short
+    r = subprocess.run(resume, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"warning: {run / 'metrics.jsonl'}: has no readable line for 1 of the 2 epochs done" in r.stdout, r.stdout

@@ -237,9 +237,16 @@ def _saved_config(run: Path):
     from .checkpoint import load_checkpoint
     from .config import load_config
 
-    if not (run / "config.json").exists() and (run / "last.safetensors").is_file():
+    has_last = (run / "last.safetensors").is_file()
+    if not (run / "config.json").exists() and has_last:
         return load_checkpoint(run / "last.safetensors").config
-    return load_config(run / "config.json")
+    try:
+        return load_config(run / "config.json")
+    except TumorsegError as e:
+        if not has_last:
+            raise
+        raise TumorsegError(f"{e}; fix it, or remove it to resume with the config {run / 'last.safetensors'} "
+                            "carries") from None  # fmt: skip
 
 
 def _validate_options(values: dict):

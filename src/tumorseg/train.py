@@ -713,6 +713,11 @@ def _fit(
         else trained
     )
     history = _read_history(metrics_path, start) if main else []
+    lost = sorted(set(range(1, start)) - {h.get("epoch") for h in history}) if main else []
+    if lost:  # lines cut short or removed: the run goes on from its checkpoint, its record cannot
+        log(f"warning: {metrics_path}: has no readable line for {len(lost)} of the {start - 1} epochs done "
+            f"(such as epoch {lost[0]}); curves.png and summary.json (epochs, training time) will miss "
+            "them")  # fmt: skip
     if main:
         atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
 
