@@ -162,3 +162,45 @@ def test_int8_calibration_on_some_of_the_training_patients_is_said(shipped, lgg_
     said.clear()
     calibration_slices(shipped, lgg_root, log=said.append)
     assert said == []
+
+
+def test_export_options_that_would_mislead_are_refused(shipped, tmp_path):
+    """An fp32 graph written under the int8 name once exited 0 (predict then called it 'another
+    format'), and --data without --int8 was ignored without a word."""
+    r = cli_export("--weights", str(shipped), "--out", str(tmp_path / "model.int8.onnx"))
+    assert r.returncode == 2 and "add --int8" in r.stderr and not (tmp_path / "model.int8.onnx").exists()
+    r = cli_export("--weights", str(shipped), "--out", str(tmp_path / "m.onnx"), "--data", str(tmp_path))
+    assert r.returncode == 2 and "--data is read only by --int8" in r.stderr and not (tmp_path / "m.onnx").exists()
+
+
+def test_a_failed_int8_write_names_the_graph_not_a_temporary_file(shipped, lgg_root, tmp_path):
+    """A full disk during `export --int8` once named `.m.int8.onnx.<pid>.fp32.onnx`, a file the user never asked for."""
+    import resource
+
+    def limited() -> None:  # files may grow to 1 MB; a larger write fails with EFBIG, as on a full disk
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+
+    train = load_checkpoint(shipped).meta["split"]["train"]
+    data = tmp_path / "some"
+    data.mkdir()
+    (data / train[0]).symlink_to(lgg_root / train[0], target_is_directory=True)
+    out = tmp_path / "out" / "m.int8.onnx"
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "export", "--weights", str(shipped), "--int8", "--data",
+                        str(data), "--out", str(out)], capture_output=True, text=True, timeout=300,
+                       preexec_fn=limited)  # fmt: skip
+    assert r.returncode == 2 and f"error: {out}: cannot write the graph" in r.stderr, r.stderr
+    assert ".fp32.onnx" not in r.stderr and not list(out.parent.iterdir())
+
+
+def test_an_unwritable_onnx_cache_says_how_to_move_it(shipped, tmp_path, monkeypatch):
+    """--backend onnx with a cache folder that cannot be made once named only the graph's path."""
+    from tumorseg.export import cached_onnx
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("TUMORSEG_CACHE", str(blocker / "cache"))
+    with pytest.raises(TumorsegError, match="set TUMORSEG_CACHE to a folder that can be written"):
+        cached_onnx(shipped)

@@ -435,6 +435,11 @@ def export(
 
     if int8 and data is None:
         fail("--int8 calibrates on the checkpoint's training patients: give --data DIR")
+    if not int8 and data is not None:
+        fail("--data is read only by --int8 (its calibration): add --int8, or leave --data out")
+    if not int8 and out.name.endswith(".int8.onnx"):  # the name the backends look for an int8 graph under
+        fail(f"{out}: a .int8.onnx name is where the backends look for an int8 graph; add --int8, or name "
+             "the fp32 graph otherwise")  # fmt: skip
     warn = lambda msg: typer.secho(msg, fg=typer.colors.YELLOW, err=True)  # noqa: E731
     path = export_int8(weights, out, data, log=warn) if int8 else export_onnx(weights, out)
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

@@ -204,7 +204,13 @@ def cached_onnx(weights: str | Path | None) -> Path:
     cache = Path(os.environ.get("TUMORSEG_CACHE", Path.home() / ".cache" / "tumorseg"))
     target = cache / f"{path.stem}-{digest}.onnx"
     if not target.is_file():
-        export_onnx(path, target)
+        try:
+            export_onnx(path, target)
+        except TumorsegError as e:
+            if str(target) not in str(e):
+                raise
+            raise TumorsegError(f"{e}; the fp32 graph is cached in {cache}: set TUMORSEG_CACHE to a folder that "
+                                "can be written, or use --backend torch") from None  # fmt: skip
     return target
 
 
@@ -319,8 +325,12 @@ def export_int8(weights: str | Path | None, out: str | Path, data: str | Path, l
     fp32 = out.with_name(f".{out.name}.{os.getpid()}.fp32.onnx")
     quant = out.with_name(f".{out.name}.{os.getpid()}.int8.onnx")
     try:
-        export_onnx(weights, fp32, shuffle_ups=True)
-        quantize_onnx(fp32, quant, images)
+        try:
+            export_onnx(weights, fp32, shuffle_ups=True)
+        except TumorsegError as e:  # its temporary graph could not be written: name the graph asked for
+            raise TumorsegError(str(e).replace(str(fp32), str(out))) from None
+        with writing(out):
+            quantize_onnx(fp32, quant, images)
         model = onnx.load(str(quant))
         contract = contract_metadata(load_checkpoint(weights).config.model)
         meta = {"tumorseg.source_sha256": file_sha256(weights), "tumorseg.export_format": EXPORT_FORMAT,
