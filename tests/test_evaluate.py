@@ -386,6 +386,30 @@ def test_a_broken_patient_outside_the_split_stops_nothing(tiny_run, tmp_path):
         evaluate(tmp_path / "lgg", tiny_run / "last.safetensors", "all", log=lambda *a: None)
 
 
+def test_a_patient_that_fails_to_load_is_named_and_the_others_are_scored_and_written(tiny_run, tmp_path):
+    """A mask of the wrong size in one patient once stopped `evaluate --data` with exit 2 and threw away
+    every patient scored before it; `--pairs` already went on with the others."""
+    import shutil
+
+    data = Path(json.loads((tiny_run / "config.json").read_text())["data"])
+    split = json.loads((tiny_run / "split.json").read_text())
+    good, bad = sorted([split["test"][0], split["train"][0]])
+    for pid in (good, bad):
+        shutil.copytree(data / pid, tmp_path / "lgg" / pid)
+    mask = sorted((tmp_path / "lgg" / bad).glob("*_mask.*"))[0]
+    Image.open(mask).resize((64, 64)).save(mask)
+    out = tmp_path / "ev"
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "evaluate", "--data", str(tmp_path / "lgg"), "--weights",
+                        str(tiny_run / "last.safetensors"), "--split", "all", "--out", str(out), "--report"],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    assert f"{bad}: failed: {mask}" in r.stdout and "1 of 2 patients failed" in r.stdout, r.stdout
+    res = json.loads((out / "evaluation.json").read_text())
+    assert [p["patient"] for p in res["per_patient"]] == [good] and res["patients"] == 1
+    assert res["failed"][0]["image"] == str(tmp_path / "lgg" / bad) and mask.name in res["failed"][0]["error"]
+    assert "Not scored" in (out / "evaluation.md").read_text() and "Not scored" in (out / "report.html").read_text()
+
+
 def test_missing_sequence_rows_keep_the_largest_part_within_a_gap_free_run(lgg_root, tmp_path):
     """The --missing-sequences rows once joined the slices on either side of a gap in the slice
     numbers (the chosen row keeps them apart). With one grayscale image per slice, replacing a T1

@@ -353,8 +353,10 @@ def evaluate(
         fail("give --data DIR, or volumes with --image/--mask or --pairs")
     if report and out is None:
         fail("--report needs --out DIR")
-    run_evaluate(data, weights, split.value, out, threshold, tta, min_size, report, fill_holes, largest,
-                 batch_size=batch_size, backend=backend.value, missing=missing_sequences)  # fmt: skip
+    result = run_evaluate(data, weights, split.value, out, threshold, tta, min_size, report, fill_holes, largest,
+                          batch_size=batch_size, backend=backend.value, missing=missing_sequences)  # fmt: skip
+    if result["failed"]:
+        raise typer.Exit(1)
 
 
 @app.command()

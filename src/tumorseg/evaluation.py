@@ -118,10 +118,15 @@ def evaluate(
         variants["single_slices"] = []  # a 2.5D model shown each slice alone, as the web page does
     if missing:
         variants.update({k: [] for k in MISSING})
-    rows, strips_input = [], {}
+    rows, strips_input, failed = [], {}, []
     t0 = time.perf_counter()
     for pid in ids:
-        case = load_case(cases[pid], None, cfg.channels)
+        try:
+            case = load_case(cases[pid], None, cfg.channels)
+        except (TumorsegError, OSError) as exc:  # one broken slice: the other patients are still scored
+            failed.append({"image": str(cases[pid].images[0].parent), "error": str(exc)})
+            log(f"  {pid}: failed: {exc}")
+            continue
         truth = case.full_masks
         numbers = slice_numbers(cases[pid].images)
         plain = predictor.probabilities(case.images, volume=True, numbers=numbers)
@@ -163,6 +168,8 @@ def evaluate(
         for note in notes:
             log(f"  {pid}: {note}")
     seconds = time.perf_counter() - t0
+    if not rows:
+        raise TumorsegError(f"no patient could be scored: {failed[0]['error']}" if failed else "no patients to score")
 
     summary = {name: {m: summarize([v[m] for v in vals]) for m in METRICS} for name, vals in variants.items()}
     for name, vals in variants.items():
@@ -172,7 +179,7 @@ def evaluate(
         "weights": str(weights),
         "data": str(data),
         "split": split,
-        "patients": len(ids),
+        "patients": len(rows),
         "settings": {
             "threshold": threshold,
             "tta": tta,
@@ -188,8 +195,11 @@ def evaluate(
         "per_patient": rows,
         "summary": summary,
         "empty_mask_rule": EMPTY_RULE,
+        "failed": failed,
     }
     print_table(result, log)
+    if failed:
+        log(f"{len(failed)} of {len(ids)} patients failed (named above): the means are over the other {len(rows)}")
     if out:
         write_outputs(result, Path(out), weights, strips_input if report else None, log)
     return result

@@ -64,6 +64,7 @@ def build_report(result: dict, strips_input: dict, weights: Path) -> str:
         result["empty_mask_rule"],
         *filter(None, [hd95_note(result), slice_dice_note(result)]),
         *(f"{r['patient']}: {n}" for r in rows for n in r.get("notes", [])),
+        *(f"Not scored: {f['image']}: {f['error']}" for f in result.get("failed", [])),
     ]
     table_rows = [{**r, hd: r["hd95"], "pixel accuracy": r["accuracy"],
                    "baseline pixel accuracy": r.get("baseline_accuracy", float("nan"))} for r in rows]  # fmt: skip
