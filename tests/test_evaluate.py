@@ -441,3 +441,18 @@ def test_slice_dice_mean_says_how_many_patients_it_covers(lgg_root, tmp_path):
     assert said in (tmp_path / "ev" / "evaluation.md").read_text()
     html = (tmp_path / "ev" / "report.html").read_text()
     assert said in html and "slice_dice mean" in html  # the mean the note is about is on the page
+
+
+def test_markdown_escapes_names_that_would_break_its_table(tiny_run):
+    """A patient folder named `E |pipe| <img src=x onerror=alert(1)>` once added table columns and live HTML
+    to evaluation.md (report.html escaped it)."""
+    from tumorseg.evaluation import markdown
+
+    res = evaluate(Path(json.loads((tiny_run / "config.json").read_text())["data"]), tiny_run / "last.safetensors",
+                   "test", log=lambda *a: None)  # fmt: skip
+    name = "E |pipe| <img src=x onerror=alert(1)>"
+    res["per_patient"][0]["patient"] = name
+    row = next(line for line in markdown(res).splitlines() if line.startswith("| E "))
+    assert "<img" not in row and "&lt;img src=x onerror=alert(1)&gt;" in row
+    header = next(line for line in markdown(res).splitlines() if line.startswith("| patient"))
+    assert row.count(" | ") == header.count(" | ")  # as many cells as the header

@@ -325,6 +325,11 @@ def interval_text(result: dict, what: str = "patient") -> str:
     return f"95 % bootstrap interval over these {n} {what}s (10,000 resamples, seed 0) [{_f(lo)}, {_f(hi)}]"
 
 
+def _md(text: str) -> str:
+    """A name as Markdown shows it: no raw HTML, and a | that does not split the table's cell."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+
+
 def markdown(result: dict) -> str:
     cols = ["patient", "slices", "tumor_slices", "dice", "iou", "precision", "recall", "hd95", "accuracy",
             "slice_dice", "fp_slices", "baseline_dice"]  # fmt: skip
@@ -340,7 +345,7 @@ def markdown(result: dict) -> str:
         "|" + "---|" * len(cols),
     ]
     for r in result["per_patient"]:
-        cells = [_f(r[c]) if isinstance(r.get(c), float) else str(r.get(c, "")) for c in ["patient", *cols[1:]]]
+        cells = [_f(r[c]) if isinstance(r.get(c), float) else _md(str(r.get(c, ""))) for c in ["patient", *cols[1:]]]
         lines.append("| " + " | ".join(cells) + " |")
     heads = [f"{hd95_header(result) if m == 'hd95' else m} mean" for m in METRICS]
     lines += ["", "| variant | " + " | ".join(heads) + " | Dice median | Dice min |"]
@@ -352,13 +357,13 @@ def markdown(result: dict) -> str:
     for note in (hd95_note(result, what), slice_dice_note(result, what)):
         if note:
             lines += ["", note + "."]
-    noted = [f"- {r['patient']}: {n}" for r in result["per_patient"] for n in r.get("notes", [])]
+    noted = [f"- {_md(r['patient'])}: {n}" for r in result["per_patient"] for n in r.get("notes", [])]
     if noted:
         lines += ["", "Notes:", *noted]
         if any("close call" in n for n in noted):
             lines += ["", "`--all-parts` keeps every region the largest-region step would drop."]
     if result.get("failed"):
-        lines += ["", "Not scored:", *(f"- {f['image']}: {f['error']}" for f in result["failed"])]
+        lines += ["", "Not scored:", *(f"- {_md(f['image'])}: {_md(f['error'])}" for f in result["failed"])]
     mean = _f(result["summary"]["chosen"]["dice"]["mean"])
     lines += ["", f"Mean per-{what} Dice {mean}; {interval_text(result, what)}."]
     return "\n".join(lines) + "\n"
