@@ -207,6 +207,44 @@ def test_int8_graph_without_contract_is_refused(tiny_int8, tmp_path):
     assert resolve_backend("auto", weights) == "torch"
 
 
+def test_a_damaged_or_edited_graph_is_refused_or_made_again(tiny_int8, exported, tmp_path, monkeypatch, capfd):
+    """A graph with one weight tensor zeroed (its metadata intact) once ran without a word: masks
+    shrank, exit 0. The int8 graph is now refused (auto says so and uses torch); a cached fp32 graph
+    is made again."""
+    import shutil
+
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from tumorseg.errors import TumorsegError
+    from tumorseg.export import cached_onnx, graph_intact
+    from tumorseg.infer import int8_graph, resolve_backend
+
+    weights = tmp_path / "w.safetensors"
+    shutil.copy(tiny_int8.with_name("tiny.safetensors"), weights)
+    model = onnx.load(str(tiny_int8))
+    init = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+    init.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(init)), init.name))
+    onnx.save(model, str(tmp_path / "w.int8.onnx"))
+    with pytest.raises(TumorsegError, match=r"w.int8.onnx: its graph is not the one its export recorded"):
+        int8_graph(weights)
+    assert resolve_backend("auto", weights) == "torch" and "damaged or edited" in capfd.readouterr().err
+    shutil.copy(tiny_int8, tmp_path / "w.int8.onnx")  # the graph as exported is used
+    assert int8_graph(weights) == tmp_path / "w.int8.onnx"
+
+    monkeypatch.setenv("TUMORSEG_CACHE", str(tmp_path / "cache"))
+    src = tiny_int8.with_name("tiny.safetensors")
+    cached = cached_onnx(src)
+    assert graph_intact(cached) and not graph_intact(tiny_int8.with_name("nothing.onnx"))
+    fp32 = onnx.load(str(cached))
+    init = max(fp32.graph.initializer, key=lambda t: np.prod(t.dims))
+    init.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(init)), init.name))
+    onnx.save(fp32, str(cached))
+    assert not graph_intact(cached)
+    assert cached_onnx(src) == cached and graph_intact(cached)  # made again
+
+
 def test_shipped_int8_graph_carries_its_contract():
     """The shipped graph is the current export of the shipped weights, contract included."""
     import onnx

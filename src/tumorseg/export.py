@@ -189,7 +189,8 @@ def export_onnx(weights: str | Path | None, out: str | Path, opset: int = 18, sh
             program.save(str(tmp))
             model = onnx.load(str(tmp))
             props = {p.key: p.value for p in model.metadata_props}
-            own = {"tumorseg.source_sha256": file_sha256(weights), **contract_metadata(ckpt.config.model)}
+            own = {"tumorseg.source_sha256": file_sha256(weights), "tumorseg.graph_sha256": graph_sha256(model),
+                   **contract_metadata(ckpt.config.model)}  # fmt: skip
             onnx.helper.set_model_props(model, {**props, **own})
             atomic_write_bytes(out, model.SerializeToString())
     finally:
@@ -203,6 +204,8 @@ def cached_onnx(weights: str | Path | None) -> Path:
     digest = file_sha256(path)[:16]
     cache = Path(os.environ.get("TUMORSEG_CACHE", Path.home() / ".cache" / "tumorseg"))
     target = cache / f"{path.stem}-{digest}.onnx"
+    if target.is_file() and not graph_intact(target):  # damaged, edited or made before the digest: made again
+        target.unlink(missing_ok=True)
     if not target.is_file():
         try:
             export_onnx(path, target)
@@ -222,6 +225,24 @@ def int8_path(weights: str | Path) -> Path:
 
 def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def graph_sha256(model) -> str:
+    """SHA-256 of an ONNX model's graph (nodes and weights, not the metadata that records it), so
+    that a graph damaged or edited since its export can be told (`tumorseg.graph_sha256`)."""
+    return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
+
+
+def graph_intact(path: Path) -> bool:
+    """Whether the ONNX file at `path` loads and its graph is the one its export recorded."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # protobuf raises its own decode errors for bad files
+        return False
+    props = {p.key: p.value for p in model.metadata_props}
+    return props.get("tumorseg.graph_sha256") == graph_sha256(model)
 
 
 def calibration_slices(weights: str | Path, data: str | Path, every: int = 9, log=None) -> tuple[np.ndarray, list[str]]:
@@ -333,8 +354,8 @@ def export_int8(weights: str | Path | None, out: str | Path, data: str | Path, l
             quantize_onnx(fp32, quant, images)
         model = onnx.load(str(quant))
         contract = contract_metadata(load_checkpoint(weights).config.model)
-        meta = {"tumorseg.source_sha256": file_sha256(weights), "tumorseg.export_format": EXPORT_FORMAT,
-                "tumorseg.calibration": " ".join(ids), **contract}  # fmt: skip
+        meta = {"tumorseg.source_sha256": file_sha256(weights), "tumorseg.graph_sha256": graph_sha256(model),
+                "tumorseg.export_format": EXPORT_FORMAT, "tumorseg.calibration": " ".join(ids), **contract}  # fmt: skip
         onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, **meta})
         with writing(out):
             atomic_write_bytes(out, model.SerializeToString())

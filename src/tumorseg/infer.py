@@ -70,7 +70,7 @@ def onnx_session(weights: str | Path, int8: bool = False):
 def int8_graph(weights: str | Path) -> Path:
     """The int8 graph made from exactly `weights` by this version's export, or a clear error
     saying what is wrong and how to remake it."""
-    from .export import CONTRACT_KEYS, EXPORT_FORMAT, file_sha256, int8_path
+    from .export import CONTRACT_KEYS, EXPORT_FORMAT, file_sha256, graph_sha256, int8_path
 
     path = int8_path(weights)
     make = f"tumorseg export --int8 --weights {weights} --data DIR --out {path}"
@@ -80,8 +80,9 @@ def int8_graph(weights: str | Path) -> Path:
         import onnx
     except ImportError:
         raise TumorsegError("backend onnx-int8 needs the onnx extra: pip install 'tumorseg[onnx]'") from None
-    try:  # the metadata only: parsing the proto is cheap, building a session is not
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    try:  # parsing the proto is cheap, building a session is not
+        model = onnx.load(str(path), load_external_data=False)
+        props = {p.key: p.value for p in model.metadata_props}
     except Exception as exc:  # protobuf raises its own decode errors for bad files
         raise TumorsegError(f"{path}: not a loadable ONNX graph ({str(exc)[:200]}); remake it with: {make}") from None
     if "tumorseg.source_sha256" not in props:
@@ -93,6 +94,12 @@ def int8_graph(weights: str | Path) -> Path:
     lacking = [k for k in CONTRACT_KEYS if k not in props]
     if lacking:  # an early export wrote provenance but not the input contract the README promises
         raise TumorsegError(f"{path}: lacks its input contract metadata ({', '.join(lacking)}); remake it with: {make}")
+    if "tumorseg.graph_sha256" not in props:
+        raise TumorsegError(f"{path}: has no digest of its graph (made before tumorseg recorded one); remake it "
+                            f"with: {make}")  # fmt: skip
+    if props["tumorseg.graph_sha256"] != graph_sha256(model):
+        raise TumorsegError(f"{path}: its graph is not the one its export recorded (damaged or edited since); "
+                            f"remake it with: {make}")  # fmt: skip
     return path
 
 
