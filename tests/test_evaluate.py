@@ -97,6 +97,25 @@ def test_evaluate_that_cannot_write_one_file_writes_the_others_and_says_so(tiny_
     assert (tmp_path / "ev" / "evaluation.md").is_file() and (tmp_path / "ev" / "report.html").is_file()
 
 
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_evaluate_whose_reader_goes_away_still_writes_its_files(tiny_run, tmp_path, unbuffered):
+    """`evaluate ... | head -1` once stopped at the first line that met the closed pipe: exit 1,
+    no message and nothing written. Unbuffered, every line meets it; buffered, the flush at exit."""
+    import os
+
+    data = json.loads((tiny_run / "config.json").read_text())["data"]
+    cmd = [sys.executable, "-m", "tumorseg", "evaluate", "--data", data, "--weights",
+           str(tiny_run / "last.safetensors"), "--split", "test", "--out", str(tmp_path / "ev")]  # fmt: skip
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONUNBUFFERED": unbuffered})  # fmt: skip
+    p.stdout.close()  # the reader is gone before the first line
+    err = p.stderr.read()
+    assert p.wait(timeout=300) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    saved = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert len(saved["per_patient"]) == 1
+
+
 def test_evaluate_split_missing_from_data(tiny_run, tmp_path, lgg_root):
     from conftest import copy_slices
 

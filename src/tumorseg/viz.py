@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 TP, FP, FN = (40, 200, 60), (230, 40, 40), (50, 120, 255)
 PRED = (255, 60, 60)
@@ -37,11 +38,41 @@ def _blend(base: np.ndarray, mask: np.ndarray, color: tuple[int, int, int], alph
     return out.astype(np.uint8)
 
 
+LINE = 13  # pixels per line of label text
+
+
+@functools.cache
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """DejaVu Sans, shipped with matplotlib, which draws accented, Greek and Cyrillic file names
+    (Pillow's default font draws them as boxes); Pillow's default if it is not there."""
+    import matplotlib
+
+    path = Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+    try:
+        return ImageFont.truetype(str(path), 11)
+    except OSError:
+        return ImageFont.load_default()
+
+
+def _lines(text: str, width: int) -> list[str]:
+    """`text` broken at its double spaces into lines that fit `width` pixels, where they can."""
+    lines: list[str] = []
+    for part in text.split("  "):
+        if lines and _font().getlength(f"{lines[-1]}  {part}") <= width:
+            lines[-1] = f"{lines[-1]}  {part}"
+        else:
+            lines.append(part)
+    return lines
+
+
 def _label(panel: np.ndarray, text: str) -> np.ndarray:
     im = Image.fromarray(panel)
     d = ImageDraw.Draw(im)
-    d.rectangle([0, 0, min(im.width, 7 * len(text) + 6), 13], fill=(0, 0, 0))
-    d.text((3, 1), text, fill=(255, 255, 255))
+    lines = _lines(text, im.width - 6)
+    wide = max(_font().getlength(line) for line in lines)
+    d.rectangle([0, 0, min(im.width, int(wide) + 6), LINE * len(lines) + 1], fill=(0, 0, 0))
+    for i, line in enumerate(lines):
+        d.text((3, 1 + LINE * i), line, fill=(255, 255, 255), font=_font())
     return np.asarray(im)
 
 
@@ -73,8 +104,10 @@ def overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None
     gap = np.full((mri.shape[0], 4, 3), 255, np.uint8)
     strip = np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1)
     if title:
-        bar = Image.new("RGB", (strip.shape[1], 16), (255, 255, 255))
-        ImageDraw.Draw(bar).text((4, 2), title, fill=(0, 0, 0))
+        lines = _lines(title, strip.shape[1] - 8)
+        bar = Image.new("RGB", (strip.shape[1], LINE * len(lines) + 3), (255, 255, 255))
+        for i, line in enumerate(lines):
+            ImageDraw.Draw(bar).text((4, 1 + LINE * i), line, fill=(0, 0, 0), font=_font())
         strip = np.concatenate([np.asarray(bar), strip], axis=0)
     return strip
 

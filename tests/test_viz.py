@@ -1,0 +1,22 @@
+import numpy as np
+
+from tumorseg.viz import overlay
+
+
+def _strip(width: int, title: str = "") -> np.ndarray:
+    black = np.zeros((3, 120, width), np.uint8)  # no MRI and no tumor: only the labels are drawn
+    empty = np.zeros((120, width), bool)
+    return overlay(black, empty, empty, title=title)
+
+
+def test_the_legend_of_a_narrow_overlay_is_drawn_whole():
+    """On panels under about 170 px the legend ("green TP  red FP  blue FN") was cut at the edge."""
+    ink = [int(_strip(w)[-120:, -w:].sum()) for w in (90, 400)]  # the overlay panel, last in the strip
+    assert ink[1] > 0 and abs(ink[0] - ink[1]) <= 0.02 * ink[1], ink
+
+
+def test_titles_in_other_scripts_are_drawn_as_letters_not_boxes():
+    """Pillow's default font drew Cyrillic and Greek file names as rows of identical boxes."""
+    titles = ["ПЁТР_01.tif", "ИВАН_01.tif", "ΩΜΕΓΑ_01.tif", "ΑΛΦΑΣ_01.tif"]
+    bars = [_strip(256, t)[:-120] for t in titles]
+    assert not np.array_equal(bars[0], bars[1]) and not np.array_equal(bars[2], bars[3])
