@@ -195,6 +195,27 @@ def test_a_failed_int8_write_names_the_graph_not_a_temporary_file(shipped, lgg_r
     assert ".fp32.onnx" not in r.stderr and not list(out.parent.iterdir())
 
 
+def test_a_full_disk_while_quantizing_names_the_graph_asked_for(shipped, lgg_root, tmp_path, monkeypatch):
+    """The quantizing step once named its own temporary `.quant` file when a write failed."""
+    import errno
+
+    import onnxruntime.quantization
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_static", full)  # the disk fills as it writes
+    train = load_checkpoint(shipped).meta["split"]["train"]
+    data = tmp_path / "some"
+    data.mkdir()
+    (data / train[0]).symlink_to(lgg_root / train[0], target_is_directory=True)
+    out = tmp_path / "out" / "m.int8.onnx"
+    with pytest.raises(TumorsegError) as e:
+        export_int8(shipped, out, data)
+    assert str(e.value) == f"{out}: cannot write the graph (No space left on device)"
+    assert not list(out.parent.iterdir())
+
+
 def test_an_unwritable_onnx_cache_says_how_to_move_it(shipped, tmp_path, monkeypatch):
     """--backend onnx with a cache folder that cannot be made once named only the graph's path."""
     from tumorseg.export import cached_onnx

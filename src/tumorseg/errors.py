@@ -13,3 +13,11 @@ class DataError(TumorsegError):
 
 class CheckpointError(TumorsegError):
     """A checkpoint that is missing, truncated, tampered with or invalid."""
+
+
+class WriteError(TumorsegError):
+    """An output file that cannot be written; `path` is the file the user asked for."""
+
+    def __init__(self, path, message: str) -> None:
+        super().__init__(message)
+        self.path = path

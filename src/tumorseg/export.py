@@ -32,7 +32,7 @@ from torch import nn
 from .checkpoint import build_model, load_checkpoint
 from .config import ModelConfig
 from .data.transforms import scale_intensity
-from .errors import TumorsegError
+from .errors import TumorsegError, WriteError
 from .infer import default_weights
 from .io import atomic_write_bytes
 from .models import Ensemble, UNet
@@ -90,31 +90,33 @@ class Segmenter(nn.Module):
 
 def check_out(out: str | Path, weights: str | Path) -> Path:
     """Refuse, before any work, an `out` that cannot be written (a folder, a folder that cannot
-    be made or written to) or that is the checkpoint `weights` itself, which it would replace."""
+    be made or written to) or that is the checkpoint `weights` itself, which it would replace.
+    Raises WriteError."""
     out = Path(out)
     if out.is_dir():
-        raise TumorsegError(f"{out}: is a folder; give the path of the .onnx file to write")
+        raise WriteError(out, f"{out}: is a folder; give the path of the .onnx file to write")
     if out.exists() and Path(weights).exists() and os.path.samefile(out, weights):
-        raise TumorsegError(f"{out}: is the checkpoint being exported; write the graph to another file")
+        raise WriteError(out, f"{out}: is the checkpoint being exported; write the graph to another file")
     nearest = out.parent  # made only when the graph is written, so a refusal leaves no folder behind
     while not nearest.exists() and nearest != nearest.parent:
         nearest = nearest.parent
     if not nearest.is_dir():
-        raise TumorsegError(f"{out}: cannot create its folder {out.parent}: {nearest} is a file")
+        raise WriteError(out, f"{out}: cannot create its folder {out.parent}: {nearest} is a file")
     if not os.access(nearest, os.W_OK | os.X_OK):
-        raise TumorsegError(f"{out}: its folder {nearest} is not writable")
+        raise WriteError(out, f"{out}: its folder {nearest} is not writable")
     return out
 
 
 @contextlib.contextmanager
-def writing(out: Path):
+def writing(out: Path, report_as: Path | None = None):
     """Make `out`'s folder, and turn an OSError while writing `out` (full disk, read-only file
-    system) into a TumorsegError."""
+    system) into a WriteError naming `report_as`: the graph asked for, when `out` is a step on the way."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         yield
     except OSError as exc:
-        raise TumorsegError(f"{out}: cannot write the graph ({exc.strerror or exc})") from None
+        shown = report_as or out
+        raise WriteError(shown, f"{shown}: cannot write the graph ({exc.strerror or exc})") from None
 
 
 def discard(path: Path) -> None:
@@ -144,13 +146,19 @@ def contract_metadata(config: ModelConfig) -> dict[str, str]:
 CONTRACT_KEYS = tuple(contract_metadata(ModelConfig()))  # the keys every export writes
 
 
-def export_onnx(weights: str | Path | None, out: str | Path, opset: int = 18, shuffle_ups: bool = False) -> Path:
+def export_onnx(
+    weights: str | Path | None,
+    out: str | Path,
+    opset: int = 18,
+    shuffle_ups: bool = False,
+    report_as: Path | None = None,
+) -> Path:
     """Export a checkpoint (default: the shipped model) to ONNX with the dynamo exporter.
 
     `shuffle_ups` writes the transposed convolutions as 1x1 convolution + pixel shuffle
     (`ShuffleUp`), which int8 quantization then covers too. The graph's metadata holds
-    `contract_metadata`. Raises TumorsegError for an `out` that cannot be written or that is
-    the checkpoint itself, before any work is done."""
+    `contract_metadata`. Raises WriteError for an `out` that cannot be written or that is the
+    checkpoint itself, before any work is done; write errors name `report_as` (default `out`)."""
     try:
         import onnx
         import onnxscript  # noqa: F401
@@ -185,7 +193,7 @@ def export_onnx(weights: str | Path | None, out: str | Path, opset: int = 18, sh
             verbose=False,
         )
     try:
-        with writing(out):
+        with writing(out, report_as):
             program.save(str(tmp))
             model = onnx.load(str(tmp))
             props = {p.key: p.value for p in model.metadata_props}
@@ -209,9 +217,7 @@ def cached_onnx(weights: str | Path | None) -> Path:
     if not target.is_file():
         try:
             export_onnx(path, target)
-        except TumorsegError as e:
-            if str(target) not in str(e):
-                raise
+        except WriteError as e:
             raise TumorsegError(f"{e}; the fp32 graph is cached in {cache}: set TUMORSEG_CACHE to a folder that "
                                 "can be written, or use --backend torch") from None  # fmt: skip
     return target
@@ -241,8 +247,16 @@ def graph_intact(path: Path) -> bool:
         model = onnx.load(str(path), load_external_data=False)
     except Exception:  # protobuf raises its own decode errors for bad files
         return False
-    props = {p.key: p.value for p in model.metadata_props}
-    return props.get("tumorseg.graph_sha256") == graph_sha256(model)
+    return graph_state(model) == "intact"
+
+
+def graph_state(model) -> str:
+    """How an ONNX model's graph compares with the digest its export recorded: "intact",
+    "unrecorded" (exported before tumorseg recorded one) or "changed" (damaged or edited since)."""
+    recorded = {p.key: p.value for p in model.metadata_props}.get("tumorseg.graph_sha256")
+    if recorded is None:
+        return "unrecorded"
+    return "intact" if recorded == graph_sha256(model) else "changed"
 
 
 def calibration_slices(weights: str | Path, data: str | Path, every: int = 9, log=None) -> tuple[np.ndarray, list[str]]:
@@ -280,12 +294,17 @@ QUANTIZED_OPS = ["Conv", "ConvTranspose", "Relu", "MaxPool", "Concat", "DepthToS
 
 
 def quantize_onnx(
-    src: str | Path, out: str | Path, calibration: np.ndarray, batch_size: int = 16, reduce_range: bool = True
+    src: str | Path,
+    out: str | Path,
+    calibration: np.ndarray,
+    batch_size: int = 16,
+    reduce_range: bool = True,
+    report_as: Path | None = None,
 ) -> Path:
     """Static int8 quantization of an exported graph's network (`QUANTIZED_OPS`; QOperator,
     per-channel 7-bit weights, uint8 activations with ranges from `calibration`, uint8
     (N, C, H, W) slices): the activations stay uint8 from the first convolution to the last.
-    Scaling, resizes and the sigmoid stay fp32.
+    Scaling, resizes and the sigmoid stay fp32. A failed write names `report_as` (default `out`).
 
     7-bit weights (`reduce_range`) keep the uint8 x int8 products from saturating on CPUs
     without VNNI (AVX2-only x86, e.g. AMD Zen 3), so one file gives the same answers there.
@@ -311,7 +330,7 @@ def quantize_onnx(
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        with contextlib.redirect_stdout(io.StringIO()), writing(out):
+        with contextlib.redirect_stdout(io.StringIO()), writing(out, report_as):
             quantize_static(str(src), str(tmp), Reader(), quant_format=QuantFormat.QOperator, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range,
                             op_types_to_quantize=QUANTIZED_OPS)  # fmt: skip
@@ -346,12 +365,8 @@ def export_int8(weights: str | Path | None, out: str | Path, data: str | Path, l
     fp32 = out.with_name(f".{out.name}.{os.getpid()}.fp32.onnx")
     quant = out.with_name(f".{out.name}.{os.getpid()}.int8.onnx")
     try:
-        try:
-            export_onnx(weights, fp32, shuffle_ups=True)
-        except TumorsegError as e:  # its temporary graph could not be written: name the graph asked for
-            raise TumorsegError(str(e).replace(str(fp32), str(out))) from None
-        with writing(out):
-            quantize_onnx(fp32, quant, images)
+        export_onnx(weights, fp32, shuffle_ups=True, report_as=out)  # steps on the way name the graph asked for
+        quantize_onnx(fp32, quant, images, report_as=out)
         model = onnx.load(str(quant))
         contract = contract_metadata(load_checkpoint(weights).config.model)
         meta = {"tumorseg.source_sha256": file_sha256(weights), "tumorseg.graph_sha256": graph_sha256(model),

@@ -70,7 +70,7 @@ def onnx_session(weights: str | Path, int8: bool = False):
 def int8_graph(weights: str | Path) -> Path:
     """The int8 graph made from exactly `weights` by this version's export, or a clear error
     saying what is wrong and how to remake it."""
-    from .export import CONTRACT_KEYS, EXPORT_FORMAT, file_sha256, graph_sha256, int8_path
+    from .export import CONTRACT_KEYS, EXPORT_FORMAT, file_sha256, graph_state, int8_path
 
     path = int8_path(weights)
     make = f"tumorseg export --int8 --weights {weights} --data DIR --out {path}"
@@ -94,10 +94,11 @@ def int8_graph(weights: str | Path) -> Path:
     lacking = [k for k in CONTRACT_KEYS if k not in props]
     if lacking:  # an early export wrote provenance but not the input contract the README promises
         raise TumorsegError(f"{path}: lacks its input contract metadata ({', '.join(lacking)}); remake it with: {make}")
-    if "tumorseg.graph_sha256" not in props:
+    state = graph_state(model)
+    if state == "unrecorded":
         raise TumorsegError(f"{path}: has no digest of its graph (made before tumorseg recorded one); remake it "
                             f"with: {make}")  # fmt: skip
-    if props["tumorseg.graph_sha256"] != graph_sha256(model):
+    if state == "changed":
         raise TumorsegError(f"{path}: its graph is not the one its export recorded (damaged or edited since); "
                             f"remake it with: {make}")  # fmt: skip
     return path
