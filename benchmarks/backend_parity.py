@@ -12,6 +12,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
+import torch
+from common import cpu_features
 
 from tumorseg.checkpoint import load_checkpoint
 from tumorseg.data.lgg import find_cases, load_case
@@ -27,8 +30,9 @@ def main(data: str, weights: str | None, out: Path) -> dict:
     runs = {b: Predictor.from_checkpoint(weights, backend=b) for b in ("torch", "onnx", "onnx-int8")}
     diffs: dict[str, list[np.ndarray]] = {"onnx": [], "onnx-int8": []}
     flips = {"onnx": 0, "onnx-int8": 0}
-    pixels = 0
+    pixels, scored = 0, []
     for case in find_cases(data, ids=ids):
+        scored.append(case.id)
         images = load_case(case, None, cfg.channels).images
         probs = {b: p.predict(images, volume=True) for b, p in runs.items()}
         masks = {b: runs[b].mask(p, volume=True) for b, p in probs.items()}
@@ -37,7 +41,8 @@ def main(data: str, weights: str | None, out: Path) -> dict:
             diffs[b].append(np.abs(probs[b] - probs["torch"]).ravel())
             flips[b] += int((masks[b] != masks["torch"]).sum())
         print(case.id, {b: f"{diffs[b][-1].max():.2e}" for b in diffs})
-    result = {"weights": Path(weights).name, "patients": len(ids), "pixels": pixels}
+    result = {"weights": Path(weights).name, "patients": len(scored), "pixels": pixels, "cpu": cpu_features(),
+              "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}  # fmt: skip
     for b, parts in diffs.items():
         d = np.concatenate(parts)
         result[b] = {"max_abs": float(d.max()), "p99_9_abs": float(np.quantile(d, 0.999)),

@@ -97,20 +97,26 @@ def test_evaluate_that_cannot_write_one_file_writes_the_others_and_says_so(tiny_
     assert (tmp_path / "ev" / "evaluation.md").is_file() and (tmp_path / "ev" / "report.html").is_file()
 
 
-@pytest.mark.parametrize("unbuffered", ["1", ""])
-def test_evaluate_whose_reader_goes_away_still_writes_its_files(tiny_run, tmp_path, unbuffered):
+@pytest.mark.parametrize(
+    "env, both",
+    [({"PYTHONUNBUFFERED": "1"}, False), ({}, False), ({"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "ascii"}, True)],
+)
+def test_evaluate_whose_reader_goes_away_still_writes_its_files(tiny_run, tmp_path, env, both):
     """`evaluate ... | head -1` once stopped at the first line that met the closed pipe: exit 1,
-    no message and nothing written. Unbuffered, every line meets it; buffered, the flush at exit."""
+    no message and nothing written. Unbuffered, every line meets it; buffered, the flush at exit;
+    with `2>&1 | head` (and an ASCII stdout), stderr meets it too."""
     import os
 
     data = json.loads((tiny_run / "config.json").read_text())["data"]
     cmd = [sys.executable, "-m", "tumorseg", "evaluate", "--data", data, "--weights",
            str(tiny_run / "last.safetensors"), "--split", "test", "--out", str(tmp_path / "ev")]  # fmt: skip
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "PYTHONUNBUFFERED": unbuffered})  # fmt: skip
-    p.stdout.close()  # the reader is gone before the first line
-    err = p.stderr.read()
-    assert p.wait(timeout=300) == 0, err
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    p = subprocess.Popen(cmd, stdout=write, stderr=write if both else subprocess.PIPE, text=True,
+                         env={**os.environ, **env})  # fmt: skip
+    os.close(write)
+    err = p.communicate(timeout=300)[1] or ""
+    assert p.returncode == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     saved = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     assert len(saved["per_patient"]) == 1

@@ -559,9 +559,9 @@ def _interrupted(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-class _Stdout:
-    """stdout that outlives its reader: once a pipe's reader has gone (`evaluate ... | head`),
-    what follows goes to /dev/null and the command still finishes and writes its files."""
+class _Outlives:
+    """stdout or stderr that outlives its reader: once a pipe's reader has gone (`evaluate ... |
+    head`), what follows goes to /dev/null and the command still finishes and writes its files."""
 
     def __init__(self, stream) -> None:
         self._stream = stream
@@ -569,22 +569,34 @@ class _Stdout:
     def _gone(self) -> None:
         import os
 
+        try:
+            fd = self._stream.fileno()
+        except (OSError, ValueError):  # no file descriptor to point elsewhere
+            return
         null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, self._stream.fileno())
+        os.dup2(null, fd)
         os.close(null)
 
-    def write(self, text: str) -> int:
+    def write(self, text):
         try:
             return self._stream.write(text)
         except BrokenPipeError:
             self._gone()
             return len(text)
 
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
     def flush(self) -> None:
         try:
             self._stream.flush()
         except BrokenPipeError:
             self._gone()
+
+    @property
+    def buffer(self):  # click writes bytes here when the text stream's encoding does not suit it
+        return _Outlives(self._stream.buffer)
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
@@ -595,8 +607,10 @@ def main() -> None:
 
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _interrupted)
-    if sys.stdout is not None and not isinstance(sys.stdout, _Stdout):
-        sys.stdout = _Stdout(sys.stdout)
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, _Outlives):
+            setattr(sys, name, _Outlives(stream))
     try:
         app()
     except TumorsegError as exc:
