@@ -16,8 +16,4 @@ class CheckpointError(TumorsegError):
 
 
 class WriteError(TumorsegError):
-    """An output file that cannot be written; `path` is the file the user asked for."""
-
-    def __init__(self, path, message: str) -> None:
-        super().__init__(message)
-        self.path = path
+    """An output file that cannot be written. The message names the file the user asked for."""

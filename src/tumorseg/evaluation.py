@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from pathlib import Path
@@ -327,7 +328,7 @@ def interval_text(result: dict, what: str = "patient") -> str:
 
 def _md(text: str) -> str:
     """A name as Markdown shows it: no raw HTML, and a | that does not split the table's cell."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+    return html.escape(text, quote=False).replace("|", "\\|")
 
 
 def markdown(result: dict) -> str:

@@ -94,16 +94,16 @@ def check_out(out: str | Path, weights: str | Path) -> Path:
     Raises WriteError."""
     out = Path(out)
     if out.is_dir():
-        raise WriteError(out, f"{out}: is a folder; give the path of the .onnx file to write")
+        raise WriteError(f"{out}: is a folder; give the path of the .onnx file to write")
     if out.exists() and Path(weights).exists() and os.path.samefile(out, weights):
-        raise WriteError(out, f"{out}: is the checkpoint being exported; write the graph to another file")
+        raise WriteError(f"{out}: is the checkpoint being exported; write the graph to another file")
     nearest = out.parent  # made only when the graph is written, so a refusal leaves no folder behind
     while not nearest.exists() and nearest != nearest.parent:
         nearest = nearest.parent
     if not nearest.is_dir():
-        raise WriteError(out, f"{out}: cannot create its folder {out.parent}: {nearest} is a file")
+        raise WriteError(f"{out}: cannot create its folder {out.parent}: {nearest} is a file")
     if not os.access(nearest, os.W_OK | os.X_OK):
-        raise WriteError(out, f"{out}: its folder {nearest} is not writable")
+        raise WriteError(f"{out}: its folder {nearest} is not writable")
     return out
 
 
@@ -116,7 +116,7 @@ def writing(out: Path, report_as: Path | None = None):
         yield
     except OSError as exc:
         shown = report_as or out
-        raise WriteError(shown, f"{shown}: cannot write the graph ({exc.strerror or exc})") from None
+        raise WriteError(f"{shown}: cannot write the graph ({exc.strerror or exc})") from None
 
 
 def discard(path: Path) -> None:

@@ -106,8 +106,9 @@ def overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None
     if title:
         lines = _lines(title, strip.shape[1] - 8)
         bar = Image.new("RGB", (strip.shape[1], LINE * len(lines) + 3), (255, 255, 255))
+        d = ImageDraw.Draw(bar)
         for i, line in enumerate(lines):
-            ImageDraw.Draw(bar).text((4, 1 + LINE * i), line, fill=(0, 0, 0), font=_font())
+            d.text((4, 1 + LINE * i), line, fill=(0, 0, 0), font=_font())
         strip = np.concatenate([np.asarray(bar), strip], axis=0)
     return strip
 
