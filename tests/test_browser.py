@@ -231,3 +231,29 @@ def test_the_same_file_again_and_a_drop_beside_the_zone(browser, server, lgg_roo
     )
     assert prevented == [True, True]
     assert page.url.rstrip("/") == server.rstrip("/")
+
+
+def test_a_failed_toggle_puts_the_box_back_and_small_volumes_are_not_0_ml(browser, server, lgg_root, tmp_path):
+    """Segmenting the volume shown again with the other setting failed (a busy server), and the box
+    stayed ticked beside the result of the other setting; a tumor of a few voxels read "0.00 mL in 1 slices"."""
+    pytest.importorskip("nibabel")
+    path, _ = case_nifti(lgg_root, "TCGA_CS_5395_19981004", slice(2, 16), tmp_path / "scan.nii.gz")
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.set_input_files("#file", str(path))
+    page.wait_for_selector("#result:not([hidden])", timeout=60000)
+    largest = page.inner_text("#measure")
+    busy = '{"error": "busy: 2 uploads are being segmented; try again shortly"}'
+    page.route("**/api/v1/segment**", lambda route: route.fulfill(status=503, body=busy))
+    page.check("#all-parts")
+    page.wait_for_selector("#error:not([hidden])", timeout=30000)
+    said = page.inner_text("#error")
+    assert said.startswith("scan.nii.gz: busy: 2 uploads") and "still that of scan.nii.gz" in said, said
+    assert said.endswith('"Keep every 3D region" is back to off, as that result was segmented.'), said
+    assert not page.is_checked("#all-parts") and page.inner_text("#measure") == largest
+    page.unroute("**/api/v1/segment**")
+    page.check("#all-parts")  # and with the server free again, the other setting is shown
+    page.wait_for_function(f"() => document.getElementById('measure').textContent !== {largest!r}", timeout=60000)
+    assert page.is_hidden("#error") and page.is_checked("#all-parts")
+    shown = page.evaluate("[0, 0.004, 0.01, 14.384].map(millilitres).concat([count(1, 'slice'), count(7, 'slice')])")
+    assert shown == ["0 mL", "under 0.01 mL", "0.01 mL", "14.38 mL", "1 slice", "7 slices"]

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tumorseg.data.check import check_data
@@ -150,6 +151,28 @@ def test_masks_of_0_and_1_keep_their_tumor(tiny_lgg):
     assert not report["errors"] and any("mask holds 0 and 1, not 0 and 255; 1 is read as tumor" in w
                                         for w in report["warnings"])  # fmt: skip
     assert report["slices_with_tumor"] > 0
+
+
+@pytest.mark.parametrize("value", [2, 100])
+def test_label_masks_keep_their_tumor(tiny_lgg, value):
+    """Masks saved as labels (0/2, 0/100) were binarised at 128 and read as empty: no tumor in
+    check-data, Dice 0 in evaluate and an empty truth in overlays. A few values under 255 are labels."""
+    from tumorseg.data.lgg import find_cases, load_case
+    from tumorseg.io import binary_masks
+
+    case = find_cases(tiny_lgg)[0]
+    before = load_case(case, None).full_masks
+    assert before.sum() > 0
+    for m in case.masks:
+        Image.fromarray(np.where(np.asarray(Image.open(m)) > 127, value, 0).astype(np.uint8)).save(m)
+    assert np.array_equal(load_case(case, None).full_masks, before)
+    report = check_data(tiny_lgg)
+    assert not report["errors"] and report["slices_with_tumor"] > 0
+    assert any(f"mask holds the labels [0, {value}], not 0 and 255; every value above 0 is read as tumor" in w
+               for w in report["warnings"]), report["warnings"]  # fmt: skip
+    # a grey mask (many values, as JPEG leaves them) is still read above 127, not above 0
+    grey = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    assert binary_masks([grey])[0].sum() == 128
 
 
 def test_stray_1s_in_a_0_255_patient_are_not_tumor(tiny_lgg):

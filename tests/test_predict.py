@@ -40,7 +40,7 @@ def test_overlay_truths_of_a_series_share_one_mask_rule(lgg_root, tmp_path):
     read as a 0/1 mask on its own. A lone slice still decides by its own values."""
     from conftest import copy_slices
 
-    from tumorseg.predict import _overlay_truth, _truths_are_0_1, find_truth
+    from tumorseg.predict import _overlay_truth, _truths_are_labels, find_truth
 
     folder = tmp_path / "s"
     copy_slices(lgg_root / "TCGA_CS_4941_19960909", folder, range(10, 14))  # slice 10: no tumor
@@ -50,10 +50,18 @@ def test_overlay_truths_of_a_series_share_one_mask_rule(lgg_root, tmp_path):
     assert stray.max() == 0
     stray[::9, ::9] = 1
     Image.fromarray(stray).save(first)
-    low = _truths_are_0_1(slices)
-    assert not low and _truths_are_0_1(slices[:1])  # the tumor slices' 255s decide for the series
-    assert not _overlay_truth(first, stray.shape, [], low).any()  # in its series: 0/255, so 1 is not tumor
+    labels = _truths_are_labels(slices)
+    assert not labels and _truths_are_labels(slices[:1])  # the tumor slices' 255s decide for the series
+    assert not _overlay_truth(first, stray.shape, [], labels).any()  # in its series: 0/255, so 1 is not tumor
     assert _overlay_truth(first, stray.shape, []).sum() == (stray == 1).sum()  # alone: a 0/1 mask
+    # the series saved as labels 0/2: its truths keep their tumor (they were read above 127: empty)
+    for s in slices:
+        t = find_truth(s)
+        Image.fromarray(np.where(np.asarray(Image.open(t)) > 127, 2, 0).astype(np.uint8)).save(t)
+    labels = _truths_are_labels(slices)
+    last = find_truth(slices[-1])
+    drawn = _overlay_truth(last, stray.shape, [], labels)
+    assert labels and drawn.sum() == (np.asarray(Image.open(last)) == 2).sum() > 0
 
 
 def test_series_keep_their_largest_3d_part_and_lone_slices_every_part(lgg_root, tmp_path):

@@ -69,6 +69,19 @@ def test_grayscale_slice_notes_flair_alone(server, lgg_root):
     assert "Missing sequences" in note
 
 
+def png_text_bomb() -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    buf = io.BytesIO()
+    Image.new("L", (64, 64)).save(buf, format="PNG")
+    png = buf.getvalue()  # signature and IHDR are its first 33 bytes
+    return png[:33] + chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"A" * 200 * 2**20, 9)) + png[33:]
+
+
 @pytest.mark.parametrize(
     ("make", "status", "words"),
     [
@@ -77,8 +90,10 @@ def test_grayscale_slice_notes_flair_alone(server, lgg_root):
         (lambda p, t: b"hello, I am text\n" * 10, 415, "not a supported image"),
         (lambda p, t: b"\x89PNG\r\n\x1a\n" + b"\0" * (3 * 1024 * 1024), 413, "larger than"),
         (lambda p, t: png_header_only(t / "bomb.png", 20000, 20000).read_bytes(), 413, "too large"),
+        # a small PNG whose text chunk inflates to 200 MB: unreadable (422), not a too-large upload (413)
+        (lambda p, t: png_text_bomb(), 422, "text (metadata) chunk inflates"),
     ],
-    ids=["empty", "truncated-png", "text-renamed-png", "oversized", "png-bomb"],
+    ids=["empty", "truncated-png", "text-renamed-png", "oversized", "png-bomb", "png-text-bomb"],
 )
 def test_bad_uploads(server, lgg_root, tmp_path, make, status, words):
     r = post(server, make((lgg_root / SLICE).read_bytes(), tmp_path))

@@ -51,6 +51,45 @@ def test_nifti_without_orientation_codes_round_trips(tmp_path):
     np.testing.assert_allclose(out.affine, vol.affine, atol=1e-5)
 
 
+def unsized_nifti(path, pixdim=(0.5, 0.5, 0.0)):
+    """A scan without sform and qform whose pixdim gives no size along some axis (nibabel takes 1 mm)."""
+    img = nib.Nifti1Image(scan(), None)
+    img.header.set_qform(None, code=0)  # the header's own: the image's would write its default affine back
+    img.header.set_sform(None, code=0)
+    img.header["pixdim"][1:4] = pixdim
+    nib.save(img, path)
+    return path
+
+
+@pytest.mark.parametrize("name", ["z.nii", "z.nii.gz"])
+def test_a_voxel_size_the_file_does_not_give_is_noted(tmp_path, name, capfd):
+    """pixdim 0 without sform or qform: 1 mm is assumed, and the notes say so (nibabel's own warning,
+    which names no file, is not printed); a file that gives every size gets no such note."""
+    from tumorseg.volume import volume_slices
+
+    vol = read_nifti(unsized_nifti(tmp_path / name))
+    assert vol.spacing == (0.5, 0.5, 1.0) and vol.assumed == "z"
+    (note,) = [n for n in volume_slices(vol)[1] if "voxel size" in n]
+    assert note.startswith("the file gives no voxel size along z (pixdim 0 and no sform or qform): 1 mm is assumed")
+    assert "should be non-zero" not in capfd.readouterr().err
+    vol = read_nifti(unsized_nifti(tmp_path / f"ok-{name}", (0.5, 0.5, 3.0)))
+    assert vol.assumed == "" and not [n for n in volume_slices(vol)[1] if "voxel size" in n]
+
+
+def test_predict_says_the_assumed_size_and_never_0_ml(tmp_path, shipped):
+    """`predict` carries the note into the summary; a tumor under 0.01 mL is not printed as 0.00 mL."""
+    import json
+
+    from tumorseg.volume import millilitres
+
+    said = []
+    predict_files([unsized_nifti(tmp_path / "v.nii.gz")], tmp_path / "out", shipped, log=said.append)
+    summary = json.loads((tmp_path / "out" / "v_summary.json").read_text())
+    assert any(n.startswith("the file gives no voxel size along z") for n in summary["notes"])
+    assert any("no voxel size along z" in line and "v.nii.gz" in line for line in said), said
+    assert [millilitres(v) for v in (0, 0.004, 0.01, 2.345)] == ["0 mL", "under 0.01 mL", "0.01 mL", "2.35 mL"]
+
+
 def test_degenerate_affine_is_refused_with_the_file_name(tmp_path):
     hdr = nib.Nifti1Image(scan(), AFFINE).header
     for row in ("srow_x", "srow_y", "srow_z"):

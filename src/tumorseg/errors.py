@@ -11,6 +11,10 @@ class DataError(TumorsegError):
     """A data file or folder that cannot be used. The message names the path."""
 
 
+class TooLargeError(DataError):
+    """An image, volume or upload beyond the size limits (the server answers it with 413)."""
+
+
 class CheckpointError(TumorsegError):
     """A checkpoint that is missing, truncated, tampered with or invalid."""
 

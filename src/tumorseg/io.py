@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import DataError
+from .errors import DataError, TooLargeError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 VOLUME_SUFFIXES = (".nii", ".nii.gz")  # NIfTI, read by tumorseg.volume
@@ -71,7 +71,7 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         if suffix in (".tif", ".tiff"):
             import tifffile
 
-            with _quiet("tifffile"), tifffile.TiffFile(path) as tif:  # its log lines name no file; ours do
+            with quiet_logger("tifffile"), tifffile.TiffFile(path) as tif:  # its log lines name no file; ours do
                 if not len(tif.pages):
                     raise DataError(f"{path}: not a complete TIFF file (no image in it; truncated or corrupt?)")
                 if _more_pages(tif, MAX_PAGES):  # before `series`, whose time grows as the pages squared
@@ -86,7 +86,7 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                 if im.width * im.height == 0:
                     raise DataError(f"{path}: image is empty ({im.width}x{im.height} pixels)")
                 if im.width * im.height > max_pixels:
-                    raise DataError(f"{path}: image of {im.width}x{im.height} pixels is too large")
+                    raise TooLargeError(f"{path}: image of {im.width}x{im.height} pixels is too large")
                 if im.format == "PNG" and getattr(im, "n_frames", 1) > 1:  # as a TIFF of 2 pages is
                     raise DataError(f"{path}: an animated PNG of {im.n_frames} frames, not one slice: "
                                     "save one slice per file")  # fmt: skip
@@ -103,6 +103,9 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except Exception as exc:  # Pillow and tifffile raise many kinds for corrupt files
         if "imagecodecs" in str(exc):  # a valid file whose compression neither tifffile alone nor Pillow reads
             raise DataError(f"{path}: cannot read image: {exc}: pip install imagecodecs") from None
+        if "MAX_TEXT_CHUNK" in str(exc):  # Pillow's guard against a text chunk that inflates to megabytes
+            raise DataError(f"{path}: cannot read image: a compressed text (metadata) chunk inflates beyond what "
+                            "Pillow reads safely; save the image without its text chunks") from None  # fmt: skip
         kind = "TIFF" if suffix in (".tif", ".tiff") else suffix.lstrip(".").upper() or "image"
         raise DataError(
             f"{path}: cannot read image: not a valid {kind} file, or truncated ({type(exc).__name__}: {exc})"
@@ -118,7 +121,7 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 
 @contextmanager
-def _quiet(logger: str):
+def quiet_logger(logger: str):
     """Silence a library's logger for a block; the DataError we raise names the file instead."""
     log = logging.getLogger(logger)
     level = log.level
@@ -146,7 +149,7 @@ def _open_pil(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     try:
         return Image.open(path)
     except Image.DecompressionBombError:
-        raise DataError(f"{path}: image is too large (over {max_pixels} pixels)") from None
+        raise TooLargeError(f"{path}: image is too large (over {max_pixels} pixels)") from None
 
 
 def _more_pages(tif, n: int) -> bool:
@@ -168,8 +171,10 @@ def _read_tiff_slice(tif, path: Path, max_pixels: int) -> np.ndarray:
         shapes = [tuple(int(n) for n in s.shape) for s in tif.series]
         if len(shapes) == 3 and len(set(shapes)) == 1 and len(shapes[0]) == 2:
             h, w = shapes[0]
-            if h * w == 0 or h * w > max_pixels:
-                raise DataError(f"{path}: image of {w}x{h} pixels is {'empty' if h * w == 0 else 'too large'}")
+            if h * w == 0:
+                raise DataError(f"{path}: image is empty ({w}x{h} pixels)")
+            if h * w > max_pixels:
+                raise TooLargeError(f"{path}: image of {w}x{h} pixels is too large")
             return np.stack(_decode_tiff(tif.series, path), axis=-1)
         sizes = ", ".join("x".join(map(str, s)) for s in shapes[:5]) + (", ..." if len(shapes) > 5 else "")
         raise DataError(
@@ -185,7 +190,7 @@ def _read_tiff_slice(tif, path: Path, max_pixels: int) -> np.ndarray:
     if h * w == 0:
         raise DataError(f"{path}: image is empty ({w}x{h} pixels)")
     if h * w > max_pixels:
-        raise DataError(f"{path}: image of {w}x{h} pixels is too large")
+        raise TooLargeError(f"{path}: image of {w}x{h} pixels is too large")
     samples = shape[axes.index("S")] if "S" in axes else 1
     if samples > MAX_SAMPLES:  # refused before decoding: 2000 samples of 256x256 is 131 M values
         raise DataError(
@@ -259,7 +264,7 @@ def image_pixels(path: str | Path) -> int:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
 
-            with _quiet("tifffile"), tifffile.TiffFile(path) as tif:
+            with quiet_logger("tifffile"), tifffile.TiffFile(path) as tif:
                 if _more_pages(tif, MAX_PAGES):
                     return 0
                 series = tif.series[0]
@@ -270,23 +275,32 @@ def image_pixels(path: str | Path) -> int:
         return 0
 
 
+LABEL_VALUES = 8  # a patient's masks holding at most this many values, 255 not among them, are labels
+
+
 def binary_mask(mask: np.ndarray) -> np.ndarray:
-    """A truth mask as bool: tumor above 127, as the dataset's 0/255 masks are read, or above 0
-    when the mask holds only 0 and 1 (a 0/1 mask is never read as empty)."""
+    """A truth mask as bool, by `binary_masks`' rule for it alone."""
     return binary_masks([mask])[0]
 
 
-def masks_are_0_1(masks: list[np.ndarray]) -> bool:
-    """Whether every mask of a patient holds only 0 and 1: the rule `binary_masks` reads them by."""
-    return all(m.max(initial=0) <= 1 for m in masks)
+def masks_are_labels(masks: list[np.ndarray]) -> bool:
+    """Whether a patient's masks are read with tumor above 0 rather than above 127 (the rule
+    `binary_masks` reads them by): when each holds only 0 and 1, or all of them together hold at
+    most LABEL_VALUES values and no 255 (labels such as 0/2, 0/100 or 0/1/2/4). The dataset's 0/255
+    masks, and grey or JPEG-compressed ones (many values), are read above 127. A mask may be given as
+    its values alone (`np.unique`)."""
+    if all(m.max(initial=0) <= 1 for m in masks):
+        return True
+    values = np.unique(np.concatenate([np.unique(m) for m in masks]))
+    return len(values) <= LABEL_VALUES and values[-1] < 255
 
 
-def binary_masks(masks: list[np.ndarray], low: bool | None = None) -> list[np.ndarray]:
-    """One patient's truth masks as bool, under one rule for them all: above 0 when every mask holds
-    only 0 and 1 (`low`, decided here when None), else above 127. Decided slice by slice, stray 1s in
+def binary_masks(masks: list[np.ndarray], labels: bool | None = None) -> list[np.ndarray]:
+    """One patient's truth masks as bool, under one rule for them all: above 0 when they are labels
+    (`masks_are_labels`, decided here when None), else above 127. Decided slice by slice, stray 1s in
     the tumor-free slices of a 0/255 patient were read as tumor."""
-    low = masks_are_0_1(masks) if low is None else low
-    return [m > (0 if low else 127) for m in masks]
+    labels = masks_are_labels(masks) if labels is None else labels
+    return [m > (0 if labels else 127) for m in masks]
 
 
 def _to_uint8(arr: np.ndarray, path: Path) -> np.ndarray:

@@ -24,7 +24,7 @@ from .io import (
     image_pixels,
     is_mask_path,
     is_output_of_predict,
-    masks_are_0_1,
+    masks_are_labels,
     read_image,
     read_mask,
     write_png,
@@ -36,6 +36,7 @@ from .volume import (
     is_volume_path,
     mask_summary,
     mask_to_volume,
+    millilitres,
     read_dicom_series,
     read_nifti,
     volume_slices,
@@ -246,12 +247,12 @@ def predict_files(
             for note in said:
                 result.notes.append(note)
                 log(note)
-            low = _truths_are_0_1([p for p, _ in group]) if overlays and series else None
+            labels = _truths_are_labels([p for p, _ in group]) if overlays and series else None
             for (path, img), prob, mask in zip(group, probs, masks):
                 seen = len(result.warnings)
                 try:
                     _write_one(out, path, img, prob, mask, probabilities, overlays, result.warnings, result.written,
-                               low)  # fmt: skip
+                               labels)  # fmt: skip
                 except (OSError, DataError) as exc:
                     result.failed.append((path, str(exc)))
                     err(f"failed: {path}: {exc}")
@@ -341,7 +342,7 @@ def make_out_dir(out: Path) -> None:
 
 def _write_one(
     out: Path, path: Path, img, prob, mask, probabilities: bool, overlays: bool, warnings: list[str],
-    written: list[Path], low: bool | None = None,
+    written: list[Path], labels: bool | None = None,
 ) -> None:  # fmt: skip
     """A slice's outputs, each added to `written` once it is on disk (a full disk may stop the
     next one: what was written is still counted)."""
@@ -353,29 +354,29 @@ def _write_one(
         write_png(target, np.round(prob * 255).astype(np.uint8))
         written.append(target)
     if overlays:
-        truth = _overlay_truth(find_truth(path), mask.shape, warnings, low)
+        truth = _overlay_truth(find_truth(path), mask.shape, warnings, labels)
         target = out / f"{path.stem}_overlay.png"
         write_png(target, overlay(img, mask, truth, title=path.name))
         written.append(target)
 
 
-def _truths_are_0_1(paths: list[Path]) -> bool:
-    """Whether every readable truth mask beside one series' slices holds only 0 and 1: the rule
-    its masks are binarised by, as `binary_masks` decides for a patient (unreadable ones are said
-    when their overlay is drawn)."""
-    highs = []  # each mask's maximum: enough to decide, without holding the masks
+def _truths_are_labels(paths: list[Path]) -> bool:
+    """Whether the readable truth masks beside one series' slices are labels, tumor above 0: the
+    rule its masks are binarised by, as `binary_masks` decides for a patient (unreadable ones are
+    said when their overlay is drawn)."""
+    values = []  # each mask's values: enough to decide, without holding the masks
     for truth_path in filter(None, map(find_truth, paths)):
         try:
-            highs.append(read_mask(truth_path).max(initial=0, keepdims=True))
+            values.append(np.unique(read_mask(truth_path)))
         except DataError:
             pass
-    return masks_are_0_1(highs)
+    return masks_are_labels(values)
 
 
 def _overlay_truth(
-    truth_path: Path | None, shape: tuple[int, ...], warnings: list[str], low: bool | None = None
+    truth_path: Path | None, shape: tuple[int, ...], warnings: list[str], labels: bool | None = None
 ) -> np.ndarray | None:
-    """The truth mask beside a slice, for its overlay, binarised by its series' rule (`low`: above 0,
+    """The truth mask beside a slice, for its overlay, binarised by its series' rule (`labels`: above 0,
     else above 127) or, for a lone slice (None), by its own values; None, with a warning, when it
     cannot be read or its size differs (the prediction stands either way)."""
     if truth_path is None:
@@ -389,7 +390,7 @@ def _overlay_truth(
         warnings.append(f"{truth_path}: mask is {t.shape[1]}x{t.shape[0]} but its image is "
                         f"{shape[1]}x{shape[0]}; overlay drawn without it")  # fmt: skip
         return None
-    return binary_masks([t], low)[0]
+    return binary_masks([t], labels)[0]
 
 
 def predict_volume(
@@ -426,7 +427,7 @@ def predict_volume(
     summary["outputs"] = [str(p) for p in written]
     write_summary(summary_path, summary)
     log(
-        f"{vol.source}: tumor {summary['tumor_volume_ml']:.2f} mL in {len(summary['slices_with_tumor'])} "
+        f"{vol.source}: tumor {millilitres(summary['tumor_volume_ml'])} in {len(summary['slices_with_tumor'])} "
         f"of {summary['axial_slices']} axial slices -> {mask_path}"
     )
     return [*written, summary_path]

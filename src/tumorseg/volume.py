@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from .data.check import FEWER_SEQUENCES, fewer_sequences_note
-from .errors import DataError
-from .io import IMAGE_SUFFIXES, OUTPUT_ENDINGS, VOLUME_SUFFIXES, atomic_write_bytes, atomic_write_text
+from .errors import DataError, TooLargeError
+from .io import IMAGE_SUFFIXES, OUTPUT_ENDINGS, VOLUME_SUFFIXES, atomic_write_bytes, atomic_write_text, quiet_logger
 
 MAX_VOXELS = 1024**3 // 2
 
@@ -46,6 +46,7 @@ class Volume:
     source: str = ""
     header: object = None
     dicom_sources: list | None = None  # the series' datasets in slice order (voxel axis 2)
+    assumed: str = ""  # a size the file did not give and 1 mm stands for, as nibabel reads it ("" = none)
 
     @property
     def channels(self) -> int:
@@ -61,12 +62,13 @@ def read_nifti(path: str | Path, max_voxels: int = MAX_VOXELS) -> Volume:
     if path.is_dir():
         raise DataError(f"{path}: is a folder, not a NIfTI file (.nii or .nii.gz)")
     try:
-        img = nib.load(str(path))
+        with quiet_logger("nibabel.global"):  # "setting 0 dims to 1" names no file: geometry_notes says it instead
+            img = nib.load(str(path))
         shape = img.shape
         if 0 in shape:
             raise DataError(f"{path}: volume is empty ({'x'.join(map(str, shape))} voxels)")
         if int(np.prod(shape)) > max_voxels:
-            raise DataError(f"{path}: volume of {'x'.join(map(str, shape))} voxels is too large "
+            raise TooLargeError(f"{path}: volume of {'x'.join(map(str, shape))} voxels is too large "
                             f"(at most {max_voxels} values)")  # fmt: skip
         data = np.asanyarray(img.dataobj)
     except DataError:
@@ -96,7 +98,24 @@ def read_nifti(path: str | Path, max_voxels: int = MAX_VOXELS) -> Volume:
                         f"cannot be found: {affine[:3].round(4).tolist()}")  # fmt: skip
     # the spacing of the affine the voxels are placed by (sform or qform), not the header's pixdim,
     # which a writer may leave at 1 mm: volumes, areas and HD95 then agree with the geometry
-    return Volume(data, affine, affine_spacing(affine), source=str(path), header=img.header)
+    return Volume(data, affine, affine_spacing(affine), source=str(path), header=img.header,
+                  assumed=_unsized_axes(path, img.header))  # fmt: skip
+
+
+def _unsized_axes(path: Path, header) -> str:
+    """The voxel axes ("x", "z", ...) a NIfTI without sform and qform gives no size along (pixdim 0,
+    negative or NaN), which nibabel takes as 1 mm: read from the file, as nibabel mends the header
+    it loads."""
+    from nibabel.openers import ImageOpener
+
+    try:
+        if int(header["sform_code"]) or int(header["qform_code"]):
+            return ""  # an affine with a zero column is refused above as degenerate
+        with ImageOpener(str(path)) as f:
+            sizes = np.asarray(type(header).from_fileobj(f, check=False)["pixdim"][1:4], float)
+    except Exception:  # not a NIfTI-1/2 header: no pixdim to read
+        return ""
+    return ", ".join(axis for axis, z in zip("xyz", sizes) if not (np.isfinite(z) and z > 0))
 
 
 def _has_axes(affine: np.ndarray) -> bool:
@@ -141,7 +160,7 @@ def stack_channels(t1: Volume | None, flair: Volume, t1c: Volume | None) -> tupl
         parts = [p.astype(np.float32) for p in parts]
     # from DICOM series, a SEG references the FLAIR series
     stacked = Volume(np.stack(parts, -1), flair.affine, flair.spacing, source=flair.source, header=flair.header,
-                     dicom_sources=flair.dicom_sources)  # fmt: skip
+                     dicom_sources=flair.dicom_sources, assumed=flair.assumed)  # fmt: skip
     return stacked, notes
 
 
@@ -201,6 +220,11 @@ def geometry_notes(vol: Volume, anisotropy: float = 2.0, oblique_deg: float = 25
     pixels): one acquired in another plane, whose axial cut has long thin pixels, or one tilted far
     from every world axis, which is cut along the nearest."""
     notes = []
+    if vol.assumed:
+        notes.append(
+            f"the file gives no voxel size along {vol.assumed} (pixdim 0 and no sform or qform): 1 mm is assumed, "
+            "so the tumor volume in mL and the areas in mm2 are not to be trusted"
+        )
     r, a, _ = _canonical_spacing(vol)
     if max(r, a) > anisotropy * min(r, a):
         notes.append(
@@ -268,6 +292,11 @@ def mask_summary(mask: np.ndarray, vol: Volume) -> dict:
         else {"slice": k, "pixels": int(areas[k]), "area_mm2": float(areas[k] * canon_spacing[0] * canon_spacing[1])},
         "slice_order": "canonical RAS+ axial order, index 0 the most inferior slice",
     }
+
+
+def millilitres(ml: float) -> str:
+    """A volume for people: "2.35 mL", and a tumor of a few voxels "under 0.01 mL", never "0.00 mL"."""
+    return "0 mL" if ml == 0 else "under 0.01 mL" if ml < 0.01 else f"{ml:.2f} mL"
 
 
 def _canonical_spacing(vol: Volume) -> tuple[float, float, float]:

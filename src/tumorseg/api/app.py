@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException
 from .. import __version__
 from ..data.check import fewer_sequences_note
 from ..data.lgg import select_channels
-from ..errors import TumorsegError
+from ..errors import TooLargeError, TumorsegError
 from ..infer import Predictor, default_weights
 from ..io import read_image
 from ..viz import data_url, display_slice, flair_of, png_bytes
@@ -344,7 +344,7 @@ def create_app(
                 img = read_image(path, max_pixels=max_pixels)
                 chw = select_channels(img, predictor.config.channels, path)
             except TumorsegError as exc:
-                return error(422 if "too large" not in str(exc) else 413, str(exc).replace(str(path), "upload"))
+                return error(413 if isinstance(exc, TooLargeError) else 422, str(exc).replace(str(path), "upload"))
         t0 = time.perf_counter()
         with lock:
             prob = predictor.predict(chw[None])[0]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..io import binary_masks, is_mask_path, masks_are_0_1, read_image, read_mask
+from ..io import binary_masks, is_mask_path, masks_are_labels, read_image, read_mask
 from .lgg import (
     SLICE_SUFFIXES,
     holds_patients,
@@ -114,17 +114,23 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
                 warnings.append(f"{images[stem]}: duplicate of {seen[digest]}")
             seen.setdefault(digest, str(images[stem]))
             read.append((masks[stem], mask))
-        low = masks_are_0_1([m for _, m in read])  # the patient's rule, as training reads it
-        for (path, mask), truth in zip(read, binary_masks([m for _, m in read], low)):
+        labels = masks_are_labels([m for _, m in read])  # the patient's rule, as training reads it
+        for (path, mask), truth in zip(read, binary_masks([m for _, m in read], labels)):
             values = set(np.unique(mask).tolist())
+            shown = sorted(values)
+            shown = f"{shown[:6]}{'...' if len(shown) > 6 else ''}"
             if values == {0, 1}:
                 warnings.append(f"{path}: mask holds 0 and 1, not 0 and 255; " + (
-                    "1 is read as tumor" if low else "its 1s are not tumor: this patient's other masks "
+                    "1 is read as tumor" if labels else "its 1s are not tumor: this patient's other masks "
                     "go above 1, so all its masks are binarised at 128"))  # fmt: skip
-            elif not values <= ({0, 1} if low else {0, 255}):
-                shown = sorted(values)
-                warnings.append(f"{path}: mask is not binary (values {shown[:6]}{'...' if len(shown) > 6 else ''}); "
-                                "it is binarised at 128")  # fmt: skip
+            elif labels and not values <= {0, 1}:
+                warnings.append(f"{path}: mask holds the labels {shown}, not 0 and 255; every value above 0 "
+                                "is read as tumor")  # fmt: skip
+            elif not labels and not values <= {0, 255}:
+                warnings.append(
+                    f"{path}: mask is not binary (values {shown}); it is binarised at 128"
+                    + ("; none is above 127, so it holds no tumor" * (mask.any() and not truth.any()))
+                )
             n = int(truth.sum())
             slices += 1
             tumor_slices += n > 0

@@ -2,6 +2,7 @@
 const $ = (id) => document.getElementById(id);
 let current = null;
 let currentFile = null; // the file behind `current`, segmented again when "Keep every 3D region" changes
+let currentAllParts = false; // the "Keep every 3D region" setting `current` was segmented with
 let request = 0; // only the latest upload's answer is shown
 let pending = null; // the file of the latest upload while its answer is on its way
 
@@ -18,6 +19,17 @@ function showError(msg) {
 // the server's message as a sentence after the file's name: "upload: too large" -> "too large."
 const sentence = (msg) => (msg ? msg.replace(/^upload: /, "").replace(/([^.!?])$/, "$1.") : "");
 const stillShown = () => (current && currentFile ? ` The result below is still that of ${currentFile.name}.` : "");
+// a re-segmenting of the shown file that failed: the box goes back to the setting of the result shown
+function keepBox(file) {
+  if (current && file === currentFile && $("all-parts").checked !== currentAllParts) {
+    $("all-parts").checked = currentAllParts;
+    return ` "Keep every 3D region" is back to ${currentAllParts ? "on" : "off"}, as that result was segmented.`;
+  }
+  return "";
+}
+// a volume in mL: a tumor of a few voxels is not shown as 0.00
+const millilitres = (ml) => (ml === 0 ? "0 mL" : ml < 0.01 ? "under 0.01 mL" : `${ml.toFixed(2)} mL`);
+const count = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
 function showSlice(i) {
   const s = current.kind === "volume" ? current.slices[i] : current;
@@ -38,20 +50,22 @@ async function upload(file) {
   $("status").textContent = `Segmenting ${file.name}…`;
   const form = new FormData();
   form.append("file", file);
+  const allParts = $("all-parts").checked;
   let res, body;
   try {
-    res = await fetch(`/api/v1/segment?all_parts=${$("all-parts").checked}`, { method: "POST", body: form });
+    res = await fetch(`/api/v1/segment?all_parts=${allParts}`, { method: "POST", body: form });
     body = await res.json();
   } catch (e) {
     if (mine !== request) return;
     pending = null;
-    return showError(`${file.name}: the server could not be reached or answered with something unreadable.${stillShown()}`);
+    return showError(`${file.name}: the server could not be reached or answered with something unreadable.${stillShown()}${keepBox(file)}`);
   }
   if (mine !== request) return; // a later upload or toggle superseded this one
   pending = null;
-  if (!res.ok) return showError(`${file.name}: ${sentence(body.error) || `the server answered ${res.status}.`}${stillShown()}`);
+  if (!res.ok) return showError(`${file.name}: ${sentence(body.error) || `the server answered ${res.status}.`}${stillShown()}${keepBox(file)}`);
   current = body;
   currentFile = file;
+  currentAllParts = allParts;
   $("result").hidden = false;
   $("result-file").textContent = `Result for ${file.name}`;
   const notes = body.notes || [];
@@ -64,7 +78,7 @@ async function upload(file) {
     const best = body.slices.reduce((b, s, i, a) => (s.tumor_area_px > a[b].tumor_area_px ? i : b), 0);
     $("slice").value = best;
     showSlice(best);
-    $("measure").textContent = `Tumor volume: ${body.tumor_volume_ml.toFixed(2)} mL in ${body.slices_with_tumor.length} slices`;
+    $("measure").textContent = `Tumor volume: ${millilitres(body.tumor_volume_ml)} in ${count(body.slices_with_tumor.length, "slice")}`;
     $("download").href = body.mask_url;
     $("download").download = "mask.nii.gz";
   } else {
