@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from tumorseg.data.check import check_data
+from tumorseg.errors import DataError
 
 
 def run(*args):
@@ -173,6 +174,27 @@ def test_label_masks_keep_their_tumor(tiny_lgg, value):
     # a grey mask (many values, as JPEG leaves them) is still read above 127, not above 0
     grey = np.arange(256, dtype=np.uint8).reshape(16, 16)
     assert binary_masks([grey])[0].sum() == 128
+
+
+def test_jpeg_slices_are_read_and_one_slice_in_two_formats_is_refused(tiny_lgg):
+    """JPEG slices beside PNG masks were "mask has no image", though `predict` reads JPEG; a slice
+    saved twice (X.png and X.jpg) is refused by name rather than one of them dropped silently."""
+    from tumorseg.data.lgg import find_cases, load_case
+
+    case = find_cases(tiny_lgg)[0]
+    for img in case.images:
+        Image.open(img).save(img.with_suffix(".jpg"), quality=95)
+        img.unlink()
+    report = check_data(tiny_lgg)
+    assert not report["errors"] and report["slices"] == 24 and report["slices_with_tumor"] > 0, report["errors"]
+    jpeg = find_cases(tiny_lgg)[0]
+    assert [p.suffix for p in jpeg.images] == [".jpg"] * 12 and load_case(jpeg, 64).full_masks.sum() > 0
+    again = jpeg.images[3]
+    Image.open(again).save(again.with_suffix(".png"))
+    said = f"{again.with_suffix('.png')}: {again.name} is the same slice in another format; keep one of them"
+    assert said in check_data(tiny_lgg)["errors"]
+    with pytest.raises(DataError, match="the same slice in another format"):
+        find_cases(tiny_lgg)
 
 
 def test_stray_1s_in_a_0_255_patient_are_not_tumor(tiny_lgg):

@@ -274,3 +274,25 @@ def test_an_affine_with_no_axis_for_each_voxel_axis_is_refused(tmp_path, row, co
     r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(path), "--out", str(tmp_path / "o")],
                        capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == 1 and "Traceback" not in r.stderr and "is degenerate" in r.stderr, r.stderr
+
+
+def test_sequences_in_another_voxel_order_are_reoriented_to_the_flair(tmp_path):
+    """A T1 on the FLAIR's grid but stored LPS (or axes swapped) was refused ("register or resample
+    it"); it is reoriented to the FLAIR's voxel order, with a note. Another grid is still refused."""
+    flair, t1 = scan(), scan() // 2 + 7
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0])  # the same voxels, stored with x and y reversed
+    lps[:2, 3] = [t1.shape[0] - 1, t1.shape[1] - 1]
+    stored = AFFINE @ lps
+    swapped = stored[:, [1, 0, 2, 3]]  # and with the first two axes swapped
+    f = read_nifti(_save(tmp_path / "flair.nii.gz", flair))
+    for name, arr, affine in (("lps", t1[::-1, ::-1], stored), ("swap", t1[::-1, ::-1].transpose(1, 0, 2), swapped)):
+        t = read_nifti(_save(tmp_path / f"t1-{name}.nii.gz", np.ascontiguousarray(arr), affine))
+        vol, notes = stack_channels(t, f, None)
+        np.testing.assert_array_equal(vol.array[..., 0], t1)  # the T1 channel, voxel for voxel on the FLAIR's grid
+        np.testing.assert_array_equal(vol.array[..., 1], flair)
+        assert any(n.startswith(f"T1: {tmp_path / f't1-{name}.nii.gz'}: stored as ") and "reoriented" in n
+                   for n in notes), notes  # fmt: skip
+    shifted = AFFINE.copy()
+    shifted[0, 3] += 5.0
+    with pytest.raises(DataError, match="affine .* differs from the FLAIR volume"):
+        stack_channels(read_nifti(_save(tmp_path / "t1-shifted.nii.gz", t1, shifted)), f, None)

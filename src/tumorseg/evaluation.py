@@ -475,20 +475,11 @@ def align_mask(mask, image, log=print):
     """The truth `mask` (a Volume) in the `image`'s voxel order: a mask stored in another orientation
     (LPS beside RAS, axes swapped) is reoriented by its affine, with a note; one whose affine differs
     otherwise (a shift, other spacing) is scored voxel by voxel, with a warning."""
-    import nibabel as nib
+    from .volume import in_voxel_order_of
 
-    from .volume import affine_spacing
-
-    if np.allclose(mask.affine, image.affine, atol=1e-3):
-        return mask
-    src, dst = nib.orientations.io_orientation(mask.affine), nib.orientations.io_orientation(image.affine)
-    if not np.array_equal(src, dst):
-        move = nib.orientations.ornt_transform(src, dst)
-        array = nib.orientations.apply_orientation(mask.array, move)
-        affine = mask.affine @ nib.orientations.inv_ornt_aff(move, mask.array.shape)
-        log(f"  {mask.source}: stored as {''.join(nib.aff2axcodes(mask.affine))}, the image as "
-            f"{''.join(nib.aff2axcodes(image.affine))}: reoriented to the image's voxel order")  # fmt: skip
-        mask = type(mask)(np.ascontiguousarray(array), affine, affine_spacing(affine), source=mask.source)
+    mask, said = in_voxel_order_of(mask, image)
+    if said:
+        log(f"  {said}")
     if not np.allclose(mask.affine, image.affine, atol=1e-3):
         log(
             f"  warning: {mask.source}: its affine differs from the image's (position or spacing); "

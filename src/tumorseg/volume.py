@@ -136,9 +136,29 @@ def affine_spacing(affine: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(z) for z in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0)))
 
 
+def in_voxel_order_of(vol: Volume, ref: Volume) -> tuple[Volume, str]:
+    """`vol` in `ref`'s voxel order when the two are stored in other axis orders or flips (LPS beside
+    RAS, axes swapped), reoriented by its affine, with a note saying so; else as it is, and no note."""
+    import nibabel as nib
+    from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
+
+    if np.allclose(vol.affine, ref.affine, atol=1e-3):
+        return vol, ""
+    src, dst = io_orientation(vol.affine), io_orientation(ref.affine)
+    if np.array_equal(src, dst):
+        return vol, ""
+    move = ornt_transform(src, dst)
+    array = np.ascontiguousarray(apply_orientation(vol.array, move))
+    affine = vol.affine @ inv_ornt_aff(move, vol.array.shape[:3])
+    said = (f"{vol.source}: stored as {''.join(nib.aff2axcodes(vol.affine))}, {ref.source} as "
+            f"{''.join(nib.aff2axcodes(ref.affine))}: reoriented to the latter's voxel order")  # fmt: skip
+    return Volume(array, affine, affine_spacing(affine), vol.modality, vol.source, vol.header), said
+
+
 def stack_channels(t1: Volume | None, flair: Volume, t1c: Volume | None) -> tuple[Volume, list[str]]:
     """Three single-sequence volumes -> one (X, Y, Z, 3). A missing one is filled with FLAIR,
-    as the LGG dataset does; the returned notes say which."""
+    as the LGG dataset does; one stored in another voxel order than the FLAIR (LPS beside RAS) is
+    reoriented to it; the returned notes say which."""
     notes = []
     parts = []
     for name, vol in (("FLAIR", flair), ("T1", t1), ("T1c", t1c)):  # FLAIR first: errors name its option
@@ -148,6 +168,9 @@ def stack_channels(t1: Volume | None, flair: Volume, t1c: Volume | None) -> tupl
         if vol.array.ndim != 3:
             raise DataError(f"{vol.source}: --{name.lower()} needs a single-sequence 3D volume, "
                             f"got shape {vol.array.shape}")  # fmt: skip
+        vol, said = in_voxel_order_of(vol, flair)
+        if said:
+            notes.append(f"{name}: {said}")
         if vol.array.shape != flair.array.shape:
             raise DataError(f"{vol.source}: shape {vol.array.shape} differs from the FLAIR volume "
                             f"{flair.source} {flair.array.shape}")  # fmt: skip

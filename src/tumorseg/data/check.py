@@ -20,6 +20,7 @@ from .lgg import (
     holds_patients,
     is_run_folder,
     kaggle_root_hint,
+    same_slice_twice,
     slice_files_in,
     slice_number,
     slice_numbers,
@@ -83,6 +84,7 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
                 inside = " but patient folders inside it, which are not searched" if holds_patients(folder) else ""
                 warnings.append(f"{folder}: no slices in this folder{inside}; it is skipped")
             continue
+        errors += same_slice_twice(files)
         images = {p.stem: p for p in files if not is_mask_path(p)}
         masks = {p.stem[: -len("_mask")]: p for p in files if is_mask_path(p)}
         errors += [f"{images[s]}: image has no mask" for s in sorted(set(images) - set(masks))]
@@ -152,7 +154,7 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
         if copies and slices > first:
             missing[folder.name] = copies
     if patients == 0:
-        errors.append(f"{root}: no slices found (expected <CASE>/<CASE>_<n>.png|tif with _mask beside each)"
+        errors.append(f"{root}: no slices found (expected <CASE>/<CASE>_<n>.png|tif|jpg with _mask beside each)"
                       f"{kaggle_root_hint(Path(root))}")  # fmt: skip
     report = {
         "root": str(root),

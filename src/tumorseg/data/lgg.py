@@ -22,7 +22,7 @@ from ..io import (
 )
 from .transforms import resize_uint8, volume_normalize
 
-SLICE_SUFFIXES = (".png", ".tif", ".tiff")
+SLICE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 _NUMBER = re.compile(r"(\d+)$")
 
 
@@ -135,9 +135,23 @@ def kaggle_root_hint(root: Path) -> str:
     return ""
 
 
+def same_slice_twice(files: list[Path]) -> list[str]:
+    """A message for each file whose name but for its suffix another one has (X.png beside X.jpg):
+    which of them is the slice cannot be told, and one would be dropped without a word."""
+    first: dict[str, Path] = {}
+    said = []
+    for p in sorted(files):
+        if p.stem in first:
+            said.append(f"{p}: {first[p.stem].name} is the same slice in another format; keep one of them")
+        first.setdefault(p.stem, p)
+    return said
+
+
 def case_from_folder(folder: Path) -> Case:
     """Pair each image in `folder` with its `_mask`, raising DataError for an orphan."""
     files = _slice_files(folder)
+    if twice := same_slice_twice(files):
+        raise DataError(twice[0])
     images = {p.stem: p for p in files if not is_mask_path(p)}
     masks = {p.stem[: -len("_mask")]: p for p in files if is_mask_path(p)}
     for stem, path in sorted(images.items()):
@@ -165,7 +179,7 @@ def find_cases(root: str | Path, limit: int = 0, ids: Collection[str] | None = N
     if not folders:
         raise DataError(
             f"{root}: no slices found; expected the kaggle_3m layout "
-            f"<CASE>/<CASE>_<n>.png|tif with <CASE>_<n>_mask beside each{kaggle_root_hint(root)}"
+            f"<CASE>/<CASE>_<n>.png|tif|jpg with <CASE>_<n>_mask beside each{kaggle_root_hint(root)}"
         )
     if ids is not None:
         folders = [f for f in folders if f.name in set(ids)]
