@@ -31,6 +31,13 @@ def test_help_keeps_the_install_hint_brackets():
     assert "pip install 'tumorseg[serve]'" in r.stdout
 
 
+def test_predict_help_names_every_input_it_reads():
+    """Its inputs line once left out DICOM series folders, which predict reads."""
+    r = tumorseg("predict", "--help", env={**os.environ, "COLUMNS": "250"})
+    shown = " ".join(r.stdout.split())
+    assert r.returncode == 0 and ".jpeg" in shown and ".nii.gz" in shown and "DICOM series folders" in shown
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

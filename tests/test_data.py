@@ -122,6 +122,14 @@ def test_text_renamed_png(tmp_path):
         read_image(p)
 
 
+def test_a_file_of_another_kind_is_named_as_not_an_image(tmp_path):
+    """A .txt once got "not a valid TXT file, or truncated", as if TXT were an image format."""
+    p = tmp_path / "notes.txt"
+    p.write_text("not an image")
+    with pytest.raises(DataError, match=r"notes.txt: not an image tumorseg reads: expected \.png .*\.jpeg slices"):
+        read_image(p)
+
+
 def test_huge_image_refused(tmp_path):
     p = png_header_only(tmp_path / "big.png", 30000, 30000)
     with pytest.raises(DataError, match="big.png: image .*too large"):

@@ -149,6 +149,10 @@ def test_markdown_and_table_name_the_unit_and_give_no_interval_for_one_patient()
     summary_rows = [x for x in md.splitlines() if x.startswith("| model") or x.startswith("| always")]
     assert summary_rows[0].startswith("| model (chosen settings)") and summary_rows[-1].startswith("| always")
     assert "mm, from the voxel spacing" in empty_mask_rule("mm") and "pixels" not in empty_mask_rule("mm")
+    # for volumes it once said "Per patient, the slices are stacked" and the title "1 volumes"
+    assert "slices are stacked" not in empty_mask_rule("mm") and "averages it over volumes" in empty_mask_rule("mm")
+    one = {k: v for k, v in result.items() if k != "split"} | {"volumes": 1}
+    assert markdown(one).startswith("# Evaluation: 1 volume (HD95 in mm)")
 
 
 def test_variants_keep_their_computed_order():

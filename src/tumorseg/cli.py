@@ -362,7 +362,9 @@ def evaluate(
 @app.command()
 def predict(
     inputs: list[Path] = typer.Argument(
-        None, help="Image files (.png .tif .tiff .jpg .jpeg), NIfTI volumes (.nii .nii.gz), or folders of them."
+        None,
+        help="Image files (.png .tif .tiff .jpg .jpeg), NIfTI volumes (.nii .nii.gz), DICOM series folders, "
+        "or folders of them.",
     ),
     t1: Path | None = typer.Option(None, help="Pre-contrast T1, NIfTI or DICOM series folder (with --flair)."),
     flair: Path | None = typer.Option(

@@ -208,14 +208,17 @@ def evaluate(
 
 def empty_mask_rule(unit: str = "px") -> str:
     """The written rule for empty masks, with HD95's unit (pixels for slices, mm for volumes)."""
-    hd = ("pixels over the stacked volume (one slice step = one pixel)" if unit == "px"
-          else "mm, from the voxel spacing")  # fmt: skip
+    slices = unit == "px"
+    hd = "pixels over the stacked volume (one slice step = one pixel)" if slices else "mm, from the voxel spacing"
+    who = "patient" if slices else "volume"
+    how = ("Per patient, the slices are stacked and scored as one volume (headline). " if slices
+           else "Each volume is scored as one 3D mask (headline). ")  # fmt: skip
     return (
-        "Per patient, the slices are stacked and scored as one volume (headline). Both masks empty counts as "
+        how + "Both masks empty counts as "
         "Dice, IoU, precision and recall 1. Nothing predicted where there is tumor: precision 0, recall 0. "
         "Something predicted where there is none: Dice, IoU and precision 0, recall 1 (nothing was missed). "
-        "Per slice (slice_dice), each patient's mean Dice over its slices whose truth has tumor; the summary "
-        "averages it over patients. Slices with empty truth and a non-empty prediction are counted as "
+        f"Per slice (slice_dice), each {who}'s mean Dice over its slices whose truth has tumor; the summary "
+        f"averages it over {who}s. Slices with empty truth and a non-empty prediction are counted as "
         f"false-positive slices. HD95 is in {hd}; 0 when both masks are empty, undefined (n/a, left out of "
         "the mean) when exactly one is."
     )
@@ -338,7 +341,8 @@ def markdown(result: dict) -> str:
     if "split" in result:
         lines = [f"# Evaluation: {result['split']} split, {result['patients']} patients", ""]
     else:
-        lines = [f"# Evaluation: {result['volumes']} volumes (HD95 in mm)", ""]
+        n = result["volumes"]
+        lines = [f"# Evaluation: {n} volume{'s' * (n != 1)} (HD95 in mm)", ""]
         cols[0] = "volume"
     lines += [f"Weights: `{result['weights']}`. Settings: {result['settings']}.", "", result["empty_mask_rule"], ""]
     lines += [
