@@ -42,8 +42,10 @@ lint: setup
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 
+# the suite in TEST_WORKERS processes (pytest-xdist), each test file in one of them; TEST_WORKERS=0 runs it in this one
+TEST_WORKERS ?= 2
 test: setup lint
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -24,6 +24,18 @@ def test_help_lists_commands():
     assert "train" in r.stdout
 
 
+def test_the_package_and_its_help_load_without_torch():
+    """`import tumorseg` once loaded PyTorch (1.9 s for `tumorseg --help`); its names load on first use."""
+    code = ("import sys, tumorseg, tumorseg.cli; assert 'torch' not in sys.modules, 'torch loaded'; "
+            "assert tumorseg.UNet.__name__ == 'UNet' and 'torch' in sys.modules; "
+            "assert set(tumorseg.__all__) <= set(dir(tumorseg)); tumorseg.nothing_of_that_name")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "AttributeError: module 'tumorseg' has no attribute 'nothing_of_that_name'" in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "tumorseg", "--help"], capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0 and "predict" in r.stdout and " torch\n" not in r.stderr
+
+
 def test_help_keeps_the_install_hint_brackets():
     # Rich markup would take "[serve]" for a tag and print "pip install 'tumorseg'"
     r = tumorseg("serve", "--help", env={**os.environ, "COLUMNS": "200"})

@@ -70,7 +70,7 @@ Intensity = _choices("Intensity", "intensity", model=True)
 
 
 def _backends() -> type[Enum]:
-    from .infer import BACKENDS
+    from .config import BACKENDS
 
     return Enum("Backend", [(b, b) for b in BACKENDS], type=str)
 
@@ -387,13 +387,13 @@ def predict(
     from .infer import Predictor
     from .predict import predict_files
 
-    check_out_dir(out)
-    predictor = Predictor.from_checkpoint(weights, backend.value, batch_size=batch_size, tta=tta, threshold=threshold,
-                                          min_size=min_size, fill_holes=fill_holes, largest=largest)  # fmt: skip
-    if (t1 or t1c) and not flair:
+    if (t1 or t1c) and not flair:  # the option checks come before the model loads
         fail("--t1 and --t1c need --flair")
     if not inputs and not flair:
         fail("give INPUT files or folders, or --flair")
+    check_out_dir(out)
+    predictor = Predictor.from_checkpoint(weights, backend.value, batch_size=batch_size, tta=tta, threshold=threshold,
+                                          min_size=min_size, fill_holes=fill_holes, largest=largest)  # fmt: skip
     done, failed = [], []  # of the --flair volume
     if flair:
         from .predict import predict_volume, volume_output_stems

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import TumorsegError
 
 SCHEMA_VERSION = 1
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")  # inference backends, by Predictor
 # TrainConfig fields a resumed run may change: they extend or place the training, and do not
 # change what one epoch does
 RESUME_MAY_CHANGE = frozenset({"out", "workers", "threads", "device", "epochs", "patience"})

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .checkpoint import build_model, load_checkpoint
-from .config import ModelConfig
+from .config import BACKENDS, ModelConfig
 from .data.lgg import add_context
 from .data.transforms import preprocess, resize, volume_normalize
 from .errors import TumorsegError
@@ -17,7 +17,6 @@ from .models import Ensemble, UNet
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "tumorseg-lgg-unet.safetensors"
-BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 
 
 def default_weights() -> Path:
