@@ -13,7 +13,7 @@ from tumorseg.errors import DataError, TumorsegError  # noqa: E402
 from tumorseg.infer import Predictor  # noqa: E402
 from tumorseg.io import read_image  # noqa: E402
 from tumorseg.predict import predict_files  # noqa: E402
-from tumorseg.volume import read_dicom_series, read_nifti, stack_channels, write_nifti  # noqa: E402
+from tumorseg.volume import in_voxel_order_of, read_dicom_series, read_nifti, stack_channels, write_nifti  # noqa: E402
 
 AFFINE = np.array([[0.9, 0, 0, -100.0], [0, 0.8, 0, -110.0], [0, 0, 3.0, -40.0], [0, 0, 0, 1]])
 
@@ -296,3 +296,11 @@ def test_sequences_in_another_voxel_order_are_reoriented_to_the_flair(tmp_path):
     shifted[0, 3] += 5.0
     with pytest.raises(DataError, match="affine .* differs from the FLAIR volume"):
         stack_channels(read_nifti(_save(tmp_path / "t1-shifted.nii.gz", t1, shifted)), f, None)
+    # the reoriented volume drops the header of its old voxel order (written, it once kept the swapped
+    # affine on the reordered voxels) and renames the axes whose size the file did not give
+    t = read_nifti(tmp_path / "t1-swap.nii.gz")
+    t.assumed = "x"
+    moved, _ = in_voxel_order_of(t, f)
+    write_nifti(tmp_path / "written.nii.gz", moved.array > 50, moved)
+    np.testing.assert_allclose(nib.load(tmp_path / "written.nii.gz").affine, f.affine, atol=1e-4)
+    assert moved.assumed == "y" and moved.header is None and moved.source == t.source

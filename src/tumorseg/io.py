@@ -291,11 +291,13 @@ def masks_are_labels(masks: list[np.ndarray]) -> bool:
     `binary_masks` reads them by): when each holds only 0 and 1, or all of them together hold at
     most LABEL_VALUES values and no 255 (labels such as 0/2, 0/100 or 0/1/2/4). The dataset's 0/255
     masks, and grey or JPEG-compressed ones (many values), are read above 127. A mask may be given as
-    its values alone (`np.unique`)."""
+    its values alone (`np.unique`). Faint values beside bright ones (0, 1, 3, 250, 253) are a JPEG's
+    ringing around a small bright tumor, not labels."""
     if all(m.max(initial=0) <= 1 for m in masks):
         return True
     values = np.unique(np.concatenate([np.unique(m) for m in masks]))
-    return len(values) <= LABEL_VALUES and values[-1] < 255
+    ringing = bool(((values > 0) & (values < 64)).any() and (values > 192).any())
+    return len(values) <= LABEL_VALUES and values[-1] < 255 and not ringing
 
 
 def binary_masks(masks: list[np.ndarray], labels: bool | None = None) -> list[np.ndarray]:

@@ -152,7 +152,10 @@ def in_voxel_order_of(vol: Volume, ref: Volume) -> tuple[Volume, str]:
     affine = vol.affine @ inv_ornt_aff(move, vol.array.shape[:3])
     said = (f"{vol.source}: stored as {''.join(nib.aff2axcodes(vol.affine))}, {ref.source} as "
             f"{''.join(nib.aff2axcodes(ref.affine))}: reoriented to the latter's voxel order")  # fmt: skip
-    return Volume(array, affine, affine_spacing(affine), vol.modality, vol.source, vol.header), said
+    # the header and DICOM datasets describe the old voxel order: dropped; the unsized axes are renamed
+    axes = [a.strip() for a in vol.assumed.split(",") if a.strip()]
+    assumed = ", ".join(sorted("xyz"[int(move["xyz".index(a), 0])] for a in axes))
+    return Volume(array, affine, affine_spacing(affine), vol.modality, vol.source, assumed=assumed), said
 
 
 def stack_channels(t1: Volume | None, flair: Volume, t1c: Volume | None) -> tuple[Volume, list[str]]:
