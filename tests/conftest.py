@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -11,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: one PyTorch thread each, and their subprocesses
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LGG = SHARED / "lgg"
