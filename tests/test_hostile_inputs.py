@@ -92,7 +92,7 @@ def test_channels_one_for_three_and_four_for_three(tmp_path):
     gray = np.zeros((8, 8), np.uint8)
     assert select_channels(gray, "all").shape == (3, 8, 8)  # FLAIR repeated, as the dataset does
     assert select_channels(np.zeros((8, 8, 3), np.uint8), "flair").shape == (1, 8, 8)
-    with pytest.raises(DataError, match="expected 1 or 3 channels, got 2"):
+    with pytest.raises(DataError, match=r"two.tif: expected HxW or HxWxC with 1 or 3 channels, got shape \(8, 8, 2\)"):
         select_channels(np.zeros((8, 8, 2), np.uint8), "all", tmp_path / "two.tif")
     rgba = np.zeros((8, 8, 4), np.uint8)
     rgba[..., 1], rgba[..., 3] = 7, 255

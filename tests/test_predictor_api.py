@@ -56,6 +56,28 @@ def test_bad_shapes_and_settings_are_said(shipped, slices):
         Predictor.from_checkpoint(backend="torch", threshold=float("nan"))
 
 
+def test_mask_takes_only_probabilities_and_min_size_is_checked_at_once(shipped, slices):
+    """`mask` thresholded a saved X_prob.png (probability x 255) as it was, so every non-zero pixel was
+    tumor, and took NaN as no tumor; maps of two sizes and a min_size of '10' or -5 gave a bare
+    ValueError or TypeError, or none; select_channels blamed a file named None."""
+    from tumorseg.data.lgg import select_channels
+    from tumorseg.errors import DataError
+
+    probs = shipped.predict(slices)
+    assert shipped.mask(probs).any()  # the real maps pass
+    with pytest.raises(TumorsegError, match=r"must lie in \[0, 1\]; got values from 0 to 2\d\d \(an X_prob.png"):
+        shipped.mask((probs * 255).astype(np.uint8))
+    with pytest.raises(TumorsegError, match="probabilities hold NaN or infinite values"):
+        shipped.mask(np.full((1, 8, 8), np.nan, np.float32))
+    with pytest.raises(TumorsegError, match="the probability maps differ in shape"):
+        shipped.mask([np.zeros((8, 8)), np.zeros((16, 16))])
+    for bad in (-5, 2.5, "10"):
+        with pytest.raises(TumorsegError, match=f"min_size {bad!r}: must be a whole number of pixels, 0 or more"):
+            Predictor.from_checkpoint("no/such/checkpoint.safetensors", min_size=bad)  # before any loading
+    with pytest.raises(DataError, match=r"^the image: expected HxW or HxWxC .* \(3, 256, 256\) \(channels first\?"):
+        select_channels(slices[0], "all")  # (C, H, W), as load_case gives slices
+
+
 def test_threads_follow_omp_num_threads_unless_given():
     """Loading a Predictor sets PyTorch's threads: $OMP_NUM_THREADS when set, `threads` when given."""
     code = (

@@ -340,11 +340,17 @@ def as_uint8_slices(images: np.ndarray) -> np.ndarray:
     )
 
 
-def check_settings(threshold: float = 0.5, batch_size: int = 32) -> None:
-    """Refuse a threshold of 0 or 1 (or outside, or not a number) and a batch size under 1 (or
-    not a whole number), with why."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+def _whole(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+
+def check_settings(threshold: float = 0.5, batch_size: int = 32, min_size: int = 0) -> None:
+    """Refuse a threshold of 0 or 1 (or outside, or not a number), a batch size under 1 and a
+    min_size under 0 (or either not a whole number), with why."""
+    if not _whole(batch_size):
         raise TumorsegError(f"batch_size {batch_size!r}: must be a whole number (slices per batch)")
+    if not _whole(min_size) or min_size < 0:
+        raise TumorsegError(f"min_size {min_size!r}: must be a whole number of pixels, 0 or more (0 keeps every part)")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)):
         raise TumorsegError(f"threshold {threshold!r}: must be a number between 0 and 1")
     if batch_size < 1:
@@ -354,6 +360,19 @@ def check_settings(threshold: float = 0.5, batch_size: int = 32) -> None:
             f"threshold {threshold}: must lie strictly between 0 and 1 (a pixel is tumor when its probability "
             "is above it, so 1 marks nothing and 0 marks every pixel)"
         )
+
+
+def check_probabilities(probs: np.ndarray) -> None:
+    """Refuse maps that are not probabilities: not numbers, NaN or infinite, or outside [0, 1] (a
+    saved X_prob.png holds probability x 255; thresholded as it is, every non-zero pixel was tumor)."""
+    if probs.dtype.kind not in "biuf":
+        raise TumorsegError(f"probabilities must be numbers in [0, 1]; got dtype {probs.dtype}")
+    if probs.size and probs.dtype.kind == "f" and not np.isfinite(probs).all():
+        raise TumorsegError("probabilities hold NaN or infinite values; they must be numbers in [0, 1]")
+    low, high = (probs.min(), probs.max()) if probs.size else (0, 0)
+    if low < -1e-5 or high > 1 + 1e-5:  # a float's rounding in a resize may pass 1 by an ulp
+        hint = " (an X_prob.png holds probability x 255: divide it by 255)" if high <= 255 else ""
+        raise TumorsegError(f"probabilities must lie in [0, 1]; got values from {low} to {high}{hint}")
 
 
 class Predictor:
@@ -376,7 +395,7 @@ class Predictor:
         session=None,
         backend: str | None = None,
     ):
-        check_settings(threshold, batch_size)
+        check_settings(threshold, batch_size, min_size)
         self.model = model.eval().to(memory_format=torch.channels_last)
         self.config = config
         self.batch_size = batch_size
@@ -401,7 +420,7 @@ class Predictor:
         core). Other keywords go to `Predictor` (batch_size, tta, threshold, min_size,
         fill_holes, largest). One Predictor may serve several threads at once.
         """
-        check_settings(kwargs.get("threshold", 0.5), kwargs.get("batch_size", 32))  # before any loading
+        check_settings(kwargs.get("threshold", 0.5), kwargs.get("batch_size", 32), kwargs.get("min_size", 0))  # first
         path = path or default_weights()
         ckpt = load_checkpoint(path)
         set_threads(threads)
@@ -487,9 +506,13 @@ class Predictor:
         """`mask`, plus a note for the user when keeping the largest region was a close call
         (`largest_3d_noted`; `numbers`: the slices' file numbers, to name them by). `largest`
         overrides the predictor's own setting for this call."""
-        probs = np.asarray(probs)
+        try:
+            probs = np.asarray(probs)
+        except ValueError:  # a list of maps of other sizes
+            raise TumorsegError("the probability maps differ in shape; mask each size on its own") from None
         if probs.ndim != 3:
             raise TumorsegError(f"probabilities must be (N, H, W), one map per slice; got shape {probs.shape}")
+        check_probabilities(probs)
         if numbers is not None and len(numbers) != len(probs):
             raise TumorsegError(f"{len(numbers)} slice numbers for {len(probs)} slices")
         masks = postprocess(probs, self.threshold, self.min_size, self.fill_holes)

@@ -264,7 +264,9 @@ def select_channels(img: np.ndarray, channels: str, path: Path | None = None) ->
     if img.ndim == 2:
         img = img[..., None]
     if img.shape[-1] not in (1, 3):
-        raise DataError(f"{path}: expected 1 or 3 channels, got {img.shape[-1]}")
+        first = " (channels first? give it as HxWxC: img.transpose(1, 2, 0))" if img.shape[0] in (1, 3) else ""
+        raise DataError(f"{path or 'the image'}: expected HxW or HxWxC with 1 or 3 channels, got shape "
+                        f"{img.shape}{first}")  # fmt: skip
     if channels == "flair":
         img = img[..., 1:2] if img.shape[-1] == 3 else img
     elif img.shape[-1] == 1:
