@@ -367,9 +367,11 @@ def check_probabilities(probs: np.ndarray) -> None:
     saved X_prob.png holds probability x 255; thresholded as it is, every non-zero pixel was tumor)."""
     if probs.dtype.kind not in "biuf":
         raise TumorsegError(f"probabilities must be numbers in [0, 1]; got dtype {probs.dtype}")
-    if probs.size and probs.dtype.kind == "f" and not np.isfinite(probs).all():
+    if not probs.size:
+        return
+    low, high = probs.min(), probs.max()  # a NaN carries through both, an infinity shows in one
+    if not (np.isfinite(low) and np.isfinite(high)):
         raise TumorsegError("probabilities hold NaN or infinite values; they must be numbers in [0, 1]")
-    low, high = (probs.min(), probs.max()) if probs.size else (0, 0)
     if low < -1e-5 or high > 1 + 1e-5:  # a float's rounding in a resize may pass 1 by an ulp
         hint = " (an X_prob.png holds probability x 255: divide it by 255)" if high <= 255 else ""
         raise TumorsegError(f"probabilities must lie in [0, 1]; got values from {low} to {high}{hint}")

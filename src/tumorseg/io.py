@@ -107,8 +107,9 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             raise DataError(f"{path}: cannot read image: a compressed text (metadata) chunk inflates beyond what "
                             "Pillow reads safely; save the image without its text chunks") from None  # fmt: skip
         if suffix not in IMAGE_SUFFIXES:  # a .txt, .pdf or .docx: say what we read, not "not a valid TXT"
-            raise DataError(f"{path}: not an image tumorseg reads: expected {' '.join(IMAGE_SUFFIXES)} slices, "
-                            "NIfTI volumes (.nii .nii.gz) or DICOM series folders") from None  # fmt: skip
+            images, volumes = " ".join(IMAGE_SUFFIXES), " ".join(VOLUME_SUFFIXES)
+            raise DataError(f"{path}: not an image tumorseg reads: expected {images} slices, NIfTI volumes "
+                            f"({volumes}) or DICOM series folders") from None  # fmt: skip
         kind = "TIFF" if suffix in (".tif", ".tiff") else suffix.lstrip(".").upper()
         raise DataError(
             f"{path}: cannot read image: not a valid {kind} file, or truncated ({type(exc).__name__}: {exc})"

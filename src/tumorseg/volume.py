@@ -142,8 +142,6 @@ def in_voxel_order_of(vol: Volume, ref: Volume) -> tuple[Volume, str]:
     import nibabel as nib
     from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 
-    if np.allclose(vol.affine, ref.affine, atol=1e-3):
-        return vol, ""
     src, dst = io_orientation(vol.affine), io_orientation(ref.affine)
     if np.array_equal(src, dst):
         return vol, ""
