@@ -481,3 +481,21 @@ def test_markdown_escapes_names_that_would_break_its_table(tiny_run):
     assert "<img" not in row and "&lt;img src=x onerror=alert(1)&gt;" in row
     header = next(line for line in markdown(res).splitlines() if line.startswith("| patient"))
     assert row.count(" | ") == header.count(" | ")  # as many cells as the header
+
+
+def test_evaluate_names_grey_masks_that_hold_no_tumor(tiny_run, tiny_lgg):
+    """A grey mask whose tumor was saved under 128 (0-100, many values: not labels) is read as no
+    tumor, as check-data says; evaluate once scored such a patient's Dice 0 without a word."""
+    pid = sorted(p.name for p in tiny_lgg.iterdir())[0]
+    masks = sorted((tiny_lgg / pid).glob("*_mask.png"))
+    tumor = [m for m in masks if np.asarray(Image.open(m)).max() > 127]
+    assert len(tumor) >= 2
+    ramp = np.arange(256 * 256).reshape(256, 256) % 40  # 40 values: grey, not labels
+    for m in tumor:
+        Image.fromarray(np.where(np.asarray(Image.open(m)) > 127, 60 + ramp, 0).astype(np.uint8)).save(m)
+    said: list[str] = []
+    res = evaluate(tiny_lgg, tiny_run / "last.safetensors", "all", log=said.append)
+    assert res["patients"] == 2
+    warned = [s for s in said if "no value above 127, so read as no tumor" in s]
+    assert len(warned) == 1, said
+    assert str(tumor[0]) in warned[0] and f"and {len(tumor) - 1} more of {pid}'s masks" in warned[0]

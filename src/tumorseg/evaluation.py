@@ -128,6 +128,12 @@ def evaluate(
             failed.append({"image": str(cases[pid].images[0].parent), "error": str(exc)})
             log(f"  {pid}: failed: {exc}")
             continue
+        if case.blank_masks:
+            log(
+                f"  warning: {case.blank_masks[0]}"
+                + (f" and {len(case.blank_masks) - 1} more of {pid}'s masks" if len(case.blank_masks) > 1 else "")
+                + ": not all 0, but no value above 127, so read as no tumor (`tumorseg check-data` lists such masks)"
+            )
         truth = case.full_masks
         numbers = slice_numbers(cases[pid].images)
         plain = predictor.probabilities(case.images, volume=True, numbers=numbers)

@@ -40,7 +40,8 @@ class CaseArrays:
     """A patient decoded once and kept in memory.
 
     images: uint8 (S, C, size, size); masks: uint8 {0, 1} (S, size, size), binarised
-    after resizing; full_masks: bool (S, H, W) at the original resolution, for scoring.
+    after resizing; full_masks: bool (S, H, W) at the original resolution, for scoring;
+    blank_masks: the mask files that hold values but none read as tumor (grey, all under 128).
     """
 
     id: str
@@ -48,6 +49,7 @@ class CaseArrays:
     masks: np.ndarray
     full_masks: np.ndarray
     names: list[str] = field(default_factory=list)
+    blank_masks: list[str] = field(default_factory=list)
 
     @property
     def tumor_slices(self) -> np.ndarray:
@@ -235,7 +237,8 @@ def load_case(case: Case, size: int | None, channels: str = "all", intensity: st
             )
         imgs.append(select_channels(img, channels, ip))
         full.append(mask)
-    full = binary_masks(full)  # one rule for the patient's masks: 0/1 or 0/255
+    read, full = full, binary_masks(full)  # one rule for the patient's masks: 0/1 or 0/255
+    blank = [str(mp) for mp, m, t in zip(case.masks, read, full) if m.any() and not t.any()]
     shapes = {m.shape for m in full}
     if len(shapes) > 1:
         raise DataError(f"{case.images[0].parent}: slices of one patient differ in size: {sorted(shapes)}")
@@ -245,8 +248,8 @@ def load_case(case: Case, size: int | None, channels: str = "all", intensity: st
     full_masks = np.stack(full)
     names = [p.stem for p in case.images]
     if size is None:
-        return CaseArrays(case.id, images, full_masks.astype(np.uint8), full_masks, names)
-    return CaseArrays(case.id, resize_uint8(images, size), masks_at(full_masks, size), full_masks, names)
+        return CaseArrays(case.id, images, full_masks.astype(np.uint8), full_masks, names, blank)
+    return CaseArrays(case.id, resize_uint8(images, size), masks_at(full_masks, size), full_masks, names, blank)
 
 
 def masks_at(full_masks: np.ndarray, size: int) -> np.ndarray:
