@@ -245,3 +245,28 @@ def test_check_data_finds_what_train_would_refuse(tiny_lgg, tmp_path):
     assert any(e.startswith(said) for e in errors), errors
     r = run("train", "--data", tiny_lgg, "--out", tmp_path / "r", "--epochs", "1")
     assert r.returncode == 2 and "data errors" in r.stderr and not (tmp_path / "r" / "config.json").exists()
+
+
+def test_a_folder_of_previews_beside_the_patients_is_not_a_patient(tiny_lgg, caplog):
+    """A folder of screenshots beside the patients (no mask, no `<folder>_<n>` name) once made
+    check-data, evaluate and train refuse the whole data folder ("image has no mask"); a patient
+    folder that lost a mask is still an error."""
+    from tumorseg.data.lgg import find_cases
+
+    before = [c.id for c in find_cases(tiny_lgg)]
+    shots = tiny_lgg / "previews"
+    shots.mkdir()
+    for i in range(2):
+        shutil.copy(next(tiny_lgg.glob("*/*_12.png")), shots / f"shot{i}.png")
+    with caplog.at_level("WARNING"):
+        assert [c.id for c in find_cases(tiny_lgg)] == before
+    said = f"{shots}: skipped: 2 image(s) but no mask and none named previews_<n>, so not a patient"
+    assert said in caplog.text
+    report = check_data(tiny_lgg)
+    assert not report["errors"] and report["patients"] == 2 and said in report["warnings"]
+    lost = tiny_lgg / "TCGA_ZZ_0000_20000101"  # named as a patient's slices: its missing mask is an error
+    lost.mkdir()
+    shutil.copy(next(tiny_lgg.glob("*/*_12.png")), lost / "TCGA_ZZ_0000_20000101_1.png")
+    assert any("TCGA_ZZ_0000_20000101_1.png: image has no mask" in e for e in check_data(tiny_lgg)["errors"])
+    with pytest.raises(DataError, match="image has no mask"):
+        find_cases(tiny_lgg)

@@ -20,7 +20,9 @@ from .lgg import (
     holds_patients,
     is_run_folder,
     kaggle_root_hint,
+    not_a_patient,
     same_slice_twice,
+    say_skipped,
     slice_files_in,
     slice_number,
     slice_numbers,
@@ -83,6 +85,10 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
             if not folder.name.startswith("."):
                 inside = " but patient folders inside it, which are not searched" if holds_patients(folder) else ""
                 warnings.append(f"{folder}: no slices in this folder{inside}; it is skipped")
+            continue
+        if folder != root and (why := not_a_patient(folder, files)):
+            warnings.append(why)
+            say_skipped(why, said_elsewhere=True)
             continue
         errors += same_slice_twice(files)
         images = {p.stem: p for p in files if not is_mask_path(p)}

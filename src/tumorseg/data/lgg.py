@@ -149,6 +149,27 @@ def same_slice_twice(files: list[Path]) -> list[str]:
     return said
 
 
+def not_a_patient(folder: Path, files: list[Path]) -> str | None:
+    """Why a folder of images inside the data is no patient (a folder of previews or screenshots),
+    else None: none of its files is a mask and none is named as its slices are, `<folder>_<n>`."""
+    if any(is_mask_path(p) for p in files):
+        return None
+    if any(p.stem.startswith(f"{folder.name}_") and _NUMBER.search(p.stem) for p in files):
+        return None
+    return f"{folder}: skipped: {len(files)} image(s) but no mask and none named {folder.name}_<n>, so not a patient"
+
+
+_SAID: set[str] = set()
+
+
+def say_skipped(why: str, said_elsewhere: bool = False) -> None:
+    """Log a skipped folder's `why` once per process; `check_data`, which lists it in its report,
+    marks it `said_elsewhere` so that `train` does not say it twice."""
+    if why not in _SAID and not said_elsewhere:
+        logging.getLogger(__name__).warning("warning: %s", why)
+    _SAID.add(why)
+
+
 def case_from_folder(folder: Path) -> Case:
     """Pair each image in `folder` with its `_mask`, raising DataError for an orphan."""
     files = _slice_files(folder)
@@ -175,7 +196,13 @@ def find_cases(root: str | Path, limit: int = 0, ids: Collection[str] | None = N
         raise DataError(f"{root}: data folder does not exist")
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
-    folders = [p for p in _readable_subfolders(root) if _slice_files(p)]
+    folders = []
+    for p in _readable_subfolders(root):
+        if files := _slice_files(p):
+            if why := not_a_patient(p, files):
+                say_skipped(why)
+            else:
+                folders.append(p)
     if not folders and _slice_files(root):
         folders = [root]
     if not folders:
