@@ -20,3 +20,22 @@ def test_titles_in_other_scripts_are_drawn_as_letters_not_boxes():
     titles = ["ПЁТР_01.tif", "ИВАН_01.tif", "ΩΜΕΓΑ_01.tif", "ΑΛΦΑΣ_01.tif"]
     bars = [_strip(256, t)[:-120] for t in titles]
     assert not np.array_equal(bars[0], bars[1]) and not np.array_equal(bars[2], bars[3])
+
+
+def test_names_in_scripts_dejavu_lacks_are_told_apart():
+    """Chinese or Japanese file names were drawn as rows of identical boxes (DejaVu Sans has no CJK
+    glyphs): an installed font that has them draws them, else each is written as its code point."""
+    from pathlib import Path
+
+    import matplotlib
+
+    from tumorseg.viz import _drawable, _glyphs
+
+    bars = [_strip(256, t)[:-120] for t in ("患者_01.tif", "病人_01.tif")]
+    assert not np.array_equal(bars[0], bars[1])
+    assert _drawable("患者_01.tif", ())[1] == "U+60A3U+8005_01.tif"  # no font has them
+    stix = str(Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf" / "STIXGeneral.ttf")
+    dejavu = _glyphs(str(Path(stix).with_name("DejaVuSans.ttf")))
+    rare = chr(min(_glyphs(stix) - dejavu))  # a character STIX draws and DejaVu Sans does not
+    font, text = _drawable(f"a{rare}", (stix,))
+    assert text == f"a{rare}" and font.path == stix

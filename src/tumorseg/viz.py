@@ -41,38 +41,86 @@ def _blend(base: np.ndarray, mask: np.ndarray, color: tuple[int, int, int], alph
 LINE = 13  # pixels per line of label text
 
 
-@functools.cache
-def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    """DejaVu Sans, shipped with matplotlib, which draws accented, Greek and Cyrillic file names
-    (Pillow's default font draws them as boxes); Pillow's default if it is not there."""
+Font = ImageFont.ImageFont | ImageFont.FreeTypeFont
+
+
+def _dejavu() -> Path:
     import matplotlib
 
-    path = Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+    return Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+
+
+@functools.cache
+def _font(path: str | None = None) -> Font:
+    """The font at `path`, by default DejaVu Sans, shipped with matplotlib, which draws accented,
+    Greek and Cyrillic file names (Pillow's default font draws them as boxes); Pillow's default if
+    it is not there."""
     try:
-        return ImageFont.truetype(str(path), 11)
+        return ImageFont.truetype(path or str(_dejavu()), 11)
     except OSError:
         return ImageFont.load_default()
 
 
-def _lines(text: str, width: int) -> list[str]:
-    """`text` broken at its double spaces into lines that fit `width` pixels, where they can."""
+@functools.cache
+def _glyphs(path: str) -> frozenset[int]:
+    """The code points the font at `path` draws (none when it cannot be read)."""
+    from fontTools.ttLib import TTFont
+
+    try:
+        with TTFont(path, lazy=True, fontNumber=0) as font:
+            return frozenset(font.getBestCmap() or ())
+    except Exception:  # a font file fontTools cannot parse is simply not used
+        return frozenset()
+
+
+@functools.cache
+def _installed_fonts() -> tuple[str, ...]:
+    """The machine's own fonts (not matplotlib's, whose DejaVu and STIX add no script), those
+    likeliest to draw many scripts (Noto CJK, Unifont) first."""
+    import matplotlib.font_manager as fm
+
+    broad = ("cjk", "unifont", "unicode", "han", "gothic", "mincho", "hei", "song", "ming", "droid")
+    paths = {f.fname for f in fm.fontManager.ttflist if "mpl-data" not in f.fname}
+    return tuple(sorted(paths, key=lambda p: (not any(w in Path(p).name.lower() for w in broad), p)))
+
+
+@functools.cache
+def _drawable(text: str, fonts: tuple[str, ...] | None = None) -> tuple[Font, str]:
+    """A font that draws every character of `text`, and the text it draws: DejaVu Sans; else the
+    first of `fonts` (default: the installed ones) that has them all, such as Noto Sans CJK for a
+    Chinese file name; else DejaVu Sans with each character it lacks written as its code point
+    (U+60A3), never as a box that makes two names look alike."""
+    wanted = {ord(c) for c in text}
+    have = _glyphs(str(_dejavu()))
+    if wanted <= have:
+        return _font(), text
+    for path in _installed_fonts() if fonts is None else fonts:
+        if wanted <= _glyphs(path):
+            return _font(path), text
+    return _font(), "".join(c if ord(c) in have else f"U+{ord(c):04X}" for c in text)
+
+
+def _lines(text: str, width: int) -> tuple[Font, list[str]]:
+    """`text` broken at its double spaces into lines that fit `width` pixels, where they can, and
+    the font to draw them in (`_drawable`)."""
+    font, text = _drawable(text)
     lines: list[str] = []
     for part in text.split("  "):
-        if lines and _font().getlength(f"{lines[-1]}  {part}") <= width:
+        if lines and font.getlength(f"{lines[-1]}  {part}") <= width:
             lines[-1] = f"{lines[-1]}  {part}"
         else:
             lines.append(part)
-    return lines
+    return font, lines
 
 
 def _label(panel: np.ndarray, text: str) -> np.ndarray:
     im = Image.fromarray(panel)
     d = ImageDraw.Draw(im)
-    lines = _lines(text, im.width - 6)
-    wide = max(_font().getlength(line) for line in lines)
+    font, lines = _lines(text, im.width - 6)
+    wide = max(font.getlength(line) for line in lines)
     d.rectangle([0, 0, min(im.width, int(wide) + 6), LINE * len(lines) + 1], fill=(0, 0, 0))
     for i, line in enumerate(lines):
-        d.text((3, 1 + LINE * i), line, fill=(255, 255, 255), font=_font())
+        d.text((3, 1 + LINE * i), line, fill=(255, 255, 255), font=font)
     return np.asarray(im)
 
 
@@ -104,11 +152,11 @@ def overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None
     gap = np.full((mri.shape[0], 4, 3), 255, np.uint8)
     strip = np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1)
     if title:
-        lines = _lines(title, strip.shape[1] - 8)
+        font, lines = _lines(title, strip.shape[1] - 8)
         bar = Image.new("RGB", (strip.shape[1], LINE * len(lines) + 3), (255, 255, 255))
         d = ImageDraw.Draw(bar)
         for i, line in enumerate(lines):
-            d.text((4, 1 + LINE * i), line, fill=(0, 0, 0), font=_font())
+            d.text((4, 1 + LINE * i), line, fill=(0, 0, 0), font=font)
         strip = np.concatenate([np.asarray(bar), strip], axis=0)
     return strip
 
