@@ -499,3 +499,25 @@ def test_evaluate_names_grey_masks_that_hold_no_tumor(tiny_run, tiny_lgg):
     warned = [s for s in said if "no value above 127, so read as no tumor" in s]
     assert len(warned) == 1, said
     assert str(tumor[0]) in warned[0] and f"and {len(tumor) - 1} more of {pid}'s masks" in warned[0]
+
+
+def test_names_that_are_markdown_or_not_utf8_are_written_as_they_are(tiny_run, lgg_root, tmp_path):
+    """A patient folder named like a Markdown link became a link and a remote image in
+    evaluation.md; one whose name is not UTF-8 (Latin-1 bytes) made the report a traceback with
+    only evaluation.json written."""
+    import os
+
+    from markdown_it import MarkdownIt
+
+    data = tmp_path / "data"
+    names = ["[open me](evil.example) ![px](https:tracker.example) *it*", os.fsdecode(b"M\xfcller")]
+    for name in names:
+        copy_slices(lgg_root / "TCGA_CS_4941_19960909", data / name, range(16, 18))
+    out = tmp_path / "ev"
+    res = evaluate(data, tiny_run / "last.safetensors", "all", out, report=True, log=lambda *a: None)
+    assert res["patients"] == 2
+    md = (out / "evaluation.md").read_text(encoding="utf-8")
+    assert "M\\xfcller" in md and "M\\xfcller" in (out / "report.html").read_text(encoding="utf-8")
+    rendered = MarkdownIt("commonmark").enable("table").render(md)
+    assert "<a " not in rendered and "<img" not in rendered and "<em>" not in rendered
+    assert f"<code>{names[0]}</code>" in rendered

@@ -321,3 +321,21 @@ def test_an_animated_png_is_refused_as_a_tiff_of_two_pages_is(tmp_path):
         read_image(tmp_path / "cine.png")
     frames[0].save(tmp_path / "still.png")
     assert read_image(tmp_path / "still.png").shape == (32, 32)
+
+
+def test_an_output_whose_name_fits_is_written_and_one_that_does_not_is_named(tmp_path):
+    """The temporary file beside an output added 18 characters to its name, so `predict` could not
+    write X_pred.png for inputs of 229-250 characters and named the hidden temporary file."""
+    from tumorseg.io import atomic_write_bytes, atomic_write_text
+
+    fits = tmp_path / ("L" * 246 + "_pred.png")  # 255 bytes, the most a Linux file name holds
+    atomic_write_bytes(fits, b"png")
+    assert fits.read_bytes() == b"png" and [p.name for p in tmp_path.iterdir()] == [fits.name]
+    wide = tmp_path / ("é" * 120 + "_pred.png")  # 249 bytes in UTF-8: its temporary name is cut by bytes
+    atomic_write_text(wide, "x")
+    assert wide.read_text() == "x"
+    too_long = tmp_path / ("L" * 246 + "_overlay.png")
+    with pytest.raises(OSError) as err:
+        atomic_write_bytes(too_long, b"png")
+    assert err.value.filename == str(too_long)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fits.name, wide.name])

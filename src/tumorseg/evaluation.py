@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import html
 import json
+import re
 import time
 from pathlib import Path
 
@@ -335,9 +335,26 @@ def interval_text(result: dict, what: str = "patient") -> str:
     return f"95 % bootstrap interval over these {n} {what}s (10,000 resamples, seed 0) [{_f(lo)}, {_f(hi)}]"
 
 
+def settings_text(result: dict) -> str:
+    """The settings scored with, as words: "backend onnx-int8, threshold 0.5, tta off, ..."."""
+    words = {True: "on", False: "off"}
+    parts = [f"backend {result['backend']}"] if result.get("backend") else []
+    parts += [f"{k} {words.get(v, v) if isinstance(v, bool) else v}" for k, v in result["settings"].items()]
+    return ", ".join(parts)
+
+
 def _md(text: str) -> str:
-    """A name as Markdown shows it: no raw HTML, and a | that does not split the table's cell."""
-    return html.escape(text, quote=False).replace("|", "\\|")
+    """Text as Markdown shows it, letter for letter: no raw HTML, link, image or emphasis made of a
+    file name, and a | that does not split a table's cell."""
+    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    return re.sub(r"([\\`*_{}\[\]()#+!|~<>])", r"\\\1", text.replace("&", "&amp;"))
+
+
+def _md_code(text: str) -> str:
+    """A name as a Markdown code span, shown as it is (a | escaped so that it stays in its cell)."""
+    text = text.replace("\r", "\\r").replace("\n", "\\n").replace("|", "\\|")
+    fence = "`" * (max((len(m) for m in re.findall("`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}" if "`" in text else f"`{text}`"
 
 
 def markdown(result: dict) -> str:
@@ -350,13 +367,19 @@ def markdown(result: dict) -> str:
         n = result["volumes"]
         lines = [f"# Evaluation: {n} volume{'s' * (n != 1)} (HD95 in mm)", ""]
         cols[0] = "volume"
-    lines += [f"Weights: `{result['weights']}`. Settings: {result['settings']}.", "", result["empty_mask_rule"], ""]
+    lines += [
+        f"Weights: {_md_code(str(result['weights']))}. Settings: {settings_text(result)}.",
+        "",
+        result["empty_mask_rule"],
+        "",
+    ]
     lines += [
         "| " + " | ".join(hd95_header(result) if c == "hd95" else c for c in cols) + " |",
         "|" + "---|" * len(cols),
     ]
     for r in result["per_patient"]:
-        cells = [_f(r[c]) if isinstance(r.get(c), float) else _md(str(r.get(c, ""))) for c in ["patient", *cols[1:]]]
+        cells = [_md_code(str(r["patient"]))]
+        cells += [_f(r[c]) if isinstance(r.get(c), float) else _md(str(r.get(c, ""))) for c in cols[1:]]
         lines.append("| " + " | ".join(cells) + " |")
     heads = [f"{hd95_header(result) if m == 'hd95' else m} mean" for m in METRICS]
     lines += ["", "| variant | " + " | ".join(heads) + " | Dice median | Dice min |"]
@@ -368,7 +391,7 @@ def markdown(result: dict) -> str:
     for note in (hd95_note(result, what), slice_dice_note(result, what)):
         if note:
             lines += ["", note + "."]
-    noted = [f"- {_md(r['patient'])}: {n}" for r in result["per_patient"] for n in r.get("notes", [])]
+    noted = [f"- {_md_code(r['patient'])}: {_md(n)}" for r in result["per_patient"] for n in r.get("notes", [])]
     if noted:
         lines += ["", "Notes:", *noted]
         if any("close call" in n for n in noted):
@@ -548,7 +571,8 @@ def evaluate_volumes(
     if not rows:
         raise TumorsegError(f"no volume could be scored: {failed[0]['error']}" if failed else "no volumes given")
     summary = {"chosen": {m: summarize([r[m] for r in rows]) for m in METRICS}}
-    result = {"weights": str(weights), "volumes": len(rows), "per_patient": rows, "summary": summary,
+    result = {"weights": str(weights), "backend": predictor.backend, "volumes": len(rows), "per_patient": rows,
+              "summary": summary,
               "settings": {"threshold": threshold, "tta": tta, "min_size": min_size, "fill_holes": fill_holes,
                            "largest": largest},
               "empty_mask_rule": empty_mask_rule("mm"),

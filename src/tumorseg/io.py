@@ -345,7 +345,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise FileExistsError(errno.EEXIST, "exists and is not a regular file, so it is not replaced", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     # named before the try and created inside it: a Ctrl-C at any point leaves no temporary file
-    tmp = path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp"
+    short = path.name.encode("utf-8", "surrogateescape")[:200].decode("utf-8", "ignore")  # 255 bytes at most
+    tmp = path.parent / f".{short}.{os.urandom(6).hex()}.tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -356,16 +357,25 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        if exc.filename is not None:
+        if exc.filename is not None and exc.filename != str(tmp):
             raise
-        raise type(exc)(exc.errno, exc.strerror, str(path)) from None  # a full disk names no file
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from None  # the output, not its temporary file
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+    """Write `text` as UTF-8, atomically. A file name that is not UTF-8 (a Latin-1 folder name,
+    which Python holds as lone surrogates) is written escaped, `M\\xfcller`, never a crash."""
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            data = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").encode("utf-8")
+        except UnicodeEncodeError:  # a surrogate that no undecodable byte made
+            data = text.encode("utf-8", "backslashreplace")
+    atomic_write_bytes(path, data)
 
 
 def write_png(path: str | Path, arr: np.ndarray) -> None:

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluation import hd95_header, hd95_note, interval_text, slice_dice_note, variant_label, variant_order
+from .evaluation import (
+    hd95_header,
+    hd95_note,
+    interval_text,
+    settings_text,
+    slice_dice_note,
+    variant_label,
+    variant_order,
+)
 from .metrics import confusion_counts, dice
 from .viz import histogram_png, html_report, overlay, png_bytes
 
@@ -58,7 +66,7 @@ def build_report(result: dict, strips_input: dict, weights: Path) -> str:
     acc_model, acc_base = summary["chosen"]["accuracy"]["mean"], summary["baseline"]["accuracy"]["mean"]
     notes = [
         f"Weights: {result['weights']}. Data: {result['data']} ({result['split']} split). "
-        f"Settings: {result['settings']}.",
+        f"Settings: {settings_text(result)}.",
         f"Mean per-patient Dice (chosen settings) {d['mean']:.3f}; {interval_text(result)}. Pixel accuracy: model "
         f"{acc_model:.3f}, always 'no tumor' baseline {acc_base:.3f}.",
         result["empty_mask_rule"],
