@@ -257,3 +257,16 @@ def test_a_failed_toggle_puts_the_box_back_and_small_volumes_are_not_0_ml(browse
     assert page.is_hidden("#error") and page.is_checked("#all-parts")
     shown = page.evaluate("[0, 0.004, 0.01, 14.384].map(millilitres).concat([count(1, 'slice'), count(7, 'slice')])")
     assert shown == ["0 mL", "under 0.01 mL", "0.01 mL", "14.38 mL", "1 slice", "7 slices"]
+
+
+def test_a_long_patient_name_keeps_the_report_on_the_screen(browser, tmp_path):
+    """One 200-letter patient folder name once made the report 2,405 px wide at 1,400, every metric
+    column off the screen; the name now wraps within its cell."""
+    from test_report import _html, _tumor_patient
+
+    name = "L" * 200 + "_19960909"
+    (tmp_path / "report.html").write_text(_html({name: _tumor_patient(), "T": _tumor_patient()}, tmp_path))
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto((tmp_path / "report.html").as_uri())
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1400
+    assert name in page.inner_text("body").replace("\n", "")

@@ -39,3 +39,16 @@ def test_names_in_scripts_dejavu_lacks_are_told_apart():
     rare = chr(min(_glyphs(stix) - dejavu))  # a character STIX draws and DejaVu Sans does not
     font, text = _drawable(f"a{rare}", (stix,))
     assert text == f"a{rare}" and font.path == stix
+
+
+def test_a_long_file_name_wraps_within_the_title_and_keeps_its_slice_number():
+    """Titles broke only at double spaces, so a 200-letter file name ran off the strip's edge and
+    its slice number and Dice were lost."""
+    from tumorseg.viz import _lines
+
+    title = "L" * 200 + "_12.png  Dice 0.812"
+    font, lines = _lines(title, 400)
+    assert len(lines) > 2 and all(font.getlength(line) <= 400 for line in lines)
+    assert "".join(lines).replace("  ", "") == title.replace("  ", "") and lines[-1].endswith("Dice 0.812")
+    tall, short = _strip(100, title), _strip(100, "P_12.png")
+    assert tall.shape[0] >= short.shape[0] + 3 * 13  # the title bar holds every line (13 px each)

@@ -108,8 +108,14 @@ def _lines(text: str, width: int) -> tuple[Font, list[str]]:
     for part in text.split("  "):
         if lines and font.getlength(f"{lines[-1]}  {part}") <= width:
             lines[-1] = f"{lines[-1]}  {part}"
-        else:
-            lines.append(part)
+            continue
+        while len(part) > 1 and font.getlength(part) > width:  # a long file name: cut between letters
+            n = 1
+            while font.getlength(part[: n + 1]) <= width:
+                n += 1
+            lines.append(part[:n])
+            part = part[n:]
+        lines.append(part)
     return font, lines
 
 
@@ -177,6 +183,7 @@ def histogram_png(values: list[float], baseline: list[float] | None = None, titl
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
     bins = np.linspace(0, 1, 21)
@@ -185,6 +192,7 @@ def histogram_png(values: list[float], baseline: list[float] | None = None, titl
         ax.hist(baseline, bins=bins, color="tab:gray", alpha=0.5, label='always "no tumor"')
     ax.set_xlabel("per-patient Dice")
     ax.set_ylabel("patients")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts, never 0.5 of a patient
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
@@ -222,7 +230,8 @@ def html_report(
         f"<title>{html.escape(title)}</title><style>",
         "body{font-family:system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0}",
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:13px}th{background:#f0f0f0}",
-        "td:first-child{text-align:left}img{max-width:100%}.strip{margin:4px 0 14px}",
+        "td:first-child{text-align:left;max-width:28em;overflow-wrap:anywhere}img{max-width:100%}",
+        ".strip{margin:4px 0 14px}h3,.note{overflow-wrap:anywhere}",
         ".note{color:#555;font-size:13px}h2{margin-top:28px}",
         "</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
