@@ -477,10 +477,13 @@ def test_markdown_escapes_names_that_would_break_its_table(tiny_run):
                    "test", log=lambda *a: None)  # fmt: skip
     name = "E |pipe| <img src=x onerror=alert(1)>"
     res["per_patient"][0]["patient"] = name
-    row = next(line for line in markdown(res).splitlines() if line.startswith("| E "))
-    assert "<img" not in row and "&lt;img src=x onerror=alert(1)&gt;" in row
+    from markdown_it import MarkdownIt
+
+    row = next(line for line in markdown(res).splitlines() if line.startswith("| `E "))
     header = next(line for line in markdown(res).splitlines() if line.startswith("| patient"))
     assert row.count(" | ") == header.count(" | ")  # as many cells as the header
+    shown = MarkdownIt("commonmark").enable("table").render(markdown(res))
+    assert "<img" not in shown and "<td><code>E |pipe| &lt;img src=x onerror=alert(1)&gt;</code></td>" in shown
 
 
 def test_evaluate_names_grey_masks_that_hold_no_tumor(tiny_run, tiny_lgg):

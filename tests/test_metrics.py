@@ -116,3 +116,32 @@ def test_bootstrap_interval_of_the_mean():
     assert hi - lo == pytest.approx(2 * 1.96 * se, rel=0.2)
     lo2, hi2 = bootstrap_ci(large)
     assert hi2 - lo2 < (hi - lo) / 3
+
+
+def test_slice_hd95_measures_in_plane_where_the_stacked_hd95_runs_low():
+    """The stacked HD95 counts one slice step as one pixel, so a prediction 6 px too wide on two
+    slices scored 1.0 (the next slice's edge is 1 px away); slice_hd95 measures each slice in its
+    own plane. A flipped view of the masks (negative strides) once crashed hd95."""
+    from tumorseg.metrics import hd95, score_volume
+
+    yy, xx = np.mgrid[:48, :48]
+    disk = lambda r: (yy - 24) ** 2 + (xx - 24) ** 2 <= r * r  # noqa: E731
+    truth = np.stack([disk(4), disk(10), disk(4)])
+    pred = np.stack([disk(10)] * 3)
+    s = score_volume(pred, truth)
+    per_slice = [hd95(p, t) for p, t in zip(pred, truth)]
+    assert s["hd95"] == pytest.approx(1.0) and per_slice[1] == 0 and min(per_slice[0], per_slice[2]) > 5
+    assert s["slice_hd95"] == pytest.approx(np.mean(per_slice))
+    truth[0] = False  # a slice where only the prediction has tumor is left out of slice_hd95
+    assert score_volume(pred, truth)["slice_hd95"] == pytest.approx(np.mean(per_slice[1:]))
+    assert np.isnan(score_volume(np.zeros_like(truth), truth)["slice_hd95"])
+    assert hd95(pred[:, ::-1], truth[:, ::-1]) == hd95(pred, truth)
+    flipped = score_volume(pred[::-1, :, ::-1], truth[::-1, :, ::-1])
+    assert flipped["hd95"] == pytest.approx(score_volume(pred, truth)["hd95"])
+
+
+def test_std_is_the_sample_standard_deviation():
+    from tumorseg.metrics import summarize
+
+    assert summarize([0.846, 0.783])["std"] == pytest.approx(np.std([0.846, 0.783], ddof=1))
+    assert np.isnan(summarize([0.9])["std"]) and summarize([0.9])["mean"] == 0.9

@@ -36,7 +36,7 @@ def _result(cases: dict[str, tuple[SimpleNamespace, np.ndarray]]) -> dict:
         base.append(b)
         rows.append({"patient": pid, **s, "baseline_dice": b["dice"], "baseline_accuracy": b["accuracy"],
                      "notes": []})  # fmt: skip
-    metrics = ["dice", "iou", "precision", "recall", "hd95", "accuracy", "slice_dice"]
+    metrics = ["dice", "iou", "precision", "recall", "hd95", "accuracy", "slice_dice", "slice_hd95"]
     summary = {}
     for name, vals in (("chosen", chosen), ("model", chosen), ("baseline", base)):
         summary[name] = {m: summarize([v[m] for v in vals]) for m in metrics}

@@ -24,8 +24,8 @@ from .io import atomic_write_text
 from .metrics import score_volume, summarize
 
 COLUMNS = ["patient", "slices", "tumor_slices", "dice", "iou", "precision", "recall", "hd95", "accuracy",
-           "slice_dice", "fp_slices", "baseline_dice", "baseline_accuracy"]  # fmt: skip
-METRICS = ["dice", "iou", "precision", "recall", "hd95", "accuracy", "slice_dice"]
+           "slice_dice", "slice_hd95", "fp_slices", "baseline_dice", "baseline_accuracy"]  # fmt: skip
+METRICS = ["dice", "iou", "precision", "recall", "hd95", "accuracy", "slice_dice", "slice_hd95"]
 # channels of an `all` slice replaced by FLAIR (channel 1), as the LGG dataset fills a missing sequence
 MISSING = {"no_pre_t1": (0,), "no_post_t1": (2,), "flair_only": (0, 2)}
 
@@ -215,7 +215,12 @@ def evaluate(
 def empty_mask_rule(unit: str = "px") -> str:
     """The written rule for empty masks, with HD95's unit (pixels for slices, mm for volumes)."""
     slices = unit == "px"
-    hd = "pixels over the stacked volume (one slice step = one pixel)" if slices else "mm, from the voxel spacing"
+    hd = (
+        "pixels over the stacked volume (one slice step = one pixel, so a miss in one slice is measured to the "
+        "next slice's edge and this HD95 runs low)"
+        if slices
+        else "mm, from the voxel spacing"
+    )
     who = "patient" if slices else "volume"
     how = ("Per patient, the slices are stacked and scored as one volume (headline). " if slices
            else "Each volume is scored as one 3D mask (headline). ")  # fmt: skip
@@ -226,7 +231,8 @@ def empty_mask_rule(unit: str = "px") -> str:
         f"Per slice (slice_dice), each {who}'s mean Dice over its slices whose truth has tumor; the summary "
         f"averages it over {who}s. Slices with empty truth and a non-empty prediction are counted as "
         f"false-positive slices. HD95 is in {hd}; 0 when both masks are empty, undefined (n/a, left out of "
-        "the mean) when exactly one is."
+        f"the mean) when exactly one is. slice_hd95 is each {who}'s mean in-plane (2D) HD95 over its slices "
+        "where truth and prediction both have tumor, as per-slice HD95 is usually reported; n/a with no such slice."
     )
 
 
@@ -277,8 +283,13 @@ def variant_order(summary: dict) -> list[str]:
     return sorted(summary, key=lambda k: (k == "baseline", k != "chosen", place(k)))
 
 
-def hd95_header(result: dict) -> str:
-    return f"hd95 ({result.get('hd95_unit', 'px')})"
+def hd95_header(result: dict, key: str = "hd95") -> str:
+    return f"{key} ({result.get('hd95_unit', 'px')})"
+
+
+def _head(result: dict, key: str) -> str:
+    """A column's name, with its unit for the HD95s."""
+    return hd95_header(result, key) if key in ("hd95", "slice_hd95") else key
 
 
 def print_table(result: dict, log=print) -> None:
@@ -294,6 +305,12 @@ def print_table(result: dict, log=print) -> None:
     log(_row_line(["total", "", "", "", "", "", str(ch["fp_slices"]), ""]))  # fp_slices over all patients
     if note := hd95_note(result):
         log(note)
+    sh = ch["slice_hd95"]
+    log(
+        f"in-plane HD95 per slice (slice_hd95, over slices where both masks have tumor): mean {_f(sh['mean'])}, "
+        f"median {_f(sh['median'])} {result.get('hd95_unit', 'px')}"
+        + (f"; {n}" if (n := slice_hd95_note(result)) else "")
+    )
     log("")
     log(f"{'per-patient Dice':<34}{'mean':>8}{'median':>8}{'min':>8}")
     for key in variant_order(result["summary"]):
@@ -325,6 +342,16 @@ def slice_dice_note(result: dict, what: str = "patient") -> str | None:
             f"(n/a for the {s['undefined']} without one)")  # fmt: skip
 
 
+def slice_hd95_note(result: dict, what: str = "patient") -> str | None:
+    """How many rows the slice_hd95 means are over, when some have no slice where both masks have
+    tumor (n/a); else None."""
+    s = result["summary"].get("chosen", {}).get("slice_hd95")
+    if not s or not s.get("undefined"):
+        return None
+    return (f"slice_hd95 means are over the {s['n']} of {s['n'] + s['undefined']} {what}s with a slice where "
+            "truth and prediction both have tumor")  # fmt: skip
+
+
 def interval_text(result: dict, what: str = "patient") -> str:
     """The 95 % bootstrap interval of the mean per-patient Dice, or why there is none."""
     d = result["summary"]["chosen"]["dice"]
@@ -347,7 +374,7 @@ def _md(text: str) -> str:
     """Text as Markdown shows it, letter for letter: no raw HTML, link, image or emphasis made of a
     file name, and a | that does not split a table's cell."""
     text = text.replace("\r", "\\r").replace("\n", "\\n")
-    return re.sub(r"([\\`*_{}\[\]()#+!|~<>])", r"\\\1", text.replace("&", "&amp;"))
+    return re.sub(r"([\\`*_\[\]|~<>])", r"\\\1", text.replace("&", "&amp;"))
 
 
 def _md_code(text: str) -> str:
@@ -359,7 +386,7 @@ def _md_code(text: str) -> str:
 
 def markdown(result: dict) -> str:
     cols = ["patient", "slices", "tumor_slices", "dice", "iou", "precision", "recall", "hd95", "accuracy",
-            "slice_dice", "fp_slices", "baseline_dice"]  # fmt: skip
+            "slice_dice", "slice_hd95", "fp_slices", "baseline_dice"]  # fmt: skip
     what = "patient" if "split" in result else "volume"
     if "split" in result:
         lines = [f"# Evaluation: {result['split']} split, {result['patients']} patients", ""]
@@ -374,21 +401,21 @@ def markdown(result: dict) -> str:
         "",
     ]
     lines += [
-        "| " + " | ".join(hd95_header(result) if c == "hd95" else c for c in cols) + " |",
+        "| " + " | ".join(_head(result, c) for c in cols) + " |",
         "|" + "---|" * len(cols),
     ]
     for r in result["per_patient"]:
         cells = [_md_code(str(r["patient"]))]
         cells += [_f(r[c]) if isinstance(r.get(c), float) else _md(str(r.get(c, ""))) for c in cols[1:]]
         lines.append("| " + " | ".join(cells) + " |")
-    heads = [f"{hd95_header(result) if m == 'hd95' else m} mean" for m in METRICS]
+    heads = [f"{_head(result, m)} mean" for m in METRICS]
     lines += ["", "| variant | " + " | ".join(heads) + " | Dice median | Dice min |"]
     lines.append("|" + "---|" * (len(METRICS) + 3))
     for name in variant_order(result["summary"]):
         s = result["summary"][name]
         vals = [_f(s[m]["mean"]) for m in METRICS] + [_f(s["dice"]["median"]), _f(s["dice"]["min"])]
         lines.append(f"| {variant_label(name)} | " + " | ".join(vals) + " |")
-    for note in (hd95_note(result, what), slice_dice_note(result, what)):
+    for note in (hd95_note(result, what), slice_dice_note(result, what), slice_hd95_note(result, what)):
         if note:
             lines += ["", note + "."]
     noted = [f"- {_md_code(r['patient'])}: {_md(n)}" for r in result["per_patient"] for n in r.get("notes", [])]

@@ -76,7 +76,9 @@ def scores(c: Counts) -> dict[str, float]:
 
 
 def hd95(pred: np.ndarray, target: np.ndarray, spacing: tuple[float, ...] | None = None) -> float:
-    """95th-percentile symmetric Hausdorff distance between two masks, via MONAI.
+    """95th-percentile Hausdorff distance between two masks, via MONAI: the larger of the two
+    directed 95th percentiles of surface distances (prediction to truth, truth to prediction),
+    not one percentile of both pooled.
 
     In pixels (voxels) when `spacing` is None, else in the spacing's unit (mm). Rule for
     empty masks: both empty -> 0.0; exactly one empty -> NaN (undefined; callers count
@@ -87,8 +89,8 @@ def hd95(pred: np.ndarray, target: np.ndarray, spacing: tuple[float, ...] | None
     import torch
     from monai.metrics import compute_hausdorff_distance
 
-    pred = np.asarray(pred, bool)
-    target = np.asarray(target, bool)
+    pred = np.ascontiguousarray(pred, bool)  # a flipped view (negative strides) is refused by torch
+    target = np.ascontiguousarray(target, bool)
     if not pred.any() and not target.any():
         return 0.0
     if not pred.any() or not target.any():
@@ -110,24 +112,31 @@ def score_volume(pred: np.ndarray, target: np.ndarray, spacing: tuple[float, ...
 
     Returns the volume-level metrics (the slices stacked and scored as one, the headline),
     HD95 over the stacked volume (voxel units unless `spacing` is given; without a known
-    slice spacing, one slice counts as one pixel), and the per-slice view: the mean Dice
-    over slices whose truth has tumor, the number of false-positive slices (empty truth,
-    non-empty prediction) and of slices where both are empty (Dice 1, left out of the mean).
+    slice spacing, one slice counts as one pixel, so a miss in one slice is measured to the
+    next slice's edge and the stacked HD95 runs low), and the per-slice view: the mean Dice
+    over slices whose truth has tumor (`slice_dice`), the mean in-plane HD95 over slices where
+    both masks have tumor (`slice_hd95`, 2D, in the in-plane spacing's unit), the number of
+    false-positive slices (empty truth, non-empty prediction) and of slices with empty truth
+    (`empty_slices`: the false-positive slices and those where both are empty).
     """
     pred = np.asarray(pred, bool)
     target = np.asarray(target, bool)
     out = scores(confusion_counts(pred, target))
     out["hd95"] = hd95(pred, target, spacing)
-    slice_dice = []
+    plane = tuple(spacing[1:]) if spacing is not None else None
+    slice_dice, slice_hd = [], []
     fp_slices = both_empty = 0
     for p, t in zip(pred, target):
         if t.any():
             slice_dice.append(dice(confusion_counts(p, t)))
+            if p.any():
+                slice_hd.append(hd95(p, t, plane))
         elif p.any():
             fp_slices += 1
         else:
             both_empty += 1
     out["slice_dice"] = float(np.mean(slice_dice)) if slice_dice else float("nan")
+    out["slice_hd95"] = float(np.mean(slice_hd)) if slice_hd else float("nan")
     out["tumor_slices"] = len(slice_dice)
     out["fp_slices"] = fp_slices
     out["empty_slices"] = both_empty + fp_slices
@@ -136,8 +145,8 @@ def score_volume(pred: np.ndarray, target: np.ndarray, spacing: tuple[float, ...
 
 
 def summarize(values: list[float]) -> dict:
-    """Mean (with its 95 % bootstrap interval), median, std, min and max of the finite values,
-    and how many were not finite."""
+    """Mean (with its 95 % bootstrap interval), median, sample standard deviation (n - 1; n/a for
+    one value), min and max of the finite values, and how many were not finite."""
     arr = np.asarray(values, float)
     finite = arr[np.isfinite(arr)]
     if finite.size == 0:
@@ -149,7 +158,7 @@ def summarize(values: list[float]) -> dict:
         "mean": float(finite.mean()),
         "mean_ci95": [lo, hi],
         "median": float(np.median(finite)),
-        "std": float(finite.std()),
+        "std": float(finite.std(ddof=1)) if finite.size > 1 else float("nan"),  # the sample std
         "min": float(finite.min()),
         "max": float(finite.max()),
         "n": int(finite.size),

@@ -12,6 +12,7 @@ from .evaluation import (
     interval_text,
     settings_text,
     slice_dice_note,
+    slice_hd95_note,
     variant_label,
     variant_order,
 )
@@ -38,7 +39,7 @@ def worst_first_strips(case, pred: np.ndarray, k: int = 4, k_fp: int = 2) -> lis
 def build_report(result: dict, strips_input: dict, weights: Path) -> str:
     rows = result["per_patient"]
     summary = result["summary"]
-    hd = hd95_header(result)
+    hd, shd = hd95_header(result), hd95_header(result, "slice_hd95")
     summary_rows = []
     for name in variant_order(summary):
         s = summary[name]
@@ -49,6 +50,7 @@ def build_report(result: dict, strips_input: dict, weights: Path) -> str:
                 f"{hd} mean": s["hd95"]["mean"],
                 "pixel accuracy mean": s["accuracy"]["mean"],
                 "slice_dice mean": s["slice_dice"]["mean"],
+                f"{shd} mean": s["slice_hd95"]["mean"],
                 "Dice median": s["dice"]["median"],
                 "Dice std": s["dice"]["std"],
                 "Dice min": s["dice"]["min"],
@@ -70,14 +72,14 @@ def build_report(result: dict, strips_input: dict, weights: Path) -> str:
         f"Mean per-patient Dice (chosen settings) {d['mean']:.3f}; {interval_text(result)}. Pixel accuracy: model "
         f"{acc_model:.3f}, always 'no tumor' baseline {acc_base:.3f}.",
         result["empty_mask_rule"],
-        *filter(None, [hd95_note(result), slice_dice_note(result)]),
+        *filter(None, [hd95_note(result), slice_dice_note(result), slice_hd95_note(result)]),
         *(f"{r['patient']}: {n}" for r in rows for n in r.get("notes", [])),
         *(f"Not scored: {f['image']}: {f['error']}" for f in result.get("failed", [])),
     ]
-    table_rows = [{**r, hd: r["hd95"], "pixel accuracy": r["accuracy"],
+    table_rows = [{**r, hd: r["hd95"], shd: r["slice_hd95"], "pixel accuracy": r["accuracy"],
                    "baseline pixel accuracy": r.get("baseline_accuracy", float("nan"))} for r in rows]  # fmt: skip
     columns = ["patient", "slices", "tumor_slices", "dice", "iou", "precision", "recall", hd, "pixel accuracy",
-               "slice_dice", "fp_slices", "baseline_dice", "baseline pixel accuracy"]  # fmt: skip
+               "slice_dice", shd, "fp_slices", "baseline_dice", "baseline pixel accuracy"]  # fmt: skip
     return html_report(
         f"tumorseg evaluation: {result['patients']} patients",
         table_rows,
