@@ -305,7 +305,7 @@ def test_train_refuses_what_would_fail_later_and_warns_of_what_cannot_work(tiny_
     r = tumorseg("train", "--data", one, "--out", tmp_path / "b", "--epochs", "1", "--base", "4", "--depth", "2",
                  "--image-size", "64", "--val-frac", "0.5", "--test-frac", "0", "--patience", "2")  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert "--val-frac 0.5 gives no validation patients with 1 patients" in r.stdout
+    assert "--val-frac 0.5 gives no validation patients with 1 patient " in r.stdout
     assert "no training slice has tumor" in r.stdout and "give --val-frac" not in r.stdout
 
 

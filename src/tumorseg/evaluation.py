@@ -103,7 +103,7 @@ def evaluate(
     wanted = None if split == "all" else (ckpt.meta.get("split") or {}).get(split)
     cases = {c.id: c for c in find_cases(data, ids=wanted)}  # a broken patient outside the split stops nothing
     ids = select_patients(ckpt.meta, split, list(cases), data, weights)
-    log(f"scoring {len(ids)} patients ({split} split) with {weights} on the {predictor.backend} backend")
+    log(f"scoring {_n(len(ids), 'patient')} ({split} split) with {weights} on the {predictor.backend} backend")
 
     variants = {
         "model": [],
@@ -171,7 +171,8 @@ def evaluate(
         rows.append(row)
         if report:
             strips_input[pid] = (case, chosen)
-        log(f"  {pid}: Dice {s['dice']:.3f}  HD95 {_f1(s['hd95'])} px  ({len(truth)} slices)")
+        hd = f"{_f1(s['hd95'])} px" if np.isfinite(s["hd95"]) else "n/a"
+        log(f"  {pid}: Dice {s['dice']:.3f}  HD95 {hd}  ({_n(len(truth), 'slice')})")
         for note in notes:
             log(f"  {pid}: {note}")
     seconds = time.perf_counter() - t0
@@ -241,6 +242,11 @@ EMPTY_RULE = empty_mask_rule()
 
 def _row_line(values: list[str]) -> str:
     return " ".join(f"{v:>10}" if i else f"{v:<24}" for i, v in enumerate(values))
+
+
+def _n(count: int, noun: str) -> str:
+    """`1 patient`, `2 patients`."""
+    return f"{count} {noun}{'s' * (count != 1)}"
 
 
 def _f(v: float) -> str:
@@ -389,7 +395,7 @@ def markdown(result: dict) -> str:
             "slice_dice", "slice_hd95", "fp_slices", "baseline_dice"]  # fmt: skip
     what = "patient" if "split" in result else "volume"
     if "split" in result:
-        lines = [f"# Evaluation: {result['split']} split, {result['patients']} patients", ""]
+        lines = [f"# Evaluation: {result['split']} split, {_n(result['patients'], 'patient')}", ""]
     else:
         n = result["volumes"]
         lines = [f"# Evaluation: {n} volume{'s' * (n != 1)} (HD95 in mm)", ""]

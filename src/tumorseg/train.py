@@ -642,13 +642,17 @@ def _fit(
                             f"every fold has validation patients; use --folds {rest} or fewer")  # fmt: skip
     metric = "validation per-patient Dice" if split["val"] else "training loss"
     if cfg.val_frac and not split["val"]:
-        log(f"warning: --val-frac {cfg.val_frac} gives no validation patients with {len(by_id)} patients "
+        log(f"warning: --val-frac {cfg.val_frac} gives no validation patients with {len(by_id)} "
+            f"patient{'s' * (len(by_id) != 1)} "
             "(at least 2 are needed outside the test split)")  # fmt: skip
     if cfg.patience and not split["val"]:
         log(f"warning: no validation patients, so --patience {cfg.patience} stops on the training loss "
             "(with enough patients, --val-frac or --folds make it stop on the validation Dice)")  # fmt: skip
     if cfg.test_frac and not split["test"]:
-        log(f"warning: --test-frac {cfg.test_frac} gives no test patients with {len(by_id)} patients (3 are needed)")
+        log(
+            f"warning: --test-frac {cfg.test_frac} gives no test patients with {len(by_id)} "
+            f"patient{'s' * (len(by_id) != 1)} (3 are needed)"
+        )
     for name, ids in split.items():
         log(f"{name:>5}: {len(ids):3d} patients  {' '.join(ids)}")
     if resume and ck is None:  # the data could not be listed before check-data

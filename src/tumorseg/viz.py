@@ -144,7 +144,7 @@ def overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None
     white = lambda m: np.repeat((np.asarray(m, bool) * 255).astype(np.uint8)[..., None], 3, -1)  # noqa: E731
     panels = [_label(mri, "MRI (FLAIR)")]
     if truth is None:
-        panels += [_label(white(pred), "prediction"), _label(_blend(mri, pred, PRED), "overlay")]
+        panels += [_label(white(pred), "prediction"), _label(_blend(mri, pred, PRED), "red: predicted tumor")]
     else:
         truth = np.asarray(truth, bool)
         ov = _blend(_blend(_blend(mri, pred & truth, TP), pred & ~truth, FP), ~pred & truth, FN)
