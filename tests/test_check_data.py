@@ -220,6 +220,7 @@ def test_stray_1s_in_a_0_255_patient_are_not_tumor(tiny_lgg):
         arr[(rng.random(arr.shape) < 0.01) & (arr == 0)] = 1
         Image.fromarray(arr).save(m)
     assert np.array_equal(load_case(case, None).full_masks, clean)
+    assert load_case(case, None).blank_masks == []  # not the grey masks evaluate warns of
     report = check_data(tiny_lgg)
     assert report["slices_with_tumor"] == tumor_slices
     assert any("its 1s are not tumor: this patient's other masks go above 1" in w for w in report["warnings"])
@@ -270,3 +271,17 @@ def test_a_folder_of_previews_beside_the_patients_is_not_a_patient(tiny_lgg, cap
     assert any("TCGA_ZZ_0000_20000101_1.png: image has no mask" in e for e in check_data(tiny_lgg)["errors"])
     with pytest.raises(DataError, match="image has no mask"):
         find_cases(tiny_lgg)
+
+
+def test_slices_in_the_root_beside_a_folder_of_previews_are_one_patient(tiny_lgg, tmp_path):
+    """With slices in the data folder itself and a folder of screenshots beside them, find_cases read
+    the root as the patient while check-data (and so train) found "no slices"."""
+    from tumorseg.data.lgg import find_cases
+
+    one = tmp_path / "one"
+    shutil.copytree(sorted(tiny_lgg.iterdir())[0], one)
+    (one / "shots").mkdir()
+    shutil.copy(next(one.glob("*_12.png")), one / "shots" / "shot0.png")
+    assert [c.id for c in find_cases(one)] == ["one"]
+    report = check_data(one)
+    assert not report["errors"] and report["patients"] == 1 and report["slices"] == 12, report

@@ -52,3 +52,33 @@ def test_a_long_file_name_wraps_within_the_title_and_keeps_its_slice_number():
     assert "".join(lines).replace("  ", "") == title.replace("  ", "") and lines[-1].endswith("Dice 0.812")
     tall, short = _strip(100, title), _strip(100, "P_12.png")
     assert tall.shape[0] >= short.shape[0] + 3 * 13  # the title bar holds every line (13 px each)
+
+
+def test_control_characters_and_damaged_fonts_do_not_break_a_title(tmp_path, monkeypatch):
+    """A newline in a file name reached Pillow (a title of two lines in a bar sized for one, or
+    raqm_layout() failed); a byte of a name that is not UTF-8 was drawn as U+DCFC; a font file
+    whose character table reads but whose glyphs are cut off stopped the overlay."""
+    from pathlib import Path
+
+    import matplotlib
+
+    from tumorseg import viz
+    from tumorseg.viz import _drawable, _glyphs
+
+    assert _drawable("P\n1\t.png")[1] == "PU+000A1U+0009.png"
+    assert _drawable("M\udcfcller.png")[1] == "M\\xfcller.png"
+    assert _strip(256, "P\n1.png").shape == _strip(256, "P 1.png").shape
+    stix = Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf" / "STIXGeneral.ttf"
+    broken = tmp_path / "broken.ttf"
+    broken.write_bytes(stix.read_bytes())
+    rare = chr(min(_glyphs(str(stix)) - _glyphs(str(stix.with_name("DejaVuSans.ttf")))))
+    truetype = viz.ImageFont.truetype
+
+    def damaged(path, *args, **kwargs):  # its table reads, its glyphs do not (raqm_layout() failed)
+        if str(path) == str(broken):
+            raise RuntimeError("raqm_layout() failed")
+        return truetype(path, *args, **kwargs)
+
+    monkeypatch.setattr(viz.ImageFont, "truetype", damaged)
+    font, text = _drawable(f"a{rare}", (str(broken), str(stix)))
+    assert text == f"a{rare}" and font.path == str(stix)

@@ -311,12 +311,10 @@ def print_table(result: dict, log=print) -> None:
     log(_row_line(["total", "", "", "", "", "", str(ch["fp_slices"]), ""]))  # fp_slices over all patients
     if note := hd95_note(result):
         log(note)
-    sh = ch["slice_hd95"]
-    log(
-        f"in-plane HD95 per slice (slice_hd95, over slices where both masks have tumor): mean {_f(sh['mean'])}, "
-        f"median {_f(sh['median'])} {result.get('hd95_unit', 'px')}"
-        + (f"; {n}" if (n := slice_hd95_note(result)) else "")
-    )
+    sh, fewer = ch["slice_hd95"], slice_hd95_note(result)
+    unit = f" {result.get('hd95_unit', 'px')}" if np.isfinite(sh["mean"]) else ""
+    log(f"in-plane HD95 per slice (slice_hd95, over slices where both masks have tumor): mean {_f(sh['mean'])}, "
+        f"median {_f(sh['median'])}{unit}" + (f"; {fewer}" if fewer else ""))  # fmt: skip
     log("")
     log(f"{'per-patient Dice':<34}{'mean':>8}{'median':>8}{'min':>8}")
     for key in variant_order(result["summary"]):
@@ -378,16 +376,22 @@ def settings_text(result: dict) -> str:
 
 def _md(text: str) -> str:
     """Text as Markdown shows it, letter for letter: no raw HTML, link, image or emphasis made of a
-    file name, and a | that does not split a table's cell."""
+    file name, and a | that does not split a table's cell. An _ between letters (TCGA_CS) makes no
+    emphasis, so it stays as it is."""
     text = text.replace("\r", "\\r").replace("\n", "\\n")
-    return re.sub(r"([\\`*_\[\]|~<>])", r"\\\1", text.replace("&", "&amp;"))
+    text = re.sub(r"([\\`*\[\]|~<>&])", r"\\\1", text)
+    return re.sub(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])", r"\\_", text)
 
 
-def _md_code(text: str) -> str:
-    """A name as a Markdown code span, shown as it is (a | escaped so that it stays in its cell)."""
-    text = text.replace("\r", "\\r").replace("\n", "\\n").replace("|", "\\|")
+def _md_code(text: str, in_table: bool = False) -> str:
+    """A name as a Markdown code span, shown as it is (in a table, a | is escaped to stay in its
+    cell; GFM takes the backslash away there)."""
+    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    if in_table:
+        text = text.replace("|", "\\|")
     fence = "`" * (max((len(m) for m in re.findall("`+", text)), default=0) + 1)
-    return f"{fence} {text} {fence}" if "`" in text else f"`{text}`"
+    pad = " " if text[:1] in ("`", " ") or text[-1:] in ("`", " ") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def markdown(result: dict) -> str:
@@ -411,7 +415,7 @@ def markdown(result: dict) -> str:
         "|" + "---|" * len(cols),
     ]
     for r in result["per_patient"]:
-        cells = [_md_code(str(r["patient"]))]
+        cells = [_md_code(str(r["patient"]), in_table=True)]
         cells += [_f(r[c]) if isinstance(r.get(c), float) else _md(str(r.get(c, ""))) for c in cols[1:]]
         lines.append("| " + " | ".join(cells) + " |")
     heads = [f"{_head(result, m)} mean" for m in METRICS]
@@ -598,7 +602,8 @@ def evaluate_volumes(
         base = score_volume(np.zeros_like(truth), truth)
         rows.append({"patient": str(image_path), **{k: s[k] for k in COLUMNS if k in s}, "hd95_unit": "mm",
                      "baseline_dice": base["dice"], "baseline_accuracy": base["accuracy"], "notes": notes})  # fmt: skip
-        log(f"  {image_path}: Dice {s['dice']:.3f}  HD95 {_f1(s['hd95'])} mm")
+        hd = f"{_f1(s['hd95'])} mm" if np.isfinite(s["hd95"]) else "n/a"
+        log(f"  {image_path}: Dice {s['dice']:.3f}  HD95 {hd}")
         for note in notes:
             log(f"  {image_path}: {note}")
     if not rows:

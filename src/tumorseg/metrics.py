@@ -95,6 +95,10 @@ def hd95(pred: np.ndarray, target: np.ndarray, spacing: tuple[float, ...] | None
         return 0.0
     if not pred.any() or not target.any():
         return float("nan")
+    # only the masks' bounding box, with a margin of background, matters: MONAI then measures a
+    # few thousand pixels, not a whole 256x256 slice or volume (about 10x faster, the same result)
+    box = tuple(slice(max(int(lo) - 1, 0), int(hi) + 2) for lo, hi in zip(*_bounds(pred | target)))
+    pred, target = pred[box], target[box]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         d = compute_hausdorff_distance(
@@ -105,6 +109,12 @@ def hd95(pred: np.ndarray, target: np.ndarray, spacing: tuple[float, ...] | None
             spacing=list(spacing) if spacing is not None else None,
         )
     return float(d.item())
+
+
+def _bounds(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first and last index of `mask`'s True values along each axis."""
+    where = np.argwhere(mask)
+    return where.min(0), where.max(0)
 
 
 def score_volume(pred: np.ndarray, target: np.ndarray, spacing: tuple[float, ...] | None = None) -> dict:

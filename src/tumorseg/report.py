@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .evaluation import (
+    _n,
     hd95_header,
     hd95_note,
     interval_text,
@@ -58,7 +59,7 @@ def build_report(result: dict, strips_input: dict, weights: Path) -> str:
             }  # fmt: skip
         )
     hist = histogram_png(
-        [r["dice"] for r in rows], [r["baseline_dice"] for r in rows], f"{result['patients']} patients"
+        [r["dice"] for r in rows], [r["baseline_dice"] for r in rows], _n(result["patients"], "patient")
     )
     curves_path = weights.parent / "curves.png"
     curves = curves_path.read_bytes() if curves_path.is_file() else None
@@ -81,7 +82,7 @@ def build_report(result: dict, strips_input: dict, weights: Path) -> str:
     columns = ["patient", "slices", "tumor_slices", "dice", "iou", "precision", "recall", hd, "pixel accuracy",
                "slice_dice", shd, "fp_slices", "baseline_dice", "baseline pixel accuracy"]  # fmt: skip
     return html_report(
-        f"tumorseg evaluation: {result['patients']} patients",
+        f"tumorseg evaluation: {_n(result['patients'], 'patient')}",
         table_rows,
         columns,
         summary_rows,

@@ -6,6 +6,8 @@ import base64
 import functools
 import html
 import io
+import re
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -84,38 +86,63 @@ def _installed_fonts() -> tuple[str, ...]:
     return tuple(sorted(paths, key=lambda p: (not any(w in Path(p).name.lower() for w in broad), p)))
 
 
-@functools.cache
+def _visible(c: str) -> str:
+    """A character that draws nothing or cannot be drawn (a newline, a byte of a file name that is
+    not UTF-8) as text: \\xfc for such a byte, U+000A for the others."""
+    if not unicodedata.category(c).startswith("C"):
+        return c
+    return f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else f"U+{ord(c):04X}"
+
+
+@functools.lru_cache(maxsize=1024)
 def _drawable(text: str, fonts: tuple[str, ...] | None = None) -> tuple[Font, str]:
     """A font that draws every character of `text`, and the text it draws: DejaVu Sans; else the
-    first of `fonts` (default: the installed ones) that has them all, such as Noto Sans CJK for a
-    Chinese file name; else DejaVu Sans with each character it lacks written as its code point
-    (U+60A3), never as a box that makes two names look alike."""
+    first of `fonts` (default: the installed ones) that has them all and lays them out, such as
+    Noto Sans CJK for a Chinese file name; else DejaVu Sans with each character it lacks written as
+    its code point (U+60A3), never as a box that makes two names look alike. Control characters are
+    always written out (`_visible`)."""
+    text = "".join(map(_visible, text))
     wanted = {ord(c) for c in text}
     have = _glyphs(str(_dejavu()))
     if wanted <= have:
         return _font(), text
     for path in _installed_fonts() if fonts is None else fonts:
         if wanted <= _glyphs(path):
-            return _font(path), text
+            try:  # a damaged file may list its characters and still fail to lay them out
+                font = ImageFont.truetype(path, 11)
+                font.getlength(text)
+                return font, text
+            except Exception:
+                continue
     return _font(), "".join(c if ord(c) in have else f"U+{ord(c):04X}" for c in text)
 
 
 def _lines(text: str, width: int) -> tuple[Font, list[str]]:
-    """`text` broken at its double spaces into lines that fit `width` pixels, where they can, and
-    the font to draw them in (`_drawable`)."""
+    """`text` broken into lines that fit `width` pixels, where they can, and the font to draw them
+    in (`_drawable`): at its double spaces first; a part still too wide after a space, _ or -, and a
+    word still too wide between letters."""
     font, text = _drawable(text)
+    fits = lambda t: font.getlength(t) <= width  # noqa: E731
     lines: list[str] = []
     for part in text.split("  "):
-        if lines and font.getlength(f"{lines[-1]}  {part}") <= width:
+        if lines and fits(f"{lines[-1]}  {part}"):
             lines[-1] = f"{lines[-1]}  {part}"
             continue
-        while len(part) > 1 and font.getlength(part) > width:  # a long file name: cut between letters
-            n = 1
-            while font.getlength(part[: n + 1]) <= width:
-                n += 1
-            lines.append(part[:n])
-            part = part[n:]
-        lines.append(part)
+        line = ""
+        for word in re.split(r"(?<=[ _\-])", part):
+            if fits(line + word):
+                line += word
+                continue
+            if line:
+                lines.append(line)
+            while len(word) > 1 and not fits(word):  # a long word: cut between letters
+                n = 1
+                while fits(word[: n + 1]):
+                    n += 1
+                lines.append(word[:n])
+                word = word[n:]
+            line = word
+        lines.append(line)
     return font, lines
 
 

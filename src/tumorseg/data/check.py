@@ -53,6 +53,15 @@ def fewer_sequences_note(images: np.ndarray) -> str | None:
     return f"{' and '.join(copied)} equal FLAIR in every slice ({kind}): {FEWER_SEQUENCES}"
 
 
+def _patient_inside(folder: Path) -> bool:
+    """`folder` holds slices and is a patient, as `find_cases` decides (previews are not)."""
+    try:
+        files = slice_files_in([p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES])
+    except OSError:
+        return True  # said where it is listed
+    return bool(files) and not_a_patient(folder, files) is None
+
+
 def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
     """Scan every patient folder under `root` (only the first `limit` with slices, in id order,
     when `limit` is set: those `train --max-patients` uses); returns a report (see module docstring)."""
@@ -60,8 +69,8 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
     if not root.is_dir():
         raise DataError(f"{root}: data folder does not exist" if not root.exists() else f"{root}: not a folder")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not is_run_folder(p))  # `train --out` inside
-    if not folders and any(p.suffix.lower() in SLICE_SUFFIXES for p in root.iterdir()):
-        folders = [root]
+    if not any(map(_patient_inside, folders)) and any(p.suffix.lower() in SLICE_SUFFIXES for p in root.iterdir()):
+        folders = [root]  # slices in the root itself, as `find_cases` reads them
     errors: list[str] = []
     warnings: list[str] = []
     seen: dict[str, str] = {}

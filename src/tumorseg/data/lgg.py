@@ -265,7 +265,7 @@ def load_case(case: Case, size: int | None, channels: str = "all", intensity: st
         imgs.append(select_channels(img, channels, ip))
         full.append(mask)
     read, full = full, binary_masks(full)  # one rule for the patient's masks: 0/1 or 0/255
-    blank = [str(mp) for mp, m, t in zip(case.masks, read, full) if m.any() and not t.any()]
+    blank = [str(mp) for mp, m, t in zip(case.masks, read, full) if m.max() > 1 and not t.any()]  # not stray 1s
     shapes = {m.shape for m in full}
     if len(shapes) > 1:
         raise DataError(f"{case.images[0].parent}: slices of one patient differ in size: {sorted(shapes)}")
