@@ -169,3 +169,16 @@ def test_variants_keep_their_computed_order():
         "flair_only",
         "baseline",
     ]
+
+
+def test_markdown_summary_gives_what_the_html_summary_gives(tmp_path):
+    """evaluation.md lacked the Dice std and the false-positive slices that report.html shows."""
+    from tumorseg.evaluation import markdown
+
+    cases = {"A": _tumor_patient(), "B": _tumor_patient()}
+    md = markdown(_result(cases))
+    head = next(line for line in md.splitlines() if line.startswith("| variant"))
+    assert "Dice std" in head and "FP slices (total)" in head and "slice_hd95 (px) mean" in head
+    row = next(line for line in md.splitlines() if line.startswith("| model (chosen settings)"))
+    assert row.rstrip(" |").endswith("| 2")  # one false-positive slice in each patient
+    assert "FP slices (total)" in _html(cases, tmp_path)

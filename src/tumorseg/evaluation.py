@@ -419,11 +419,12 @@ def markdown(result: dict) -> str:
         cells += [_f(r[c]) if isinstance(r.get(c), float) else _md(str(r.get(c, ""))) for c in cols[1:]]
         lines.append("| " + " | ".join(cells) + " |")
     heads = [f"{_head(result, m)} mean" for m in METRICS]
-    lines += ["", "| variant | " + " | ".join(heads) + " | Dice median | Dice min |"]
-    lines.append("|" + "---|" * (len(METRICS) + 3))
+    lines += ["", "| variant | " + " | ".join(heads) + " | Dice median | Dice std | Dice min | FP slices (total) |"]
+    lines.append("|" + "---|" * (len(METRICS) + 5))
     for name in variant_order(result["summary"]):
         s = result["summary"][name]
-        vals = [_f(s[m]["mean"]) for m in METRICS] + [_f(s["dice"]["median"]), _f(s["dice"]["min"])]
+        vals = [_f(s[m]["mean"]) for m in METRICS] + [_f(s["dice"][k]) for k in ("median", "std", "min")]
+        vals.append(str(s.get("fp_slices", "n/a")))
         lines.append(f"| {variant_label(name)} | " + " | ".join(vals) + " |")
     for note in (hd95_note(result, what), slice_dice_note(result, what), slice_hd95_note(result, what)):
         if note:
@@ -609,6 +610,7 @@ def evaluate_volumes(
     if not rows:
         raise TumorsegError(f"no volume could be scored: {failed[0]['error']}" if failed else "no volumes given")
     summary = {"chosen": {m: summarize([r[m] for r in rows]) for m in METRICS}}
+    summary["chosen"]["fp_slices"] = int(sum(r["fp_slices"] for r in rows))
     result = {"weights": str(weights), "backend": predictor.backend, "volumes": len(rows), "per_patient": rows,
               "summary": summary,
               "settings": {"threshold": threshold, "tta": tta, "min_size": min_size, "fill_holes": fill_holes,
@@ -616,7 +618,7 @@ def evaluate_volumes(
               "empty_mask_rule": empty_mask_rule("mm"),
               "hd95_unit": "mm", "failed": failed}  # fmt: skip
     d = summary["chosen"]["dice"]
-    log(f"per-volume Dice: mean {_f(d['mean'])} ({interval_text(result, 'volume')}), "
+    log(f"per-volume Dice: mean {_f(d['mean'])}; {interval_text(result, 'volume')}; "
         f"median {_f(d['median'])}, std {_f(d['std'])}")  # fmt: skip
     if failed:
         log(f"{len(failed)} of {len(pairs)} volumes failed (named above); the others are scored")

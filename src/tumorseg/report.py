@@ -55,7 +55,7 @@ def build_report(result: dict, strips_input: dict, weights: Path) -> str:
                 "Dice median": s["dice"]["median"],
                 "Dice std": s["dice"]["std"],
                 "Dice min": s["dice"]["min"],
-                "FP slices": s["fp_slices"],
+                "FP slices (total)": s["fp_slices"],
             }  # fmt: skip
         )
     hist = histogram_png(
