@@ -433,6 +433,8 @@ def test_a_patient_that_fails_to_load_is_named_and_the_others_are_scored_and_wri
     assert [p["patient"] for p in res["per_patient"]] == [good] and res["patients"] == 1
     assert res["failed"][0]["image"] == str(tmp_path / "lgg" / bad) and mask.name in res["failed"][0]["error"]
     assert "Not scored" in (out / "evaluation.md").read_text() and "Not scored" in (out / "report.html").read_text()
+    said = "1 of 2 patients scored"  # the titles once said "1 patients", as if one had been asked for
+    assert said in (out / "evaluation.md").read_text().splitlines()[0] and said in (out / "report.html").read_text()
 
 
 def test_missing_sequence_rows_keep_the_largest_part_within_a_gap_free_run(lgg_root, tmp_path):

@@ -244,6 +244,12 @@ def _row_line(values: list[str]) -> str:
     return " ".join(f"{v:>10}" if i else f"{v:<24}" for i, v in enumerate(values))
 
 
+def scored_text(result: dict) -> str:
+    """`15 patients`, or `14 of 15 patients scored` when some failed."""
+    n, failed = result["patients"], len(result.get("failed", []))
+    return f"{n} of {_n(n + failed, 'patient')} scored" if failed else _n(n, "patient")
+
+
 def _n(count: int, noun: str) -> str:
     """`1 patient`, `2 patients`."""
     return f"{count} {noun}{'s' * (count != 1)}"
@@ -399,7 +405,7 @@ def markdown(result: dict) -> str:
             "slice_dice", "slice_hd95", "fp_slices", "baseline_dice"]  # fmt: skip
     what = "patient" if "split" in result else "volume"
     if "split" in result:
-        lines = [f"# Evaluation: {result['split']} split, {_n(result['patients'], 'patient')}", ""]
+        lines = [f"# Evaluation: {result['split']} split, {scored_text(result)}", ""]
     else:
         n = result["volumes"]
         lines = [f"# Evaluation: {n} volume{'s' * (n != 1)} (HD95 in mm)", ""]

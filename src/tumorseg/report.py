@@ -11,6 +11,7 @@ from .evaluation import (
     hd95_header,
     hd95_note,
     interval_text,
+    scored_text,
     settings_text,
     slice_dice_note,
     slice_hd95_note,
@@ -82,7 +83,7 @@ def build_report(result: dict, strips_input: dict, weights: Path) -> str:
     columns = ["patient", "slices", "tumor_slices", "dice", "iou", "precision", "recall", hd, "pixel accuracy",
                "slice_dice", shd, "fp_slices", "baseline_dice", "baseline pixel accuracy"]  # fmt: skip
     return html_report(
-        f"tumorseg evaluation: {_n(result['patients'], 'patient')}",
+        f"tumorseg evaluation: {scored_text(result)}",
         table_rows,
         columns,
         summary_rows,
