@@ -265,6 +265,13 @@ def test_a_folder_of_previews_beside_the_patients_is_not_a_patient(tiny_lgg, cap
     assert said in caplog.text
     report = check_data(tiny_lgg)
     assert not report["errors"] and report["patients"] == 2 and said in report["warnings"]
+    from tumorseg.data.lgg import holds_patients
+
+    only = tiny_lgg.parent / "only-previews"
+    only.mkdir()
+    shutil.move(shots, only / "previews")  # a folder holding previews alone holds no patients
+    assert holds_patients(tiny_lgg) and not holds_patients(only)
+    shutil.move(only / "previews", shots)
     lost = tiny_lgg / "TCGA_ZZ_0000_20000101"  # named as a patient's slices: its missing mask is an error
     lost.mkdir()
     shutil.copy(next(tiny_lgg.glob("*/*_12.png")), lost / "TCGA_ZZ_0000_20000101_1.png")

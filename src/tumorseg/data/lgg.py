@@ -121,8 +121,8 @@ def _listing(folder: Path) -> list[Path]:
 
 
 def holds_patients(folder: Path) -> bool:
-    """`folder` holds patient folders of slices (a kaggle_3m root)."""
-    return any(_slice_files(p) for p in _readable_subfolders(Path(folder)))
+    """`folder` holds patient folders of slices (a kaggle_3m root); a folder of previews is none."""
+    return any((files := _slice_files(p)) and not not_a_patient(p, files) for p in _readable_subfolders(Path(folder)))
 
 
 def kaggle_root_hint(root: Path) -> str:
