@@ -53,12 +53,11 @@ def _dejavu() -> Path:
 
 
 @functools.cache
-def _font(path: str | None = None) -> Font:
-    """The font at `path`, by default DejaVu Sans, shipped with matplotlib, which draws accented,
-    Greek and Cyrillic file names (Pillow's default font draws them as boxes); Pillow's default if
-    it is not there."""
+def _font() -> Font:
+    """DejaVu Sans, shipped with matplotlib, which draws accented, Greek and Cyrillic file names
+    (Pillow's default font draws them as boxes); Pillow's default if it is not there."""
     try:
-        return ImageFont.truetype(path or str(_dejavu()), 11)
+        return ImageFont.truetype(str(_dejavu()), 11)
     except OSError:
         return ImageFont.load_default()
 
