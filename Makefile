@@ -5,19 +5,25 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data/lgg
 PATIENT ?= TCGA_CS_5395_19981004
 TORCH ?= torch==2.13.0
+TORCH_GIVEN := $(filter command line environment,$(origin TORCH))
 
 .PHONY: setup demo test lint clean FORCE
 
-# the torch requested, remembered: another TORCH= reinstalls torch in the existing .venv
+# the torch a TORCH= asked for, remembered in .venv/.torch: another TORCH= reinstalls torch there;
+# without TORCH=, the torch .venv has is kept (one chosen earlier, or installed by hand: "keep")
 $(VENV)/.torch: FORCE
 	@mkdir -p $(VENV)
-	@if [ "$$(cat $@ 2>/dev/null)" != '$(TORCH)' ]; then echo '$(TORCH)' > $@; fi
+	@if [ -n "$(TORCH_GIVEN)" ] || { [ ! -e $@ ] && [ ! -e $(BIN)/tumorseg ]; }; then \
+		if [ "$$(cat $@ 2>/dev/null)" != '$(TORCH)' ]; then echo '$(TORCH)' > $@; fi; \
+	elif [ ! -e $@ ]; then echo keep > $@; touch -r $(BIN)/tumorseg $@; fi
 
 $(BIN)/tumorseg: pyproject.toml $(VENV)/.torch
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip uninstall -q -y torch 2>/dev/null || true
-	$(BIN)/pip install -q $(TORCH)
+	@spec="$$(cat $(VENV)/.torch)"; if [ "$$spec" != keep ]; then \
+		if [ -e $@ ] && [ $(VENV)/.torch -nt $@ ]; then echo "reinstalling torch: $$spec"; \
+			$(BIN)/pip uninstall -q -y torch 2>/dev/null || true; fi; \
+		$(BIN)/pip install -q $$spec; fi
 	$(BIN)/pip install -q -e ".[test,onnx,medical,serve]"
 	touch $@
 
