@@ -61,9 +61,7 @@ def measure(variant: str, cfg: TrainConfig, steps: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument(
-        "--steps", type=int, default=15, help="timed training steps per fp32 variant (bf16: 2 steps)"
-    )
+    ap.add_argument("--steps", type=int, default=15, help="timed training steps per fp32 variant (bf16: 2 steps)")
     ap.add_argument("--bf16", action="store_true", help="also measure bf16 autocast (very slow without native bf16)")
     ap.add_argument(
         "--epoch-images",

@@ -33,7 +33,7 @@ def test_make_keeps_the_torch_a_venv_was_given(tmp_path):
     fresh = _setup(venv)  # a new venv: the default torch
     assert "install -q torch==2.13.0" in fresh and not any(c.startswith("uninstall") for c in fresh)
     time.sleep(1.1)
-    cuda = 'torch --index-url https://download.pytorch.org/whl/cu124'
+    cuda = "torch --index-url https://download.pytorch.org/whl/cu124"
     chosen = _setup(venv, f"TORCH={cuda}")
     assert chosen.index("uninstall -q -y torch") < chosen.index(f"install -q {cuda}")
     assert _setup(venv) == []  # plain make afterwards: nothing to do
