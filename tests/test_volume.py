@@ -102,6 +102,8 @@ def test_flair_alone_is_repeated_and_said(lgg_case, tmp_path):
     assert "filled with FLAIR" in r.stdout
     assert r.stdout.count("equal FLAIR in every slice") == 1  # said once, with what it costs
     assert nib.load(str(tmp_path / "o" / "flair_pred.nii.gz")).shape == flair.shape
+    written = len(list((tmp_path / "o").iterdir()))  # its closing line, as other predict runs end
+    assert r.stdout.rstrip().endswith(f"1 of 1 inputs segmented; {written} files in {tmp_path / 'o'}"), r.stdout
 
 
 @pytest.mark.parametrize(

@@ -414,6 +414,7 @@ def predict(
             typer.secho(f"failed: {flair}: cannot write its outputs in {out}: {exc.strerror or exc}", err=True)
         say_close_calls(found)
         if not inputs:
+            typer.echo(f"{1 - len(failed)} of 1 inputs segmented; {len(done)} files in {out}")
             raise typer.Exit(1 if failed else 0)
     res = predict_files(inputs, out, predictor, probabilities, overlay, batch_size)
     res.inputs += bool(flair)
