@@ -103,7 +103,7 @@ def evaluate(
     wanted = None if split == "all" else (ckpt.meta.get("split") or {}).get(split)
     cases = {c.id: c for c in find_cases(data, ids=wanted)}  # a broken patient outside the split stops nothing
     ids = select_patients(ckpt.meta, split, list(cases), data, weights)
-    log(f"scoring {_n(len(ids), 'patient')} ({split} split) with {weights} on the {predictor.backend} backend")
+    log(f"scoring {counted(len(ids), 'patient')} ({split} split) with {weights} on the {predictor.backend} backend")
 
     variants = {
         "model": [],
@@ -172,7 +172,7 @@ def evaluate(
         if report:
             strips_input[pid] = (case, chosen)
         hd = f"{_f1(s['hd95'])} px" if np.isfinite(s["hd95"]) else "n/a"
-        log(f"  {pid}: Dice {s['dice']:.3f}  HD95 {hd}  ({_n(len(truth), 'slice')})")
+        log(f"  {pid}: Dice {s['dice']:.3f}  HD95 {hd}  ({counted(len(truth), 'slice')})")
         for note in notes:
             log(f"  {pid}: {note}")
     seconds = time.perf_counter() - t0
@@ -247,10 +247,10 @@ def _row_line(values: list[str]) -> str:
 def scored_text(result: dict) -> str:
     """`15 patients`, or `14 of 15 patients scored` when some failed."""
     n, failed = result["patients"], len(result.get("failed", []))
-    return f"{n} of {_n(n + failed, 'patient')} scored" if failed else _n(n, "patient")
+    return f"{n} of {counted(n + failed, 'patient')} scored" if failed else counted(n, "patient")
 
 
-def _n(count: int, noun: str) -> str:
+def counted(count: int, noun: str) -> str:
     """`1 patient`, `2 patients`."""
     return f"{count} {noun}{'s' * (count != 1)}"
 

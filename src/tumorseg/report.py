@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .evaluation import (
-    _n,
+    counted,
     hd95_header,
     hd95_note,
     interval_text,
@@ -60,7 +60,7 @@ def build_report(result: dict, strips_input: dict, weights: Path) -> str:
             }  # fmt: skip
         )
     hist = histogram_png(
-        [r["dice"] for r in rows], [r["baseline_dice"] for r in rows], _n(result["patients"], "patient")
+        [r["dice"] for r in rows], [r["baseline_dice"] for r in rows], counted(result["patients"], "patient")
     )
     curves_path = weights.parent / "curves.png"
     curves = curves_path.read_bytes() if curves_path.is_file() else None
