@@ -182,3 +182,13 @@ def test_markdown_summary_gives_what_the_html_summary_gives(tmp_path):
     row = next(line for line in md.splitlines() if line.startswith("| model (chosen settings)"))
     assert row.rstrip(" |").endswith("| 2")  # one false-positive slice in each patient
     assert "FP slices (total)" in _html(cases, tmp_path)
+
+
+def test_each_patient_row_links_to_its_slices_whose_heading_gives_its_dice(tmp_path):
+    """With 15 patients the overlays were a long scroll away from the table, under headings that
+    did not say how the patient scored."""
+    cases = {"A<b>": _tumor_patient(), "B": _tumor_patient()}
+    html = _html(cases, tmp_path)
+    dice = _result(cases)["per_patient"][0]["dice"]
+    assert "<td><a href='#p0'>A&lt;b&gt;</a></td>" in html and "<td><a href='#p1'>B</a></td>" in html
+    assert f"<h3 id='p0'>A&lt;b&gt; · Dice {dice:.3f}</h3>" in html

@@ -246,10 +246,20 @@ def html_report(
 ) -> str:
     """One self-contained HTML page; every picture is embedded as a data URL."""
 
+    anchors = {pid: f"p{i}" for i, pid in enumerate(strips)}  # each patient's slices, linked from its row
+
+    def cell(r: dict, c: str) -> str:
+        text = _fmt(r.get(c, ""))
+        if c == "patient" and r.get(c) in anchors:
+            return f"<a href='#{anchors[r[c]]}'>{text}</a>"
+        return text
+
     def table(rs: list[dict], cols: list[str]) -> str:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-        body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rs)
+        body = "".join("<tr>" + "".join(f"<td>{cell(r, c)}</td>" for c in cols) + "</tr>" for r in rs)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    dice_of = {r.get("patient"): r.get("dice") for r in rows}
 
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -274,7 +284,9 @@ def html_report(
         parts += ["<h2>Training curves</h2>", f"<img alt='training curves' src='{data_url(curves)}'>"]
     parts.append("<h2>Slices with the most tumor and the largest false alarms, worst first</h2>")
     for pid, pngs in strips.items():
-        parts.append(f"<h3>{html.escape(pid)}</h3>")
+        dice = dice_of.get(pid)
+        said = f" · Dice {_fmt(dice)}" if isinstance(dice, float) else ""
+        parts.append(f"<h3 id='{anchors[pid]}'>{html.escape(pid)}{said}</h3>")
         if not pngs:
             parts.append("<p class='note'>No tumor in the truth and none predicted: no slice to show.</p>")
         parts += [f"<div class='strip'><img alt='{html.escape(pid)} overlay' src='{data_url(p)}'></div>" for p in pngs]
