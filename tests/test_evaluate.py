@@ -35,6 +35,7 @@ def test_evaluate_uses_saved_test_split_and_writes_outputs(tiny_run, tmp_path):
     text = (tmp_path / "ev" / "evaluation.json").read_text()
     saved = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))  # NaN was once written
     assert saved["summary"]["baseline"]["hd95"]["mean"] is None  # n/a: the baseline marks nothing, there is tumor
+    assert saved["hd95_unit"] == "px"  # once given for volumes (mm) only
     assert saved["summary"]["baseline"]["dice"]["mean"] == 0.0  # this patient has tumor
     assert saved["summary"]["baseline"]["accuracy"]["mean"] > 0.9
     html = (tmp_path / "ev" / "report.html").read_text()

@@ -192,3 +192,11 @@ def test_each_patient_row_links_to_its_slices_whose_heading_gives_its_dice(tmp_p
     dice = _result(cases)["per_patient"][0]["dice"]
     assert "<td><a href='#p0'>A&lt;b&gt;</a></td>" in html and "<td><a href='#p1'>B</a></td>" in html
     assert f"<h3 id='p0'>A&lt;b&gt; · Dice {dice:.3f}</h3>" in html
+
+
+def test_the_printed_table_keeps_its_columns_for_a_long_name():
+    """A 200-letter patient name pushed every number of its row out of its column."""
+    from tumorseg.evaluation import _row_line
+
+    long, short = _row_line(["L" * 200 + "_19960909", "0.900", "1.0"]), _row_line(["P_1", "0.900", "1.0"])
+    assert len(long) == len(short) and long.endswith(short[24:]) and "_19960909" in long

@@ -187,6 +187,7 @@ def evaluate(
         "weights": str(weights),
         "data": str(data),
         "split": split,
+        "hd95_unit": "px",
         "patients": len(rows),
         "settings": {
             "threshold": threshold,
@@ -241,7 +242,10 @@ EMPTY_RULE = empty_mask_rule()
 
 
 def _row_line(values: list[str]) -> str:
-    return " ".join(f"{v:>10}" if i else f"{v:<24}" for i, v in enumerate(values))
+    """One row of the printed table; a name over 24 characters keeps its start and end (the files
+    written give it whole), so the columns stay in line."""
+    name = values[0] if len(values[0]) <= 24 else f"{values[0][:11]}…{values[0][-12:]}"
+    return " ".join([f"{name:<24}", *(f"{v:>10}" for v in values[1:])])
 
 
 def scored_text(result: dict) -> str:
