@@ -97,10 +97,13 @@ def test_cli_train_and_resume(tiny_lgg, tmp_path):
     r = tumorseg("train", "--data", tiny_lgg, "--out", run, "--epochs", "1", *common)
     assert r.returncode == 0, r.stderr
     assert "parameters" in r.stdout and "val per-patient Dice" in r.stdout
-    assert "img_s" in r.stderr  # the progress bar
+    assert "validation scores the EMA weights" in r.stdout  # why a short run's Dice barely moves
+    assert "img_s" not in r.stderr  # progress bars only on a terminal, never as junk in a log file
     r = tumorseg("train", "--resume", run, "--epochs", "2")
     assert r.returncode == 0, r.stderr
     assert "resuming" in r.stdout and "epoch 2:" in r.stdout
+    said = "--epochs 2, where the run was started for 1: the cosine schedule is recomputed, so epoch 2 trains at"
+    assert said in r.stdout  # once the schedule was stretched without a word
     r = tumorseg("train", "--resume", run, "--data", f"{tiny_lgg}/../{os.path.basename(tiny_lgg)}")
     assert r.returncode == 0 and "options differ" not in r.stderr, r.stderr  # the same folder, another spelling
     r = tumorseg("train", "--resume", run, "--base", "8")
@@ -321,3 +324,13 @@ def test_a_run_folder_inside_the_data_is_not_a_patient(tiny_run, tiny_lgg):
     shutil.copytree(tiny_run, tiny_lgg / "run")
     assert list((tiny_lgg / "run").glob("*.png")), "a run folder holds images"
     assert [c.id for c in find_cases(tiny_lgg)] == before and not check_data(tiny_lgg)["errors"]
+
+
+def test_fractions_that_leave_no_training_patient_are_named(tiny_lgg, lgg_root, tmp_path):
+    """`--val-frac 0.7` on 3 patients said only "too few patients (3) to train"."""
+    from conftest import copy_slices
+
+    copy_slices(lgg_root / "TCGA_CS_4944_20010208", tiny_lgg / "TCGA_CS_4944_20010208", range(10, 13))
+    r = tumorseg("train", "--data", tiny_lgg, "--out", tmp_path / "r", "--epochs", "1", "--val-frac", "0.7")
+    assert r.returncode == 2
+    assert "--val-frac 0.7 and --test-frac 0.2 leave none to train on (train/val/test 0/2/1)" in r.stderr, r.stderr

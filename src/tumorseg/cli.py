@@ -229,7 +229,7 @@ def train(
     base_cfg["model"].pop("in_channels")  # ModelConfig derives it from channels and context
     cfg = _validate_options(base_cfg)
     check_out_dir(Path(cfg.out))
-    fit(cfg, resume=resume is not None, progress=True)
+    fit(cfg, resume=resume is not None, progress=sys.stderr.isatty())  # no bar junk in a log file
 
 
 def _saved_config(run: Path):

@@ -635,7 +635,9 @@ def _fit(
         log(f"warning: and {len(report['warnings']) - 10} more (`tumorseg check-data {cfg.data}` lists them all)")
     by_id, split = data_split(cfg)
     if not split["train"]:
-        raise TumorsegError(f"{cfg.data}: too few patients ({len(by_id)}) to train")
+        sizes = "/".join(str(len(split[k])) for k in ("train", "val", "test"))
+        raise TumorsegError(f"{cfg.data}: too few patients ({len(by_id)}) to train: --val-frac {cfg.val_frac} and "
+                            f"--test-frac {cfg.test_frac} leave none to train on (train/val/test {sizes})")  # fmt: skip
     rest = len(split["train"]) + len(split["val"])
     if cfg.folds > rest:  # some fold would have no validation patients, whichever this is
         raise TumorsegError(f"--folds {cfg.folds}: only {rest} patients are outside the test split, so not "
@@ -653,8 +655,10 @@ def _fit(
             f"warning: --test-frac {cfg.test_frac} gives no test patients with {len(by_id)} "
             f"patient{'s' * (len(by_id) != 1)} (3 are needed)"
         )
+    if cfg.folds:
+        log(f"fold {cfg.fold} of {cfg.folds} (0-based): its val patients are this fold's")
     for name, ids in split.items():
-        log(f"{name:>5}: {len(ids):3d} patients  {' '.join(ids)}")
+        log(f"{name:>5}: {len(ids):3d} patient{'s' * (len(ids) != 1)}  {' '.join(ids)}".rstrip())
     if resume and ck is None:  # the data could not be listed before check-data
         ck = _resumable(cfg, last_path, split)
     if main:
@@ -711,6 +715,12 @@ def _fit(
             marked = ck.extra["hard_empty.marked"].numpy().astype(np.float64)
         _load_optim(opt, ck.extra, lr_at(cfg, start, plateau_scale))
         log(f"resuming {out} at epoch {start}")
+        was = ck.config.epochs
+        if cfg.schedule == "cosine" and was != cfg.epochs:  # the schedule is a function of --epochs
+            old, new = lr_at(ck.config, start, 1.0), lr_at(cfg, start, 1.0)
+            log(f"warning: --epochs {cfg.epochs}, where the run was started for {was}: the cosine schedule is "
+                f"recomputed, so epoch {start} trains at learning rate {new:.2g}, not {old:.2g}, and the run will "
+                f"not equal a fresh {cfg.epochs}-epoch one")  # fmt: skip
     model = (
         DistributedDataParallel(trained, device_ids=[device.index] if device.type == "cuda" else None)
         if info.enabled
@@ -725,6 +735,10 @@ def _fit(
     if main:
         atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
 
+    if val_ids and cfg.ema:
+        steps = round(1 / (1 - cfg.ema))
+        log(f"validation scores the EMA weights (--ema {cfg.ema}: an average over about the last {steps} steps, "
+            "so early in a short run they barely move; --ema 0 scores the weights as trained)")  # fmt: skip
     ddp.barrier(info)  # every rank arms together (rank 0 alone wrote metrics.jsonl above)
     stop.armed = True  # from here a signal stops after the batch, and the epochs done are saved
     for epoch in range(start, cfg.epochs + 1):
@@ -859,7 +873,8 @@ def _fit(
         msg = f"epoch {epoch}: loss {record['train_loss']:.4f}, {record['train_images_per_s']:.1f} img/s"
         if val_ids:
             msg += f", val per-patient Dice mean {record['val_dice']:.4f} median {record['val_dice_median']:.4f}"
-        log(msg + f", {record['epoch_seconds']:.0f} s")
+        secs = record["epoch_seconds"]
+        log(msg + (f", {secs:.0f} s" if secs >= 10 else f", {secs:.1f} s"))
         if cfg.patience and bad_epochs >= cfg.patience:
             log(f"early stop: no improvement of the {metric} for {cfg.patience} epochs (best epoch {best_epoch})")
             break
