@@ -193,18 +193,23 @@ def _plot_curves(history: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
     fig, ax1 = plt.subplots(figsize=(7, 4), dpi=100)
-    ax1.plot(epochs, [h["train_loss"] for h in history], "o-", color="tab:blue", label="train loss")
+    lines = ax1.plot(epochs, [h["train_loss"] for h in history], "o-", color="tab:blue", label="train loss")
     ax1.set_xlabel("epoch")
+    ax1.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, never 1.25
+    if len(set(epochs)) == 1:
+        ax1.set_xticks(epochs)  # one epoch: its number, not 0.96-1.04
     ax1.set_ylabel("train loss", color="tab:blue")
     if any("val_dice" in h for h in history):
         ax2 = ax1.twinx()
-        ax2.plot(epochs, [h.get("val_dice", float("nan")) for h in history], "s-", color="tab:red")
-        ax2.set_ylabel("val per-patient Dice", color="tab:red")
+        lines += ax2.plot(epochs, [h.get("val_dice", float("nan")) for h in history], "s-", color="tab:red",
+                          label="val per-patient Dice, mean")  # fmt: skip
+        ax2.set_ylabel("val per-patient Dice (mean)", color="tab:red")
         ax2.set_ylim(0, 1)
-    ax1.set_title("training curves")
+    ax1.legend(handles=lines, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)  # over the plot
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
