@@ -292,3 +292,11 @@ def test_slices_in_the_root_beside_a_folder_of_previews_are_one_patient(tiny_lgg
     assert [c.id for c in find_cases(one)] == ["one"]
     report = check_data(one)
     assert not report["errors"] and report["patients"] == 1 and report["slices"] == 12, report
+
+
+def test_check_data_takes_the_folder_as_train_does(tiny_lgg):
+    """`check-data --data DIR`, as `train` and `evaluate` take it, was "No such option: --data"."""
+    plain, named = run("check-data", tiny_lgg), run("check-data", "--data", tiny_lgg)
+    assert plain.returncode == named.returncode == 0 and plain.stdout == named.stdout, named.stderr
+    both = run("check-data", tiny_lgg, "--data", tiny_lgg)
+    assert both.returncode == 2 and "give the data folder once" in both.stderr

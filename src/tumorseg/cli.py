@@ -283,11 +283,16 @@ _show_config_defaults(train)
 
 
 @app.command("check-data")
-def check_data_cmd(data: Path = typer.Argument(..., help="Folder in the kaggle_3m layout.")) -> None:
+def check_data_cmd(
+    folder: Path | None = typer.Argument(None, metavar="DATA", help="Folder in the kaggle_3m layout."),
+    data: Path | None = typer.Option(None, help="The same folder, given as train and evaluate take it."),
+) -> None:
     """Check a data folder without training: pairs, sizes, binary masks, duplicates, balance."""
     from .data.check import check_data
 
-    report = check_data(data, log=typer.echo)
+    if (folder is None) == (data is None):
+        fail("give the data folder once: tumorseg check-data DATA (or --data DATA)")
+    report = check_data(folder or data, log=typer.echo)
     if report["errors"]:
         n = len(report["errors"])
         typer.secho(f"{n} error{'s' * (n != 1)}", fg=typer.colors.RED, err=True)
