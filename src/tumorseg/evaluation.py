@@ -171,8 +171,7 @@ def evaluate(
         rows.append(row)
         if report:
             strips_input[pid] = (case, chosen)
-        hd = f"{_f1(s['hd95'])} px" if np.isfinite(s["hd95"]) else "n/a"
-        log(f"  {pid}: Dice {s['dice']:.3f}  HD95 {hd}  ({counted(len(truth), 'slice')})")
+        log(f"  {pid}: Dice {s['dice']:.3f}  HD95 {_hd(s['hd95'], 'px')}  ({counted(len(truth), 'slice')})")
         for note in notes:
             log(f"  {pid}: {note}")
     seconds = time.perf_counter() - t0
@@ -265,6 +264,11 @@ def _f(v: float) -> str:
 
 def _f1(v: float) -> str:
     return "n/a" if not np.isfinite(v) else f"{v:.1f}"
+
+
+def _hd(v: float, unit: str) -> str:
+    """An HD95 with its unit, or n/a (never "n/a px")."""
+    return f"{v:.1f} {unit}" if np.isfinite(v) else "n/a"
 
 
 VARIANT_LABELS = {
@@ -384,11 +388,16 @@ def settings_text(result: dict) -> str:
     return ", ".join(parts)
 
 
+def _one_line(text: str) -> str:
+    """A name on one line: its line breaks written out."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _md(text: str) -> str:
     """Text as Markdown shows it, letter for letter: no raw HTML, link, image or emphasis made of a
     file name, and a | that does not split a table's cell. An _ between letters (TCGA_CS) makes no
     emphasis, so it stays as it is."""
-    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    text = _one_line(text)
     text = re.sub(r"([\\`*\[\]|~<>&])", r"\\\1", text)
     return re.sub(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])", r"\\_", text)
 
@@ -396,7 +405,7 @@ def _md(text: str) -> str:
 def _md_code(text: str, in_table: bool = False) -> str:
     """A name as a Markdown code span, shown as it is (in a table, a | is escaped to stay in its
     cell; GFM takes the backslash away there)."""
-    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    text = _one_line(text)
     if in_table:
         text = text.replace("|", "\\|")
     fence = "`" * (max((len(m) for m in re.findall("`+", text)), default=0) + 1)
@@ -613,8 +622,7 @@ def evaluate_volumes(
         base = score_volume(np.zeros_like(truth), truth)
         rows.append({"patient": str(image_path), **{k: s[k] for k in COLUMNS if k in s}, "hd95_unit": "mm",
                      "baseline_dice": base["dice"], "baseline_accuracy": base["accuracy"], "notes": notes})  # fmt: skip
-        hd = f"{_f1(s['hd95'])} mm" if np.isfinite(s["hd95"]) else "n/a"
-        log(f"  {image_path}: Dice {s['dice']:.3f}  HD95 {hd}")
+        log(f"  {image_path}: Dice {s['dice']:.3f}  HD95 {_hd(s['hd95'], 'mm')}")
         for note in notes:
             log(f"  {image_path}: {note}")
     if not rows:

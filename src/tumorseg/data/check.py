@@ -18,6 +18,7 @@ from ..io import binary_masks, is_mask_path, masks_are_labels, read_image, read_
 from .lgg import (
     SLICE_SUFFIXES,
     holds_patients,
+    is_patient,
     is_run_folder,
     kaggle_root_hint,
     not_a_patient,
@@ -54,12 +55,11 @@ def fewer_sequences_note(images: np.ndarray) -> str | None:
 
 
 def _patient_inside(folder: Path) -> bool:
-    """`folder` holds slices and is a patient, as `find_cases` decides (previews are not)."""
+    """`is_patient`, and True for a folder that cannot be listed (said where it is listed)."""
     try:
-        files = slice_files_in([p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES])
-    except OSError:
-        return True  # said where it is listed
-    return bool(files) and not_a_patient(folder, files) is None
+        return is_patient(folder)
+    except (DataError, OSError):
+        return True
 
 
 def check_data(root: str | Path, log=None, limit: int = 0) -> dict:

@@ -120,9 +120,15 @@ def _listing(folder: Path) -> list[Path]:
         raise DataError(f"{folder}: cannot list folder: permission denied") from None
 
 
+def is_patient(folder: Path) -> bool:
+    """`folder` holds slices and is a patient, as `find_cases` decides (a folder of previews is none)."""
+    files = _slice_files(folder)
+    return bool(files) and not_a_patient(folder, files) is None
+
+
 def holds_patients(folder: Path) -> bool:
-    """`folder` holds patient folders of slices (a kaggle_3m root); a folder of previews is none."""
-    return any((files := _slice_files(p)) and not not_a_patient(p, files) for p in _readable_subfolders(Path(folder)))
+    """`folder` holds patient folders of slices (a kaggle_3m root)."""
+    return any(map(is_patient, _readable_subfolders(Path(folder))))
 
 
 def kaggle_root_hint(root: Path) -> str:
