@@ -45,8 +45,8 @@ demo: setup
 	@echo "Overlays: runs/demo/predict/*_overlay.png   Report: runs/demo/evaluate/report.html"
 
 lint: setup
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests scripts benchmarks setup.py
+	$(BIN)/ruff format --check src tests scripts benchmarks setup.py
 
 # the suite in TEST_WORKERS processes (pytest-xdist), each test file in one of them; TEST_WORKERS=0 runs it in this one
 TEST_WORKERS ?= 2

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -334,3 +335,11 @@ def test_fractions_that_leave_no_training_patient_are_named(tiny_lgg, lgg_root, 
     r = tumorseg("train", "--data", tiny_lgg, "--out", tmp_path / "r", "--epochs", "1", "--val-frac", "0.7")
     assert r.returncode == 2
     assert "--val-frac 0.7 and --test-frac 0.2 leave none to train on (train/val/test 0/2/1)" in r.stderr, r.stderr
+
+
+def test_predict_counts_its_files_in_words():
+    """`1 of 1 inputs segmented; 1 files in o` read as a typo."""
+    from tumorseg.cli import _segmented
+
+    assert _segmented(1, 1, 1, Path("o")) == "1 of 1 inputs segmented; 1 file in o"
+    assert _segmented(0, 3, 0, Path("o")) == "0 of 3 inputs segmented; 0 files in o"

@@ -419,18 +419,23 @@ def predict(
             typer.secho(f"failed: {flair}: cannot write its outputs in {out}: {exc.strerror or exc}", err=True)
         say_close_calls(found)
         if not inputs:
-            typer.echo(f"{1 - len(failed)} of 1 inputs segmented; {len(done)} files in {out}")
+            typer.echo(_segmented(1 - len(failed), 1, len(done), out))
             raise typer.Exit(1 if failed else 0)
     res = predict_files(inputs, out, predictor, probabilities, overlay, batch_size)
     res.inputs += bool(flair)
     res.written = [*done, *res.written]
     res.failed = [*failed, *res.failed]
-    typer.echo(f"{res.inputs - len(res.failed)} of {res.inputs} inputs segmented; {len(res.written)} files in {out}")
+    typer.echo(_segmented(res.inputs - len(res.failed), res.inputs, len(res.written), out))
     say_close_calls(res.notes)
     if res.failed:
         names = ", ".join(str(path) for path, _ in res.failed)
         typer.secho(f"error: {len(res.failed)} input(s) failed (reasons above): {names}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
+
+
+def _segmented(ok: int, inputs: int, files: int, out: Path) -> str:
+    """predict's last line: `2 of 3 inputs segmented; 1 file in out`."""
+    return f"{ok} of {inputs} inputs segmented; {files} file{'s' * (files != 1)} in {out}"
 
 
 @app.command()

@@ -15,12 +15,14 @@ from .data.transforms import preprocess, resize, volume_normalize
 from .errors import TumorsegError
 from .models import Ensemble, UNet
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+# a wheel carries the shipped model in the package (setup.py); a source checkout in weights/
+_PACKAGED = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[2] / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "tumorseg-lgg-unet.safetensors"
 
 
 def default_weights() -> Path:
-    """The shipped model: $TUMORSEG_WEIGHTS, else weights/ in the source tree."""
+    """The shipped model: $TUMORSEG_WEIGHTS, else the one installed with the package (weights/ in a checkout)."""
     if os.environ.get("TUMORSEG_WEIGHTS"):
         path = Path(os.environ["TUMORSEG_WEIGHTS"])
         if not path.is_file():
