@@ -16,7 +16,7 @@ from tumorseg.config import validate_config
 from tumorseg.data.lgg import find_cases, load_case
 from tumorseg.infer import Predictor
 from tumorseg.models import Ensemble, UNet
-from tumorseg.train import fit
+from tumorseg.train import fit, state_digest
 
 
 def test_ensemble_averages_the_members_probabilities():
@@ -63,7 +63,12 @@ def test_members_share_the_split_and_differ_in_seed(ensemble_run):
     members = [json.loads((run / f"member{i}" / "summary.json").read_text()) for i in (0, 1)]
     assert summary["train_seconds"] == pytest.approx(sum(m["train_seconds"] for m in members))
     assert summary["machine"] == members[1]["machine"]
-    assert any("member 2 of 2" in s for s in logs)
+    assert any(s.startswith(f"member1 (2 of 2): {run / 'member1'}") for s in logs)
+    assert summary["weights_sha256"] == state_digest(ens.model) and "minutes_this_call" not in summary
+    assert [r["weights_sha256"] for r in summary["member_results"]] == [m["weights_sha256"] for m in members]
+    assert json.loads((run / "split.json").read_text()) == ens.meta["split"]
+    assert "val_dice" not in summary  # no validation patients
+    assert any("(each member's last epoch) and best.safetensors (each member's best epoch)" in s for s in logs)
 
 
 def test_a_single_member_is_the_plain_run_with_that_seed(ensemble_run, tmp_path):
@@ -87,7 +92,7 @@ def test_resume_keeps_finished_members(ensemble_run, tmp_path):
     before = (run / "member0" / "last.safetensors").read_bytes()
     logs = []
     fit(cfg.model_copy(update={"out": str(run)}), resume=True, progress=False, log=logs.append)
-    assert any("member 1 of 2: already trained" in s for s in logs)
+    assert any("member0 (1 of 2): already trained" in s for s in logs)
     assert (run / "member0" / "last.safetensors").read_bytes() == before
     assert (run / "last.safetensors").exists() and (run / "best.safetensors").exists()  # nothing deleted first
     # member 1 retrained from scratch with the same seed gives the same weights
@@ -183,7 +188,7 @@ def test_extending_a_finished_ensemble_keeps_it_usable_until_the_new_one_is_writ
     seen = []
 
     def log(msg):
-        if msg.startswith("member "):
+        if msg.startswith(("member0 (", "member1 (")):
             seen.append((run / "last.safetensors").exists())
 
     longer = cfg.model_copy(update={"out": str(run), "epochs": cfg.epochs + 1})
@@ -209,7 +214,7 @@ def test_resume_of_a_finished_ensemble_leaves_it_as_it_was(ensemble_run, tmp_pat
                       log=logs.append)  # fmt: skip
         said = [s for s in logs if "nothing to do" in s]
         assert said and f"already trained all {cfg.epochs} epochs" in said[0] and f"above {cfg.epochs}" in said[0]
-        assert not any(s.startswith("member ") for s in logs)
+        assert not any(s.startswith(("member0 (", "member1 (")) for s in logs)
         assert summary == json.loads((run / "summary.json").read_text())
         assert {p: (p.read_bytes(), p.stat().st_ino) for p in run.rglob("*") if p.is_file()} == files
     # a member trained on alone since the ensemble was combined: combined again, not "nothing to do"
@@ -243,3 +248,26 @@ def test_a_stopped_member_with_no_epoch_left_gets_its_summary_and_the_ensemble_i
     assert summary["train_seconds"] == pytest.approx(first["train_seconds"] + member["train_seconds"])
     assert json.loads((run / "summary.json").read_text()) == summary
     assert load_checkpoint(run / "last.safetensors").meta["epochs"] == [cfg.epochs, cfg.epochs]
+
+
+def test_an_ensemble_with_validation_patients_scores_itself_as_evaluate_does(lgg_root, tmp_path):
+    """summary.json once gave no validation Dice for the ensemble, only its members' own."""
+    from tumorseg.evaluation import evaluate
+
+    data = tmp_path / "lgg"
+    for pid in (*SMALL_PATIENTS, "TCGA_CS_4944_20010208", "TCGA_CS_5393_19990606"):
+        copy_slices(lgg_root / pid, data / pid, range(10, 16))
+    cfg = validate_config({
+        "data": str(data), "out": str(tmp_path / "run"), "epochs": 1, "batch_size": 4, "lr": 3e-3, "val_frac": 0.25,
+        "test_frac": 0.2, "threads": 2, "model": {"base": 4, "depth": 2, "image_size": 64, "members": 2},
+    })  # fmt: skip
+    logs = []
+    summary = fit(cfg, progress=False, log=logs.append)
+    val = json.loads((tmp_path / "run" / "split.json").read_text())["val"]
+    assert val and sorted(summary["val_per_patient"]) == sorted(val)
+    assert all("last_val_dice" in r for r in summary["member_results"])
+    scored = evaluate(data, tmp_path / "run" / "last.safetensors", split="val", backend="torch", largest=False,
+                      fill_holes=False, log=lambda *a: None)  # fmt: skip
+    by_evaluate = {r["patient"]: r["dice"] for r in scored["per_patient"]}
+    assert by_evaluate == pytest.approx(summary["val_per_patient"], abs=1e-6)
+    assert any(s.startswith(f"ensemble val per-patient Dice mean {summary['val_dice']:.4f}") for s in logs), logs

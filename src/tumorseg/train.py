@@ -16,7 +16,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from . import distributed as ddp
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
 from .config import RESUME_MAY_CHANGE, ModelConfig, TrainConfig
 from .data.check import check_data
 from .data.lgg import Case, CaseArrays, add_context, find_cases, flair_index, load_case, slice_numbers, split_cases
@@ -417,33 +417,58 @@ def _fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp
         if (out / "last.safetensors").exists() and set(states) != {"finished"}:  # usable if this is stopped
             log(f"{out / 'last.safetensors'} stays the earlier ensemble until this one is written")
         atomic_write_text(out / "config.json", cfg.model_dump_json(indent=2))
-    started = time.perf_counter()
     for i, (mcfg, state) in enumerate(zip(runs, states)):
+        name = f"member{i} ({i + 1} of {n})"
         if state == "finished":
-            log(f"member {i + 1} of {n}: already trained in {mcfg.out}")
+            log(f"{name}: already trained in {mcfg.out}")
             continue
         if stop.armed and stop.agreed(info):  # asked while the member before was validated or saved
-            log(f"interrupted before member {i + 1}; continue the ensemble with: tumorseg train --resume {out}")
+            log(f"interrupted before {name}; continue the ensemble with: tumorseg train --resume {out}")
             raise KeyboardInterrupt
-        log(f"member {i + 1} of {n}: {mcfg.out} (init and sampling seed {cfg.seed + i})")
+        log(f"{name}: {mcfg.out} (init and sampling seed {cfg.seed + i})")
         _fit(mcfg, state == "partial", progress, log, info, stop, resume_dir=out)
         ddp.barrier(info)
-    summary = {"run": str(out), "members": [m.out for m in runs],
-               "minutes_this_call": (time.perf_counter() - started) / 60}  # fmt: skip
+    summary = {"run": str(out), "members": [m.out for m in runs]}
     if info.is_main:
         # a member stopped, then resumed with no epoch left, has its summary.json written here
         member_summaries = [_summary_on_disk(Path(m.out), load_checkpoint(Path(m.out) / "last.safetensors"), log=log)
                             for m in runs]  # fmt: skip
-        summary["train_seconds"] = sum(m.get("train_seconds", 0.0) for m in member_summaries)
-        summary["machine"] = member_summaries[-1].get("machine")
         for name in ("last", "best"):
             paths = [Path(m.out) / f"{name}.safetensors" for m in runs]
             if all(p.exists() for p in paths):
                 combine_members(cfg, paths, out / f"{name}.safetensors")
             else:  # an earlier ensemble's, now of other members
                 (out / f"{name}.safetensors").unlink(missing_ok=True)
+        summary.update(_ensemble_summary(cfg, member_summaries, progress, log))
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-        log(f"ensemble of {n} members: {out / 'last.safetensors'}")
+        best = " and best.safetensors (each member's best epoch)" if (out / "best.safetensors").exists() else ""
+        log(f"ensemble of {n} members: {out / 'last.safetensors'} (each member's last epoch){best}")
+    return summary
+
+
+def _ensemble_summary(cfg: TrainConfig, members: list[dict], progress: bool, log) -> dict:
+    """An ensemble's summary.json beyond its member folders: each member's result, the combined
+    weights' digest, the time and machine, and, with validation patients, the ensemble's own
+    per-patient Dice (its last.safetensors, as `evaluate --split val` scores it)."""
+    out = Path(cfg.out)
+    keys = ("best_epoch", "best_metric", "best_score", "epochs_done", "weights_sha256")
+    summary: dict = {"member_results": [{k: m.get(k) for k in keys} for m in members]}
+    for m, result in zip(members, summary["member_results"]):
+        if "val_dice" in m.get("last", {}):
+            result["last_val_dice"] = m["last"]["val_dice"]
+    summary["train_seconds"] = sum(m.get("train_seconds", 0.0) for m in members)
+    summary["machine"] = members[-1].get("machine")
+    ck = load_checkpoint(out / "last.safetensors")
+    summary["weights_sha256"] = state_digest(ck.model)
+    by_id, split = data_split(cfg)
+    atomic_write_text(out / "split.json", json.dumps(split, indent=2))
+    if split["val"]:
+        cases = load_cases(cfg, split["val"], by_id, "loading val", native=True, progress=progress)
+        model = build_model(ck, out / "last.safetensors")
+        summary.update(dice_summary(split["val"], validate_counts(model, cases, cfg.model)))
+        alone = ", ".join(f"{r['last_val_dice']:.4f}" for r in summary["member_results"] if "last_val_dice" in r)
+        log(f"ensemble val per-patient Dice mean {summary['val_dice']:.4f} median {summary['val_dice_median']:.4f}"
+            f" (the members alone: {alone})")  # fmt: skip
     return summary
 
 
