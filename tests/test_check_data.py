@@ -300,3 +300,28 @@ def test_check_data_takes_the_folder_as_train_does(tiny_lgg):
     assert plain.returncode == named.returncode == 0 and plain.stdout == named.stdout, named.stderr
     both = run("check-data", tiny_lgg, "--data", tiny_lgg)
     assert both.returncode == 2 and "give the data folder once" in both.stderr
+
+
+def test_train_says_every_skipped_folder_beyond_its_first_ten_warnings(tiny_lgg, tmp_path):
+    """train shows 10 check-data warnings and counts the rest; a folder it leaves out, listed after
+    them, was once only counted in "and N more"."""
+    from tumorseg.config import validate_config
+    from tumorseg.train import fit
+
+    tumor = [p for p in sorted(tiny_lgg.glob("*/*_mask.png")) if np.asarray(Image.open(p)).max() > 127]
+    for path in tumor[:11]:  # masks of 0 and 1: one warning each
+        Image.fromarray((np.asarray(Image.open(path)) > 127).astype(np.uint8)).save(path)
+    shots = tiny_lgg / "zz-previews"  # listed last
+    shots.mkdir()
+    shutil.copy(next(tiny_lgg.glob("*/*_12.png")), shots / "shot.png")
+    report = check_data(tiny_lgg)
+    assert len(report["warnings"]) == 12 and report["skipped_folders"] == [report["warnings"][-1]]
+    tiny = {"base": 4, "depth": 2, "image_size": 32}
+    cfg = validate_config({"data": str(tiny_lgg), "out": str(tmp_path / "run"), "epochs": 1, "batch_size": 4,
+                           "test_frac": 0.0, "threads": 1, "model": tiny})  # fmt: skip
+    logs: list[str] = []
+    fit(cfg, progress=False, log=logs.append)
+    said = [s for s in logs if s.startswith("warning: ")]
+    assert sum("mask holds 0 and 1" in s for s in said) == 10
+    assert f"warning: {report['skipped_folders'][0]}" in said
+    assert "warning: and 1 more (`tumorseg check-data" in "\n".join(said)

@@ -206,8 +206,8 @@ def test_train_help_shows_the_config_defaults():
     d = TrainConfig()
     for option, value in (("--epochs", d.epochs), ("--test-frac", d.test_frac), ("--out", d.out),
                           ("--depth", d.model.depth), ("--loss", d.loss)):  # fmt: skip
-        assert f"[default: ({value})]" in lines[option], lines[option]
-    assert "[default: (on)]" in lines["--augment"] and "[default:" not in lines["--resume"]
+        assert f"[default: {value}]" in lines[option], lines[option]
+    assert "[default: on]" in lines["--augment"] and "[default:" not in lines["--resume"]
 
 
 def test_resume_of_an_early_stopped_run_does_nothing(tiny_lgg, tmp_path):

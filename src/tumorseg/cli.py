@@ -276,7 +276,8 @@ def _show_config_defaults(command) -> None:
         source = top if name in TrainConfig.model_fields else model if name in ModelConfig.model_fields else None
         if source is not None:
             value = getattr(source, name)
-            info.show_default = ("on" if value else "off") if isinstance(value, bool) else str(value)
+            shown = ("on" if value else "off") if isinstance(value, bool) else str(value)
+            info.help = f"{info.help}  [default: {shown}]"  # click writes a show_default text as "(text)"
 
 
 _show_config_defaults(train)

@@ -659,10 +659,13 @@ def _fit(
     if report["errors"]:
         shown = "; ".join(report["errors"][:5])
         raise TumorsegError(f"{cfg.data}: {len(report['errors'])} data errors (see `tumorseg check-data`): {shown}")
-    for w in report["warnings"][:10]:
-        log(f"warning: {w}")
-    if len(report["warnings"]) > 10:
-        log(f"warning: and {len(report['warnings']) - 10} more (`tumorseg check-data {cfg.data}` lists them all)")
+    skipped, others = set(report["skipped_folders"]), 0  # every skipped folder is said; 10 other warnings
+    for w in report["warnings"]:
+        others += w not in skipped
+        if w in skipped or others <= 10:
+            log(f"warning: {w}")
+    if others > 10:
+        log(f"warning: and {others - 10} more (`tumorseg check-data {cfg.data}` lists them all)")
     by_id, split = data_split(cfg)
     if not split["train"]:
         sizes = "/".join(str(len(split[k])) for k in ("train", "val", "test"))

@@ -2,7 +2,8 @@
 
 Errors stop training: a slice without its mask (or the reverse), an unreadable file, a mask
 whose size differs from its image. Warnings are reported: non-binary masks, duplicate
-slices, patients without tumor. The class balance is summarised, and so are the patients that
+slices, patients without tumor, folders left out (also listed as `skipped_folders`, which
+`train` always shows beside its first 10 other warnings). The class balance is summarised, and so are the patients that
 lack a sequence (filled with a copy of FLAIR in every slice, as the LGG dataset does).
 """
 
@@ -73,6 +74,7 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
         folders = [root]  # slices in the root itself, as `find_cases` reads them
     errors: list[str] = []
     warnings: list[str] = []
+    skipped: list[str] = []  # whole folders left out: also in warnings
     seen: dict[str, str] = {}
     missing: dict[str, list[str]] = {}
     patients, slices, tumor_slices, tumor_px, total_px = 0, 0, 0, 0, 0
@@ -82,7 +84,8 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
         try:
             listed = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES]
         except PermissionError:
-            warnings.append(f"{folder}: cannot list folder (permission denied); it is skipped")
+            skipped.append(f"{folder}: cannot list folder (permission denied); it is skipped")
+            warnings.append(skipped[-1])
             continue
         files = slice_files_in(listed)
         outputs = sorted(p.name for p in set(listed) - set(files) if not p.name.startswith("."))
@@ -93,9 +96,11 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
         if not files:
             if not folder.name.startswith("."):
                 inside = " but patient folders inside it, which are not searched" if holds_patients(folder) else ""
-                warnings.append(f"{folder}: no slices in this folder{inside}; it is skipped")
+                skipped.append(f"{folder}: no slices in this folder{inside}; it is skipped")
+                warnings.append(skipped[-1])
             continue
         if folder != root and (why := not_a_patient(folder, files)):
+            skipped.append(why)
             warnings.append(why)
             say_skipped(why, said_elsewhere=True)
             continue
@@ -181,6 +186,7 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
         "missing_sequences": missing,
         "errors": errors,
         "warnings": warnings,
+        "skipped_folders": skipped,
     }
     if log:
         share = 100 * report["tumor_slice_fraction"]
