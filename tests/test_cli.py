@@ -343,3 +343,16 @@ def test_predict_counts_its_files_in_words():
 
     assert _segmented(1, 1, 1, Path("o")) == "1 of 1 inputs segmented; 1 file in o"
     assert _segmented(0, 3, 0, Path("o")) == "0 of 3 inputs segmented; 0 files in o"
+
+
+def test_version_names_tumorseg_torch_and_python():
+    import platform
+    from importlib.metadata import version
+
+    import tumorseg
+
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "--version"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    said = f"tumorseg {tumorseg.__version__} (torch {version('torch')}, Python {platform.python_version()})"
+    assert r.stdout.strip() == said
+    assert version("tumorseg") == tumorseg.__version__  # pyproject reads it from the package

@@ -20,8 +20,29 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    """`tumorseg --version`: this package's, PyTorch's and Python's versions (for bug reports)."""
+    if not value:
+        return
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    try:
+        torch = version("torch")
+    except PackageNotFoundError:
+        torch = "not installed"
+    typer.echo(f"tumorseg {__version__} (torch {torch}, Python {platform.python_version()})")
+    raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the versions of tumorseg, PyTorch, Python."
+    ),
+) -> None:
     """Brain tumor segmentation in MRI with a U-Net: train, evaluate, predict."""
 
 
