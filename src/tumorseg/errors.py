@@ -21,3 +21,7 @@ class CheckpointError(TumorsegError):
 
 class WriteError(TumorsegError):
     """An output file that cannot be written. The message names the file the user asked for."""
+
+
+class MissingExtraError(DataError):
+    """A file whose type needs optional dependencies that are not installed (the server answers 415)."""

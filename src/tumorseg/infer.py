@@ -47,7 +47,8 @@ def onnx_session(weights: str | Path, int8: bool = False):
     try:
         import onnxruntime as ort
     except ImportError:
-        raise TumorsegError("backend onnx needs the onnx extra: pip install 'tumorseg[onnx]'") from None
+        backend = "onnx-int8" if int8 else "onnx"
+        raise TumorsegError(f"backend {backend} needs the onnx extra: pip install 'tumorseg[onnx]'") from None
     from .export import cached_onnx
 
     path = int8_graph(weights) if int8 else cached_onnx(weights)

@@ -17,10 +17,18 @@ from pathlib import Path
 import numpy as np
 
 from .data.check import FEWER_SEQUENCES, fewer_sequences_note
-from .errors import DataError, TooLargeError
+from .errors import DataError, MissingExtraError, TooLargeError
 from .io import IMAGE_SUFFIXES, OUTPUT_ENDINGS, VOLUME_SUFFIXES, atomic_write_bytes, atomic_write_text, quiet_logger
 
 MAX_VOXELS = 1024**3 // 2
+
+
+def need_medical(path: str | Path, what: str) -> None:
+    """Raise MissingExtraError naming `path` when nibabel or pydicom (the medical extra) is missing."""
+    import importlib.util
+
+    if any(importlib.util.find_spec(m) is None for m in ("nibabel", "pydicom")):
+        raise MissingExtraError(f"{path}: {what} needs the medical extra: pip install 'tumorseg[medical]'")
 
 
 def is_volume_path(path: Path) -> bool:
@@ -56,6 +64,7 @@ class Volume:
 def read_nifti(path: str | Path, max_voxels: int = MAX_VOXELS) -> Volume:
     """Read a 3D (one sequence) or 4D (X, Y, Z, C) NIfTI, C = 1 or 3 (T1, FLAIR, T1c); one of
     more than `max_voxels` values is refused from its header, before its voxels are read."""
+    need_medical(path, "reading NIfTI")
     import nibabel as nib
 
     path = Path(path)
@@ -402,6 +411,7 @@ def read_dicom_series(folder: str | Path) -> Volume:
     ImageOrientationPatient), mixed series, a missing slice, uneven spacing, or an image or volume
     beside the slices. MONOCHROME1 pixels are inverted, so that bright is high.
     """
+    need_medical(folder, "reading a DICOM series")
     import pydicom
 
     folder = Path(folder)

@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException
 from .. import __version__
 from ..data.check import fewer_sequences_note
 from ..data.lgg import select_channels
-from ..errors import TooLargeError, TumorsegError
+from ..errors import MissingExtraError, TooLargeError, TumorsegError
 from ..infer import Predictor, default_weights
 from ..io import read_image
 from ..viz import data_url, display_slice, flair_of, png_bytes
@@ -184,7 +184,8 @@ SEGMENT_RESPONSES: dict = {
           "name this server does not answer to (serve --allowed-host)"},
     403: {"model": ErrorBody, "description": "sent by another site's page (Sec-Fetch-Site cross-site or same-site)"},
     413: {"model": ErrorBody, "description": "upload, image or volume too large"},
-    415: {"model": ErrorBody, "description": "not a PNG, TIFF, JPEG or NIfTI file, or not sent as multipart/form-data"},
+    415: {"model": ErrorBody, "description": "not a PNG, TIFF, JPEG or NIfTI file, not sent as multipart/form-data, "
+          "or a NIfTI volume on a server installed without the medical extra"},
     422: {"model": ErrorBody, "description": "a readable type whose content cannot be segmented, or a query value "
           "out of range (format, all_parts)"},
     503: {"model": ErrorBody, "description": "busy: other uploads held every decoding slot for BUSY_WAIT seconds; "
@@ -344,7 +345,8 @@ def create_app(
                 img = read_image(path, max_pixels=max_pixels)
                 chw = select_channels(img, predictor.config.channels, path)
             except TumorsegError as exc:
-                return error(413 if isinstance(exc, TooLargeError) else 422, str(exc).replace(str(path), "upload"))
+                code = 413 if isinstance(exc, TooLargeError) else 415 if isinstance(exc, MissingExtraError) else 422
+                return error(code, str(exc).replace(str(path), "upload"))
         t0 = time.perf_counter()
         with lock:
             prob = predictor.predict(chw[None])[0]
