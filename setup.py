@@ -9,7 +9,9 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-SHIPPED = ("tumorseg-lgg-unet.safetensors", "tumorseg-lgg-unet.int8.onnx", "MODEL_CARD.md")
+# the weights, their int8 graph, and the model card with its pictures and the weights' license
+SHIPPED = ("tumorseg-lgg-unet.safetensors", "tumorseg-lgg-unet.int8.onnx", "MODEL_CARD.md", "curves.png",
+           "failure_modes.png", "LICENSE.md")  # fmt: skip
 
 
 class BuildWithWeights(build_py):

@@ -246,6 +246,18 @@ def test_more_folds_than_patients_and_too_few_for_a_test_split_are_said(tiny_lgg
         assert "use --folds 2 or fewer" in r.stderr and not (tmp_path / "f").exists()  # not even an empty folder
     r = tumorseg("train", "--data", tiny_lgg, "--out", tmp_path / "t", "--val-frac", "0.5", *common)
     assert r.returncode == 0 and "--test-frac 0.2 gives no test patients with 2 patients" in r.stdout, r.stderr
+    r = tumorseg("train", "--data", tiny_lgg, "--out", tmp_path / "a" / "b" / "c", "--folds", "3", "--fold", "2",
+                 "--test-frac", "0", *common)  # fmt: skip
+    assert r.returncode == 2 and not (tmp_path / "a").exists()  # nor the folders above it (a/b/ once stayed)
+
+
+def test_train_outside_the_repository_says_the_default_data_is_missing(tmp_path):
+    """Run from another folder without --data: once "../shared/data/lgg: data folder does not exist",
+    with no word of the default or of --data, and an empty runs/ left behind."""
+    r = tumorseg("train", "--epochs", "1", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"../shared/data/lgg: no such folder (the default --data, seen from {tmp_path}); give --data DIR" in r.stderr
+    assert not any(tmp_path.iterdir())
 
 
 def test_a_data_folder_one_level_too_high_points_to_the_patients(lgg_root, tmp_path):
@@ -354,5 +366,9 @@ def test_version_names_tumorseg_torch_and_python():
     r = subprocess.run([sys.executable, "-m", "tumorseg", "--version"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     said = f"tumorseg {tumorseg.__version__} (torch {version('torch')}, Python {platform.python_version()})"
-    assert r.stdout.strip() == said
+    from tumorseg.infer import DEFAULT_WEIGHTS
+
+    card = DEFAULT_WEIGHTS.parent / "MODEL_CARD.md"
+    assert r.stdout.splitlines() == [said, f"shipped model: {DEFAULT_WEIGHTS} (CC BY-NC-SA 4.0, non-commercial; "
+                                           f"model card: {card})"]  # fmt: skip
     assert version("tumorseg") == tumorseg.__version__  # pyproject reads it from the package

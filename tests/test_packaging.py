@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ("tumorseg-lgg-unet.safetensors", "tumorseg-lgg-unet.int8.onnx", "MODEL_CARD.md")
+SHIPPED = ("tumorseg-lgg-unet.safetensors", "tumorseg-lgg-unet.int8.onnx", "MODEL_CARD.md", "curves.png",
+           "failure_modes.png", "LICENSE.md")  # fmt: skip
 
 
 def _source_copy(dst: Path) -> Path:
     """The files a wheel is built from, copied, so the build leaves the checkout untouched."""
     dst.mkdir()
-    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, dst / name)
     skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "weights")
     shutil.copytree(ROOT / "src", dst / "src", ignore=skip)
@@ -40,6 +41,12 @@ def test_the_wheel_carries_the_shipped_model_and_uses_it_by_default(tmp_path: Pa
     with zipfile.ZipFile(wheel) as zf:
         for name in SHIPPED:
             assert zf.read(f"tumorseg/weights/{name}") == (ROOT / "weights" / name).read_bytes(), name
+        info = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        meta = zf.read(info).decode()
+        licenses = info.replace("METADATA", "licenses/")
+    # the wheel holds non-commercial weights: its metadata says so, with both license texts
+    assert "License-Expression: Apache-2.0 AND CC-BY-NC-SA-4.0" in meta
+    assert {f"{licenses}LICENSE", f"{licenses}weights/LICENSE.md"} <= set(zipfile.ZipFile(wheel).namelist())
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as zf:  # a wheel is a zip laid out as site-packages
         zf.extractall(site)

@@ -21,7 +21,8 @@ app = typer.Typer(
 
 
 def _version(value: bool) -> None:
-    """`tumorseg --version`: this package's, PyTorch's and Python's versions (for bug reports)."""
+    """`tumorseg --version`: this package's, PyTorch's and Python's versions (for bug reports), and
+    where the shipped model and its card are, with the weights' license."""
     if not value:
         return
     import platform
@@ -33,14 +34,17 @@ def _version(value: bool) -> None:
         torch = version("torch")
     except PackageNotFoundError:
         torch = "not installed"
+    from .shipped import DEFAULT_WEIGHTS, LICENSE, MODEL_CARD
+
     typer.echo(f"tumorseg {__version__} (torch {torch}, Python {platform.python_version()})")
+    typer.echo(f"shipped model: {DEFAULT_WEIGHTS} ({LICENSE}; model card: {MODEL_CARD})")
     raise typer.Exit()
 
 
 @app.callback()
 def _root(
     version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Show the versions of tumorseg, PyTorch, Python."
+        False, "--version", callback=_version, is_eager=True, help="Show the versions and where the shipped model is."
     ),
 ) -> None:
     """Brain tumor segmentation in MRI with a U-Net: train, evaluate, predict."""

@@ -14,11 +14,7 @@ from .data.lgg import add_context
 from .data.transforms import preprocess, resize, volume_normalize
 from .errors import TumorsegError
 from .models import Ensemble, UNet
-
-# a wheel carries the shipped model in the package (setup.py); a source checkout in weights/
-_PACKAGED = Path(__file__).resolve().parent / "weights"
-WEIGHTS_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[2] / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "tumorseg-lgg-unet.safetensors"
+from .shipped import DEFAULT_WEIGHTS
 
 
 def default_weights() -> Path:

@@ -269,7 +269,11 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
     if cfg.device == "cuda" and not torch.cuda.is_available():
         why = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
         raise TumorsegError(f"--device cuda: {why}; use --device cpu, or install the CUDA build (README, GPU users)")
-    made = not Path(cfg.out).exists()
+    default_data = TrainConfig.model_fields["data"].default
+    if cfg.data == default_data and not Path(cfg.data).exists():
+        raise TumorsegError(f"{cfg.data}: no such folder (the default --data, seen from {Path.cwd()}); give "
+                            "--data DIR, a folder in the kaggle_3m layout")  # fmt: skip
+    made = _first_missing(Path(cfg.out))
     check_run_folder(cfg, resume)
     info = ddp.setup("cuda" if _use_cuda(cfg) else "cpu")
     stop = _StopOnSigint(torchrun=info.enabled)
@@ -280,14 +284,27 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
         return summary
     except TumorsegError:  # refused (bad data, too many folds): no empty run folder is left behind
         if made and info.is_main:
-            try:
-                Path(cfg.out).rmdir()  # only if still empty
-            except OSError:
-                pass
+            for folder in (Path(cfg.out), *Path(cfg.out).parents):  # those made here, while still empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+                if folder == made:
+                    break
         raise
     finally:
         stop.restore()
         ddp.cleanup()
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of `path` that does not exist yet (None when `path` exists)."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
 
 
 def check_run_folder(cfg: TrainConfig, resume: bool) -> None:
