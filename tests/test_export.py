@@ -258,3 +258,24 @@ def test_shipped_int8_graph_carries_its_contract():
     expected = contract_metadata(load_checkpoint(weights).config.model)
     assert set(expected) == set(CONTRACT_KEYS)
     assert {k: props.get(k) for k in expected} == expected
+
+
+def test_the_onnx_cache_keeps_the_most_recently_used_graphs(tiny_int8, tmp_path, monkeypatch):
+    """~/.cache/tumorseg once grew by one graph per checkpoint ever run with --backend onnx."""
+    import os
+
+    from tumorseg import export
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("TUMORSEG_CACHE", str(cache))
+    monkeypatch.setattr(export, "CACHE_KEEP", 3)
+    old = [cache / f"old-{i}.onnx" for i in range(4)]
+    for i, path in enumerate(old):
+        path.write_bytes(b"x")
+        os.utime(path, (1_000_000 + i, 1_000_000 + i))
+    os.utime(old[0], None)  # used just now: kept
+    made = export.cached_onnx(tiny_int8.with_name("tiny.safetensors"))
+    assert sorted(cache.glob("*.onnx")) == sorted([made, old[0], old[3]])
+    os.utime(made, (1, 1))
+    assert export.cached_onnx(tiny_int8.with_name("tiny.safetensors")) == made and made.stat().st_mtime > 1

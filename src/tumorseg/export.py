@@ -206,8 +206,12 @@ def export_onnx(
     return out
 
 
+CACHE_KEEP = 20  # graphs; each use marks its graph, and the least recently used go first
+
+
 def cached_onnx(weights: str | Path | None) -> Path:
-    """The ONNX export of `weights`, made once and kept in ~/.cache/tumorseg by content hash."""
+    """The ONNX export of `weights`, made once and kept in ~/.cache/tumorseg by content hash;
+    beyond CACHE_KEEP graphs there, the least recently used are removed."""
     path = Path(weights or default_weights())
     digest = file_sha256(path)[:16]
     cache = Path(os.environ.get("TUMORSEG_CACHE", Path.home() / ".cache" / "tumorseg"))
@@ -220,7 +224,24 @@ def cached_onnx(weights: str | Path | None) -> Path:
         except WriteError as e:
             raise TumorsegError(f"{e}; the fp32 graph is cached in {cache}: set TUMORSEG_CACHE to a folder that "
                                 "can be written, or use --backend torch") from None  # fmt: skip
+        _prune(cache, keep=target)
+    else:
+        try:
+            os.utime(target)  # used now
+        except OSError:  # a cache shared read-only
+            pass
     return target
+
+
+def _prune(cache: Path, keep: Path) -> None:
+    """Remove all but the CACHE_KEEP most recently used graphs in `cache` (never `keep`)."""
+    try:
+        graphs = sorted(cache.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:  # one removed meanwhile by another process: pruned next time
+        return
+    for old in graphs[CACHE_KEEP:]:
+        if old != keep:
+            old.unlink(missing_ok=True)
 
 
 def int8_path(weights: str | Path) -> Path:
