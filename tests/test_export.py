@@ -270,12 +270,12 @@ def test_the_onnx_cache_keeps_the_most_recently_used_graphs(tiny_int8, tmp_path,
     cache.mkdir()
     monkeypatch.setenv("TUMORSEG_CACHE", str(cache))
     monkeypatch.setattr(export, "CACHE_KEEP", 3)
-    old = [cache / f"old-{i}.onnx" for i in range(4)]
-    for i, path in enumerate(old):
+    old = [cache / f"old-{i:016x}.onnx" for i in range(4)]
+    for i, path in enumerate([*old, cache / "mine.onnx"]):  # a file of the user's, not a cached graph
         path.write_bytes(b"x")
         os.utime(path, (1_000_000 + i, 1_000_000 + i))
     os.utime(old[0], None)  # used just now: kept
     made = export.cached_onnx(tiny_int8.with_name("tiny.safetensors"))
-    assert sorted(cache.glob("*.onnx")) == sorted([made, old[0], old[3]])
+    assert sorted(cache.glob("*.onnx")) == sorted([made, old[0], old[3], cache / "mine.onnx"])
     os.utime(made, (1, 1))
     assert export.cached_onnx(tiny_int8.with_name("tiny.safetensors")) == made and made.stat().st_mtime > 1

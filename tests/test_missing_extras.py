@@ -69,3 +69,11 @@ def test_the_int8_backend_is_named_when_onnx_runtime_is_missing(lgg_root, tmp_pa
                        env=without(tmp_path, "onnxruntime"))  # fmt: skip
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     assert "backend onnx-int8 needs the onnx extra: pip install 'tumorseg[onnx]'" in r.stderr
+
+
+def test_nifti_needs_nibabel_alone(lgg_root, tmp_path):
+    """With nibabel but not pydicom, a NIfTI is read (a check for both once refused it)."""
+    scan, _ = case_nifti(lgg_root, "TCGA_CS_4941_19960909", slice(10, 13), tmp_path / "scan.nii.gz")
+    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(scan), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=300, env=without(tmp_path, "pydicom"))  # fmt: skip
+    assert r.returncode == 0 and "1 of 1 inputs segmented" in r.stdout, r.stderr

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -216,6 +217,8 @@ def cached_onnx(weights: str | Path | None) -> Path:
     digest = file_sha256(path)[:16]
     cache = Path(os.environ.get("TUMORSEG_CACHE", Path.home() / ".cache" / "tumorseg"))
     target = cache / f"{path.stem}-{digest}.onnx"
+    with contextlib.suppress(OSError):  # missing, or a cache shared read-only
+        os.utime(target)  # used now, first: another process prunes the least recently used
     if target.is_file() and not graph_intact(target):  # damaged, edited or made before the digest: made again
         target.unlink(missing_ok=True)
     if not target.is_file():
@@ -225,21 +228,20 @@ def cached_onnx(weights: str | Path | None) -> Path:
             raise TumorsegError(f"{e}; the fp32 graph is cached in {cache}: set TUMORSEG_CACHE to a folder that "
                                 "can be written, or use --backend torch") from None  # fmt: skip
         _prune(cache, keep=target)
-    else:
-        try:
-            os.utime(target)  # used now
-        except OSError:  # a cache shared read-only
-            pass
     return target
+
+
+_CACHED = re.compile(r".+-[0-9a-f]{16}\.onnx")  # cached_onnx's names: other files in the folder stay
 
 
 def _prune(cache: Path, keep: Path) -> None:
     """Remove all but the CACHE_KEEP most recently used graphs in `cache` (never `keep`)."""
-    try:
-        graphs = sorted(cache.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
-    except OSError:  # one removed meanwhile by another process: pruned next time
-        return
-    for old in graphs[CACHE_KEEP:]:
+    times = {}
+    for graph in cache.glob("*.onnx"):
+        if _CACHED.fullmatch(graph.name):
+            with contextlib.suppress(OSError):  # removed meanwhile by another process
+                times[graph] = graph.stat().st_mtime
+    for old in sorted(times, key=times.get, reverse=True)[CACHE_KEEP:]:
         if old != keep:
             old.unlink(missing_ok=True)
 

@@ -23,11 +23,11 @@ from .io import IMAGE_SUFFIXES, OUTPUT_ENDINGS, VOLUME_SUFFIXES, atomic_write_by
 MAX_VOXELS = 1024**3 // 2
 
 
-def need_medical(path: str | Path, what: str) -> None:
-    """Raise MissingExtraError naming `path` when nibabel or pydicom (the medical extra) is missing."""
+def need_medical(path: str | Path, what: str, modules: tuple[str, ...] = ("nibabel",)) -> None:
+    """Raise MissingExtraError naming `path` when one of `modules` (of the medical extra) is missing."""
     import importlib.util
 
-    if any(importlib.util.find_spec(m) is None for m in ("nibabel", "pydicom")):
+    if any(importlib.util.find_spec(m) is None for m in modules):
         raise MissingExtraError(f"{path}: {what} needs the medical extra: pip install 'tumorseg[medical]'")
 
 
@@ -411,7 +411,7 @@ def read_dicom_series(folder: str | Path) -> Volume:
     ImageOrientationPatient), mixed series, a missing slice, uneven spacing, or an image or volume
     beside the slices. MONOCHROME1 pixels are inverted, so that bright is high.
     """
-    need_medical(folder, "reading a DICOM series")
+    need_medical(folder, "reading a DICOM series", ("pydicom", "nibabel"))
     import pydicom
 
     folder = Path(folder)
