@@ -456,17 +456,36 @@ def _fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp
                 combine_members(cfg, paths, out / f"{name}.safetensors")
             else:  # an earlier ensemble's, now of other members
                 (out / f"{name}.safetensors").unlink(missing_ok=True)
-        summary.update(_ensemble_summary(cfg, member_summaries, progress, log))
+    ddp.barrier(info)  # the combined last.safetensors is on disk for every rank
+    val = _ensemble_validation(cfg, info, progress)
+    if info.is_main:
+        summary.update(_ensemble_summary(cfg, member_summaries, val, log))
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
         best = " and best.safetensors (each member's best epoch)" if (out / "best.safetensors").exists() else ""
         log(f"ensemble of {n} members: {out / 'last.safetensors'} (each member's last epoch){best}")
     return summary
 
 
-def _ensemble_summary(cfg: TrainConfig, members: list[dict], progress: bool, log) -> dict:
+def _ensemble_validation(cfg: TrainConfig, info: ddp.DistInfo, progress: bool) -> dict | None:
+    """The combined last.safetensors's per-patient validation Dice, as `evaluate --split val`
+    scores it (each rank its share of the patients, on its device); None without validation patients."""
+    by_id, split = data_split(cfg)
+    ids = split["val"]
+    if not ids:
+        return None
+    path = Path(cfg.out) / "last.safetensors"
+    model = build_model(load_checkpoint(path), path).to(_device(cfg, info))
+    mine = ids[info.rank :: info.world_size]
+    cases = load_cases(cfg, mine, by_id, "loading val", native=True, progress=progress)
+    counts = torch.zeros(len(ids), 4, dtype=torch.int64)
+    if cases:
+        counts[info.rank :: info.world_size] = validate_counts(model, cases, cfg.model)
+    return dice_summary(ids, ddp.all_reduce_sum(counts, info))
+
+
+def _ensemble_summary(cfg: TrainConfig, members: list[dict], val: dict | None, log) -> dict:
     """An ensemble's summary.json beyond its member folders: each member's result, the combined
-    weights' digest, the time and machine, and, with validation patients, the ensemble's own
-    per-patient Dice (its last.safetensors, as `evaluate --split val` scores it)."""
+    weights' digest, the time and machine, and `val` (the ensemble's own validation Dice)."""
     out = Path(cfg.out)
     keys = ("best_epoch", "best_metric", "best_score", "epochs_done", "weights_sha256")
     summary: dict = {"member_results": [{k: m.get(k) for k in keys} for m in members]}
@@ -475,16 +494,12 @@ def _ensemble_summary(cfg: TrainConfig, members: list[dict], progress: bool, log
             result["last_val_dice"] = m["last"]["val_dice"]
     summary["train_seconds"] = sum(m.get("train_seconds", 0.0) for m in members)
     summary["machine"] = members[-1].get("machine")
-    ck = load_checkpoint(out / "last.safetensors")
-    summary["weights_sha256"] = state_digest(ck.model)
-    by_id, split = data_split(cfg)
-    atomic_write_text(out / "split.json", json.dumps(split, indent=2))
-    if split["val"]:
-        cases = load_cases(cfg, split["val"], by_id, "loading val", native=True, progress=progress)
-        model = build_model(ck, out / "last.safetensors")
-        summary.update(dice_summary(split["val"], validate_counts(model, cases, cfg.model)))
+    summary["weights_sha256"] = state_digest(load_checkpoint(out / "last.safetensors").model)
+    atomic_write_text(out / "split.json", json.dumps(data_split(cfg)[1], indent=2))
+    if val is not None:
+        summary.update(val)
         alone = ", ".join(f"{r['last_val_dice']:.4f}" for r in summary["member_results"] if "last_val_dice" in r)
-        log(f"ensemble val per-patient Dice mean {summary['val_dice']:.4f} median {summary['val_dice_median']:.4f}"
+        log(f"ensemble val per-patient Dice mean {val['val_dice']:.4f} median {val['val_dice_median']:.4f}"
             f" (the members alone: {alone})")  # fmt: skip
     return summary
 
