@@ -17,7 +17,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: one PyTorc
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # ONNX graphs the tests make stay in the repository's ignored .pytest_cache, not the user's ~/.cache
-os.environ.setdefault("TUMORSEG_CACHE", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "onnx"))
+os.environ["TUMORSEG_CACHE"] = str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "onnx")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LGG = SHARED / "lgg"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -37,7 +38,10 @@ def _version(value: bool) -> None:
     from .shipped import DEFAULT_WEIGHTS, LICENSE, MODEL_CARD
 
     typer.echo(f"tumorseg {__version__} (torch {torch}, Python {platform.python_version()})")
-    typer.echo(f"shipped model: {DEFAULT_WEIGHTS} ({LICENSE}; model card: {MODEL_CARD})")
+    missing = "" if DEFAULT_WEIGHTS.is_file() else ", missing"
+    typer.echo(f"shipped model: {DEFAULT_WEIGHTS} ({LICENSE}; model card: {MODEL_CARD}{missing})")
+    if os.environ.get("TUMORSEG_WEIGHTS"):
+        typer.echo(f"used without --weights: $TUMORSEG_WEIGHTS={os.environ['TUMORSEG_WEIGHTS']}")
     raise typer.Exit()
 
 
@@ -249,6 +253,9 @@ def train(
         base_cfg["out"] = str(resume)
     else:
         base_cfg = TrainConfig().model_dump()
+        if data is None and not Path(base_cfg["data"]).exists():
+            fail(f"no --data given, and the default {base_cfg['data']} is not found from {Path.cwd()}; give "
+                 "--data DIR, a folder in the kaggle_3m layout")  # fmt: skip
     base_cfg.update({k: v for k, v in overrides.items() if v is not None})
     base_cfg["model"].update({k: v for k, v in model.items() if v is not None})
     base_cfg["model"].pop("in_channels")  # ModelConfig derives it from channels and context

@@ -269,10 +269,6 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
     if cfg.device == "cuda" and not torch.cuda.is_available():
         why = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
         raise TumorsegError(f"--device cuda: {why}; use --device cpu, or install the CUDA build (README, GPU users)")
-    default_data = TrainConfig.model_fields["data"].default
-    if cfg.data == default_data and not Path(cfg.data).exists():
-        raise TumorsegError(f"{cfg.data}: no such folder (the default --data, seen from {Path.cwd()}); give "
-                            "--data DIR, a folder in the kaggle_3m layout")  # fmt: skip
     made = _first_missing(Path(cfg.out))
     check_run_folder(cfg, resume)
     info = ddp.setup("cuda" if _use_cuda(cfg) else "cpu")

@@ -33,6 +33,7 @@ from ..errors import MissingExtraError, TooLargeError, TumorsegError
 from ..infer import Predictor, default_weights
 from ..io import read_image
 from ..viz import data_url, display_slice, flair_of, png_bytes
+from ..volume import need_medical
 from .middleware import BodyLimit, Guard, error
 
 STATIC = Path(__file__).parent / "static"
@@ -314,6 +315,11 @@ def create_app(
         kind = sniff(head)
         if kind is None:
             return error(415, "not a supported image: send a PNG, TIFF or JPEG slice, or a NIfTI volume")
+        if kind.startswith("nifti"):  # refused before it waits for a slot
+            try:
+                need_medical("upload", "reading NIfTI")
+            except MissingExtraError as exc:
+                return error(415, str(exc))
         if slots.locked():  # wait_for(acquire) with a timeout of 0 would time out even on a free slot
             try:
                 await asyncio.wait_for(slots.acquire(), busy_wait)
