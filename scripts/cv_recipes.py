@@ -206,7 +206,7 @@ def job(npz: Path, tmp: Path, recipe: str, fold: int, device: str, extra: dict) 
                          "intensity fixed/percentile")  # fmt: skip
     train.find_cases = lambda root, limit=0, ids=None: data.cases[:limit] if limit else data.cases
     train.load_case = data.load_case
-    train.check_data = lambda root, **_: {"errors": [], "warnings": []}
+    train.check_data = lambda root, **_: {"errors": [], "warnings": [], "skipped_folders": []}
     train.validate_counts = lambda model, cases, config, threshold=0.5: torch.zeros(len(cases), 4, dtype=torch.int64)
     train._plot_curves = lambda history, path: None
     resume = (out / "last.safetensors").exists()

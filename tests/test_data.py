@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tumorseg.data.lgg import find_cases, load_case, slice_files_in, slice_number, split_cases
-from tumorseg.errors import DataError
+from tumorseg.errors import DataError, TumorsegError
 from tumorseg.io import read_image
 
 
@@ -194,3 +194,31 @@ def test_slice_files_in_is_linear_in_a_folders_size():
     assert {p.name for p in kept} == {p.name for p in files if not p.name.startswith("P_") or "_pred" not in p.name}
     assert len(kept) == 3 * n
     assert took < 2.0, f"{took:.1f} s for {len(files)} files"
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (("abc", 0, 0.0, 0.5), "ids must be a list of patient ids"),
+        ((["a", "b", "c"], 0, 0.7, 0.6), "their sum below 1"),
+        ((["a", "b", "c"], 0, 0.0, 0.2, 5, 7), "fold must be in 0..folds-1"),
+        ((["a", "b", "c"], 0, 0.0, 0.2, 1, 0), "fold must be in 0..folds-1"),
+        ((["a", "b", "c"], 0, 0.2, 0.2, 2, 0), "leave val_frac at 0"),
+    ],
+)
+def test_split_cases_refuses_what_train_refuses(args, said):
+    """split_cases once split a string into its letters, and gave fold 7 of 5 or a 130 % split."""
+    with pytest.raises(TumorsegError, match=said):
+        split_cases(*args)
+
+
+def test_load_case_refuses_unknown_settings(lgg_root):
+    """load_case once read channels "t2" as all three and intensity "zscore" as "fixed"."""
+    case = find_cases(lgg_root / "TCGA_CS_4941_19960909")[0]
+    for kwargs, said in (({"channels": "t2"}, "channels 't2'"), ({"intensity": "zscore"}, "intensity 'zscore'")):
+        with pytest.raises(TumorsegError, match=said):
+            load_case(case, None, **kwargs)
+    with pytest.raises(TumorsegError, match="size 0: a whole number of pixels"):
+        load_case(case, 0)
+    with pytest.raises(TumorsegError, match="load_case takes a Case from find_cases"):
+        load_case(str(lgg_root / "TCGA_CS_4941_19960909"), None)

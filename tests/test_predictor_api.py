@@ -136,3 +136,37 @@ def test_one_predictor_used_from_4_threads_at_once_gives_the_probabilities_of_on
         for e, g in zip(expected, got, strict=True):
             np.testing.assert_array_equal(g, e)
     assert len({e.tobytes() for e in expected}) == len(batches)  # the calls differ, so a mix-up would show
+
+
+def test_settings_changed_on_the_object_are_checked(shipped, slices):
+    """`tta="no"` once turned flip averaging on (a truthy string), `p.threshold = 2.0` made every
+    mask empty and `p.batch_size = 0` failed in range()."""
+    with pytest.raises(TumorsegError, match="tta 'no': must be True or False"):
+        Predictor.from_checkpoint(backend="torch", tta="no")
+    for name, value, said in (("threshold", 2.0, "threshold 2.0: must lie strictly between 0 and 1"),
+                              ("batch_size", 0, "batch_size 0: must be at least 1"),
+                              ("min_size", -1, "min_size -1"), ("largest", "yes", "largest 'yes'")):  # fmt: skip
+        with pytest.raises(TumorsegError, match=said):
+            setattr(shipped, name, value)
+    assert shipped.threshold == 0.5 and shipped.batch_size == 32 and shipped.largest is True  # left as they were
+
+
+def test_slice_numbers_are_checked_and_mask_takes_them(shipped, slices):
+    """mask(volume=True) once took no `numbers` (a volume with gaps counted as continuous, unlike
+    segment); numbers that were not whole or repeated failed in a TypeError or changed the result."""
+    probs = shipped.predict(slices)
+    np.testing.assert_array_equal(shipped.mask(probs, volume=True, numbers=[1, 2, 10, 11]),
+                                  shipped.segment(slices, volume=True, numbers=[1, 2, 10, 11]))  # fmt: skip
+    for numbers, said in ((["a", "b", "c", "d"], "slice numbers must be whole numbers"),
+                          ([1, 1, 2, 3], "slice numbers must differ")):  # fmt: skip
+        with pytest.raises(TumorsegError, match=said):
+            shipped.mask(probs, volume=True, numbers=numbers)
+        with pytest.raises(TumorsegError, match=said):
+            shipped.predict(slices, volume=True, numbers=numbers)
+
+
+def test_one_slice_or_a_file_name_gets_a_hint(shipped, slices):
+    with pytest.raises(TumorsegError, match=r"for one slice \(C, H, W\), give it as slice\[None\]"):
+        shipped.predict(slices[0])
+    with pytest.raises(TumorsegError, match=r"got str 'x.png' \(read an image file with tumorseg.io.read_image\)"):
+        shipped.predict("x.png")

@@ -426,3 +426,19 @@ def test_summary_names_the_saved_weights_and_the_metric_patience_watches(tiny_lg
     stopped = [x for x in logs if x.startswith("early stop:")]  # whether the loss stalled depends on the draws
     assert all(x.startswith("early stop: no improvement of the training loss") for x in stopped)
     assert bool(stopped) == (summary["epochs_done"] < 6)
+
+
+def test_fit_checks_a_config_changed_after_it_was_made(tiny_lgg, tmp_path):
+    """Changed in a notebook after it was built, a config once trained 0 epochs without a word,
+    or failed deep in the U-Net ("Sizes of tensors must match")."""
+    from tumorseg.config import ModelConfig, TrainConfig
+
+    cfg = TrainConfig(data=tiny_lgg, out=tmp_path / "r", epochs=1, model=ModelConfig(base=4, depth=2, image_size=64))
+    assert cfg.data == str(tiny_lgg)  # a pathlib.Path is taken
+    cfg.epochs = 0
+    with pytest.raises(TumorsegError, match="epochs: Input should be greater than or equal to 1"):
+        fit(cfg, progress=False, log=lambda *a: None)
+    cfg.epochs, cfg.model.image_size = 1, 66
+    with pytest.raises(TumorsegError, match="image_size 66 must be divisible by 2\\*\\*depth = 4"):
+        fit(cfg, progress=False, log=lambda *a: None)
+    assert not (tmp_path / "r").exists()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import TumorsegError
 
@@ -98,6 +99,12 @@ class TrainConfig(BaseModel):
     sync_bn: bool = False
     precision: Literal["auto", "fp32", "bf16"] = "fp32"
     member: int = Field(0, ge=0, le=7)  # which ensemble member a run trains: init and sampling use seed + member
+
+    @field_validator("data", "out", mode="before")
+    @classmethod
+    def _path_text(cls, value):
+        """A pathlib.Path is taken as its text."""
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

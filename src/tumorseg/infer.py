@@ -343,6 +343,18 @@ def _whole(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, np.integer))
 
 
+def check_numbers(numbers, count: int) -> None:
+    """Refuse slice numbers that are not one distinct whole number per slice."""
+    if numbers is None:
+        return
+    if len(numbers) != count:
+        raise TumorsegError(f"{len(numbers)} slice numbers for {count} slices")
+    if not all(_whole(n) for n in numbers):
+        raise TumorsegError(f"slice numbers must be whole numbers; got {list(numbers)[:5]!r}")
+    if len(set(map(int, numbers))) != count:
+        raise TumorsegError("slice numbers must differ: each names one slice of the volume")
+
+
 def check_settings(threshold: float = 0.5, batch_size: int = 32, min_size: int = 0) -> None:
     """Refuse a threshold of 0 or 1 (or outside, or not a number), a batch size under 1 and a
     min_size under 0 (or either not a whole number), with why."""
@@ -377,11 +389,30 @@ def check_probabilities(probs: np.ndarray) -> None:
 
 
 class Predictor:
-    """A loaded model plus its preprocessing. `predict` maps raw slices to probabilities.
+    """A loaded model plus its preprocessing: `predict` maps raw slices to probabilities,
+    `mask` probabilities to masks, `segment` does both.
+
+    Slices are (N, C, H, W) integer arrays with values 0-255 (uint8, or any integer type or
+    bool within that range; a list of slices of one size is taken too; floats are refused),
+    C = 3 in the order pre-contrast T1, FLAIR, post-contrast T1 (or C = 1, FLAIR, for a
+    `channels="flair"` model; see `config`). Outputs are at each input's own H x W: float32
+    probabilities (N, H, W), or boolean masks. Defaults: threshold 0.5, holes filled, no
+    minimum size, the largest 3D part kept when the slices are one volume (`volume=True`).
+    The settings (batch_size, tta, threshold, min_size, fill_holes, largest) may be changed
+    on the object; a bad value is refused when set.
 
     backend `torch` runs the U-Net eagerly (channels_last, inference mode); `onnx` runs
-    the exported graph (preprocessing inside) in ONNX Runtime.
+    the exported graph (preprocessing inside) in ONNX Runtime, `onnx-int8` the quantized one.
     """
+
+    _FLAGS = ("tta", "fill_holes", "largest")
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in self._FLAGS and not isinstance(value, (bool, np.bool_)):
+            raise TumorsegError(f"{name} {value!r}: must be True or False")
+        if name in ("threshold", "batch_size", "min_size"):
+            check_settings(**{name: value})
+        super().__setattr__(name, value)
 
     def __init__(
         self,
@@ -422,6 +453,9 @@ class Predictor:
         fill_holes, largest). One Predictor may serve several threads at once.
         """
         check_settings(kwargs.get("threshold", 0.5), kwargs.get("batch_size", 32), kwargs.get("min_size", 0))  # first
+        for flag in cls._FLAGS:
+            if not isinstance(kwargs.get(flag, False), (bool, np.bool_)):
+                raise TumorsegError(f"{flag} {kwargs[flag]!r}: must be True or False")
         path = path or default_weights()
         ckpt = load_checkpoint(path)
         set_threads(threads)
@@ -438,9 +472,14 @@ class Predictor:
             images = np.asarray(images)  # a list of slices too
         except ValueError:
             raise TumorsegError("the slices differ in shape; give slices of one size (N, C, H, W)") from None
+        if images.ndim == 0:
+            raise TumorsegError(f"give slices as an array (N, C, H, W); got {type(images.item()).__name__} "
+                                f"{images.item()!r:.60} (read an image file with tumorseg.io.read_image)")  # fmt: skip
         if images.ndim != 4 or images.shape[1] != c.sequence_channels:
             hint = ""
-            if images.ndim in (2, 3) and (images.ndim == 2 or images.shape[-1] in (1, 3)):
+            if images.ndim == 3 and images.shape[0] == c.sequence_channels:
+                hint = "; for one slice (C, H, W), give it as slice[None]"
+            elif images.ndim in (2, 3) and (images.ndim == 2 or images.shape[-1] in (1, 3)):
                 hint = ("; for one image as read_image returns it (H, W) or (H, W, C), give "
                         "tumorseg.data.lgg.select_channels(image, predictor.config.channels)[None]")  # fmt: skip
             raise TumorsegError(
@@ -449,8 +488,7 @@ class Predictor:
             )
         if len(images) and min(images.shape[2:]) == 0:
             raise TumorsegError(f"slices of size {images.shape[2]}x{images.shape[3]}: there is nothing to segment")
-        if numbers is not None and len(numbers) != len(images):
-            raise TumorsegError(f"{len(numbers)} slice numbers for {len(images)} slices")
+        check_numbers(numbers, len(images))
         return network_inputs(as_uint8_slices(images), c, volume, numbers)
 
     def probabilities(
@@ -495,11 +533,12 @@ class Predictor:
         """`segment`, plus the notes of `mask_with_notes`."""
         return self.mask_with_notes(self.predict(images, volume, numbers), volume, numbers)
 
-    def mask(self, probs: np.ndarray, volume: bool = False) -> np.ndarray:
-        """Threshold, fill holes (unless `fill_holes` is off), drop components under `min_size` px;
-        when `volume` (the slices are one volume's, in order) and `largest` is on, keep only the
-        volume's largest 3D component (`keep_largest_3d`). A lone slice keeps all its parts."""
-        return self.mask_with_notes(probs, volume)[0]
+    def mask(self, probs: np.ndarray, volume: bool = False, numbers: list[int] | None = None) -> np.ndarray:
+        """Threshold at `threshold` (0.5 by default), fill holes (unless `fill_holes` is off), drop
+        components under `min_size` px; when `volume` (the slices are one volume's, in order) and
+        `largest` is on, keep only the volume's largest 3D component (`keep_largest_3d`; `numbers`,
+        the slices' numbers, leave gaps between slices not adjacent). A lone slice keeps all its parts."""
+        return self.mask_with_notes(probs, volume, numbers)[0]
 
     def mask_with_notes(
         self, probs: np.ndarray, volume: bool = False, numbers: list[int] | None = None, largest: bool | None = None
@@ -514,8 +553,7 @@ class Predictor:
         if probs.ndim != 3:
             raise TumorsegError(f"probabilities must be (N, H, W), one map per slice; got shape {probs.shape}")
         check_probabilities(probs)
-        if numbers is not None and len(numbers) != len(probs):
-            raise TumorsegError(f"{len(numbers)} slice numbers for {len(probs)} slices")
+        check_numbers(numbers, len(probs))
         masks = postprocess(probs, self.threshold, self.min_size, self.fill_holes)
         largest = self.largest if largest is None else largest
         if not (volume and largest and len(masks) > 1):

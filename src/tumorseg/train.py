@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from . import distributed as ddp
 from .checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
-from .config import RESUME_MAY_CHANGE, ModelConfig, TrainConfig
+from .config import RESUME_MAY_CHANGE, ModelConfig, TrainConfig, validate_config
 from .data.check import check_data
 from .data.lgg import Case, CaseArrays, add_context, find_cases, flair_index, load_case, slice_numbers, split_cases
 from .data.transforms import (
@@ -266,6 +266,7 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
     global batch, split evenly across processes, so the learning rate needs no rescaling;
     validation counts are all-reduced; rank 0 alone logs, plots and saves.
     """
+    cfg = validate_config(cfg.model_dump())  # a config changed after it was made is checked again
     if cfg.device == "cuda" and not torch.cuda.is_available():
         why = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
         raise TumorsegError(f"--device cuda: {why}; use --device cpu, or install the CUDA build (README, GPU users)")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, TumorsegError
 from ..io import (
     OUTPUT_ENDINGS,
     binary_masks,
@@ -237,7 +237,9 @@ def split_cases(
     non-zero fraction gets at least one patient when there are enough patients. With
     `folds`, the non-test patients are dealt into `folds` disjoint groups and group `fold`
     validates (k-fold cross-validation; the test patients stay those of `folds=0`).
+    The arguments follow TrainConfig's rules (a TumorsegError says which one is broken).
     """
+    _check_split(ids, val_frac, test_frac, folds, fold)
     if folds:
         base = split_cases(ids, seed, 0.0, test_frac)
         rest = base["train"]
@@ -256,10 +258,30 @@ def split_cases(
     return {"train": train, "val": val, "test": test}
 
 
+def _check_split(ids, val_frac: float, test_frac: float, folds: int, fold: int) -> None:
+    if isinstance(ids, (str, bytes)) or not all(isinstance(i, str) for i in ids):
+        raise TumorsegError(f"ids must be a list of patient ids (strings); got {type(ids).__name__} {ids!r:.60}")
+    if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
+        raise TumorsegError(f"val_frac {val_frac} and test_frac {test_frac}: each in [0, 1), their sum below 1")
+    if folds and val_frac:
+        raise TumorsegError("folds choose the validation patients: leave val_frac at 0")
+    if folds == 1 or folds < 0 or not 0 <= fold < max(folds, 1):
+        raise TumorsegError(f"fold must be in 0..folds-1 with folds >= 2 (got fold {fold} of {folds})")
+
+
 def load_case(case: Case, size: int | None, channels: str = "all", intensity: str = "fixed") -> CaseArrays:
     """Decode a patient once: images resized to `size` (None keeps the original size),
-    masks binarised after resizing. With `intensity` "volume" the images are scaled per
-    volume (`volume_normalize`) at their own size, before resizing, as `network_inputs` does."""
+    masks binarised after resizing. `channels` is "all" (pre-contrast T1, FLAIR,
+    post-contrast T1) or "flair"; with `intensity` "volume" the images are scaled per volume
+    (`volume_normalize`) at their own size, before resizing, as `network_inputs` does
+    ("percentile" and "fixed" scale per slice when the network reads them)."""
+    if not isinstance(case, Case):
+        raise TumorsegError(f"load_case takes a Case from find_cases(folder); got {type(case).__name__} {case!r:.60}")
+    if channels not in ("all", "flair") or intensity not in ("fixed", "percentile", "volume"):
+        raise TumorsegError(f"channels {channels!r} / intensity {intensity!r}: use all or flair / "
+                            "fixed, percentile or volume")  # fmt: skip
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise TumorsegError(f"size {size!r}: a whole number of pixels, at least 1 (None keeps each slice's own)")
     imgs, full = [], []
     for ip, mp in zip(case.images, case.masks):
         img = read_image(ip)
