@@ -218,8 +218,8 @@ def test_sigterm_to_one_rank_stops_them_all_and_rank_0_saves(tiny_lgg, tmp_path)
 
 
 def test_an_ensemble_under_ddp_scores_its_validation_patients_across_ranks(tiny_run, tmp_path):
-    """Under torchrun the ranks share the ensemble's validation patients (all-reduced counts) and
-    the result equals evaluate's; the score is logged once."""
+    """An ensemble's summary.json once gave no validation Dice of its own. Under torchrun the ranks
+    share its validation patients (all-reduced counts); the result equals evaluate's, logged once."""
     data = json.loads((tiny_run / "config.json").read_text())["data"]
     run = tmp_path / "ens"
     cfg = base_cfg(data, run, val_frac=0.5, epochs=1)
@@ -227,6 +227,7 @@ def test_an_ensemble_under_ddp_scores_its_validation_patients_across_ranks(tiny_
     r = launch(tmp_path, cfg, nproc=2)
     summary = json.loads((run / "summary.json").read_text())
     assert len(summary["val_per_patient"]) == 2 and r.stdout.count("ensemble val per-patient Dice mean") == 1
+    assert all("last_val_dice" in m for m in summary["member_results"])  # each member's own, beside it
     res = evaluate(data, run / "last.safetensors", "val", largest=False, fill_holes=False, log=lambda *a: None)
     assert {row["patient"]: row["dice"] for row in res["per_patient"]} == pytest.approx(summary["val_per_patient"],
                                                                                          abs=1e-6)  # fmt: skip
