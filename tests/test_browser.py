@@ -115,9 +115,14 @@ def test_volume_notes_are_shown_and_cleared(browser, server, lgg_root, tmp_path)
     page.wait_for_selector("#error", state="hidden", timeout=30000)
     largest = page.inner_text("#measure")
     assert largest.startswith("Tumor volume:")
+    assert page.get_attribute("#download", "download") == "scan_mask.nii.gz"  # not mask.nii.gz for every file
+    page.fill("#slice", "3")
     page.check("#all-parts")  # the volume shown is segmented again: nothing dropped, no note, more tumor
     page.wait_for_function(f"() => document.getElementById('measure').textContent !== {largest!r}", timeout=60000)
     assert page.is_hidden("#notes") and page.inner_text("#measure").startswith("Tumor volume:")
+    assert page.input_value("#slice") == "3"  # it stays on the slice shown (once went back to the largest)
+    said = page.get_attribute("#slice", "aria-valuetext")  # the slider tells a screen reader the slice's tumor
+    assert said == page.inner_text("#slice-label") and said.startswith("slice 3 of 0-13 (tumor "), said
     page.uncheck("#all-parts")  # and back
     page.wait_for_function(f"() => document.getElementById('measure').textContent === {largest!r}", timeout=60000)
     assert "close call of the largest-region step" in page.inner_text("#notes")
@@ -270,3 +275,26 @@ def test_a_long_patient_name_keeps_the_report_on_the_screen(browser, tmp_path):
     page.goto((tmp_path / "report.html").as_uri())
     assert page.evaluate("document.documentElement.scrollWidth") <= 1400
     assert name in page.inner_text("body").replace("\n", "")
+
+
+def test_a_long_file_name_wraps_on_a_phone_and_the_result_is_said(browser, server, lgg_root, tmp_path):
+    """A 220-letter file name once made the page 3488 px wide on a 375 px phone; the status said
+    only "Done in 280 ms." to a screen reader; every mask downloaded as mask.png; the alt texts
+    never changed."""
+    name = tmp_path / ("TCGA_" + "very_long_file_name_without_spaces" * 6 + "_12.png")  # 220 letters
+    shutil.copy(lgg_root / SLICE, name)
+    page = browser.new_page(viewport={"width": 375, "height": 667})
+    page.goto(server + "/")
+    page.set_input_files("#file", str(name))
+    page.wait_for_selector("#result:not([hidden])", timeout=30000)
+    page.wait_for_function("() => document.getElementById('over').naturalWidth > 0")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    area = page.inner_text("#measure")
+    assert page.inner_text("#status").endswith(f"ms. {area}.") and area.startswith("Tumor area: ")
+    assert page.get_attribute("#download", "download") == f"{name.stem}_mask.png"
+    px = area.removeprefix("Tumor area: ").removesuffix(" px")
+    assert page.get_attribute("#mask", "alt") == f"predicted tumor mask, the slice: tumor of {px} px"
+    assert page.get_attribute("#base", "alt") == ""  # the MRI under the overlay is not a fourth image
+    assert page.evaluate("getComputedStyle(document.getElementById('drop')).outlineStyle") == "none"
+    page.focus("#drop")  # a focus ring a keyboard user can see
+    assert page.evaluate("getComputedStyle(document.getElementById('drop')).outlineStyle") == "solid"

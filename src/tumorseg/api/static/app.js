@@ -31,14 +31,25 @@ function keepBox(file) {
 const millilitres = (ml) => (ml === 0 ? "0 mL" : ml < 0.01 ? "under 0.01 mL" : `${ml.toFixed(2)} mL`);
 const count = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
+// a file's name without its extension (scan.nii.gz -> scan), for the names of its downloads
+const stem = (name) => name.replace(/\.nii\.gz$/i, "").replace(/\.[^.]*$/, "") || "upload";
+
 function showSlice(i) {
   const s = current.kind === "volume" ? current.slices[i] : current;
   $("mri").src = s.mri;
   $("mask").src = s.mask;
   $("base").src = s.mri;
   $("over").src = s.overlay;
+  const where = current.kind === "volume" ? `slice ${i}` : "the slice";
+  const found = s.tumor_area_px ? `tumor of ${s.tumor_area_px} px` : "no tumor";
+  $("mri").alt = `MRI (FLAIR), ${where}`;
+  $("mask").alt = `predicted tumor mask, ${where}: ${found}`;
+  $("over").alt = `predicted tumor in red over the MRI, ${where}: ${found}`;
   if (current.kind === "volume") {
-    $("slice-label").textContent = `slice ${i} of 0-${current.slices.length - 1}, counted from 0 as in the notes (tumor ${s.tumor_area_px} px)`;
+    const counted = (current.notes || []).length ? ", counted from 0 as in the notes" : "";
+    const text = `slice ${i} of 0-${current.slices.length - 1}${counted} (tumor ${s.tumor_area_px} px)`;
+    $("slice-label").textContent = text;
+    $("slice").setAttribute("aria-valuetext", text);
   }
 }
 
@@ -48,6 +59,9 @@ async function upload(file) {
   $("error").hidden = true;
   imageError = false;
   $("status").textContent = `Segmenting ${file.name}…`;
+  const again = current && current.kind === "volume" && file === currentFile; // the box toggled: same volume
+  const at = again ? Number($("slice").value) : null;
+  $("result").setAttribute("aria-busy", "true"); // dimmed: what is shown is about to be replaced
   const form = new FormData();
   form.append("file", file);
   const allParts = $("all-parts").checked;
@@ -58,10 +72,12 @@ async function upload(file) {
   } catch (e) {
     if (mine !== request) return;
     pending = null;
+    $("result").removeAttribute("aria-busy");
     return showError(`${file.name}: the server could not be reached or answered with something unreadable.${stillShown()}${keepBox(file)}`);
   }
   if (mine !== request) return; // a later upload or toggle superseded this one
   pending = null;
+  $("result").removeAttribute("aria-busy");
   if (!res.ok) return showError(`${file.name}: ${sentence(body.error) || `the server answered ${res.status}.`}${stillShown()}${keepBox(file)}`);
   current = body;
   currentFile = file;
@@ -71,23 +87,25 @@ async function upload(file) {
   const notes = body.notes || [];
   $("notes").replaceChildren(...notes.map((n) => Object.assign(document.createElement("li"), { textContent: n })));
   $("notes").hidden = notes.length === 0;
-  $("status").textContent = `Done in ${Math.round(body.runtime_ms)} ms.`;
   if (body.kind === "volume") {
     $("slice-controls").hidden = false;
     $("slice").max = body.slices.length - 1;
     const best = body.slices.reduce((b, s, i, a) => (s.tumor_area_px > a[b].tumor_area_px ? i : b), 0);
-    $("slice").value = best;
-    showSlice(best);
+    const shown = at !== null && at < body.slices.length ? at : best; // a re-segmented volume stays on its slice
+    $("slice").value = shown;
+    showSlice(shown);
     $("measure").textContent = `Tumor volume: ${millilitres(body.tumor_volume_ml)} in ${count(body.slices_with_tumor.length, "slice")}`;
     $("download").href = body.mask_url;
-    $("download").download = "mask.nii.gz";
+    $("download").download = `${stem(file.name)}_mask.nii.gz`;
   } else {
     $("slice-controls").hidden = true;
     showSlice(0);
     $("measure").textContent = `Tumor area: ${body.tumor_area_px} px`;
     $("download").href = body.mask;
-    $("download").download = "mask.png";
+    $("download").download = `${stem(file.name)}_mask.png`;
   }
+  // said to a screen reader too: the result, not only that it is done
+  $("status").textContent = `Done in ${Math.round(body.runtime_ms)} ms. ${$("measure").textContent}.`;
 }
 
 $("file").addEventListener("change", (e) => {
