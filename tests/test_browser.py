@@ -298,3 +298,9 @@ def test_a_long_file_name_wraps_on_a_phone_and_the_result_is_said(browser, serve
     assert page.evaluate("getComputedStyle(document.getElementById('drop')).outlineStyle") == "none"
     page.focus("#drop")  # a focus ring a keyboard user can see
     assert page.evaluate("getComputedStyle(document.getElementById('drop')).outlineStyle") == "solid"
+    page.set_viewport_size({"width": 320, "height": 640})  # narrower than an image: they shrink, still aligned
+    assert page.evaluate("document.documentElement.scrollWidth") <= 320
+    base, over = (
+        page.eval_on_selector(f"#{i}", "e => JSON.stringify(e.getBoundingClientRect())") for i in ("base", "over")
+    )
+    assert base == over and __import__("json").loads(base)["width"] < 300

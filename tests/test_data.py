@@ -222,3 +222,6 @@ def test_load_case_refuses_unknown_settings(lgg_root):
         load_case(case, 0)
     with pytest.raises(TumorsegError, match="load_case takes a Case from find_cases"):
         load_case(str(lgg_root / "TCGA_CS_4941_19960909"), None)
+    assert load_case(case, np.int64(64)).images.shape[-2:] == (64, 64)  # numpy's whole numbers are sizes too
+    ids = [f"P{i}" for i in range(10)]
+    assert split_cases((i for i in ids), 0, 0.2, 0.2) == split_cases(ids, 0, 0.2, 0.2)  # a generator, read once

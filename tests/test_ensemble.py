@@ -39,7 +39,7 @@ def ensemble_run(lgg_root, tmp_path_factory):
     for pid in (*SMALL_PATIENTS, "TCGA_CS_4944_20010208"):
         copy_slices(lgg_root / pid, data / pid, range(8, 18))
     cfg = validate_config({
-        "data": str(data), "out": str(base / "run"), "epochs": 2, "batch_size": 4, "lr": 3e-3, "val_frac": 0.0,
+        "data": str(data), "out": str(base / "run"), "epochs": 2, "batch_size": 4, "lr": 3e-3, "val_frac": 0.2,
         "test_frac": 0.34, "threads": 2, "model": {"base": 4, "depth": 2, "image_size": 64, "members": 2},
     })  # fmt: skip
     logs = []
@@ -67,7 +67,9 @@ def test_members_share_the_split_and_differ_in_seed(ensemble_run):
     assert summary["weights_sha256"] == state_digest(ens.model) and "minutes_this_call" not in summary
     assert [r["weights_sha256"] for r in summary["member_results"]] == [m["weights_sha256"] for m in members]
     assert json.loads((run / "split.json").read_text()) == ens.meta["split"]
-    assert "val_dice" not in summary  # no validation patients
+    val = json.loads((run / "split.json").read_text())["val"]  # one patient: the ensemble scores itself on it
+    assert list(summary["val_per_patient"]) == val and all("last_val_dice" in r for r in summary["member_results"])
+    assert any(s.startswith(f"ensemble val per-patient Dice mean {summary['val_dice']:.4f}") for s in logs)
     assert any("(each member's last epoch) and best.safetensors (each member's best epoch)" in s for s in logs)
 
 

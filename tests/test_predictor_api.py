@@ -154,9 +154,13 @@ def test_settings_changed_on_the_object_are_checked(shipped, slices):
 def test_slice_numbers_are_checked_and_mask_takes_them(shipped, slices):
     """mask(volume=True) once took no `numbers` (a volume with gaps counted as continuous, unlike
     segment); numbers that were not whole or repeated failed in a TypeError or changed the result."""
+    probs = np.zeros((4, 32, 32), np.float32)
+    probs[:2, 4:14, 4:14], probs[2:, 4:20, 4:20] = 0.9, 0.9  # two parts, the second larger
+    together = shipped.mask(probs, volume=True)  # slices in a row: one 3D part, all kept
+    apart = shipped.mask(probs, volume=True, numbers=[1, 2, 10, 11])  # a gap: two parts, the larger kept
+    assert together[:2].any() and not apart[:2].any() and np.array_equal(apart[2:], together[2:])
+    np.testing.assert_array_equal(apart, shipped.mask_with_notes(probs, True, [1, 2, 10, 11])[0])
     probs = shipped.predict(slices)
-    np.testing.assert_array_equal(shipped.mask(probs, volume=True, numbers=[1, 2, 10, 11]),
-                                  shipped.segment(slices, volume=True, numbers=[1, 2, 10, 11]))  # fmt: skip
     for numbers, said in ((["a", "b", "c", "d"], "slice numbers must be whole numbers"),
                           ([1, 1, 2, 3], "slice numbers must differ")):  # fmt: skip
         with pytest.raises(TumorsegError, match=said):

@@ -442,3 +442,6 @@ def test_fit_checks_a_config_changed_after_it_was_made(tiny_lgg, tmp_path):
     with pytest.raises(TumorsegError, match="image_size 66 must be divisible by 2\\*\\*depth = 4"):
         fit(cfg, progress=False, log=lambda *a: None)
     assert not (tmp_path / "r").exists()
+    cfg.model.image_size, cfg.model.channels = 64, "flair"  # in_channels follows, as when it is built so
+    fit(cfg, progress=False, log=lambda *a: None)
+    assert load_checkpoint(tmp_path / "r" / "last.safetensors").config.model.in_channels == 1

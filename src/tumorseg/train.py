@@ -266,7 +266,9 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
     global batch, split evenly across processes, so the learning rate needs no rescaling;
     validation counts are all-reduced; rank 0 alone logs, plots and saves.
     """
-    cfg = validate_config(cfg.model_dump())  # a config changed after it was made is checked again
+    values = cfg.model_dump(warnings=False)  # a config changed after it was made is checked again,
+    values["model"].pop("in_channels")  # with in_channels derived anew from channels and context
+    cfg = validate_config(values)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         why = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
         raise TumorsegError(f"--device cuda: {why}; use --device cpu, or install the CUDA build (README, GPU users)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -239,6 +240,9 @@ def split_cases(
     validates (k-fold cross-validation; the test patients stay those of `folds=0`).
     The arguments follow TrainConfig's rules (a TumorsegError says which one is broken).
     """
+    if isinstance(ids, (str, bytes)):
+        raise TumorsegError(f"ids must be a list of patient ids (strings); got {type(ids).__name__} {ids!r:.60}")
+    ids = list(ids)  # a generator is read once
     _check_split(ids, val_frac, test_frac, folds, fold)
     if folds:
         base = split_cases(ids, seed, 0.0, test_frac)
@@ -259,7 +263,7 @@ def split_cases(
 
 
 def _check_split(ids, val_frac: float, test_frac: float, folds: int, fold: int) -> None:
-    if isinstance(ids, (str, bytes)) or not all(isinstance(i, str) for i in ids):
+    if not all(isinstance(i, str) for i in ids):
         raise TumorsegError(f"ids must be a list of patient ids (strings); got {type(ids).__name__} {ids!r:.60}")
     if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
         raise TumorsegError(f"val_frac {val_frac} and test_frac {test_frac}: each in [0, 1), their sum below 1")
@@ -275,13 +279,14 @@ def load_case(case: Case, size: int | None, channels: str = "all", intensity: st
     post-contrast T1) or "flair"; with `intensity` "volume" the images are scaled per volume
     (`volume_normalize`) at their own size, before resizing, as `network_inputs` does
     ("percentile" and "fixed" scale per slice when the network reads them)."""
-    if not isinstance(case, Case):
+    if isinstance(case, (str, bytes, os.PathLike)):
         raise TumorsegError(f"load_case takes a Case from find_cases(folder); got {type(case).__name__} {case!r:.60}")
     if channels not in ("all", "flair") or intensity not in ("fixed", "percentile", "volume"):
         raise TumorsegError(f"channels {channels!r} / intensity {intensity!r}: use all or flair / "
                             "fixed, percentile or volume")  # fmt: skip
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1):
         raise TumorsegError(f"size {size!r}: a whole number of pixels, at least 1 (None keeps each slice's own)")
+    size = None if size is None else int(size)
     imgs, full = [], []
     for ip, mp in zip(case.images, case.masks):
         img = read_image(ip)

@@ -59,8 +59,6 @@ async function upload(file) {
   $("error").hidden = true;
   imageError = false;
   $("status").textContent = `Segmenting ${file.name}…`;
-  const again = current && current.kind === "volume" && file === currentFile; // the box toggled: same volume
-  const at = again ? Number($("slice").value) : null;
   $("result").setAttribute("aria-busy", "true"); // dimmed: what is shown is about to be replaced
   const form = new FormData();
   form.append("file", file);
@@ -78,6 +76,8 @@ async function upload(file) {
   if (mine !== request) return; // a later upload or toggle superseded this one
   pending = null;
   $("result").removeAttribute("aria-busy");
+  // the box toggled on the volume shown: stay on the slice shown now (the slider may have moved meanwhile)
+  const at = current && current.kind === "volume" && file === currentFile ? Number($("slice").value) : null;
   if (!res.ok) return showError(`${file.name}: ${sentence(body.error) || `the server answered ${res.status}.`}${stillShown()}${keepBox(file)}`);
   current = body;
   currentFile = file;
