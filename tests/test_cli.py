@@ -370,13 +370,27 @@ def test_version_names_tumorseg_torch_and_python():
     from tumorseg.infer import DEFAULT_WEIGHTS
 
     card = DEFAULT_WEIGHTS.parent / "MODEL_CARD.md"
-    assert r.stdout.splitlines() == [said, f"shipped model: {DEFAULT_WEIGHTS} (CC BY-NC-SA 4.0, non-commercial; "
-                                           f"model card: {card})"]  # fmt: skip
+    extras = "extras: " + "; ".join(f"{e} ({', '.join(f'{p} {version(p)}' for p in ps)})" for e, ps in
+                                   (("onnx", ("onnxruntime", "onnxscript")), ("medical", ("nibabel", "pydicom")),
+                                    ("serve", ("fastapi", "uvicorn"))))  # fmt: skip
+    assert r.stdout.splitlines() == [said, extras, f"shipped model: {DEFAULT_WEIGHTS} (CC BY-NC-SA 4.0, "
+                                                   f"non-commercial; model card: {card})"]  # fmt: skip
     assert version("tumorseg") == tumorseg.__version__  # pyproject reads it from the package
     r = subprocess.run([sys.executable, "-m", "tumorseg", "--version"], capture_output=True, text=True, timeout=60,
                        env={**env, "TUMORSEG_WEIGHTS": "/x/w.safetensors"})  # fmt: skip
-    assert r.stdout.splitlines()[2] == "used without --weights: $TUMORSEG_WEIGHTS=/x/w.safetensors"
+    assert r.stdout.splitlines()[3] == "used without --weights: $TUMORSEG_WEIGHTS=/x/w.safetensors"
     code = "import sys; from tumorseg.cli import main; sys.argv = ['tumorseg', '--version']\n"
     code += "try: main()\nexcept SystemExit: pass\nprint('torch' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.splitlines()[-1] == "False", r.stdout + r.stderr  # fast: PyTorch is not loaded
+
+
+def test_version_reads_the_extras_pyproject_defines():
+    tomllib = pytest.importorskip("tomllib")
+    from tumorseg.cli import EXTRAS
+
+    defined = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    optional = defined["project"]["optional-dependencies"]
+    for extra, packages in EXTRAS.items():
+        listed = {req.split(">")[0].split("=")[0].strip().lower() for req in optional[extra]}
+        assert set(packages) <= listed, (extra, packages, listed)

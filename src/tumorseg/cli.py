@@ -21,6 +21,10 @@ app = typer.Typer(
 )
 
 
+# each extra and the packages that tell whether it is installed (pyproject.toml's optional-dependencies)
+EXTRAS = {"onnx": ("onnxruntime", "onnxscript"), "medical": ("nibabel", "pydicom"), "serve": ("fastapi", "uvicorn")}
+
+
 def _version(value: bool) -> None:
     """`tumorseg --version`: this package's, PyTorch's and Python's versions (for bug reports), and
     where the shipped model and its card are, with the weights' license."""
@@ -31,13 +35,21 @@ def _version(value: bool) -> None:
 
     from . import __version__
 
-    try:
-        torch = version("torch")
-    except PackageNotFoundError:
-        torch = "not installed"
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
     from .shipped import DEFAULT_WEIGHTS, LICENSE, MODEL_CARD
 
+    torch = installed("torch") or "not installed"
     typer.echo(f"tumorseg {__version__} (torch {torch}, Python {platform.python_version()})")
+    extras = []
+    for extra, packages in EXTRAS.items():
+        found = [f"{p} {installed(p)}" for p in packages if installed(p)]
+        extras.append(f"{extra} ({', '.join(found)})" if len(found) == len(packages) else f"{extra} not installed")
+    typer.echo(f"extras: {'; '.join(extras)}")
     missing = "" if DEFAULT_WEIGHTS.is_file() else ", missing"
     typer.echo(f"shipped model: {DEFAULT_WEIGHTS} ({LICENSE}; model card: {MODEL_CARD}{missing})")
     if os.environ.get("TUMORSEG_WEIGHTS"):
