@@ -66,6 +66,13 @@ def test_strips_show_the_false_alarms_of_a_patient_without_tumor():
     pred[3, 0:3, 0:3] = True
     strips = worst_first_strips(_case(truth), pred)
     assert len(strips) == 2  # was 0: the patient's Dice of 0 came with no picture of why
+    # each strip's alt text says what it shows (once "<patient> overlay" for every strip of a patient)
+    assert [alt for _, alt in strips] == [
+        "slice P_2: MRI, true mask, predicted mask and overlay; Dice 0.000, 0 px found, 100 px marked in excess, "
+        "0 px missed",
+        "slice P_4: MRI, true mask, predicted mask and overlay; Dice 0.000, 0 px found, 9 px marked in excess, "
+        "0 px missed",
+    ]
 
 
 def test_strips_add_false_positive_slices_after_the_tumor_slices():
@@ -77,6 +84,7 @@ def test_report_says_when_a_patient_has_nothing_to_show(tmp_path):
     truth = np.zeros((4, H, W), bool)
     html = _html({"CLEAN": (_case(truth), truth.copy()), "T": _tumor_patient()}, tmp_path)
     assert "No tumor in the truth and none predicted" in html
+    assert html.count("<img alt='slice P_") == 3  # the tumor patient's three strips, each described
 
 
 def test_report_shows_pixel_accuracy_beside_the_baseline(tmp_path):

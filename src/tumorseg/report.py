@@ -22,11 +22,11 @@ from .metrics import confusion_counts, dice
 from .viz import histogram_png, html_report, overlay, png_bytes
 
 
-def worst_first_strips(case, pred: np.ndarray, k: int = 4, k_fp: int = 2) -> list[bytes]:
-    """Overlays of the `k` slices with the most tumor and of the `k_fp` false-positive slices
-    (empty truth, non-empty prediction) with the most predicted pixels, the worst slice (lowest
-    Dice) first. The false-positive slices are shown so that a patient's false alarms (all there
-    is to see of a patient without tumor) are not hidden."""
+def worst_first_strips(case, pred: np.ndarray, k: int = 4, k_fp: int = 2) -> list[tuple[bytes, str]]:
+    """Overlays (PNG bytes, alt text) of the `k` slices with the most tumor and of the `k_fp`
+    false-positive slices (empty truth, non-empty prediction) with the most predicted pixels, the
+    worst slice (lowest Dice) first. The false-positive slices are shown so that a patient's false
+    alarms (all there is to see of a patient without tumor) are not hidden."""
     truth = case.full_masks.reshape(len(pred), -1)
     predicted = np.asarray(pred, bool).reshape(len(pred), -1)
     area = truth.sum(1)
@@ -35,7 +35,15 @@ def worst_first_strips(case, pred: np.ndarray, k: int = 4, k_fp: int = 2) -> lis
     top += [int(i) for i in np.argsort(-fp_area, kind="stable")[:k_fp] if fp_area[i] > 0]
     dices = {i: dice(confusion_counts(pred[i], case.full_masks[i])) for i in top}
     top.sort(key=lambda i: dices[i])
-    return [png_bytes(overlay(case.images[i], pred[i], case.full_masks[i], title=case.names[i])) for i in top]
+    return [(png_bytes(overlay(case.images[i], pred[i], case.full_masks[i], title=case.names[i])),
+             _strip_alt(case.names[i], pred[i], case.full_masks[i], dices[i])) for i in top]  # fmt: skip
+
+
+def _strip_alt(name: str, pred: np.ndarray, truth: np.ndarray, slice_dice: float) -> str:
+    """What a strip shows, for a screen reader: the slice, its Dice and its tumor in pixels."""
+    c = confusion_counts(pred, truth)
+    return (f"slice {name}: MRI, true mask, predicted mask and overlay; Dice {slice_dice:.3f}, "
+            f"{c.tp} px found, {c.fp} px marked in excess, {c.fn} px missed")  # fmt: skip
 
 
 def build_report(result: dict, strips_input: dict, weights: Path) -> str:

@@ -242,7 +242,7 @@ def html_report(
     summary_rows: list[dict],
     notes: list[str],
     histogram: bytes,
-    strips: dict[str, list[bytes]],
+    strips: dict[str, list[tuple[bytes, str]]],
     curves: bytes | None = None,
 ) -> str:
     """One self-contained HTML page; every picture is embedded as a data URL."""
@@ -290,7 +290,7 @@ def html_report(
         parts.append(f"<h3 id='{anchors[pid]}'>{html.escape(pid)}{said}</h3>")
         if not pngs:
             parts.append("<p class='note'>No tumor in the truth and none predicted: no slice to show.</p>")
-        parts += [f"<div class='strip'><img alt='{html.escape(pid)} overlay' src='{data_url(p)}'></div>" for p in pngs]
+        parts += [f"<div class='strip'><img alt='{html.escape(alt)}' src='{data_url(p)}'></div>" for p, alt in pngs]
     parts.append("</body></html>")
     return "\n".join(parts)
 
