@@ -30,17 +30,16 @@ def test_predict_and_evaluate_name_the_medical_extra(lgg_root, tmp_path, without
     slice_png = next((lgg_root / "TCGA_CS_4941_19960909").glob("*_12.png"))
     run = lambda *a: subprocess.run([sys.executable, "-m", "tumorseg", *map(str, a)], capture_output=True,  # noqa: E731
                                     text=True, timeout=300, env=without_medical)  # fmt: skip
-    r = run("predict", scan, slice_png, "--out", tmp_path / "o")
-    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-    assert f"{scan}: reading NIfTI needs the medical extra: pip install 'tumorseg[medical]'" in r.stderr
-    assert "1 of 2 inputs segmented" in r.stdout  # the slice is still segmented
-    r = run("evaluate", "--image", scan, "--mask", scan)
-    assert r.returncode != 0 and "Traceback" not in r.stderr and "needs the medical extra" in r.stderr, r.stderr
     dicom = tmp_path / "series"
     dicom.mkdir()
     (dicom / "1.dcm").write_bytes(b"\0" * 128 + b"DICM")
-    r = run("predict", dicom, "--out", tmp_path / "o2")
-    assert "Traceback" not in r.stderr and f"{dicom}: reading a DICOM series needs the medical extra" in r.stderr
+    r = run("predict", scan, slice_png, dicom, "--out", tmp_path / "o")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"{scan}: reading NIfTI needs the medical extra: pip install 'tumorseg[medical]'" in r.stderr
+    assert f"{dicom}: reading a DICOM series needs the medical extra" in r.stderr
+    assert "1 of 3 inputs segmented" in r.stdout  # the slice is still segmented
+    r = run("evaluate", "--image", scan, "--mask", scan)
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "needs the medical extra" in r.stderr, r.stderr
 
 
 def test_the_server_answers_a_nifti_upload_with_415(lgg_root, tmp_path, without_medical):
