@@ -445,3 +445,15 @@ def test_fit_checks_a_config_changed_after_it_was_made(tiny_lgg, tmp_path):
     cfg.model.image_size, cfg.model.channels = 64, "flair"  # in_channels follows, as when it is built so
     fit(cfg, progress=False, log=lambda *a: None)
     assert load_checkpoint(tmp_path / "r" / "last.safetensors").config.model.in_channels == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is visible")
+def test_device_cuda_without_cuda_says_how_to_install_it(tiny_lgg, tmp_path):
+    cfg = validate_config({"data": str(tiny_lgg), "out": str(tmp_path / "r"), "device": "cuda", "epochs": 1})
+    with pytest.raises(
+        TumorsegError,
+        match=r"use --device cpu, or install PyTorch's CUDA build first, e\.g\. pip "
+        r"install torch --index-url https://download\.pytorch\.org/whl/cu124",
+    ):
+        fit(cfg, progress=False, log=lambda *a: None)
+    assert not (tmp_path / "r").exists()

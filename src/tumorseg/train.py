@@ -271,7 +271,9 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
     cfg = validate_config(values)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         why = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
-        raise TumorsegError(f"--device cuda: {why}; use --device cpu, or install the CUDA build (README, GPU users)")
+        raise TumorsegError(f"--device cuda: {why}; use --device cpu, or install PyTorch's CUDA build first, e.g. "
+                            "pip install torch --index-url https://download.pytorch.org/whl/cu124 (pick your CUDA; "
+                            "README, GPU users)")  # fmt: skip
     made = _first_missing(Path(cfg.out))
     check_run_folder(cfg, resume)
     info = ddp.setup("cuda" if _use_cuda(cfg) else "cpu")
