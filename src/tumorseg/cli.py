@@ -47,7 +47,7 @@ def _version(value: bool) -> None:
     typer.echo(f"tumorseg {__version__} (torch {torch}, Python {platform.python_version()})")
     extras = []
     for extra, packages in EXTRAS.items():
-        found = [f"{p} {installed(p)}" for p in packages if installed(p)]
+        found = [f"{p} {v}" for p in packages if (v := installed(p))]
         extras.append(f"{extra} ({', '.join(found)})" if len(found) == len(packages) else f"{extra} not installed")
     typer.echo(f"extras: {'; '.join(extras)}")
     missing = "" if DEFAULT_WEIGHTS.is_file() else ", missing"

@@ -18,6 +18,18 @@ BACKENDS = ("auto", "torch", "onnx", "onnx-int8")  # inference backends, by Pred
 RESUME_MAY_CHANGE = frozenset({"out", "workers", "threads", "device", "epochs", "patience"})
 
 
+def split_problem(val_frac: float, test_frac: float, folds: int, fold: int) -> str | None:
+    """What is wrong with these split settings (TrainConfig's rule, and split_cases'), or None."""
+    if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
+        return (f"val_frac + test_frac must be below 1 (got {val_frac} + {test_frac}; each in [0, 1), their sum "
+                "below 1)")  # fmt: skip
+    if folds == 1 or folds < 0 or not 0 <= fold < max(folds, 1):
+        return f"fold must be in 0..folds-1 with folds >= 2 (got fold {fold} of {folds})"
+    if folds and val_frac:
+        return "folds choose the validation patients: leave val_frac at 0"
+    return None
+
+
 class ModelConfig(BaseModel):
     """What it takes to rebuild the network and feed it."""
 
@@ -108,18 +120,14 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        if self.val_frac + self.test_frac >= 1:
-            raise ValueError("val_frac + test_frac must be below 1")
-        if self.folds == 1 or self.fold >= max(self.folds, 1):
-            raise ValueError(f"fold must be in 0..folds-1 with folds >= 2 (got fold {self.fold} of {self.folds})")
+        if problem := split_problem(self.val_frac, self.test_frac, self.folds, self.fold):
+            raise ValueError(problem)
         if self.missing_sequences and self.model.channels != "all":
             raise ValueError("missing_sequences needs channels='all' (it replaces the T1 sequences by FLAIR)")
         if self.member and self.model.members > 1:
             raise ValueError("member trains one ensemble member alone: leave it at 0 with members > 1")
         if self.deep_supervision and self.model.depth < 2:
             raise ValueError("deep_supervision needs depth >= 2 (its heads read the decoder outputs below full size)")
-        if self.folds and self.val_frac:
-            raise ValueError("folds choose the validation patients: leave val_frac at 0")
         if self.batch_size == 1 and self.model.image_size == 2**self.model.depth:
             raise ValueError(f"batch_size 1 with image_size {self.model.image_size} = 2**depth: the bottleneck is "
                              "1x1, where batch norm needs more than one value per channel; use batch_size >= 2 "

@@ -343,6 +343,15 @@ def _whole(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, np.integer))
 
 
+def check_setting(name: str, value) -> None:
+    """Refuse a bad value of a Predictor setting `name` (`check_settings`; tta, fill_holes and
+    largest must be booleans); other names pass."""
+    if name in ("tta", "fill_holes", "largest") and not isinstance(value, (bool, np.bool_)):
+        raise TumorsegError(f"{name} {value!r}: must be True or False")
+    if name in ("threshold", "batch_size", "min_size"):
+        check_settings(**{name: value})
+
+
 def check_numbers(numbers, count: int) -> None:
     """Refuse slice numbers that are not one distinct whole number per slice."""
     if numbers is None:
@@ -405,13 +414,8 @@ class Predictor:
     the exported graph (preprocessing inside) in ONNX Runtime, `onnx-int8` the quantized one.
     """
 
-    _FLAGS = ("tta", "fill_holes", "largest")
-
     def __setattr__(self, name: str, value) -> None:
-        if name in self._FLAGS and not isinstance(value, (bool, np.bool_)):
-            raise TumorsegError(f"{name} {value!r}: must be True or False")
-        if name in ("threshold", "batch_size", "min_size"):
-            check_settings(**{name: value})
+        check_setting(name, value)
         super().__setattr__(name, value)
 
     def __init__(
@@ -427,15 +431,14 @@ class Predictor:
         session=None,
         backend: str | None = None,
     ):
-        check_settings(threshold, batch_size, min_size)
-        self.model = model.eval().to(memory_format=torch.channels_last)
-        self.config = config
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # each setting checked as it is set (__setattr__), before the model
         self.tta = tta
         self.threshold = threshold
         self.min_size = min_size
         self.fill_holes = fill_holes
         self.largest = largest
+        self.model = model.eval().to(memory_format=torch.channels_last)
+        self.config = config
         self.session = session
         self.backend = backend or ("onnx" if session is not None else "torch")
 
@@ -452,10 +455,8 @@ class Predictor:
         core). Other keywords go to `Predictor` (batch_size, tta, threshold, min_size,
         fill_holes, largest). One Predictor may serve several threads at once.
         """
-        check_settings(kwargs.get("threshold", 0.5), kwargs.get("batch_size", 32), kwargs.get("min_size", 0))  # first
-        for flag in cls._FLAGS:
-            if not isinstance(kwargs.get(flag, False), (bool, np.bool_)):
-                raise TumorsegError(f"{flag} {kwargs[flag]!r}: must be True or False")
+        for name, value in kwargs.items():  # first, before anything loads
+            check_setting(name, value)
         path = path or default_weights()
         ckpt = load_checkpoint(path)
         set_threads(threads)

@@ -458,24 +458,25 @@ def _fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp
             else:  # an earlier ensemble's, now of other members
                 (out / f"{name}.safetensors").unlink(missing_ok=True)
     ddp.barrier(info)  # the combined last.safetensors is on disk for every rank
-    val = _ensemble_validation(cfg, info, progress)
+    by_id, split = data_split(cfg)
+    last = load_checkpoint(out / "last.safetensors")
+    val = _ensemble_validation(cfg, last, by_id, split["val"], info, progress)
     if info.is_main:
-        summary.update(_ensemble_summary(cfg, member_summaries, val, log))
+        atomic_write_text(out / "split.json", json.dumps(split, indent=2))
+        summary.update(_ensemble_summary(member_summaries, last, val, log))
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
         best = " and best.safetensors (each member's best epoch)" if (out / "best.safetensors").exists() else ""
         log(f"ensemble of {n} members: {out / 'last.safetensors'} (each member's last epoch){best}")
     return summary
 
 
-def _ensemble_validation(cfg: TrainConfig, info: ddp.DistInfo, progress: bool) -> dict | None:
-    """The combined last.safetensors's per-patient validation Dice, as `evaluate --split val`
-    scores it (each rank its share of the patients, on its device); None without validation patients."""
-    by_id, split = data_split(cfg)
-    ids = split["val"]
+def _ensemble_validation(cfg: TrainConfig, last: Checkpoint, by_id: dict[str, Case], ids: list[str],
+                         info: ddp.DistInfo, progress: bool) -> dict | None:  # fmt: skip
+    """The combined `last` checkpoint's per-patient validation Dice on patients `ids`, as `evaluate
+    --split val` scores it (each rank its share of the patients, on its device); None without any."""
     if not ids:
         return None
-    path = Path(cfg.out) / "last.safetensors"
-    model = build_model(load_checkpoint(path), path).to(_device(cfg, info))
+    model = build_model(last, Path(cfg.out) / "last.safetensors").to(_device(cfg, info))
     mine = ids[info.rank :: info.world_size]
     cases = load_cases(cfg, mine, by_id, "loading val", native=True, progress=progress)
     counts = torch.zeros(len(ids), 4, dtype=torch.int64)
@@ -484,10 +485,9 @@ def _ensemble_validation(cfg: TrainConfig, info: ddp.DistInfo, progress: bool) -
     return dice_summary(ids, ddp.all_reduce_sum(counts, info))
 
 
-def _ensemble_summary(cfg: TrainConfig, members: list[dict], val: dict | None, log) -> dict:
+def _ensemble_summary(members: list[dict], last: Checkpoint, val: dict | None, log) -> dict:
     """An ensemble's summary.json beyond its member folders: each member's result, the combined
-    weights' digest, the time and machine, and `val` (the ensemble's own validation Dice)."""
-    out = Path(cfg.out)
+    weights' (`last`) digest, the time and machine, and `val` (the ensemble's own validation Dice)."""
     keys = ("best_epoch", "best_metric", "best_score", "epochs_done", "weights_sha256")
     summary: dict = {"member_results": [{k: m.get(k) for k in keys} for m in members]}
     for m, result in zip(members, summary["member_results"]):
@@ -495,8 +495,7 @@ def _ensemble_summary(cfg: TrainConfig, members: list[dict], val: dict | None, l
             result["last_val_dice"] = m["last"]["val_dice"]
     summary["train_seconds"] = sum(m.get("train_seconds", 0.0) for m in members)
     summary["machine"] = members[-1].get("machine")
-    summary["weights_sha256"] = state_digest(load_checkpoint(out / "last.safetensors").model)
-    atomic_write_text(out / "split.json", json.dumps(data_split(cfg)[1], indent=2))
+    summary["weights_sha256"] = state_digest(last.model)
     if val is not None:
         summary.update(val)
         alone = ", ".join(f"{r['last_val_dice']:.4f}" for r in summary["member_results"] if "last_val_dice" in r)

@@ -351,8 +351,7 @@ def create_app(
                 img = read_image(path, max_pixels=max_pixels)
                 chw = select_channels(img, predictor.config.channels, path)
             except TumorsegError as exc:
-                code = 413 if isinstance(exc, TooLargeError) else 415 if isinstance(exc, MissingExtraError) else 422
-                return error(code, str(exc).replace(str(path), "upload"))
+                return error(413 if isinstance(exc, TooLargeError) else 422, str(exc).replace(str(path), "upload"))
         t0 = time.perf_counter()
         with lock:
             prob = predictor.predict(chw[None])[0]

@@ -75,6 +75,11 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
     errors: list[str] = []
     warnings: list[str] = []
     skipped: list[str] = []  # whole folders left out: also in warnings
+
+    def skip(why: str) -> None:
+        skipped.append(why)
+        warnings.append(why)
+
     seen: dict[str, str] = {}
     missing: dict[str, list[str]] = {}
     patients, slices, tumor_slices, tumor_px, total_px = 0, 0, 0, 0, 0
@@ -84,8 +89,7 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
         try:
             listed = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES]
         except PermissionError:
-            skipped.append(f"{folder}: cannot list folder (permission denied); it is skipped")
-            warnings.append(skipped[-1])
+            skip(f"{folder}: cannot list folder (permission denied); it is skipped")
             continue
         files = slice_files_in(listed)
         outputs = sorted(p.name for p in set(listed) - set(files) if not p.name.startswith("."))
@@ -96,12 +100,10 @@ def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
         if not files:
             if not folder.name.startswith("."):
                 inside = " but patient folders inside it, which are not searched" if holds_patients(folder) else ""
-                skipped.append(f"{folder}: no slices in this folder{inside}; it is skipped")
-                warnings.append(skipped[-1])
+                skip(f"{folder}: no slices in this folder{inside}; it is skipped")
             continue
         if folder != root and (why := not_a_patient(folder, files)):
-            skipped.append(why)
-            warnings.append(why)
+            skip(why)
             say_skipped(why, said_elsewhere=True)
             continue
         errors += same_slice_twice(files)

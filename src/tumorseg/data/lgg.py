@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import split_problem
 from ..errors import DataError, TumorsegError
 from ..io import (
     OUTPUT_ENDINGS,
@@ -240,10 +241,12 @@ def split_cases(
     validates (k-fold cross-validation; the test patients stay those of `folds=0`).
     The arguments follow TrainConfig's rules (a TumorsegError says which one is broken).
     """
-    if isinstance(ids, (str, bytes)):
+    listed = None if isinstance(ids, (str, bytes)) else list(ids)  # a generator is read once
+    if listed is None or not all(isinstance(i, str) for i in listed):
         raise TumorsegError(f"ids must be a list of patient ids (strings); got {type(ids).__name__} {ids!r:.60}")
-    ids = list(ids)  # a generator is read once
-    _check_split(ids, val_frac, test_frac, folds, fold)
+    if problem := split_problem(val_frac, test_frac, folds, fold):
+        raise TumorsegError(problem)
+    ids = listed
     if folds:
         base = split_cases(ids, seed, 0.0, test_frac)
         rest = base["train"]
@@ -260,17 +263,6 @@ def split_cases(
     val = sorted(shuffled[n_test : n_test + n_val])
     train = sorted(shuffled[n_test + n_val :])
     return {"train": train, "val": val, "test": test}
-
-
-def _check_split(ids, val_frac: float, test_frac: float, folds: int, fold: int) -> None:
-    if not all(isinstance(i, str) for i in ids):
-        raise TumorsegError(f"ids must be a list of patient ids (strings); got {type(ids).__name__} {ids!r:.60}")
-    if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
-        raise TumorsegError(f"val_frac {val_frac} and test_frac {test_frac}: each in [0, 1), their sum below 1")
-    if folds and val_frac:
-        raise TumorsegError("folds choose the validation patients: leave val_frac at 0")
-    if folds == 1 or folds < 0 or not 0 <= fold < max(folds, 1):
-        raise TumorsegError(f"fold must be in 0..folds-1 with folds >= 2 (got fold {fold} of {folds})")
 
 
 def load_case(case: Case, size: int | None, channels: str = "all", intensity: str = "fixed") -> CaseArrays:
