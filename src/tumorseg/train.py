@@ -189,14 +189,12 @@ def lr_at(cfg: TrainConfig, epoch: int, plateau_scale: float) -> float:
 def _plot_curves(history: list[dict], path: Path) -> None:
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no backend, no global figures
     from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
-    fig, ax1 = plt.subplots(figsize=(7, 4), dpi=100)
+    fig = Figure(figsize=(7, 4), dpi=100)
+    ax1 = fig.subplots()
     lines = ax1.plot(epochs, [h["train_loss"] for h in history], "o-", color="tab:blue", label="train loss")
     ax1.set_xlabel("epoch")
     ax1.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, never 1.25
@@ -213,7 +211,6 @@ def _plot_curves(history: list[dict], path: Path) -> None:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     from .io import atomic_write_bytes
 
     atomic_write_bytes(path, buf.getvalue())
@@ -272,8 +269,8 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
     if cfg.device == "cuda" and not torch.cuda.is_available():
         why = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
         raise TumorsegError(f"--device cuda: {why}; use --device cpu, or install PyTorch's CUDA build first, e.g. "
-                            "pip install torch --index-url https://download.pytorch.org/whl/cu124 (pick your CUDA; "
-                            "README, GPU users)")  # fmt: skip
+                            "pip install torch --index-url https://download.pytorch.org/whl/cu124 (pick the CUDA "
+                            "version your driver supports)")  # fmt: skip
     made = _first_missing(Path(cfg.out))
     check_run_folder(cfg, resume)
     info = ddp.setup("cuda" if _use_cuda(cfg) else "cpu")
@@ -680,7 +677,6 @@ def _fit(
         raise TumorsegError("an ensemble is trained member by member: use fit(), not _fit()")
     seed = cfg.seed + cfg.member  # init and sampling; the split stays cfg.seed's
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
 
     last_path, metrics_path = out / "last.safetensors", out / "metrics.jsonl"
     ck = _listed_resume(cfg, last_path) if resume else None  # checked before anything is written
@@ -741,6 +737,7 @@ def _fit(
 
     m = cfg.model
     device = _device(cfg, info)
+    torch.use_deterministic_algorithms(True, warn_only=True)  # after the checks: it imports torch._inductor (1 s)
     net = UNet(m.in_channels, 1, m.base, m.depth)
     if cfg.sync_bn and info.enabled:
         if device.type != "cuda":

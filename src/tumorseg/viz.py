@@ -205,13 +205,11 @@ def data_url(png: bytes) -> str:
 
 
 def histogram_png(values: list[float], baseline: list[float] | None = None, title: str = "") -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no backend, no global figures (serve's threads)
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
+    fig = Figure(figsize=(6, 3), dpi=100)
+    ax = fig.subplots()
     bins = np.linspace(0, 1, 21)
     ax.hist(values, bins=bins, color="tab:blue", label="model")
     if baseline is not None:
@@ -225,7 +223,6 @@ def histogram_png(values: list[float], baseline: list[float] | None = None, titl
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return buf.getvalue()
 
 

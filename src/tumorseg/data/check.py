@@ -34,7 +34,7 @@ from .lgg import (
 T1_CHANNELS = {0: "pre-contrast T1", 2: "post-contrast T1"}
 FEWER_SEQUENCES = (
     "a model trained on all three sequences scores lower on such input (the shipped one: 0.70 against 0.84 "
-    "mean per-patient Dice on its test patients with FLAIR alone; README, Missing sequences)"
+    "mean per-patient Dice on its test patients with FLAIR alone; its model card, Missing sequences)"
 )
 
 
