@@ -173,3 +173,42 @@ def start_server(*options: str, env: dict | None = None, tries: int = 600) -> tu
 def server(server_process):
     """The URL of a real server (see server_process)."""
     return server_process[0]
+
+
+def cli_here(*args: object, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`tumorseg ARGS` run by the CLI's own `main()` in this process, as a CompletedProcess: for
+    commands that answer before training or inference (refusals), which would spend 2-4 s of a
+    subprocess starting PyTorch. What trains, predicts, is signalled or times its start runs in a
+    subprocess. `env`, like subprocess's, replaces the environment for the call."""
+    import contextlib
+    import io
+    import signal
+
+    from tumorseg import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.argv, os.getcwd(), dict(os.environ), signal.getsignal(signal.SIGINT)
+    threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
+    code: int | str | None = 0
+    try:
+        sys.argv = ["tumorseg", *map(str, args)]
+        if cwd is not None:
+            os.chdir(cwd)
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                cli.main()
+            except SystemExit as exc:
+                code = exc.code
+    finally:
+        sys.argv = saved[0]
+        os.chdir(saved[1])
+        os.environ.clear()
+        os.environ.update(saved[2])
+        signal.signal(signal.SIGINT, saved[3])
+        if threads is not None:
+            sys.modules["torch"].set_num_threads(threads)
+    code = 0 if code is None else code if isinstance(code, int) else 1
+    return subprocess.CompletedProcess(["tumorseg", *map(str, args)], code, out.getvalue(), err.getvalue())

@@ -2,12 +2,11 @@
 
 import io
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli_here
 from PIL import Image
 
 from tumorseg.data.check import check_data
@@ -15,8 +14,8 @@ from tumorseg.errors import DataError
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "tumorseg", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    """`tumorseg ARGS`, by the CLI's main() in this process (a subprocess spends 2-4 s starting)."""
+    return cli_here(*args)
 
 
 def test_clean_data_reports_balance(tiny_lgg):

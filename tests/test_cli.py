@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli_here
 from PIL import Image
 
 
@@ -66,28 +67,28 @@ def test_predict_help_names_every_input_it_reads():
 def test_out_of_range_options(args, message, tmp_path):
     import re
 
-    r = tumorseg("train", "--data", tmp_path, "--out", tmp_path / "r", *args)
+    r = cli_here("train", "--data", tmp_path, "--out", tmp_path / "r", *args)
     assert r.returncode != 0
     assert re.search(message, r.stderr), r.stderr
     assert "Traceback" not in r.stderr
 
 
 def test_missing_data_folder(tmp_path):
-    r = tumorseg("train", "--data", tmp_path / "missing", "--out", tmp_path / "r")
+    r = cli_here("train", "--data", tmp_path / "missing", "--out", tmp_path / "r")
     assert r.returncode == 2
     assert "missing: data folder does not exist" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_empty_data_folder(tmp_path):
     (tmp_path / "empty").mkdir()
-    r = tumorseg("train", "--data", tmp_path / "empty", "--out", tmp_path / "r")
+    r = cli_here("train", "--data", tmp_path / "empty", "--out", tmp_path / "r")
     assert r.returncode == 2 and "no slices found" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_corrupt_file_named(tiny_lgg, tmp_path):
     victim = next(tiny_lgg.glob("*/*_12.png"))
     victim.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    r = tumorseg("train", "--data", tiny_lgg, "--out", tmp_path / "r", "--epochs", "1")
+    r = cli_here("train", "--data", tiny_lgg, "--out", tmp_path / "r", "--epochs", "1")
     assert r.returncode == 2
     assert f"{victim}: cannot read image" in r.stderr and "Traceback" not in r.stderr
 
@@ -105,15 +106,15 @@ def test_cli_train_and_resume(tiny_lgg, tmp_path):
     assert "resuming" in r.stdout and "epoch 2:" in r.stdout
     said = "--epochs 2, where the run was started for 1: the cosine schedule is recomputed, so epoch 2 trains at"
     assert said in r.stdout  # once the schedule was stretched without a word
-    r = tumorseg("train", "--resume", run, "--data", f"{tiny_lgg}/../{os.path.basename(tiny_lgg)}")
+    r = cli_here("train", "--resume", run, "--data", f"{tiny_lgg}/../{os.path.basename(tiny_lgg)}")
     assert r.returncode == 0 and "options differ" not in r.stderr, r.stderr  # the same folder, another spelling
-    r = tumorseg("train", "--resume", run, "--base", "8")
+    r = cli_here("train", "--resume", run, "--base", "8")
     assert r.returncode == 2 and "options differ from it: --base" in r.stderr
-    r = tumorseg("train", "--resume", run)  # all its epochs done
+    r = cli_here("train", "--resume", run)  # all its epochs done
     assert r.returncode == 0, r.stderr
     assert "already trained all 2 epochs; nothing to do" in r.stdout and "resuming" not in r.stdout
     config = (run / "config.json").read_text()
-    r = tumorseg("train", "--resume", run, "--epochs", "1")  # fewer epochs: nothing to do, and nothing rewritten
+    r = cli_here("train", "--resume", run, "--epochs", "1")  # fewer epochs: nothing to do, and nothing rewritten
     assert r.returncode == 0 and "nothing to do" in r.stdout, r.stderr
     assert (run / "config.json").read_text() == config  # once saved "epochs": 1, so a plain resume stopped there
     (run / "config.json").unlink()  # its last checkpoint carries the config: resuming still works
@@ -122,14 +123,14 @@ def test_cli_train_and_resume(tiny_lgg, tmp_path):
     assert (run / "config.json").is_file()
     # a fresh run into it, and --out beside --resume, are refused before anything changes
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
-    r = tumorseg("train", "--data", tiny_lgg, "--out", run, "--epochs", "1", "--base", "8", *common[2:])
+    r = cli_here("train", "--data", tiny_lgg, "--out", run, "--epochs", "1", "--base", "8", *common[2:])
     assert r.returncode == 2 and f"{run}: holds an earlier run" in r.stderr and f"--resume {run}" in r.stderr
-    r = tumorseg("train", "--resume", run, "--out", tmp_path / "elsewhere", "--epochs", "3")
+    r = cli_here("train", "--resume", run, "--out", tmp_path / "elsewhere", "--epochs", "3")
     assert r.returncode == 2 and "leave out --out" in r.stderr and not (tmp_path / "elsewhere").exists()
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
     # an --out that cannot be created is named, without a traceback
     (tmp_path / "afile").write_text("x")
-    r = tumorseg("train", "--data", tiny_lgg, "--out", tmp_path / "afile" / "run", "--epochs", "1", *common)
+    r = cli_here("train", "--data", tiny_lgg, "--out", tmp_path / "afile" / "run", "--epochs", "1", *common)
     assert r.returncode == 2 and "afile is a file" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -147,14 +148,14 @@ def test_resume_finds_its_data_after_a_move_and_refuses_other_patients(tiny_lgg,
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    r = tumorseg("train", "--resume", run, "--epochs", "2", cwd=elsewhere)
+    r = cli_here("train", "--resume", run, "--epochs", "2", cwd=elsewhere)
     assert r.returncode == 2 and f"{run}: the run's data folder lgg is not found from {elsewhere}" in r.stderr
     assert "give --data" in r.stderr and "Traceback" not in r.stderr
     fewer = tmp_path / "fewer"
     fewer.mkdir()
     first = sorted(tiny_lgg.iterdir())[0]
     (fewer / first.name).symlink_to(first)
-    r = tumorseg("train", "--resume", run, "--data", fewer, "--epochs", "2", cwd=elsewhere)
+    r = cli_here("train", "--resume", run, "--data", fewer, "--epochs", "2", cwd=elsewhere)
     assert r.returncode == 2 and f"{fewer}: does not hold the patients {run / 'last.safetensors'}" in r.stderr
     assert "Traceback" not in r.stderr
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
@@ -168,7 +169,7 @@ def test_cli_train_device_cuda_without_cuda(tiny_lgg, tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is visible")
-    r = tumorseg("train", "--data", tiny_lgg, "--out", tmp_path / "run", "--epochs", "1", "--device", "cuda")
+    r = cli_here("train", "--data", tiny_lgg, "--out", tmp_path / "run", "--epochs", "1", "--device", "cuda")
     why = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
     assert r.returncode == 2 and f"--device cuda: {why}" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
@@ -181,7 +182,7 @@ def test_a_threshold_of_0_or_1_is_refused_before_any_work(command, threshold, tm
     --help once showed the range as 0.0<=x<=1.0."""
     (tmp_path / "in").mkdir()
     args = [tmp_path / "in"] if command == "predict" else ["--data", tmp_path / "in"]
-    r = tumorseg(command, *args, "--out", tmp_path / "o", "--threshold", threshold)
+    r = cli_here(command, *args, "--out", tmp_path / "o", "--threshold", threshold)
     assert r.returncode == 2
     assert f"--threshold': {float(threshold)}: must lie strictly between 0 and 1" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "o").exists()
@@ -223,14 +224,14 @@ def test_resume_of_an_early_stopped_run_does_nothing(tiny_lgg, tmp_path):
     away.mkdir()
     for ck in run.glob("*.safetensors"):  # checkpoints moved away: the run's record is still not overwritten
         ck.rename(away / ck.name)
-    r = tumorseg("train", "--data", tiny_lgg, "--out", run, "--epochs", "1", *common)
+    r = cli_here("train", "--data", tiny_lgg, "--out", run, "--epochs", "1", *common)
     assert r.returncode == 2 and "holds an earlier run (metrics.jsonl, summary.json)" in r.stderr, r.stderr
     for ck in away.iterdir():
         ck.rename(run / ck.name)
     kept += ("summary.json",)  # not even rewritten alike (atomic writes make new inodes), nor the data read:
     next(p for p in sorted(tiny_lgg.rglob("*.png")) if "_mask" not in p.name).write_bytes(b"not read")
     before = {name: ((run / name).read_bytes(), (run / name).stat().st_ino) for name in kept}
-    r = tumorseg("train", "--resume", run)
+    r = cli_here("train", "--resume", run)
     assert r.returncode == 0, r.stderr
     assert "stopped early at epoch 2" in r.stdout and "nothing to do" in r.stdout and "resuming" not in r.stdout
     assert "train slices" not in r.stdout
@@ -240,7 +241,7 @@ def test_resume_of_an_early_stopped_run_does_nothing(tiny_lgg, tmp_path):
 def test_more_folds_than_patients_and_too_few_for_a_test_split_are_said(tiny_lgg, tmp_path):
     common = ["--base", "4", "--depth", "2", "--image-size", "64", "--epochs", "1"]
     for fold in ("2", "0"):  # fold 0 has a validation patient, but fold 2 of the same split none
-        r = tumorseg("train", "--data", tiny_lgg, "--out", tmp_path / "a" / "b" / "f", "--folds", "3", "--fold", fold,
+        r = cli_here("train", "--data", tiny_lgg, "--out", tmp_path / "a" / "b" / "f", "--folds", "3", "--fold", fold,
                      "--test-frac", "0", *common)  # fmt: skip
         assert r.returncode == 2 and "--folds 3: only 2 patients are outside the test split" in r.stderr, r.stderr
         # not even an empty folder, nor those it made above it (a/b/ once stayed)
@@ -252,7 +253,7 @@ def test_more_folds_than_patients_and_too_few_for_a_test_split_are_said(tiny_lgg
 def test_train_outside_the_repository_says_the_default_data_is_missing(tmp_path):
     """Run from another folder without --data: once "../shared/data/lgg: data folder does not exist",
     with no word of the default or of --data, and an empty runs/ left behind."""
-    r = tumorseg("train", "--epochs", "1", cwd=tmp_path)
+    r = cli_here("train", "--epochs", "1", cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     said = f"no --data given, and the default ../shared/data/lgg is not found from {tmp_path}; give --data DIR"
     assert said in r.stderr
@@ -266,7 +267,7 @@ def test_a_data_folder_one_level_too_high_points_to_the_patients(lgg_root, tmp_p
     hint = f"did you mean {tmp_path / 'dl' / 'kaggle_3m'}?"
     for cmd in (["check-data", tmp_path / "dl"], ["evaluate", "--data", tmp_path / "dl"],
                 ["predict", tmp_path / "dl", "--out", tmp_path / "o"]):  # fmt: skip
-        r = tumorseg(*cmd)
+        r = cli_here(*cmd)
         assert r.returncode in (1, 2) and hint in r.stdout + r.stderr, (cmd, r.stdout, r.stderr)
         if cmd[0] == "check-data":  # its warning once said the opposite ("no slices in this folder"), and "1 errors"
             said = r.stdout + r.stderr
@@ -298,7 +299,7 @@ def test_export_never_replaces_a_device_or_fifo(tiny_run, tmp_path):
 
     fifo = tmp_path / "pipe.onnx"
     os.mkfifo(fifo)
-    r = tumorseg("export", "--weights", tiny_run / "last.safetensors", "--out", fifo)
+    r = cli_here("export", "--weights", tiny_run / "last.safetensors", "--out", fifo)
     said = f"{fifo}: cannot write the graph (exists and is not a regular file, so it is not replaced)"
     assert r.returncode == 2 and said in r.stderr, r.stdout + r.stderr
     assert stat.S_ISFIFO(fifo.stat().st_mode) and "Traceback" not in r.stderr
@@ -307,7 +308,7 @@ def test_export_never_replaces_a_device_or_fifo(tiny_run, tmp_path):
 def test_train_refuses_what_would_fail_later_and_warns_of_what_cannot_work(tiny_lgg, tmp_path):
     """Batch 1 with a 1x1 bottleneck failed in batch norm after the data was read; a --val-frac that
     gives no validation patient, and training slices without tumor, passed without a word."""
-    r = tumorseg("train", "--data", tiny_lgg, "--out", tmp_path / "a", "--image-size", "16", "--depth", "4",
+    r = cli_here("train", "--data", tiny_lgg, "--out", tmp_path / "a", "--image-size", "16", "--depth", "4",
                  "--batch-size", "1")  # fmt: skip
     assert r.returncode == 2 and "the bottleneck is 1x1" in r.stderr and not (tmp_path / "a").exists(), r.stderr
     one = tmp_path / "one"
@@ -343,7 +344,7 @@ def test_fractions_that_leave_no_training_patient_are_named(tiny_lgg, lgg_root, 
     from conftest import copy_slices
 
     copy_slices(lgg_root / "TCGA_CS_4944_20010208", tiny_lgg / "TCGA_CS_4944_20010208", range(10, 13))
-    r = tumorseg("train", "--data", tiny_lgg, "--out", tmp_path / "r", "--epochs", "1", "--val-frac", "0.7")
+    r = cli_here("train", "--data", tiny_lgg, "--out", tmp_path / "r", "--epochs", "1", "--val-frac", "0.7")
     assert r.returncode == 2
     assert "--val-frac 0.7 and --test-frac 0.2 leave none to train on (train/val/test 0/2/1)" in r.stderr, r.stderr
 

@@ -4,14 +4,12 @@ in every inference path (evaluate, predict on a folder of slices, single slices,
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_PATIENTS, cli_tiny_run
+from conftest import SMALL_PATIENTS, cli_here, cli_tiny_run
 
 from tumorseg.config import ModelConfig
 from tumorseg.data.lgg import add_context, find_cases, load_case
@@ -99,7 +97,7 @@ def context_run(lgg_root: Path, tmp_path_factory) -> Path:
 
 def run_predict(weights: Path, out: Path, *inputs: Path) -> None:
     args = ["predict", *map(str, inputs), "--out", str(out), "--weights", str(weights), "--backend", "torch"]
-    r = subprocess.run([sys.executable, "-m", "tumorseg", *args], capture_output=True, text=True, timeout=300)
+    r = cli_here(*args)
     assert r.returncode == 0, r.stderr
 
 

@@ -2,8 +2,6 @@
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,6 +9,8 @@ from PIL import Image
 
 pydicom = pytest.importorskip("pydicom")
 nib = pytest.importorskip("nibabel")
+
+from conftest import cli_here  # noqa: E402
 
 from tumorseg.data.lgg import find_cases, load_case  # noqa: E402
 from tumorseg.errors import DataError  # noqa: E402
@@ -78,8 +78,7 @@ def test_series_reads_sorted_with_geometry(flair, tmp_path):
 
 def test_predict_series_writes_nifti_mask(flair, tmp_path):
     series = write_series(tmp_path / "series", flair)
-    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(series), "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = cli_here("predict", str(series), "--out", str(tmp_path / "o"))
     assert r.returncode == 0, r.stderr
     assert "taken as FLAIR" in r.stdout
     assert r.stdout.count("scores lower on such input") == 1  # one note for one sequence, with its cost
@@ -105,8 +104,7 @@ def test_three_series_as_t1_flair_t1c(lgg_root, tmp_path):
     case = load_case(find_cases(lgg_root / PID)[0], None)
     series = {name: write_series(tmp_path / name, case.images[:, c]) for c, name in enumerate(("t1", "flair", "t1c"))}
     args = [a for name, folder in series.items() for a in (f"--{name}", str(folder))]
-    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", *args, "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = cli_here("predict", *args, "--out", str(tmp_path / "o"))
     assert r.returncode == 0, r.stderr
     assert "filled with FLAIR" not in r.stdout and "taken as FLAIR" not in r.stdout
     mask = np.asanyarray(nib.load(str(tmp_path / "o" / "flair_pred.nii.gz")).dataobj).astype(bool)
@@ -123,8 +121,7 @@ def test_a_series_folder_as_its_own_out_can_be_segmented_again(flair, tmp_path):
     pytest.importorskip("highdicom")
     series = write_series(tmp_path / "series", flair[8:12])
     for _ in range(2):
-        r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(series), "--out", str(series)],
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
+        r = cli_here("predict", str(series), "--out", str(series))
         assert r.returncode == 0, r.stderr
     assert (series / "series_seg.dcm").is_file()
 
@@ -132,8 +129,7 @@ def test_a_series_folder_as_its_own_out_can_be_segmented_again(flair, tmp_path):
 def test_series_without_slice_thickness_gets_its_nifti_and_a_plain_note(flair, tmp_path):
     pytest.importorskip("highdicom")
     series = write_series(tmp_path / "series", flair[:6], drop=("SliceThickness",))
-    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(series), "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = cli_here("predict", str(series), "--out", str(tmp_path / "o"))
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "o" / "series_pred.nii.gz").is_file()
     assert not (tmp_path / "o" / "series_seg.dcm").exists()  # highdicom needs the attribute: said plainly
@@ -171,8 +167,7 @@ def test_dicomdir_multiframe_and_a_lone_slice_file(flair, tmp_path):
         read_dicom_series(multi)
     lone = tmp_path / "slice.dcm"
     shutil.copy(next(iter(sorted((tmp_path / "s").glob("IM*")))), lone)
-    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(lone), "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = cli_here("predict", str(lone), "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "a DICOM slice alone is not read; pass its series folder" in r.stderr, r.stderr
 
 
@@ -261,9 +256,7 @@ def test_a_named_folder_with_nothing_to_segment_fails_and_the_others_are_written
     for p in sorted(good.iterdir()):  # the same datasets, without the 128-byte preamble and DICM
         (bare / p.name).write_bytes(p.read_bytes()[132:])
     out = tmp_path / "o"
-    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(tmp_path / "empty"), str(bare), str(good),
-                        str(tmp_path / "masks"),
-                        "--out", str(out)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = cli_here("predict", str(tmp_path / "empty"), str(bare), str(good), str(tmp_path / "masks"), "--out", str(out))
     assert r.returncode == 1, r.stderr
     assert "1 of 3 inputs segmented" in r.stdout, r.stdout
     assert f"failed: {tmp_path / 'empty'} holds no MRI slices" in r.stderr, r.stderr

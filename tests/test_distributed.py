@@ -61,69 +61,81 @@ def read_metrics(run):
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_two_processes_identical_weights_and_val_matches_evaluate(tiny_run, tmp_path):
-    data = json.loads((tiny_run / "config.json").read_text())["data"]
-    run = tmp_path / "ddp"
-    # 3 patients: 1 for training is too few to split by rank, so validate on 2 (one per rank)
-    r = launch(tmp_path, base_cfg(data, run, val_frac=0.5, test_frac=0.0), nproc=2)
+@pytest.fixture(scope="module")
+def ddp_ensemble(lgg_root, tmp_path_factory):
+    """A 2-member ensemble trained by 2 processes for 1 epoch, validated on 2 of 3 patients (one
+    per rank: 1 training patient is too few to split by rank)."""
+    from conftest import SMALL_PATIENTS, copy_slices
+
+    base = tmp_path_factory.mktemp("ddp_ensemble")
+    for pid in (*SMALL_PATIENTS, "TCGA_CS_4944_20010208"):
+        copy_slices(lgg_root / pid, base / "lgg" / pid, range(6, 22))
+    cfg = base_cfg(base / "lgg", base / "ens", val_frac=0.5, epochs=1)
+    cfg["model"]["members"] = 2
+    return base / "lgg", base / "ens", launch(base, cfg, nproc=2)
+
+
+def test_each_members_validation_under_ddp_equals_evaluate_in_one_process(ddp_ensemble):
+    """Each rank scores its own validation patient; the gathered scores are what one process gets."""
+    data, run, r = ddp_ensemble
     assert "DDP: 2 processes, 4 slices each" in r.stdout
-    s0, s1 = (json.loads((run / f"rank{i}.json").read_text()) for i in (0, 1))
-    assert s0["weights_sha256"] == s1["weights_sha256"]
-    assert r.stdout.count("epoch 2:") == 1  # logs on rank 0 only
-    last = read_metrics(run)[-1]
-    assert len(last["val_per_patient"]) == 2
-    res = evaluate(data, run / "last.safetensors", "val", log=lambda *a: None)  # one process
-    for row in res["per_patient"]:
-        assert row["dice"] == pytest.approx(last["val_per_patient"][row["patient"]], abs=1e-6)
+    assert r.stdout.count("epoch 1:") == 2  # one line per member, from rank 0 only
+    for member in (run / "member0", run / "member1"):
+        last = read_metrics(member)[-1]
+        assert len(last["val_per_patient"]) == 2
+        res = evaluate(data, member / "last.safetensors", "val", log=lambda *a: None)  # one process
+        for row in res["per_patient"]:
+            assert row["dice"] == pytest.approx(last["val_per_patient"][row["patient"]], abs=1e-6)
 
 
-def test_two_processes_follow_the_single_process_loss_curve(tiny_lgg, tmp_path):
-    one, two = tmp_path / "one", tmp_path / "two"
-    cfg = dict(epochs=3, augment=False, schedule="none")
-    launch(tmp_path, base_cfg(tiny_lgg, one, **cfg), nproc=1)
-    launch(tmp_path, base_cfg(tiny_lgg, two, **cfg), nproc=2)
+def test_an_ensemble_under_ddp_scores_its_validation_patients_across_ranks(ddp_ensemble):
+    """An ensemble's summary.json once gave no validation Dice of its own. Under torchrun the ranks
+    share its validation patients (all-reduced counts); the result equals evaluate's, logged once."""
+    data, run, r = ddp_ensemble
+    summary = json.loads((run / "summary.json").read_text())
+    assert len(summary["val_per_patient"]) == 2 and r.stdout.count("ensemble val per-patient Dice mean") == 1
+    assert all("last_val_dice" in m for m in summary["member_results"])  # each member's own, beside it
+    res = evaluate(data, run / "last.safetensors", "val", largest=False, fill_holes=False, log=lambda *a: None)
+    assert {row["patient"]: row["dice"] for row in res["per_patient"]} == pytest.approx(summary["val_per_patient"],
+                                                                                         abs=1e-6)  # fmt: skip
+
+
+# one run of each kind serves several tests: torchrun starts cost about 6 s each here
+COMPARED = dict(epochs=2, augment=False, schedule="none", deep_supervision=True, hard_empty=1.0, empty_ratio=100.0)
+
+
+@pytest.fixture(scope="module")
+def one_and_two(lgg_root, tmp_path_factory):
+    """The same run (deep supervision, every empty slice ranked by hard_empty) in 1 process and in 2."""
+    from conftest import SMALL_PATIENTS, copy_slices
+
+    base = tmp_path_factory.mktemp("one_and_two")
+    for pid in SMALL_PATIENTS:
+        copy_slices(lgg_root / pid, base / "lgg" / pid, range(8, 20))
+    launch(base, base_cfg(base / "lgg", base / "one", **COMPARED), nproc=1)
+    launch(base, base_cfg(base / "lgg", base / "two", **COMPARED), nproc=2)
+    return base / "lgg", base / "one", base / "two"
+
+
+def test_two_processes_follow_the_single_process_loss_curve(one_and_two):
+    _, one, two = one_and_two
     a, b = read_metrics(one), read_metrics(two)
-    assert len(a) == len(b) == 3
+    assert len(a) == len(b) == 2
     for x, y in zip(a, b):
         # same slices per global step; only batch-norm statistics differ (4 vs 8 slices)
         assert y["train_loss"] == pytest.approx(x["train_loss"], rel=0.05)
-
-
-def test_single_process_checkpoint_resumes_under_ddp(tiny_lgg, tmp_path):
-    run = tmp_path / "r"
-    launch(tmp_path, base_cfg(tiny_lgg, run, epochs=1), nproc=1)
-    r = launch(tmp_path, base_cfg(tiny_lgg, run, epochs=2), nproc=2, resume=True)
-    assert "resuming" in r.stdout
-    assert [m["epoch"] for m in read_metrics(run)] == [1, 2]
-    s0, s1 = (json.loads((run / f"rank{i}.json").read_text()) for i in (0, 1))
+    s0, s1 = (json.loads((two / f"rank{i}.json").read_text()) for i in (0, 1))
     assert s0["weights_sha256"] == s1["weights_sha256"]
 
 
-def test_ddp_run_resumes_with_the_same_world_size(tiny_lgg, tmp_path):
-    full, part = tmp_path / "full", tmp_path / "part"
-    cfg = dict(augment=False, schedule="none")
-    launch(tmp_path, base_cfg(tiny_lgg, full, epochs=2, **cfg), nproc=2)
-    launch(tmp_path, base_cfg(tiny_lgg, part, epochs=1, **cfg), nproc=2)  # stopped after epoch 1
-    r = launch(tmp_path, base_cfg(tiny_lgg, part, epochs=2, **cfg), nproc=2, resume=True)
-    assert "resuming" in r.stdout and "at epoch 2" in r.stdout
-    a, b = read_metrics(full), read_metrics(part)
-    assert [m["epoch"] for m in b] == [1, 2]
-    assert b[1]["train_loss"] == pytest.approx(a[1]["train_loss"], rel=1e-4)
-
-
-def test_hard_empty_under_ddp_ranks_the_slices_one_process_ranks(tiny_lgg, tmp_path):
+def test_hard_empty_under_ddp_ranks_the_slices_one_process_ranks(one_and_two):
     """Each rank marks the empty slices it saw; the summed views match one process's (only
     batch-norm statistics differ), so every rank draws the next epoch's slices alike."""
     import numpy as np
 
     from tumorseg.checkpoint import load_checkpoint
 
-    one, two = tmp_path / "one", tmp_path / "two"
-    cfg = dict(epochs=2, augment=False, schedule="none", hard_empty=1.0, empty_ratio=100.0)  # every empty slice
-    launch(tmp_path, base_cfg(tiny_lgg, one, **cfg), nproc=1)
-    launch(tmp_path, base_cfg(tiny_lgg, two, **cfg), nproc=2)
-    s0, s1 = (json.loads((two / f"rank{i}.json").read_text()) for i in (0, 1))
-    assert s0["weights_sha256"] == s1["weights_sha256"]
+    _, one, two = one_and_two
     a, b = (load_checkpoint(r / "last.safetensors").extra["hard_empty.marked"].numpy() for r in (one, two))
     np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
     seen = ~np.isnan(a)
@@ -132,21 +144,39 @@ def test_hard_empty_under_ddp_ranks_the_slices_one_process_ranks(tiny_lgg, tmp_p
     assert np.corrcoef(a[seen], b[seen])[0, 1] > 0.9  # the same slices, not a shuffle of them
 
 
-def test_deep_supervision_under_ddp_keeps_heads_and_weights_equal_on_every_rank(tiny_lgg, tmp_path):
-    """The heads are inside the DDP wrapper (a head outside it would fail or drift): every rank ends
-    with the same U-Net, the loss follows one process's, and rank 0 saves the heads for --resume."""
+def test_deep_supervision_under_ddp_saves_the_heads_for_resume(one_and_two):
+    """The heads are inside the DDP wrapper (a head outside it would fail or drift: the ranks' equal
+    weights and loss curve above), and rank 0 saves them for --resume."""
     from tumorseg.checkpoint import load_checkpoint
 
-    one, two = tmp_path / "one", tmp_path / "two"
-    cfg = dict(epochs=2, augment=False, schedule="none", deep_supervision=True)
-    launch(tmp_path, base_cfg(tiny_lgg, one, **cfg), nproc=1)
-    launch(tmp_path, base_cfg(tiny_lgg, two, **cfg), nproc=2)
-    s0, s1 = (json.loads((two / f"rank{i}.json").read_text()) for i in (0, 1))
-    assert s0["weights_sha256"] == s1["weights_sha256"]
-    for x, y in zip(read_metrics(one), read_metrics(two)):
-        assert y["train_loss"] == pytest.approx(x["train_loss"], rel=0.05)
-    heads = load_checkpoint(two / "last.safetensors").extra
+    heads = load_checkpoint(one_and_two[2] / "last.safetensors").extra
     assert sorted(k for k in heads if k.startswith("aux.")) == ["aux.0.bias", "aux.0.weight"]
+
+
+def test_single_process_checkpoint_resumes_under_ddp(one_and_two, tmp_path):
+    import shutil
+
+    data, one, _ = one_and_two
+    run = tmp_path / "r"
+    shutil.copytree(one, run)
+    r = launch(tmp_path, base_cfg(data, run, **{**COMPARED, "epochs": 3}), nproc=2, resume=True)
+    assert "resuming" in r.stdout
+    assert [m["epoch"] for m in read_metrics(run)] == [1, 2, 3]
+    s0, s1 = (json.loads((run / f"rank{i}.json").read_text()) for i in (0, 1))
+    assert s0["weights_sha256"] == s1["weights_sha256"]
+
+
+def test_ddp_run_resumes_with_the_same_world_size(one_and_two, tmp_path):
+    """Stopped after epoch 1 and resumed, a DDP run ends where the unbroken one did: the heads,
+    the hard-empty marks and the optimizer come back on every rank."""
+    data, _, full = one_and_two
+    part = tmp_path / "part"
+    launch(tmp_path, base_cfg(data, part, **{**COMPARED, "epochs": 1}), nproc=2)  # stopped after epoch 1
+    r = launch(tmp_path, base_cfg(data, part, **COMPARED), nproc=2, resume=True)
+    assert "resuming" in r.stdout and "at epoch 2" in r.stdout
+    a, b = read_metrics(full), read_metrics(part)
+    assert [m["epoch"] for m in b] == [1, 2]
+    assert b[1]["train_loss"] == pytest.approx(a[1]["train_loss"], rel=1e-4)
 
 
 def test_ctrl_c_under_torchrun_stops_every_rank_after_one_batch_and_saves(tiny_lgg, tmp_path):
@@ -215,19 +245,3 @@ def test_sigterm_to_one_rank_stops_them_all_and_rank_0_saves(tiny_lgg, tmp_path)
     assert "interrupted in epoch" in stdout, stdout + err[-3000:]
     ck = load_checkpoint(run / "interrupted.safetensors")
     assert ck.meta["interrupted_in_epoch"] == len(read_metrics(run)) + 1 < 13
-
-
-def test_an_ensemble_under_ddp_scores_its_validation_patients_across_ranks(tiny_run, tmp_path):
-    """An ensemble's summary.json once gave no validation Dice of its own. Under torchrun the ranks
-    share its validation patients (all-reduced counts); the result equals evaluate's, logged once."""
-    data = json.loads((tiny_run / "config.json").read_text())["data"]
-    run = tmp_path / "ens"
-    cfg = base_cfg(data, run, val_frac=0.5, epochs=1)
-    cfg["model"]["members"] = 2
-    r = launch(tmp_path, cfg, nproc=2)
-    summary = json.loads((run / "summary.json").read_text())
-    assert len(summary["val_per_patient"]) == 2 and r.stdout.count("ensemble val per-patient Dice mean") == 1
-    assert all("last_val_dice" in m for m in summary["member_results"])  # each member's own, beside it
-    res = evaluate(data, run / "last.safetensors", "val", largest=False, fill_holes=False, log=lambda *a: None)
-    assert {row["patient"]: row["dice"] for row in res["per_patient"]} == pytest.approx(summary["val_per_patient"],
-                                                                                         abs=1e-6)  # fmt: skip

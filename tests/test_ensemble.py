@@ -2,14 +2,12 @@
 one checkpoint, resumable, and the same answers through every backend."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_PATIENTS, copy_slices
+from conftest import SMALL_PATIENTS, cli_here, copy_slices
 
 from tumorseg.checkpoint import build_model, load_checkpoint
 from tumorseg.config import validate_config
@@ -169,11 +167,16 @@ def test_predictor_and_int8_graph_on_an_ensemble(ensemble_run, lgg_root, tmp_pat
         for m in model.members
     ]
     assert np.abs(torch_p - (parts[0] + parts[1]) / 2).max() < 1e-5
-    r = subprocess.run(
-        [sys.executable, "-m", "tumorseg", "export", "--int8", "--weights", str(w), "--data",
-         str(Path(cfg.data)), "--out", str(w.with_name("ens.int8.onnx"))],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    r = cli_here(
+        "export",
+        "--int8",
+        "--weights",
+        str(w),
+        "--data",
+        str(Path(cfg.data)),
+        "--out",
+        str(w.with_name("ens.int8.onnx")),
+    )
     assert r.returncode == 0, r.stderr
     int8_p = Predictor.from_checkpoint(w, backend="onnx-int8").probabilities(images)
     assert int8_p.shape == torch_p.shape

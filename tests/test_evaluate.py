@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import copy_slices
+from conftest import cli_here, copy_slices
 from PIL import Image
 
 from tumorseg.evaluation import evaluate
@@ -51,11 +51,7 @@ def test_evaluate_matches_independent_scoring_of_predict_outputs(tiny_run, tmp_p
     pid = json.loads((tiny_run / "split.json").read_text())["test"][0]
     weights = tiny_run / "last.safetensors"
     res = evaluate(data, weights, "test", log=lambda *a: None)
-    r = subprocess.run(
-        [sys.executable, "-m", "tumorseg", "predict", str(data / pid), "--out", str(tmp_path / "p"),
-         "--weights", str(weights)],  # fmt: skip
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    r = cli_here("predict", str(data / pid), "--out", str(tmp_path / "p"), "--weights", str(weights))
     assert r.returncode == 0, r.stderr
     tp = fp = fn = 0
     for mask_path in sorted((data / pid).glob("*_mask.png")):
@@ -72,11 +68,7 @@ def test_evaluate_matches_independent_scoring_of_predict_outputs(tiny_run, tmp_p
 
 def test_evaluate_cli_prints_table_with_baseline(tiny_run):
     data = json.loads((tiny_run / "config.json").read_text())["data"]
-    r = subprocess.run(
-        [sys.executable, "-m", "tumorseg", "evaluate", "--data", data, "--weights",
-         str(tiny_run / "last.safetensors"), "--split", "test"],  # fmt: skip
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    r = cli_here("evaluate", "--data", data, "--weights", str(tiny_run / "last.safetensors"), "--split", "test")
     assert r.returncode == 0, r.stderr
     assert re.search(r'always "no tumor" baseline\s+0\.000', r.stdout)
     assert "median" in r.stdout and "std" in r.stdout
@@ -87,11 +79,18 @@ def test_evaluate_that_cannot_write_one_file_writes_the_others_and_says_so(tiny_
     traceback, with nothing saved."""
     data = json.loads((tiny_run / "config.json").read_text())["data"]
     (tmp_path / "ev" / "evaluation.json").mkdir(parents=True)
-    r = subprocess.run(
-        [sys.executable, "-m", "tumorseg", "evaluate", "--data", data, "--weights",
-         str(tiny_run / "last.safetensors"), "--split", "test", "--out", str(tmp_path / "ev"), "--report"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    r = cli_here(
+        "evaluate",
+        "--data",
+        data,
+        "--weights",
+        str(tiny_run / "last.safetensors"),
+        "--split",
+        "test",
+        "--out",
+        str(tmp_path / "ev"),
+        "--report",
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert f"{tmp_path / 'ev' / 'evaluation.json'}: cannot write (exists and is not a regular file" in r.stderr
     assert "The scores above were printed" in r.stderr and "mean" in r.stdout
@@ -157,11 +156,7 @@ def test_evaluate_scores_missing_sequences_as_the_dataset_fills_them(tiny_run, t
         want = score_volume(pred.segment(img, volume=True), case.full_masks)["dice"]
         assert res["summary"][name]["dice"]["mean"] == pytest.approx(want, abs=1e-9)
     assert "no_pre_t1" not in evaluate(data, weights, "test", log=lambda *a: None)["summary"]
-    r = subprocess.run(
-        [sys.executable, "-m", "tumorseg", "evaluate", "--data", str(data), "--weights", str(weights),
-         "--missing-sequences"],  # fmt: skip
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    r = cli_here("evaluate", "--data", str(data), "--weights", str(weights), "--missing-sequences")
     assert r.returncode == 0, r.stderr
     for label in ("FLAIR for pre-contrast T1", "FLAIR for post-contrast T1", "FLAIR for both T1s"):
         assert label in r.stdout
@@ -312,8 +307,7 @@ def test_a_gap_in_the_slice_numbers_parts_the_regions_either_side(lgg_root, tmp_
     every = evaluate(tmp_path / "gap", split="all", largest=False, log=lambda *a: None)["per_patient"][0]
     assert every["notes"] == []  # --all-parts drops nothing, as predict on these files: no note
     # what the note says of predict holds: on these files it keeps the false-alarm block the score dropped
-    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(tmp_path / "gap" / src.name), "--out",
-                        str(tmp_path / "pred")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = cli_here("predict", str(tmp_path / "gap" / src.name), "--out", str(tmp_path / "pred"))
     assert r.returncode == 0 and "segmented one by one" in r.stdout, r.stdout + r.stderr
     kept = [(np.asarray(Image.open(tmp_path / "pred" / f"{src.name}_{n}_pred.png")) > 0).sum() for n in (5, 6)]
     assert min(kept) > 0, kept
@@ -425,9 +419,18 @@ def test_a_patient_that_fails_to_load_is_named_and_the_others_are_scored_and_wri
     mask = sorted((tmp_path / "lgg" / bad).glob("*_mask.*"))[0]
     Image.open(mask).resize((64, 64)).save(mask)
     out = tmp_path / "ev"
-    r = subprocess.run([sys.executable, "-m", "tumorseg", "evaluate", "--data", str(tmp_path / "lgg"), "--weights",
-                        str(tiny_run / "last.safetensors"), "--split", "all", "--out", str(out), "--report"],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = cli_here(
+        "evaluate",
+        "--data",
+        str(tmp_path / "lgg"),
+        "--weights",
+        str(tiny_run / "last.safetensors"),
+        "--split",
+        "all",
+        "--out",
+        str(out),
+        "--report",
+    )
     assert r.returncode == 1, r.stderr
     assert f"{bad}: failed: {mask}" in r.stdout and "1 of 2 patients failed" in r.stdout, r.stdout
     res = json.loads((out / "evaluation.json").read_text())
@@ -449,9 +452,9 @@ def test_missing_sequence_rows_keep_the_largest_part_within_a_gap_free_run(lgg_r
         flair = np.asarray(Image.open(lgg_root / case / f"{case}_{i}.png"))[..., 1]
         Image.fromarray(flair).save(folder / f"P_gap_{n}.png")
         Image.open(lgg_root / case / f"{case}_{i}_mask.png").save(folder / f"P_gap_{n}_mask.png")
-    r = subprocess.run([sys.executable, "-m", "tumorseg", "evaluate", "--data", str(tmp_path / "d"), "--split", "all",
-                        "--missing-sequences", "--out", str(tmp_path / "e")], capture_output=True, text=True,
-                       timeout=300)  # fmt: skip
+    r = cli_here(
+        "evaluate", "--data", str(tmp_path / "d"), "--split", "all", "--missing-sequences", "--out", str(tmp_path / "e")
+    )
     assert r.returncode == 0, r.stderr
     rows = {line[:36].strip(): line[36:].split() for line in r.stdout.splitlines() if "chosen" in line}
     assert len(rows) == 4 and len({tuple(v) for v in rows.values()}) == 1, r.stdout

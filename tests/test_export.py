@@ -1,13 +1,12 @@
 """ONNX export: preprocessing inside the graph, parity with PyTorch on real slices."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
+
+from conftest import cli_here
 
 from tumorseg.data.lgg import find_cases, load_case  # noqa: E402
 from tumorseg.infer import Predictor  # noqa: E402
@@ -16,11 +15,7 @@ from tumorseg.infer import Predictor  # noqa: E402
 @pytest.fixture(scope="module")
 def exported(tiny_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    r = subprocess.run(
-        [sys.executable, "-m", "tumorseg", "export", "--weights", str(tiny_run / "last.safetensors"),
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    r = cli_here("export", "--weights", str(tiny_run / "last.safetensors"), "--out", str(out))
     assert r.returncode == 0, r.stderr
     return out
 
@@ -90,11 +85,7 @@ def test_onnx_backend_in_predict_gives_the_same_masks(tiny_run, lgg_root, tmp_pa
     w = tiny_run / "last.safetensors"
     outs = {}
     for backend in ("torch", "onnx"):
-        r = subprocess.run(
-            [sys.executable, "-m", "tumorseg", "predict", str(src), "--out", str(tmp_path / backend),
-             "--weights", str(w), "--backend", backend],  # fmt: skip
-            capture_output=True, text=True, timeout=300, env={**__import__("os").environ},
-        )  # fmt: skip
+        r = cli_here("predict", src, "--out", tmp_path / backend, "--weights", w, "--backend", backend)
         assert r.returncode == 0, r.stderr
         outs[backend] = sorted((tmp_path / backend).glob("*_pred.png"))
     from PIL import Image
@@ -118,11 +109,7 @@ def tiny_int8(tiny_run, tmp_path_factory):
     w = tmp_path_factory.mktemp("int8") / "tiny.safetensors"
     shutil.copy(tiny_run / "last.safetensors", w)
     out = w.with_name("tiny.int8.onnx")
-    r = subprocess.run(
-        [sys.executable, "-m", "tumorseg", "export", "--int8", "--weights", str(w), "--data",
-         str(tiny_run.parent / "lgg"), "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    r = cli_here("export", "--int8", "--weights", str(w), "--data", str(tiny_run.parent / "lgg"), "--out", str(out))
     assert r.returncode == 0, r.stderr
     return out
 
@@ -149,11 +136,7 @@ def test_int8_graph_contract_and_provenance(tiny_int8, tiny_run):
 
 
 def test_int8_export_needs_data(tiny_run, tmp_path):
-    r = subprocess.run(
-        [sys.executable, "-m", "tumorseg", "export", "--int8", "--weights", str(tiny_run / "last.safetensors"),
-         "--out", str(tmp_path / "m.onnx")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    r = cli_here("export", "--int8", "--weights", tiny_run / "last.safetensors", "--out", tmp_path / "m.onnx")
     assert r.returncode == 2 and "--data" in r.stderr
     assert not (tmp_path / "m.onnx").exists()
 

@@ -15,6 +15,8 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
+from conftest import cli_here  # noqa: E402
+
 from tumorseg.checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
 from tumorseg.errors import TumorsegError  # noqa: E402
 from tumorseg.export import export_int8, export_onnx  # noqa: E402
@@ -35,9 +37,8 @@ def shipped(tmp_path: Path) -> Path:
 
 
 def cli_export(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tumorseg", "export", *args], capture_output=True, text=True, timeout=300
-    )
+    """`tumorseg export ARGS`, by the CLI's main() in this process (a subprocess spends 3 s starting)."""
+    return cli_here("export", *args)
 
 
 def test_export_to_a_folder_is_refused_with_a_message(shipped, tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from conftest import cli_here
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -116,33 +117,25 @@ def test_truncated_tiff_says_so_and_logs_nothing_unnamed(tmp_path, caplog):
 
 
 def test_symlink_loop_and_dangling_link_in_input_folder(tiny_run, lgg_root, tmp_path):
-    import subprocess
-    import sys
 
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "s.png").write_bytes((lgg_root / SLICE).read_bytes())
     os.symlink(folder / "loop.png", folder / "loop.png")
     os.symlink(tmp_path / "missing.png", folder / "dangling.png")
-    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(folder), "--out", str(tmp_path / "o"),
-                        "--weights", str(tiny_run / "last.safetensors")], capture_output=True, text=True,
-                       timeout=300)  # fmt: skip
+    r = cli_here("predict", str(folder), "--out", str(tmp_path / "o"), "--weights", str(tiny_run / "last.safetensors"))
     assert "Traceback" not in r.stderr
     assert (tmp_path / "o" / "s_pred.png").is_file()
 
 
 def test_output_names_cannot_escape(tiny_run, lgg_root, tmp_path):
     """Outputs are named from the input's stem only: a name like '../../x' cannot leave --out."""
-    import subprocess
-    import sys
 
     odd = tmp_path / "in" / "..%2F..%2Fx.png"
     odd.parent.mkdir()
     odd.write_bytes((lgg_root / SLICE).read_bytes())
     out = tmp_path / "deep" / "out"
-    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(odd), "--out", str(out),
-                        "--weights", str(tiny_run / "last.safetensors")], capture_output=True, text=True,
-                       timeout=300)  # fmt: skip
+    r = cli_here("predict", str(odd), "--out", str(out), "--weights", str(tiny_run / "last.safetensors"))
     assert r.returncode == 0, r.stderr
     written = [p for p in tmp_path.rglob("*_pred.png")]
     assert written and all(p.parent == out for p in written)

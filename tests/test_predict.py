@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli_here
 from PIL import Image
 
 from tumorseg.checkpoint import load_checkpoint
@@ -13,9 +14,8 @@ from tumorseg.infer import DEFAULT_WEIGHTS, close_call, keep_largest_3d
 
 
 def run_predict(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "tumorseg", "predict", *map(str, args)], capture_output=True, text=True, timeout=300
-    )
+    """`tumorseg predict ARGS`, by the CLI's main() in this process (a subprocess spends 3 s starting)."""
+    return cli_here("predict", *args)
 
 
 def test_patient_folder_pred_and_overlay_per_slice(tiny_run, lgg_root, tmp_path):

@@ -1,14 +1,14 @@
 """NIfTI volumes: geometry round trip, parity with the slice path, bad input."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 nib = pytest.importorskip("nibabel")
+
+from conftest import cli_here  # noqa: E402
 
 from tumorseg.data.lgg import find_cases, load_case  # noqa: E402
 from tumorseg.errors import DataError  # noqa: E402
@@ -70,8 +70,7 @@ def test_mask_round_trip_any_axis_order(codes):
 
 
 def test_predict_nifti_same_dice_as_slice_path(lgg_case, nifti, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(nifti), "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = cli_here("predict", str(nifti), "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     out = nib.load(str(tmp_path / "scan_pred.nii.gz"))
     src = nib.load(str(nifti))
@@ -96,8 +95,7 @@ def test_flair_alone_is_repeated_and_said(lgg_case, tmp_path):
     flair = slices_to_array(lgg_case.images[:, 1:2])[..., 0].astype(np.float32) * 3.7 + 100  # not 0..255
     path = tmp_path / "flair.nii"
     nib.save(nib.Nifti1Image(flair, oblique_affine()), str(path))
-    cmd = [sys.executable, "-m", "tumorseg", "predict", "--flair", str(path), "--out", str(tmp_path / "o")]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    r = cli_here("predict", "--flair", path, "--out", tmp_path / "o")
     assert r.returncode == 0, r.stderr
     assert "filled with FLAIR" in r.stdout
     assert r.stdout.count("equal FLAIR in every slice") == 1  # said once, with what it costs
@@ -140,8 +138,7 @@ def test_evaluate_volume_pairs_matches_slice_path(lgg_case, nifti, tmp_path):
     mask_path = tmp_path / "scan_mask.nii.gz"
     nib.save(nib.Nifti1Image(truth, affine), str(mask_path))
     (tmp_path / "pairs.csv").write_text(f"image,mask\n{nifti},{mask_path.name}\n")
-    r = subprocess.run([sys.executable, "-m", "tumorseg", "evaluate", "--pairs", str(tmp_path / "pairs.csv"),
-                        "--out", str(tmp_path / "ev")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = cli_here("evaluate", "--pairs", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "ev"))
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     row = res["per_patient"][0]
@@ -190,8 +187,7 @@ def test_evaluate_pairs_keep_what_was_scored_and_name_each_problem(lgg_case, nif
     nib.save(nib.Nifti1Image(four, affine), str(tmp_path / "four_mask.nii.gz"))
     csv = tmp_path / "pairs.csv"
     csv.write_text(f"\ufeffimage , mask\n{nifti} , good_mask.nii.gz\n{nifti},four_mask.nii.gz\n", encoding="utf-8")
-    cmd = [sys.executable, "-m", "tumorseg", "evaluate", "--pairs", str(csv), "--out", str(tmp_path / "ev")]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    r = cli_here("evaluate", "--pairs", csv, "--out", tmp_path / "ev")
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "four_mask.nii.gz: a mask is one 3D volume" in r.stdout and "1 of 2 volumes failed" in r.stdout
     res = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
@@ -200,17 +196,14 @@ def test_evaluate_pairs_keep_what_was_scored_and_name_each_problem(lgg_case, nif
     md = (tmp_path / "ev" / "evaluation.md").read_text()
     assert "| variant |" in md and "| volume |" in md and "Mean per-volume Dice" in md and "1 volume scored" in md
     csv.write_text(f"image,mask\n{nifti},\n{nifti},absent.nii.gz\n")
-    r = subprocess.run([sys.executable, "-m", "tumorseg", "evaluate", "--pairs", str(csv)], capture_output=True,
-                       text=True, timeout=300)  # fmt: skip
+    r = cli_here("evaluate", "--pairs", str(csv))
     assert r.returncode == 2 and "line 2: no mask" in r.stderr and "line 3: mask" in r.stderr, r.stderr
     assert "Dice" not in r.stdout  # checked before any volume is scored
-    r = subprocess.run([sys.executable, "-m", "tumorseg", "evaluate", "--image", str(nifti), "--mask",
-                        str(tmp_path / "good_mask.nii.gz"), "--out", str(tmp_path / "r"), "--report"],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = cli_here("evaluate", "--image", nifti, "--mask", tmp_path / "good_mask.nii.gz", "--out", tmp_path / "r",
+                 "--report")  # fmt: skip
     assert r.returncode == 2 and "--report draws kaggle_3m patients" in r.stderr
     for extra in (["--data", str(tmp_path)], ["--split", "val"]):  # once silently ignored
-        cmd = [sys.executable, "-m", "tumorseg", "evaluate", "--image", str(nifti), "--mask", str(nifti), *extra]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        r = cli_here("evaluate", "--image", nifti, "--mask", nifti, *extra)
         assert r.returncode == 2 and "give one or the other" in r.stderr, r.stderr
 
 
@@ -275,8 +268,7 @@ def test_tumor_volume_of_a_sheared_grid_is_its_voxel_volume():
 
 def test_slice_only_outputs_asked_for_a_volume_are_said(nifti, tmp_path):
     """`--probabilities --overlay` on a NIfTI once wrote only the mask and summary, without a word."""
-    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(nifti), "--out", str(tmp_path),
-                        "--probabilities", "--overlay"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = cli_here("predict", str(nifti), "--out", str(tmp_path), "--probabilities", "--overlay")
     assert r.returncode == 0, r.stderr
     assert "warning: --probabilities and --overlay: written for 2D slices only" in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scan_pred.nii.gz", "scan_summary.json"]

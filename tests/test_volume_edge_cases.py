@@ -1,13 +1,12 @@
 """Volume input edge cases found in review: NIfTI header forms, odd voxel types, DICOM series
 oddities, and `predict` on several volumes. Synthetic volumes and the shipped model: no dataset needed."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 nib = pytest.importorskip("nibabel")
+
+from conftest import cli_here  # noqa: E402
 
 from tumorseg.errors import DataError, TumorsegError  # noqa: E402
 from tumorseg.infer import Predictor  # noqa: E402
@@ -241,24 +240,26 @@ def test_spacing_comes_from_the_affine_not_a_stale_pixdim(tmp_path):
 def test_a_flair_output_name_taken_by_an_input_volume_is_refused(tmp_path):
     """`--flair a/flair.nii.gz b/flair.nii.gz` once wrote both to out/flair_pred.nii.gz, the second
     over the first, and counted one input."""
-    import subprocess
-    import sys
 
     for d in ("a", "b"):
         (tmp_path / d).mkdir()
         nib.save(nib.Nifti1Image(scan(), AFFINE), str(tmp_path / d / "flair.nii.gz"))
-    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", "--flair", str(tmp_path / "a" / "flair.nii.gz"),
-                        str(tmp_path / "b" / "flair.nii.gz"), "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = cli_here(
+        "predict",
+        "--flair",
+        str(tmp_path / "a" / "flair.nii.gz"),
+        str(tmp_path / "b" / "flair.nii.gz"),
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert r.returncode == 2 and "share the name 'flair'" in r.stderr, r.stderr
     assert not (tmp_path / "o").exists()
-    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", "--flair", str(tmp_path / "a" / "flair.nii.gz"),
-                        str(tmp_path / "b"), "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = cli_here(
+        "predict", "--flair", str(tmp_path / "a" / "flair.nii.gz"), str(tmp_path / "b"), "--out", str(tmp_path / "o")
+    )
     assert r.returncode == 2 and "share the name 'flair'" in r.stderr, r.stderr  # b/ holds flair.nii.gz too
     (tmp_path / "o" / "flair_pred.nii.gz").mkdir(parents=True)  # an output that cannot be written
-    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", "--flair", str(tmp_path / "a" / "flair.nii.gz"),
-                        "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = cli_here("predict", "--flair", str(tmp_path / "a" / "flair.nii.gz"), "--out", str(tmp_path / "o"))
     assert r.returncode == 1 and "Traceback" not in r.stderr and "failed: " in r.stderr, r.stderr
 
 
@@ -271,8 +272,7 @@ def test_an_affine_with_no_axis_for_each_voxel_axis_is_refused(tmp_path, row, co
     path = _save(tmp_path / "sheared.nii.gz", scan(), affine)
     with pytest.raises(DataError, match=r"sheared.nii.gz: its voxel-to-world matrix .* is degenerate"):
         read_nifti(path)
-    r = subprocess.run([sys.executable, "-m", "tumorseg", "predict", str(path), "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = cli_here("predict", str(path), "--out", str(tmp_path / "o"))
     assert r.returncode == 1 and "Traceback" not in r.stderr and "is degenerate" in r.stderr, r.stderr
 
 

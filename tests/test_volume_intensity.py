@@ -3,13 +3,11 @@ inference path (evaluate, predict on a patient's slices, single slices, ONNX).""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SMALL_PATIENTS, cli_tiny_run
+from conftest import SMALL_PATIENTS, cli_here, cli_tiny_run
 
 from tumorseg.data.lgg import find_cases, load_case
 from tumorseg.data.transforms import resize_uint8, volume_normalize
@@ -81,11 +79,18 @@ def test_predict_on_a_patient_folder_matches_evaluate(volume_run, tmp_path):
     (row,) = res["per_patient"]
     folder = volume_run / "lgg" / row["patient"]
     case = load_case(find_cases(folder)[0], None)
-    r = subprocess.run(
-        [sys.executable, "-m", "tumorseg", "predict", str(folder), "--out", str(tmp_path), "--weights", str(weights),
-         "--backend", "torch", "--batch-size", "4"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    r = cli_here(
+        "predict",
+        str(folder),
+        "--out",
+        str(tmp_path),
+        "--weights",
+        str(weights),
+        "--backend",
+        "torch",
+        "--batch-size",
+        "4",
+    )
     assert r.returncode == 0, r.stderr
     assert len(case.names) > 4
     preds = np.stack([read_image(tmp_path / f"{n}_pred.png") > 127 for n in case.names])
