@@ -282,6 +282,10 @@ def test_a_missing_tumorseg_weights_is_named_as_the_variable(tmp_path, monkeypat
     monkeypatch.setenv("TUMORSEG_WEIGHTS", str(tmp_path / "nowhere.safetensors"))
     with pytest.raises(TumorsegError, match=r"\$TUMORSEG_WEIGHTS=.*nowhere\.safetensors: no such file"):
         default_weights()
+    monkeypatch.delenv("TUMORSEG_WEIGHTS")
+    monkeypatch.setattr("tumorseg.infer.DEFAULT_WEIGHTS", tmp_path / "gone.safetensors")
+    with pytest.raises(TumorsegError, match=r"gone\.safetensors is missing: reinstall tumorseg, or give --weights"):
+        default_weights()  # said for the Python API too ("no --weights given" once read as a CLI-only error)
 
 
 def test_help_keeps_option_names_whole_in_80_columns():

@@ -22,11 +22,14 @@ def default_weights() -> Path:
     if os.environ.get("TUMORSEG_WEIGHTS"):
         path = Path(os.environ["TUMORSEG_WEIGHTS"])
         if not path.is_file():
-            raise TumorsegError(f"no --weights given, and $TUMORSEG_WEIGHTS={path}: no such file")
+            raise TumorsegError(f"no weights given, and $TUMORSEG_WEIGHTS={path}: no such file")
         return path
     path = DEFAULT_WEIGHTS
     if not path.is_file():
-        raise TumorsegError(f"no --weights given and the shipped model {path} is missing")
+        raise TumorsegError(
+            f"no weights given, and the shipped model {path} is missing: reinstall tumorseg, "
+            "or give --weights (weights= in Python)"
+        )
     return path
 
 
