@@ -304,3 +304,21 @@ def test_a_long_file_name_wraps_on_a_phone_and_the_result_is_said(browser, serve
         page.eval_on_selector(f"#{i}", "e => JSON.stringify(e.getBoundingClientRect())") for i in ("base", "over")
     )
     assert base == over and __import__("json").loads(base)["width"] < 300
+
+
+def test_the_page_names_the_model_its_license_and_links_its_card(browser, server):
+    """The page said nothing of the model: not which, nor that its weights are non-commercial."""
+    page = browser.new_page()
+    said: list[str] = []
+    page.on("console", lambda m: said.append(m.text))
+    page.goto(server + "/")
+    page.wait_for_selector("#model-info:not([hidden])", timeout=10000)
+    model = httpx.get(server + "/api/v1/model").json()["model"]
+    shown = page.inner_text("#model-info")
+    assert f"Model: {model}" in shown and "CC BY-NC-SA 4.0, non-commercial use only" in shown, shown
+    page.click("#model-info a")
+    page.wait_for_selector("h1")
+    assert page.url == server + "/model-card/" and "Model card" in page.inner_text("h1")
+    page.wait_for_function("() => [...document.images].every((i) => i.complete && i.naturalWidth > 0)")
+    assert page.eval_on_selector_all("img", "imgs => imgs.length") >= 1
+    assert not [m for m in said if "Content Security Policy" in m], said

@@ -29,6 +29,50 @@ def test_health(server):
     assert body["backend"] == resolve_backend("auto", DEFAULT_WEIGHTS)
 
 
+def test_the_model_is_named_with_its_license_and_its_card_is_a_page(server):
+    """A web user once had no way to learn which model answered, that its weights are
+    non-commercial, or to read the model card the FLAIR-alone note points to."""
+    import re
+    from urllib.parse import urljoin
+
+    m = httpx.get(server + "/api/v1/model").json()
+    assert m["model"] == httpx.get(server + "/api/v1/health").json()["model"] and m["shipped"] is True
+    assert "CC BY-NC-SA 4.0" in m["license"] and "non-commercial" in m["license"]
+    assert m["channels"] == ["pre-contrast T1", "FLAIR", "post-contrast T1"] and m["image_size"] == 128
+    r = httpx.get(server + "/model-card", follow_redirects=True)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html") and str(r.url).endswith("/")
+    assert "<h1" in r.text and "<table>" in r.text and "non-commercial use only" in r.text
+    assert 'id="missing-sequences-a-run-not-shipped"' in r.text  # the section the FLAIR-alone note names
+    figures = re.findall(r'<img src="([^"]+)"', r.text)
+    assert figures and all(httpx.get(urljoin(str(r.url), f)).content[:4] == b"\x89PNG" for f in figures)
+    for name in ("nothing.png", "..%2Fweights%2FLICENSE.png", "tumorseg-lgg-unet.safetensors"):
+        assert httpx.get(server + "/model-card/" + name).status_code == 404, name
+
+
+def test_another_model_says_it_is_not_the_shipped_one(tmp_path):
+    from conftest import start_server
+
+    from tumorseg.checkpoint import Checkpoint, save_checkpoint
+    from tumorseg.config import TrainConfig
+    from tumorseg.models import UNet
+
+    weights = tmp_path / "mine.safetensors"
+    cfg = TrainConfig(model={"base": 4, "depth": 2, "image_size": 32, "channels": "flair"})
+    save_checkpoint(weights, Checkpoint(cfg, UNet(1, 1, 4, 2).state_dict(), {"epoch": 1}))
+    url, proc = start_server("--weights", str(weights))
+    try:
+        m = httpx.get(url + "/api/v1/model").json()
+        card = httpx.get(url + "/model-card/")
+        figure = httpx.get(url + "/model-card/failure_modes.png")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert m["model"].startswith("mine-") and m["shipped"] is False and m["license"] is None
+    assert m["channels"] == ["FLAIR"] and m["image_size"] == 32 and m["model_card"] is None
+    assert card.status_code == 404 and "is not the shipped model" in card.json()["error"]
+    assert figure.status_code == 404  # the shipped model's figures are not shown for another model
+
+
 def test_openapi_schema(server):
     schema = httpx.get(server + "/openapi.json").json()
     assert "/api/v1/segment" in schema["paths"] and "/api/v1/health" in schema["paths"]

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
@@ -32,8 +32,10 @@ from ..data.lgg import select_channels
 from ..errors import MissingExtraError, TooLargeError, TumorsegError
 from ..infer import Predictor, default_weights
 from ..io import read_image
+from ..shipped import DEFAULT_WEIGHTS, LICENSE, MODEL_CARD
 from ..viz import data_url, display_slice, flair_of, png_bytes
 from ..volume import need_medical
+from .card import card_html
 from .middleware import BodyLimit, Guard, error
 
 STATIC = Path(__file__).parent / "static"
@@ -44,6 +46,7 @@ MAX_VOXELS = 512 * 512 * 160  # a volume's values (x channels): about 2 GB of me
 RESULT_TTL = 3600.0  # seconds a volume's mask stays downloadable
 MAX_RESULTS_BYTES = 2 * 1024**3  # the results kept: beyond it, the oldest go first (512x512x160: about 50 MB each)
 MAX_BUSY = 2  # uploads decoded and answered at once: each may take up to about 2 GB
+SEQUENCES = {"all": ["pre-contrast T1", "FLAIR", "post-contrast T1"], "flair": ["FLAIR"]}  # a slice's channels
 BUSY_WAIT = 60.0  # seconds an upload waits for a free slot before a 503
 
 
@@ -237,7 +240,9 @@ def create_app(
     folder and removes it when it shuts down."""
     weights = Path(weights) if weights else default_weights()
     predictor = Predictor.from_checkpoint(weights, backend)
-    model_id = f"{weights.stem}-{hashlib.sha256(weights.read_bytes()).hexdigest()[:12]}"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    model_id = f"{weights.stem}-{digest[:12]}"
+    shipped = DEFAULT_WEIGHTS.is_file() and hashlib.sha256(DEFAULT_WEIGHTS.read_bytes()).hexdigest() == digest
     lock = threading.Lock()  # one inference at a time: the cores are shared anyway
     slots = asyncio.Semaphore(max_busy)  # uploads read, decoded and answered at once: bounds a burst's memory
     owned = results_dir is None
@@ -290,6 +295,36 @@ def create_app(
         return {"status": "ok", "model": model_id, "version": __version__, "backend": predictor.backend}
 
     app.head("/api/v1/health", include_in_schema=False)(health)  # one operation in the schema
+
+    @app.get("/api/v1/model")
+    def model() -> dict:
+        """The model that answers: its id, the input it takes (channels, in order, and the size it
+        works at), and for the shipped model its license and the address of its model card."""
+        cfg = predictor.config
+        return {"model": model_id, "version": __version__, "backend": predictor.backend,
+                "channels": SEQUENCES[cfg.channels], "image_size": cfg.image_size, "shipped": shipped,
+                "license": LICENSE if shipped else None, "model_card": "/model-card/" if shipped else None}  # fmt: skip
+
+    def no_card() -> HTTPException:
+        return HTTPException(404, f"no model card: {model_id} is not the shipped model (its card is for that one)")
+
+    @app.api_route("/model-card", methods=["GET", "HEAD"], include_in_schema=False)
+    def model_card_root() -> RedirectResponse:
+        return RedirectResponse("/model-card/", status_code=308)
+
+    @app.api_route("/model-card/", methods=["GET", "HEAD"], include_in_schema=False)
+    def model_card() -> HTMLResponse:
+        if not shipped or not MODEL_CARD.is_file():
+            raise no_card()
+        return HTMLResponse(card_html(MODEL_CARD.read_text(encoding="utf-8")))
+
+    @app.api_route("/model-card/{name}.png", methods=["GET", "HEAD"], include_in_schema=False)
+    def model_card_image(name: str) -> FileResponse:
+        """The card's figures, which lie beside it (failure_modes.png, curves.png)."""
+        path = MODEL_CARD.parent / f"{name}.png"
+        if not shipped or not re.fullmatch(r"[\w-]+", name) or not path.is_file():
+            raise no_card() if not shipped else HTTPException(404, f"the model card has no figure {name}.png")
+        return FileResponse(path, media_type="image/png")
 
     too_large = f"upload larger than {max_upload // (1024 * 1024)} MiB"
     app.add_middleware(BodyLimit, limit=max_upload + 1024 * 1024, message=too_large)  # + the form's own bytes

@@ -144,3 +144,20 @@ IMAGES.forEach((id) => {
     }
   });
 });
+
+// which model answers, and for the shipped one its license (non-commercial) and its model card
+fetch("/api/v1/model").then((r) => (r.ok ? r.json() : null)).then((m) => {
+  if (!m) return;
+  const info = $("model-info");
+  info.append(`Model: ${m.model} (tumorseg ${m.version}; input: ${m.channels.join(", ")}). `);
+  if (m.shipped) {
+    info.append(`Its weights are ${m.license} use only. `);
+    const card = document.createElement("a");
+    card.href = m.model_card;
+    card.textContent = "Model card";
+    info.append(card, ": its data, results and failure modes.");
+  } else {
+    info.append("Not the shipped model: its data, results and license are those of whoever trained it.");
+  }
+  info.hidden = false;
+}).catch(() => {});
