@@ -176,19 +176,38 @@ def server(server_process):
 
 
 def cli_here(*args: object, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`tumorseg ARGS` run by the CLI's own `main()` in this process, as a CompletedProcess: for
-    commands that answer before training or inference (refusals), which would spend 2-4 s of a
-    subprocess starting PyTorch. What trains, predicts, is signalled or times its start runs in a
-    subprocess. `env`, like subprocess's, replaces the environment for the call."""
+    """`tumorseg ARGS` run by the CLI's own `main()` in this process, as a CompletedProcess: no
+    2-4 s of a subprocess starting PyTorch. What needs a process of its own stays a subprocess:
+    signals, broken pipes, start-up time, torchrun, serve, and modules hidden from the import.
+
+    The call sees what a fresh process would: Python's default warning filters and logging's
+    last-resort handler write to its stderr (pytest would take both), and the process-wide
+    state the CLI sets is put back afterwards (argv, cwd, environment, signal handlers, PyTorch's
+    threads, seed and deterministic mode, loggers' levels, the excepthook, tumorseg's
+    said-once notes). It fails after 300 s, as the subprocess did; Ctrl-C stops the test run.
+    `env`, like subprocess's, replaces the environment for the call."""
     import contextlib
     import io
+    import logging
     import signal
+    import warnings
+
+    import torch  # before stderr is redirected: its log handler binds the stream it finds
 
     from tumorseg import cli
+    from tumorseg.data import lgg
+
+    def too_long(signum, frame):
+        raise TimeoutError(f"cli_here: tumorseg {' '.join(map(str, args))} ran over 300 s")
 
     out, err = io.StringIO(), io.StringIO()
-    saved = sys.argv, os.getcwd(), dict(os.environ), signal.getsignal(signal.SIGINT)
-    threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
+    root, loggers = logging.getLogger(), dict(logging.root.manager.loggerDict)
+    saved = (sys.argv, os.getcwd(), dict(os.environ), signal.getsignal(signal.SIGINT), sys.excepthook,
+             torch.get_num_threads(), torch.get_rng_state(), torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(), set(lgg._SAID), root.handlers[:],
+             {n: lg.level for n, lg in loggers.items() if isinstance(lg, logging.Logger)} | {"": root.level},
+             )  # fmt: skip
+    alarm = signal.signal(signal.SIGALRM, too_long)
     code: int | str | None = 0
     try:
         sys.argv = ["tumorseg", *map(str, args)]
@@ -197,18 +216,45 @@ def cli_here(*args: object, cwd: Path | None = None, env: dict | None = None) ->
         if env is not None:
             os.environ.clear()
             os.environ.update(env)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        lgg._SAID.clear()
+        root.handlers = []  # no handler: logging's last resort prints warnings to stderr, as in a fresh process
+        root.setLevel(logging.WARNING)
+        signal.alarm(300)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.resetwarnings()  # Python's defaults, not pytest's capture
+            warnings.simplefilter("default")
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", category)
+            warnings.showwarning = lambda m, c, f, n, *_: err.write(warnings.formatwarning(m, c, f, n))
             try:
                 cli.main()
             except SystemExit as exc:
                 code = exc.code
+    except Exception as exc:
+        exc.add_note(f"cli_here: tumorseg {' '.join(map(str, args))}\nstdout: {out.getvalue()[-3000:]}\n"
+                     f"stderr: {err.getvalue()[-3000:]}")  # fmt: skip
+        raise
     finally:
-        sys.argv = saved[0]
-        os.chdir(saved[1])
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, alarm)
+        sys.argv, cwd_before, environ, sigint, sys.excepthook = saved[:5]
+        os.chdir(cwd_before)
         os.environ.clear()
-        os.environ.update(saved[2])
-        signal.signal(signal.SIGINT, saved[3])
-        if threads is not None:
-            sys.modules["torch"].set_num_threads(threads)
+        os.environ.update(environ)
+        signal.signal(signal.SIGINT, sigint)
+        torch.set_num_threads(saved[5])
+        torch.set_rng_state(saved[6])
+        if (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) != (
+            saved[7],
+            saved[8],
+        ):  # only when changed: the call imports torch._inductor
+            torch.use_deterministic_algorithms(saved[7], warn_only=saved[8])
+        lgg._SAID.clear()
+        lgg._SAID.update(saved[9])
+        root.handlers = saved[10]
+        for name, level in saved[11].items():
+            logging.getLogger(name or None).setLevel(level)
     code = 0 if code is None else code if isinstance(code, int) else 1
+    if code == 130:  # the CLI turned a Ctrl-C into its exit status: stop the test run as pytest would
+        raise KeyboardInterrupt
     return subprocess.CompletedProcess(["tumorseg", *map(str, args)], code, out.getvalue(), err.getvalue())
