@@ -92,6 +92,14 @@ def context_run(lgg_root: Path, tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("context_run")
     r = cli_tiny_run(lgg_root, base, "--context", "1")
     assert "UNet(in_channels=5" in r.stdout
+    run = base / "run"  # the train command ends saying where its files are and how to score them
+    assert (
+        f"run folder: {run} (last.safetensors, best.safetensors, metrics.jsonl, curves.png, summary.json)" in r.stdout
+    )
+    assert (
+        f"score it on its 1 test patient: tumorseg evaluate --data {base / 'lgg'} --weights {run / 'last.safetensors'}"
+        in r.stdout
+    )
     return base
 
 

@@ -28,8 +28,10 @@ def test_evaluate_uses_saved_test_split_and_writes_outputs(tiny_run, tmp_path):
     split = json.loads((tiny_run / "split.json").read_text())
     assert len(split["test"]) == 1
     data = Path(json.loads((tiny_run / "config.json").read_text())["data"])
-    res = evaluate(data, tiny_run / "last.safetensors", "test", tmp_path / "ev", report=True, log=lambda *a: None)
+    said: list[str] = []
+    res = evaluate(data, tiny_run / "last.safetensors", "test", tmp_path / "ev", report=True, log=said.append)
     assert [r["patient"] for r in res["per_patient"]] == split["test"]
+    assert said[-1] == f"wrote evaluation.json, evaluation.md, report.html in {tmp_path / 'ev'}"  # once unsaid
     for name in ("evaluation.json", "evaluation.md", "report.html"):
         assert (tmp_path / "ev" / name).is_file()
     text = (tmp_path / "ev" / "evaluation.json").read_text()

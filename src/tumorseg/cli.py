@@ -274,6 +274,23 @@ def train(
     cfg = _validate_options(base_cfg)
     check_out_dir(Path(cfg.out))
     fit(cfg, resume=resume is not None, progress=sys.stderr.isatty())  # no bar junk in a log file
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, said once
+        _say_run_folder(Path(cfg.out), cfg.data)
+
+
+def _say_run_folder(out: Path, data: str) -> None:
+    """Where a finished train call left its files, and how to score the model on its test patients."""
+    import json
+
+    names = ("last.safetensors", "best.safetensors", "metrics.jsonl", "curves.png", "summary.json")
+    typer.echo(f"run folder: {out} ({', '.join(n for n in names if (out / n).is_file())})")
+    try:
+        test = json.loads((out / "split.json").read_text()).get("test")
+    except (OSError, ValueError, AttributeError):
+        return
+    if test:
+        typer.echo(f"score it on its {len(test)} test patient{'s' * (len(test) != 1)}: tumorseg evaluate --data "
+                   f"{data} --weights {out / 'last.safetensors'}")  # fmt: skip
 
 
 def _saved_config(run: Path):

@@ -498,6 +498,8 @@ def write_outputs(result: dict, out: Path, weights: Path, strips_input: dict | N
         log(f"warning: {out / 'report.html'} is from an earlier evaluation, not this one (add --report to redo it)")
     if failed:
         raise TumorsegError("; ".join(failed) + ". The scores above were printed; the files not named were written")
+    names = ["evaluation.json", "evaluation.md"] + (["report.html"] if strips_input is not None else [])
+    log(f"wrote {', '.join(names)} in {out}")
 
 
 def mask_values_notes(mask: np.ndarray, path: Path) -> list[str]:
