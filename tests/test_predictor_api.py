@@ -174,3 +174,15 @@ def test_one_slice_or_a_file_name_gets_a_hint(shipped, slices):
         shipped.predict(slices[0])
     with pytest.raises(TumorsegError, match=r"got str 'x.png' \(read an image file with tumorseg.io.read_image\)"):
         shipped.predict("x.png")
+
+
+def test_case_numbers_make_the_notes_name_slices_as_the_cli_does(lgg_root):
+    """The README's API example once gave no way to the files' slice numbers, so its close-call note
+    said "slices 10-13 (counted from 0)" where `predict` says "slices 11-14"."""
+    pred = Predictor.from_checkpoint()  # the shipped model on its default backend, as `predict` runs it
+    arrays = load_case(find_cases(lgg_root / "TCGA_CS_5395_19981004")[0], None, pred.config.channels)
+    assert arrays.numbers == list(range(1, len(arrays.images) + 1))
+    probs = pred.predict(arrays.images, volume=True, numbers=arrays.numbers)
+    _, notes = pred.mask_with_notes(probs, volume=True, numbers=arrays.numbers)
+    assert len(notes) == 1 and "kept 3202 voxels in slices 11-14; dropped 2356 voxels in slices 5-6" in notes[0]
+    assert "counted from 0" not in notes[0]

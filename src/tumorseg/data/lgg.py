@@ -57,6 +57,12 @@ class CaseArrays:
     def tumor_slices(self) -> np.ndarray:
         return np.flatnonzero(self.masks.reshape(len(self.masks), -1).any(1))
 
+    @property
+    def numbers(self) -> list[int] | None:
+        """The slices' file numbers (`X_12.tif` -> 12), for `Predictor` calls whose notes should
+        name slices as the files do; None when a name has no number or two share one."""
+        return slice_numbers([Path(n) for n in self.names]) if self.names else None
+
 
 def slice_number(path: Path) -> tuple[int, str]:
     """Sort key: the trailing number of the stem (`X_12` -> 12), then the name."""
