@@ -44,6 +44,8 @@ def test_evaluate_uses_saved_test_split_and_writes_outputs(tiny_run, tmp_path):
     assert html.count("data:image/png;base64,") >= 3 and split["test"][0] in html
     said = "over 0 of 1 patients"  # how many patients each HD95 mean is over, when some are n/a
     assert said in html and said in (tmp_path / "ev" / "evaluation.md").read_text()
+    alone = 'Each variant is scored on its own: "+" adds its steps to the plain model at threshold 0.5'
+    assert alone in html.replace("&quot;", '"') and alone in (tmp_path / "ev" / "evaluation.md").read_text()
     assert "training curves" in html  # the run folder's curves.png is found beside the weights
 
 
@@ -74,6 +76,7 @@ def test_evaluate_cli_prints_table_with_baseline(tiny_run):
     assert r.returncode == 0, r.stderr
     assert re.search(r'always "no tumor" baseline\s+0\.000', r.stdout)
     assert "median" in r.stdout and "std" in r.stdout
+    assert 'Each variant is scored on its own: "+" adds its steps' in r.stdout  # "+ flip TTA" read as cumulative
 
 
 def test_evaluate_that_cannot_write_one_file_writes_the_others_and_says_so(tiny_run, tmp_path):

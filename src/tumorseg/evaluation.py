@@ -286,6 +286,11 @@ VARIANT_LABELS = {
 }
 
 
+VARIANTS_NOTE = (
+    'Each variant is scored on its own: "+" adds its steps to the plain model at threshold 0.5, not to the row above'
+)
+
+
 def variant_label(name: str) -> str:
     """How tables name a variant of `evaluate` (`min_size_50`: "+ drop <50 px")."""
     if name.startswith("min_size_"):
@@ -330,6 +335,7 @@ def print_table(result: dict, log=print) -> None:
     log(f"in-plane HD95 per slice (slice_hd95, over slices where both masks have tumor): mean {_f(sh['mean'])}, "
         f"median {_f(sh['median'])}{unit}" + (f"; {fewer}" if fewer else ""))  # fmt: skip
     log("")
+    log(VARIANTS_NOTE)
     log(f"{'per-patient Dice':<34}{'mean':>8}{'median':>8}{'min':>8}")
     for key in variant_order(result["summary"]):
         d = result["summary"][key]["dice"]
@@ -348,7 +354,8 @@ def hd95_note(result: dict, what: str = "patient") -> str | None:
             parts.append(f"{name} over {h['n']} of {h['n'] + h['undefined']} {what}s")
     if not parts:
         return None
-    return f"HD95 means leave out the n/a {what}s (one mask empty, the other not): {', '.join(parts)}"
+    return (f"HD95 is n/a for a {what} whose masks are one empty and one not, and its means leave such {what}s "
+            f"out: {', '.join(parts)}")  # fmt: skip
 
 
 def slice_dice_note(result: dict, what: str = "patient") -> str | None:
@@ -438,6 +445,7 @@ def markdown(result: dict) -> str:
         cells += [_f(r[c]) if isinstance(r.get(c), float) else _md(str(r.get(c, ""))) for c in cols[1:]]
         lines.append("| " + " | ".join(cells) + " |")
     heads = [f"{_head(result, m)} mean" for m in METRICS]
+    lines += ["", VARIANTS_NOTE + "."]
     lines += ["", "| variant | " + " | ".join(heads) + " | Dice median | Dice std | Dice min | FP slices (total) |"]
     lines.append("|" + "---|" * (len(METRICS) + 5))
     for name in variant_order(result["summary"]):

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .evaluation import (
+    VARIANTS_NOTE,
     counted,
     hd95_header,
     hd95_note,
@@ -83,6 +84,7 @@ def build_report(result: dict, strips_input: dict, weights: Path) -> str:
         f"{acc_model:.3f}, always 'no tumor' baseline {acc_base:.3f}.",
         result["empty_mask_rule"],
         *filter(None, [hd95_note(result), slice_dice_note(result), slice_hd95_note(result)]),
+        VARIANTS_NOTE + ".",
         *(f"{r['patient']}: {n}" for r in rows for n in r.get("notes", [])),
         *(f"Not scored: {f['image']}: {f['error']}" for f in result.get("failed", [])),
     ]
