@@ -76,6 +76,15 @@ def test_another_model_says_it_is_not_the_shipped_one(tmp_path):
 def test_openapi_schema(server):
     schema = httpx.get(server + "/openapi.json").json()
     assert "/api/v1/segment" in schema["paths"] and "/api/v1/health" in schema["paths"]
+    model = schema["paths"]["/api/v1/model"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert model == {"$ref": "#/components/schemas/ModelInfo"}  # once a free-form object
+    assert "license" in schema["components"]["schemas"]["ModelInfo"]["properties"]
+
+
+def test_an_unknown_format_names_the_ones_there_are(server, lgg_root):
+    """`?format=jpeg` once answered "String should match pattern '^(json|png)$'"."""
+    r = post(server, (lgg_root / SLICE).read_bytes(), format="jpeg")
+    assert r.status_code == 422 and "query.format: Input should be 'json' or 'png'" in r.json()["error"], r.text
 
 
 def test_segment_real_slice(server, lgg_root):

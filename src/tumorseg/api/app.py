@@ -23,7 +23,7 @@ from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from .. import __version__
@@ -136,6 +136,19 @@ class ErrorBody(BaseModel):
     """Every error answer's body."""
 
     error: str
+
+
+class ModelInfo(BaseModel):
+    """The model that answers (GET /api/v1/model)."""
+
+    model: str = Field(description="the weights' file name and the start of their SHA-256")
+    version: str = Field(description="tumorseg's version")
+    backend: str = Field(description="the inference backend: torch, onnx or onnx-int8")
+    channels: list[str] = Field(description="the sequences a slice holds, in order")
+    image_size: int = Field(description="the size the model works at; masks come back at the upload's size")
+    shipped: bool = Field(description="whether these are the shipped weights")
+    license: str | None = Field(description="the shipped weights' license; null for other weights")
+    model_card: str | None = Field(description="the address of the shipped model's card; null for other weights")
 
 
 class SliceAnswer(BaseModel):
@@ -297,13 +310,14 @@ def create_app(
     app.head("/api/v1/health", include_in_schema=False)(health)  # one operation in the schema
 
     @app.get("/api/v1/model")
-    def model() -> dict:
+    def model() -> ModelInfo:
         """The model that answers: its id, the input it takes (channels, in order, and the size it
         works at), and for the shipped model its license and the address of its model card."""
         cfg = predictor.config
-        return {"model": model_id, "version": __version__, "backend": predictor.backend,
-                "channels": SEQUENCES[cfg.channels], "image_size": cfg.image_size, "shipped": shipped,
-                "license": LICENSE if shipped else None, "model_card": "/model-card/" if shipped else None}  # fmt: skip
+        card = "/model-card/" if shipped else None
+        return ModelInfo(model=model_id, version=__version__, backend=predictor.backend,
+                         channels=SEQUENCES[cfg.channels], image_size=cfg.image_size, shipped=shipped,
+                         license=LICENSE if shipped else None, model_card=card)  # fmt: skip
 
     def no_card() -> HTTPException:
         return HTTPException(404, f"no model card: {model_id} is not the shipped model (its card is for that one)")
@@ -333,7 +347,7 @@ def create_app(
     @app.post("/api/v1/segment", responses=SEGMENT_RESPONSES, dependencies=[Depends(one_upload)])
     async def segment(
         file: UploadFile = File(..., description="A PNG, TIFF or JPEG slice, or a NIfTI volume"),
-        format: str = Query("json", pattern="^(json|png)$", description="json, or png for the mask alone"),
+        format: Literal["json", "png"] = Query("json", description="json, or png for the mask alone"),
         all_parts: bool = Query(False, description="a volume keeps every 3D region, not only the largest"),
     ):
         """Segment one upload. Returns the mask and overlay as PNG data URLs, the tumor area
