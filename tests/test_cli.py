@@ -30,7 +30,8 @@ def test_the_package_and_its_help_load_without_torch():
     """`import tumorseg` once loaded PyTorch (1.9 s for `tumorseg --help`); its names load on first use."""
     code = ("import sys, tumorseg, tumorseg.cli; assert 'torch' not in sys.modules, 'torch loaded'; "
             "assert tumorseg.UNet.__name__ == 'UNet' and 'torch' in sys.modules; "
-            "assert set(tumorseg.__all__) <= set(dir(tumorseg)); tumorseg.nothing_of_that_name")  # fmt: skip
+            "assert set(tumorseg.__all__) <= set(dir(tumorseg)); assert not {'importlib', 'TYPE_CHECKING', "
+            "'annotations', 'data'} & set(dir(tumorseg)), dir(tumorseg); tumorseg.nothing_of_that_name")  # fmt: skip
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "AttributeError: module 'tumorseg' has no attribute 'nothing_of_that_name'" in r.stderr, r.stderr
     r = subprocess.run([sys.executable, "-X", "importtime", "-m", "tumorseg", "--help"], capture_output=True,

@@ -66,4 +66,5 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_WHERE})
+    """The public names and the dunders: not this file's helpers (importlib, TYPE_CHECKING) nor submodules."""
+    return sorted({*__all__, *(n for n in globals() if n.startswith("__") and n.endswith("__"))})
