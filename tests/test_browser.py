@@ -322,3 +322,22 @@ def test_the_page_names_the_model_its_license_and_links_its_card(browser, server
     page.wait_for_function("() => [...document.images].every((i) => i.complete && i.naturalWidth > 0)")
     assert page.eval_on_selector_all("img", "imgs => imgs.length") >= 1
     assert not [m for m in said if "Content Security Policy" in m], said
+
+
+def test_report_keeps_patient_ids_on_one_line(browser, tiny_run, tmp_path):
+    """report.html once broke every patient id across two lines (`TCGA_CS_5395_19981` / `004`)."""
+    import json
+
+    from tumorseg.evaluation import evaluate
+
+    data = json.loads((tiny_run / "config.json").read_text())["data"]
+    evaluate(data, tiny_run / "last.safetensors", "all", tmp_path / "ev", report=True, log=lambda *a: None)
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto((tmp_path / "ev" / "report.html").as_uri())
+    lines = page.eval_on_selector_all(
+        "td:first-child",
+        """tds => tds.filter(t => t.textContent.startsWith("TCGA"))
+        .map(t => { const r = document.createRange(); r.selectNodeContents(t);
+                    return new Set([...r.getClientRects()].map((x) => Math.round(x.top))).size; })""",
+    )
+    assert len(lines) == 3 and lines == [1, 1, 1], lines

@@ -264,7 +264,7 @@ def html_report(
         f"<title>{html.escape(title)}</title><style>",
         "body{font-family:system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0}",
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:13px}th{background:#f0f0f0}",
-        "td:first-child{text-align:left;max-width:28em;overflow-wrap:anywhere}img{max-width:100%}",
+        "td:first-child{text-align:left;min-width:15em;max-width:28em;overflow-wrap:anywhere}img{max-width:100%}",
         ".strip{margin:4px 0 14px}h3,.note{overflow-wrap:anywhere}",
         ".note{color:#555;font-size:13px}h2{margin-top:28px}",
         "</style></head><body>",
