@@ -281,6 +281,7 @@ def train(
 def _say_run_folder(out: Path, data: str) -> None:
     """Where a finished train call left its files, and how to score the model on its test patients."""
     import json
+    import shlex
 
     names = ("last.safetensors", "best.safetensors", "metrics.jsonl", "curves.png", "summary.json")
     typer.echo(f"run folder: {out} ({', '.join(n for n in names if (out / n).is_file())})")
@@ -290,7 +291,7 @@ def _say_run_folder(out: Path, data: str) -> None:
         return
     if test:
         typer.echo(f"score it on its {len(test)} test patient{'s' * (len(test) != 1)}: tumorseg evaluate --data "
-                   f"{data} --weights {out / 'last.safetensors'}")  # fmt: skip
+                   f"{shlex.quote(str(data))} --weights {shlex.quote(str(out / 'last.safetensors'))}")  # fmt: skip
 
 
 def _saved_config(run: Path):
