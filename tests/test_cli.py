@@ -31,7 +31,7 @@ def test_the_package_and_its_help_load_without_torch():
     code = ("import sys, tumorseg, tumorseg.cli; assert 'torch' not in sys.modules, 'torch loaded'; "
             "assert tumorseg.UNet.__name__ == 'UNet' and 'torch' in sys.modules; "
             "assert set(tumorseg.__all__) <= set(dir(tumorseg)); assert not {'importlib', 'TYPE_CHECKING', "
-            "'annotations', 'data'} & set(dir(tumorseg)), dir(tumorseg); tumorseg.nothing_of_that_name")  # fmt: skip
+            "'annotations', 'cli'} & set(dir(tumorseg)), dir(tumorseg); tumorseg.nothing_of_that_name")  # fmt: skip
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "AttributeError: module 'tumorseg' has no attribute 'nothing_of_that_name'" in r.stderr, r.stderr
     r = subprocess.run([sys.executable, "-X", "importtime", "-m", "tumorseg", "--help"], capture_output=True,
@@ -400,3 +400,25 @@ def test_version_reads_the_extras_pyproject_defines():
     for extra, packages in EXTRAS.items():
         listed = {req.split(">")[0].split("=")[0].strip().lower() for req in optional[extra]}
         assert set(packages) <= listed, (extra, packages, listed)
+
+
+def test_the_closing_evaluate_command_quotes_paths_and_needs_a_split(tmp_path, capsys):
+    """train's last lines: a path with a space is quoted so the command runs as printed; a run folder
+    with no split.json (or no test patients) gets no command."""
+    import json
+    import shlex
+
+    from tumorseg.cli import _say_run_folder
+
+    run = tmp_path / "my run"
+    run.mkdir()
+    (run / "last.safetensors").write_bytes(b"x")
+    _say_run_folder(run, "my data")
+    assert capsys.readouterr().out == f"run folder: {run} (last.safetensors)\n"
+    (run / "split.json").write_text(json.dumps({"train": ["a"], "val": [], "test": ["b", "c"]}))
+    _say_run_folder(run, "my data")
+    said = capsys.readouterr().out.splitlines()[1]
+    command = shlex.split(said.split(": ", 1)[1])
+    assert said.startswith("score it on its 2 test patients: ")
+    assert command == ["tumorseg", "evaluate", "--data", "my data", "--weights", str(run / "last.safetensors"),
+                       "--out", str(run / "evaluate"), "--report"]  # fmt: skip

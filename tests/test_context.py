@@ -97,8 +97,8 @@ def context_run(lgg_root: Path, tmp_path_factory) -> Path:
         f"run folder: {run} (last.safetensors, best.safetensors, metrics.jsonl, curves.png, summary.json)" in r.stdout
     )
     assert (
-        f"score it on its 1 test patient: tumorseg evaluate --data {base / 'lgg'} --weights {run / 'last.safetensors'}"
-        in r.stdout
+        f"score it on its 1 test patient: tumorseg evaluate --data {base / 'lgg'} --weights "
+        f"{run / 'last.safetensors'} --out {run / 'evaluate'} --report" in r.stdout
     )
     return base
 

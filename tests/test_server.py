@@ -45,8 +45,10 @@ def test_the_model_is_named_with_its_license_and_its_card_is_a_page(server):
     assert 'id="missing-sequences-a-run-not-shipped"' in r.text  # the section the FLAIR-alone note names
     figures = re.findall(r'<img src="([^"]+)"', r.text)
     assert figures and all(httpx.get(urljoin(str(r.url), f)).content[:4] == b"\x89PNG" for f in figures)
-    for name in ("nothing.png", "..%2Fweights%2FLICENSE.png", "tumorseg-lgg-unet.safetensors"):
-        assert httpx.get(server + "/model-card/" + name).status_code == 404, name
+    for name in ("nothing", "..%5CLICENSE", "a..b", "MODEL_CARD.md%00"):  # reach the route, which refuses them
+        r = httpx.get(server + f"/model-card/{name}.png")
+        assert r.status_code == 404 and "the model card has no figure" in r.json()["error"], (name, r.text)
+    assert httpx.head(server + "/api/v1/model").status_code == 200
 
 
 def test_another_model_says_it_is_not_the_shipped_one(tmp_path):

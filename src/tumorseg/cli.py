@@ -279,7 +279,8 @@ def train(
 
 
 def _say_run_folder(out: Path, data: str) -> None:
-    """Where a finished train call left its files, and how to score the model on its test patients."""
+    """Where a finished train call left its files, and how to score the model on its test patients
+    (into RUN/evaluate, with the HTML report)."""
     import json
     import shlex
 
@@ -291,7 +292,8 @@ def _say_run_folder(out: Path, data: str) -> None:
         return
     if test:
         typer.echo(f"score it on its {len(test)} test patient{'s' * (len(test) != 1)}: tumorseg evaluate --data "
-                   f"{shlex.quote(str(data))} --weights {shlex.quote(str(out / 'last.safetensors'))}")  # fmt: skip
+                   f"{shlex.quote(str(data))} --weights {shlex.quote(str(out / 'last.safetensors'))} --out "
+                   f"{shlex.quote(str(out / 'evaluate'))} --report")  # fmt: skip
 
 
 def _saved_config(run: Path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import load_checkpoint
-from .data.lgg import find_cases, load_case, slice_numbers
+from .data.lgg import find_cases, load_case
 from .errors import TumorsegError
 from .infer import (
     Predictor,
@@ -135,7 +135,7 @@ def evaluate(
                 + ": not all 0, but no value above 127, so read as no tumor (`tumorseg check-data` lists such masks)"
             )
         truth = case.full_masks
-        numbers = slice_numbers(cases[pid].images)
+        numbers = case.numbers
         plain = predictor.probabilities(case.images, volume=True, numbers=numbers)
         flipped = (plain + predictor.probabilities(case.images, flip=True, volume=True, numbers=numbers)) / 2
         chosen_probs = flipped if tta else plain
@@ -335,7 +335,8 @@ def print_table(result: dict, log=print) -> None:
     log(f"in-plane HD95 per slice (slice_hd95, over slices where both masks have tumor): mean {_f(sh['mean'])}, "
         f"median {_f(sh['median'])}{unit}" + (f"; {fewer}" if fewer else ""))  # fmt: skip
     log("")
-    log(VARIANTS_NOTE)
+    if len(variant_order(result["summary"])) > 2:  # more than the chosen settings and the baseline
+        log(VARIANTS_NOTE)
     log(f"{'per-patient Dice':<34}{'mean':>8}{'median':>8}{'min':>8}")
     for key in variant_order(result["summary"]):
         d = result["summary"][key]["dice"]
@@ -445,7 +446,8 @@ def markdown(result: dict) -> str:
         cells += [_f(r[c]) if isinstance(r.get(c), float) else _md(str(r.get(c, ""))) for c in cols[1:]]
         lines.append("| " + " | ".join(cells) + " |")
     heads = [f"{_head(result, m)} mean" for m in METRICS]
-    lines += ["", VARIANTS_NOTE + "."]
+    if set(variant_order(result["summary"])) - {"chosen", "baseline"}:  # volumes: the chosen settings alone
+        lines += ["", VARIANTS_NOTE + "."]
     lines += ["", "| variant | " + " | ".join(heads) + " | Dice median | Dice std | Dice min | FP slices (total) |"]
     lines.append("|" + "---|" * (len(METRICS) + 5))
     for name in variant_order(result["summary"]):

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from .. import __version__
-from ..data.check import fewer_sequences_note
+from ..data.check import T1_CHANNELS, fewer_sequences_note
 from ..data.lgg import select_channels
 from ..errors import MissingExtraError, TooLargeError, TumorsegError
 from ..infer import Predictor, default_weights
@@ -46,7 +46,7 @@ MAX_VOXELS = 512 * 512 * 160  # a volume's values (x channels): about 2 GB of me
 RESULT_TTL = 3600.0  # seconds a volume's mask stays downloadable
 MAX_RESULTS_BYTES = 2 * 1024**3  # the results kept: beyond it, the oldest go first (512x512x160: about 50 MB each)
 MAX_BUSY = 2  # uploads decoded and answered at once: each may take up to about 2 GB
-SEQUENCES = {"all": ["pre-contrast T1", "FLAIR", "post-contrast T1"], "flair": ["FLAIR"]}  # a slice's channels
+SEQUENCES = {"all": [T1_CHANNELS[0], "FLAIR", T1_CHANNELS[2]], "flair": ["FLAIR"]}  # a slice's channels, in order
 BUSY_WAIT = 60.0  # seconds an upload waits for a free slot before a 503
 
 
@@ -314,13 +314,19 @@ def create_app(
         """The model that answers: its id, the input it takes (channels, in order, and the size it
         works at), and for the shipped model its license and the address of its model card."""
         cfg = predictor.config
-        card = "/model-card/" if shipped else None
+        card = "/model-card/" if shipped and MODEL_CARD.is_file() else None
         return ModelInfo(model=model_id, version=__version__, backend=predictor.backend,
                          channels=SEQUENCES[cfg.channels], image_size=cfg.image_size, shipped=shipped,
                          license=LICENSE if shipped else None, model_card=card)  # fmt: skip
 
+    app.head("/api/v1/model", include_in_schema=False)(model)
+
     def no_card() -> HTTPException:
+        if shipped:  # a wheel is not built without it, but a checkout's file may have been moved
+            return HTTPException(404, f"no model card: {MODEL_CARD} is missing from this installation")
         return HTTPException(404, f"no model card: {model_id} is not the shipped model (its card is for that one)")
+
+    card_page: list[str] = []  # rendered at the first request, then kept
 
     @app.api_route("/model-card", methods=["GET", "HEAD"], include_in_schema=False)
     def model_card_root() -> RedirectResponse:
@@ -330,14 +336,18 @@ def create_app(
     def model_card() -> HTMLResponse:
         if not shipped or not MODEL_CARD.is_file():
             raise no_card()
-        return HTMLResponse(card_html(MODEL_CARD.read_text(encoding="utf-8")))
+        if not card_page:
+            card_page.append(card_html(MODEL_CARD.read_text(encoding="utf-8")))
+        return HTMLResponse(card_page[0])
 
     @app.api_route("/model-card/{name}.png", methods=["GET", "HEAD"], include_in_schema=False)
     def model_card_image(name: str) -> FileResponse:
         """The card's figures, which lie beside it (failure_modes.png, curves.png)."""
         path = MODEL_CARD.parent / f"{name}.png"
-        if not shipped or not re.fullmatch(r"[\w-]+", name) or not path.is_file():
-            raise no_card() if not shipped else HTTPException(404, f"the model card has no figure {name}.png")
+        if not shipped:
+            raise no_card()
+        if not re.fullmatch(r"[\w-]+", name) or not path.is_file():
+            raise HTTPException(404, f"the model card has no figure {name}.png")
         return FileResponse(path, media_type="image/png")
 
     too_large = f"upload larger than {max_upload // (1024 * 1024)} MiB"

@@ -43,7 +43,9 @@ class CaseArrays:
 
     images: uint8 (S, C, size, size); masks: uint8 {0, 1} (S, size, size), binarised
     after resizing; full_masks: bool (S, H, W) at the original resolution, for scoring;
-    blank_masks: the mask files that hold values but none read as tumor (grey, all under 128).
+    blank_masks: the mask files that hold values but none read as tumor (grey, all under 128);
+    numbers: the slices' file numbers, for `Predictor` calls whose notes should name slices as the
+    files and the CLI do (None when a file has no number or two share one).
     """
 
     id: str
@@ -52,16 +54,11 @@ class CaseArrays:
     full_masks: np.ndarray
     names: list[str] = field(default_factory=list)
     blank_masks: list[str] = field(default_factory=list)
+    numbers: list[int] | None = None  # the files' slice numbers (`X_12.tif`: 12), or None (`slice_numbers`)
 
     @property
     def tumor_slices(self) -> np.ndarray:
         return np.flatnonzero(self.masks.reshape(len(self.masks), -1).any(1))
-
-    @property
-    def numbers(self) -> list[int] | None:
-        """The slices' file numbers (`X_12.tif` -> 12), for `Predictor` calls whose notes should
-        name slices as the files do; None when a name has no number or two share one."""
-        return slice_numbers([Path(n) for n in self.names]) if self.names else None
 
 
 def slice_number(path: Path) -> tuple[int, str]:
@@ -304,10 +301,11 @@ def load_case(case: Case, size: int | None, channels: str = "all", intensity: st
     if intensity == "volume":
         images = volume_normalize(images)
     full_masks = np.stack(full)
-    names = [p.stem for p in case.images]
+    names, numbers = [p.stem for p in case.images], slice_numbers(case.images)
     if size is None:
-        return CaseArrays(case.id, images, full_masks.astype(np.uint8), full_masks, names, blank)
-    return CaseArrays(case.id, resize_uint8(images, size), masks_at(full_masks, size), full_masks, names, blank)
+        return CaseArrays(case.id, images, full_masks.astype(np.uint8), full_masks, names, blank, numbers)
+    return CaseArrays(case.id, resize_uint8(images, size), masks_at(full_masks, size), full_masks, names, blank,
+                      numbers)  # fmt: skip
 
 
 def masks_at(full_masks: np.ndarray, size: int) -> np.ndarray:
