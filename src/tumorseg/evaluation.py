@@ -291,6 +291,11 @@ VARIANTS_NOTE = (
 )
 
 
+def has_variants(result: dict) -> bool:
+    """Whether the result scores variants beside the chosen settings and the baseline (volumes do not)."""
+    return bool(set(result["summary"]) - {"chosen", "baseline"})
+
+
 def variant_label(name: str) -> str:
     """How tables name a variant of `evaluate` (`min_size_50`: "+ drop <50 px")."""
     if name.startswith("min_size_"):
@@ -335,7 +340,7 @@ def print_table(result: dict, log=print) -> None:
     log(f"in-plane HD95 per slice (slice_hd95, over slices where both masks have tumor): mean {_f(sh['mean'])}, "
         f"median {_f(sh['median'])}{unit}" + (f"; {fewer}" if fewer else ""))  # fmt: skip
     log("")
-    if len(variant_order(result["summary"])) > 2:  # more than the chosen settings and the baseline
+    if has_variants(result):
         log(VARIANTS_NOTE)
     log(f"{'per-patient Dice':<34}{'mean':>8}{'median':>8}{'min':>8}")
     for key in variant_order(result["summary"]):
@@ -446,7 +451,7 @@ def markdown(result: dict) -> str:
         cells += [_f(r[c]) if isinstance(r.get(c), float) else _md(str(r.get(c, ""))) for c in cols[1:]]
         lines.append("| " + " | ".join(cells) + " |")
     heads = [f"{_head(result, m)} mean" for m in METRICS]
-    if set(variant_order(result["summary"])) - {"chosen", "baseline"}:  # volumes: the chosen settings alone
+    if has_variants(result):
         lines += ["", VARIANTS_NOTE + "."]
     lines += ["", "| variant | " + " | ".join(heads) + " | Dice median | Dice std | Dice min | FP slices (total) |"]
     lines.append("|" + "---|" * (len(METRICS) + 5))

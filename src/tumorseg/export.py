@@ -287,7 +287,7 @@ def calibration_slices(weights: str | Path, data: str | Path, every: int = 9, lo
 
     Only training patients: the validation and test patients stay unseen by every choice.
     """
-    from .data.lgg import find_cases, load_case, slice_numbers
+    from .data.lgg import find_cases, load_case
     from .infer import network_inputs
 
     ckpt = load_checkpoint(weights)
@@ -302,10 +302,8 @@ def calibration_slices(weights: str | Path, data: str | Path, every: int = 9, lo
             f"(such as {missing[0]}): calibrated on {len(ids)} of those found, so the int8 graph differs from "
             "one calibrated with all of them")  # fmt: skip
     m = ckpt.config.model
-    images = [  # each patient as Predictor shows a volume to the graph
-        network_inputs(load_case(by_id[i], None, m.channels).images, m, True, slice_numbers(by_id[i].images))
-        for i in ids
-    ]
+    cases = (load_case(by_id[i], None, m.channels) for i in ids)
+    images = [network_inputs(c.images, m, True, c.numbers) for c in cases]  # each as Predictor shows a volume
     sizes = {im.shape[-2:] for im in images}
     if len(sizes) > 1:
         raise TumorsegError(f"{data}: calibration patients have different slice sizes {sorted(sizes)}")

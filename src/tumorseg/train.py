@@ -19,7 +19,7 @@ from . import distributed as ddp
 from .checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
 from .config import RESUME_MAY_CHANGE, ModelConfig, TrainConfig, validate_config
 from .data.check import check_data
-from .data.lgg import Case, CaseArrays, add_context, find_cases, flair_index, load_case, slice_numbers, split_cases
+from .data.lgg import Case, CaseArrays, add_context, find_cases, flair_index, load_case, split_cases
 from .data.transforms import (
     augment,
     bias_field,
@@ -113,7 +113,7 @@ def load_cases(
     cases = []
     for i in tqdm(ids, desc=desc, leave=False, disable=not progress):
         case = load_case(cases_by_id[i], size, m.channels, m.intensity)
-        case.images = add_context(case.images, m.context, m.channels, slice_numbers(cases_by_id[i].images))
+        case.images = add_context(case.images, m.context, m.channels, case.numbers)
         cases.append(case)
     return cases
 

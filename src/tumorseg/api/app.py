@@ -7,6 +7,7 @@ folder under fixed names, and every failure becomes a 4xx JSON body {"error": ..
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import re
@@ -255,7 +256,10 @@ def create_app(
     predictor = Predictor.from_checkpoint(weights, backend)
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     model_id = f"{weights.stem}-{digest[:12]}"
-    shipped = DEFAULT_WEIGHTS.is_file() and hashlib.sha256(DEFAULT_WEIGHTS.read_bytes()).hexdigest() == digest
+    shipped = DEFAULT_WEIGHTS.is_file() and (
+        weights.resolve() == DEFAULT_WEIGHTS.resolve()
+        or hashlib.sha256(DEFAULT_WEIGHTS.read_bytes()).hexdigest() == digest
+    )
     lock = threading.Lock()  # one inference at a time: the cores are shared anyway
     slots = asyncio.Semaphore(max_busy)  # uploads read, decoded and answered at once: bounds a burst's memory
     owned = results_dir is None
@@ -326,7 +330,9 @@ def create_app(
             return HTTPException(404, f"no model card: {MODEL_CARD} is missing from this installation")
         return HTTPException(404, f"no model card: {model_id} is not the shipped model (its card is for that one)")
 
-    card_page: list[str] = []  # rendered at the first request, then kept
+    @functools.cache  # rendered at the first request, then kept
+    def card_page() -> str:
+        return card_html(MODEL_CARD.read_text(encoding="utf-8"))
 
     @app.api_route("/model-card", methods=["GET", "HEAD"], include_in_schema=False)
     def model_card_root() -> RedirectResponse:
@@ -336,9 +342,7 @@ def create_app(
     def model_card() -> HTMLResponse:
         if not shipped or not MODEL_CARD.is_file():
             raise no_card()
-        if not card_page:
-            card_page.append(card_html(MODEL_CARD.read_text(encoding="utf-8")))
-        return HTMLResponse(card_page[0])
+        return HTMLResponse(card_page())
 
     @app.api_route("/model-card/{name}.png", methods=["GET", "HEAD"], include_in_schema=False)
     def model_card_image(name: str) -> FileResponse:
