@@ -71,8 +71,10 @@ def test_another_model_says_it_is_not_the_shipped_one(tmp_path):
         proc.wait(timeout=30)
     assert m["model"].startswith("mine-") and m["shipped"] is False and m["license"] is None
     assert m["channels"] == ["FLAIR"] and m["image_size"] == 32 and m["model_card"] is None
-    assert card.status_code == 404 and "is not the shipped model" in card.json()["error"]
+    assert card.status_code == 404 and card.headers["content-type"].startswith("text/html")  # a page, not JSON
+    assert "<h1>No model card</h1>" in card.text and f"{m['model']} is not the shipped model" in card.text
     assert figure.status_code == 404  # the shipped model's figures are not shown for another model
+    assert "is not the shipped model" in figure.json()["error"]
 
 
 def test_openapi_schema(server):

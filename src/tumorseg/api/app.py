@@ -36,7 +36,7 @@ from ..io import read_image
 from ..shipped import DEFAULT_WEIGHTS, LICENSE, MODEL_CARD
 from ..viz import data_url, display_slice, flair_of, png_bytes
 from ..volume import need_medical
-from .card import card_html
+from .card import card_html, no_card_html
 from .middleware import BodyLimit, Guard, error
 
 STATIC = Path(__file__).parent / "static"
@@ -325,10 +325,10 @@ def create_app(
 
     app.head("/api/v1/model", include_in_schema=False)(model)
 
-    def no_card() -> HTTPException:
+    def why_no_card() -> str:
         if shipped:  # a wheel is not built without it, but a checkout's file may have been moved
-            return HTTPException(404, f"no model card: {MODEL_CARD} is missing from this installation")
-        return HTTPException(404, f"no model card: {model_id} is not the shipped model (its card is for that one)")
+            return f"{MODEL_CARD} is missing from this installation"
+        return f"{model_id} is not the shipped model (its card is for that one)"
 
     @functools.cache  # rendered at the first request, then kept
     def card_page() -> str:
@@ -340,8 +340,8 @@ def create_app(
 
     @app.api_route("/model-card/", methods=["GET", "HEAD"], include_in_schema=False)
     def model_card() -> HTMLResponse:
-        if not shipped or not MODEL_CARD.is_file():
-            raise no_card()
+        if not shipped or not MODEL_CARD.is_file():  # a page, as the card would be: a browser shows it
+            return HTMLResponse(no_card_html(why_no_card()), 404)
         return HTMLResponse(card_page())
 
     @app.api_route("/model-card/{name}.png", methods=["GET", "HEAD"], include_in_schema=False)
@@ -349,7 +349,7 @@ def create_app(
         """The card's figures, which lie beside it (failure_modes.png, curves.png)."""
         path = MODEL_CARD.parent / f"{name}.png"
         if not shipped:
-            raise no_card()
+            raise HTTPException(404, f"no model card: {why_no_card()}")
         if not re.fullmatch(r"[\w-]+", name) or not path.is_file():
             raise HTTPException(404, f"the model card has no figure {name}.png")
         return FileResponse(path, media_type="image/png")

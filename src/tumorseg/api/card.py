@@ -42,3 +42,8 @@ def card_html(markdown: str) -> str:
             if tok.tag == "h1":
                 title = text
     return PAGE.format(title=html.escape(title), body=md.renderer.render(tokens, md.options, {}))
+
+
+def no_card_html(message: str) -> str:
+    """The page a browser gets where there is no card to show, in words, not JSON."""
+    return PAGE.format(title="No model card", body=f"<h1>No model card</h1>\n<p>{html.escape(message)}</p>")
