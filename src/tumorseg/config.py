@@ -30,6 +30,10 @@ def split_problem(val_frac: float, test_frac: float, folds: int, fold: int) -> s
     return None
 
 
+Channels = Literal["all", "flair"]
+Intensity = Literal["fixed", "percentile", "volume"]
+
+
 class ModelConfig(BaseModel):
     """What it takes to rebuild the network and feed it."""
 
@@ -39,8 +43,8 @@ class ModelConfig(BaseModel):
     base: int = Field(16, ge=2, le=256)
     depth: int = Field(4, ge=1, le=7)
     image_size: int = Field(128, ge=16, le=1024)
-    channels: Literal["all", "flair"] = "all"
-    intensity: Literal["fixed", "percentile", "volume"] = "percentile"
+    channels: Channels = "all"
+    intensity: Intensity = "percentile"
     context: int = Field(0, ge=0, le=3)
     members: int = Field(1, ge=1, le=8)
 

@@ -8,10 +8,11 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 
-from ..config import split_problem
+from ..config import Channels, Intensity, split_problem
 from ..errors import DataError, TumorsegError
 from ..io import (
     OUTPUT_ENDINGS,
@@ -268,7 +269,7 @@ def split_cases(
     return {"train": train, "val": val, "test": test}
 
 
-def load_case(case: Case, size: int | None, channels: str = "all", intensity: str = "fixed") -> CaseArrays:
+def load_case(case: Case, size: int | None, channels: Channels = "all", intensity: Intensity = "fixed") -> CaseArrays:
     """Decode a patient once: images resized to `size` (None keeps the original size),
     masks binarised after resizing. `channels` is "all" (pre-contrast T1, FLAIR,
     post-contrast T1) or "flair"; with `intensity` "volume" the images are scaled per volume
@@ -276,9 +277,9 @@ def load_case(case: Case, size: int | None, channels: str = "all", intensity: st
     ("percentile" and "fixed" scale per slice when the network reads them)."""
     if isinstance(case, (str, bytes, os.PathLike)):
         raise TumorsegError(f"load_case takes a Case from find_cases(folder); got {type(case).__name__} {case!r:.60}")
-    if channels not in ("all", "flair") or intensity not in ("fixed", "percentile", "volume"):
-        raise TumorsegError(f"channels {channels!r} / intensity {intensity!r}: use all or flair / "
-                            "fixed, percentile or volume")  # fmt: skip
+    if channels not in get_args(Channels) or intensity not in get_args(Intensity):
+        raise TumorsegError(f"channels {channels!r} / intensity {intensity!r}: use {' or '.join(get_args(Channels))} / "
+                            f"{', '.join(get_args(Intensity))}")  # fmt: skip
     if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1):
         raise TumorsegError(f"size {size!r}: a whole number of pixels, at least 1 (None keeps each slice's own)")
     size = None if size is None else int(size)
