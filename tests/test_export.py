@@ -228,6 +228,21 @@ def test_a_damaged_or_edited_graph_is_refused_or_made_again(tiny_int8, exported,
     assert cached_onnx(src) == cached and graph_intact(cached)  # made again
 
 
+def test_graphs_carry_no_debug_traces_so_a_re_export_is_the_same_file(exported, tiny_int8, tiny_run, tmp_path):
+    """The exporter wrote each node's source file and line into the graph: the shipped graph named
+    /work/main/src/..., and a re-export after an edit elsewhere in export.py differed in bytes."""
+    import onnx
+
+    for path in (exported, tiny_int8):
+        data = path.read_bytes()
+        assert b"export.py" not in data and b"stack_trace" not in data, path.name
+        model = onnx.load(str(path))
+        assert not model.graph.metadata_props and not any(n.metadata_props for n in model.graph.node)
+    again = tmp_path / "again.onnx"
+    assert cli_here("export", "--weights", str(tiny_run / "last.safetensors"), "--out", str(again)).returncode == 0
+    assert again.read_bytes() == exported.read_bytes()
+
+
 def test_shipped_int8_graph_carries_its_contract():
     """The shipped graph is the current export of the shipped weights, contract included."""
     import onnx

@@ -197,6 +197,7 @@ def export_onnx(
         with writing(out, report_as):
             program.save(str(tmp))
             model = onnx.load(str(tmp))
+            drop_traces(model)
             props = {p.key: p.value for p in model.metadata_props}
             own = {"tumorseg.source_sha256": file_sha256(weights), "tumorseg.graph_sha256": graph_sha256(model),
                    **contract_metadata(ckpt.config.model)}  # fmt: skip
@@ -254,6 +255,15 @@ def int8_path(weights: str | Path) -> Path:
 
 def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def drop_traces(model) -> None:
+    """Remove what the exporter records for debugging: each node's source file, line and FX text,
+    the graph's export signature. They do not change what the graph computes, but they named the
+    builder's absolute paths, and a re-export after an edit elsewhere in the file differed in bytes."""
+    del model.graph.metadata_props[:]
+    for item in (*model.graph.node, *model.graph.value_info, *model.graph.input, *model.graph.output):
+        del item.metadata_props[:]
 
 
 def graph_sha256(model) -> str:
@@ -389,6 +399,7 @@ def export_int8(weights: str | Path | None, out: str | Path, data: str | Path, l
         export_onnx(weights, fp32, shuffle_ups=True, report_as=out)  # steps on the way name the graph asked for
         quantize_onnx(fp32, quant, images, report_as=out)
         model = onnx.load(str(quant))
+        drop_traces(model)  # and whatever the quantizer recorded
         contract = contract_metadata(load_checkpoint(weights).config.model)
         meta = {"tumorseg.source_sha256": file_sha256(weights), "tumorseg.graph_sha256": graph_sha256(model),
                 "tumorseg.export_format": EXPORT_FORMAT, "tumorseg.calibration": " ".join(ids), **contract}  # fmt: skip
