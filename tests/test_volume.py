@@ -63,7 +63,7 @@ def test_slices_come_back_exactly(lgg_case, nifti):
 
 @pytest.mark.parametrize("codes", [(0, 1, 2), (1, 0, 2), (2, 1, 0)])
 def test_mask_round_trip_any_axis_order(codes):
-    arr = np.random.default_rng(0).integers(0, 255, (6, 7, 8), dtype=np.uint8).transpose(codes)
+    arr = np.random.default_rng(0).integers(0, 255, (9, 10, 11), dtype=np.uint8).transpose(codes)
     vol = Volume(np.ascontiguousarray(arr), oblique_affine()[:, [*codes, 3]], (1.0, 1.0, 1.0))
     slices, _ = volume_slices(vol, "flair")
     np.testing.assert_array_equal(mask_to_volume(slices[:, 0] > 100, vol), (arr > 100).astype(np.uint8))

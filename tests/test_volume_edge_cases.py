@@ -1,6 +1,8 @@
 """Volume input edge cases found in review: NIfTI header forms, odd voxel types, DICOM series
 oddities, and `predict` on several volumes. Synthetic volumes and the shipped model: no dataset needed."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -304,3 +306,40 @@ def test_sequences_in_another_voxel_order_are_reoriented_to_the_flair(tmp_path):
     write_nifti(tmp_path / "written.nii.gz", moved.array > 50, moved)
     np.testing.assert_allclose(nib.load(tmp_path / "written.nii.gz").affine, f.affine, atol=1e-4)
     assert moved.assumed == "y" and moved.header is None and moved.source == t.source
+
+
+def test_series_named_by_uid_or_ima_and_folders_named_by_uid_or_dot(tmp_path, shipped, monkeypatch):
+    """PACS exports name files by UID (`1.2.826....12`, no .dcm) and Siemens `X.IMA`: neither was
+    seen as DICOM. Folders named by SeriesInstanceUID were cut at the last dot (two series 'shared'
+    a name), and `predict .` wrote its outputs beside --out, as `out_pred.nii.gz`."""
+    uid = write_series(tmp_path / "in" / "1.2.840.113619.2.55.3")
+    for i, p in enumerate(sorted(uid.iterdir())):
+        p.rename(uid / f"1.2.826.0.1.3680043.8.498.{i + 1}")
+    ima = write_series(tmp_path / "in" / "1.2.840.113619.2.55.4")
+    for p in ima.iterdir():
+        p.rename(p.with_suffix(".IMA"))
+    res = predict_files([uid, ima], tmp_path / "out", shipped, log=lambda m: None)
+    assert not res.failed, res.failed
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert "1.2.840.113619.2.55.3_pred.nii.gz" in written and "1.2.840.113619.2.55.4_pred.nii.gz" in written
+    monkeypatch.chdir(uid)
+    res = predict_files([Path(".")], tmp_path / "dot", shipped, log=lambda m: None)
+    assert not res.failed and (tmp_path / "dot" / "1.2.840.113619.2.55.3_pred.nii.gz").is_file()
+    assert not list(tmp_path.glob("dot_*"))  # nothing beside the output folder
+    r = cli_here("predict", str(uid / "1.2.826.0.1.3680043.8.498.1"), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "a DICOM slice alone is not read; pass its series folder" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("shape", [(256, 1, 256), (3, 256, 256)])
+def test_a_coronal_or_sagittal_slice_is_not_cut_into_one_pixel_axial_slices(tmp_path, shape):
+    """A single coronal slice was segmented as 256 axial slices one pixel high ("0.09 mL in 8 of 256
+    axial slices"); it is refused, saying what the volume holds and what to give instead."""
+    from tumorseg.volume import volume_slices
+
+    path = _save(tmp_path / "cor.nii.gz", scan(shape), np.diag([1.0, 1.0, 1.0, 1.0]))
+    thin = min(shape[:2])
+    said = rf"cor.nii.gz: its axial slices would be {shape[0]} x {shape[1]} pixels \(256 of them\): it holds {thin} "
+    with pytest.raises(DataError, match=said + r"slices? in another plane .coronal or sagittal.*2D image"):
+        volume_slices(read_nifti(path))
+    r = cli_here("predict", str(path), "--out", str(tmp_path / "o"))
+    assert r.returncode == 1 and "axial slices would be" in r.stderr and not list((tmp_path / "o").glob("*_pred*"))

@@ -34,6 +34,7 @@ from .volume import (
     Volume,
     is_dicom_series,
     is_volume_path,
+    looks_dicom,
     mask_summary,
     mask_to_volume,
     millilitres,
@@ -108,7 +109,7 @@ def collect_inputs(inputs: list[str | Path], empty: list[tuple[Path, str]] | Non
                     f"{item} is named as a truth mask (`_mask`), which is never segmented; rename it to segment it"
                 )
                 continue
-            if item.suffix.lower() == ".dcm":
+            if looks_dicom(item):
                 raise TumorsegError(f"{item}: a DICOM slice alone is not read; pass its series folder ({item.parent})")
             files.append(item)
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from .errors import DataError, MissingExtraError, TooLargeError
 from .io import IMAGE_SUFFIXES, OUTPUT_ENDINGS, VOLUME_SUFFIXES, atomic_write_bytes, atomic_write_text, quiet_logger
 
 MAX_VOXELS = 1024**3 // 2
+MIN_AXIAL_SIDE = 8  # pixels; a narrower axial cut is a few slices of another plane, not an axial slice
 
 
 def need_medical(path: str | Path, what: str, modules: tuple[str, ...] = ("nibabel",)) -> None:
@@ -36,6 +38,10 @@ def is_volume_path(path: Path) -> bool:
 
 
 def volume_stem(path: Path) -> str:
+    """The name a volume's outputs take: a file's name less .nii(.gz); a series folder's whole name
+    (`1.2.840.113619.2.55.3`, `Series 3.T2 FLAIR`), also when given as `.` or `..`."""
+    if path.is_dir():
+        return Path(os.path.abspath(path)).name or "volume"
     name = path.name
     for suffix in (".nii.gz", ".nii"):
         if name.lower().endswith(suffix):
@@ -226,6 +232,14 @@ def _canonical(vol: Volume):
 def volume_slices(vol: Volume, channels: str = "all") -> tuple[np.ndarray, list[str]]:
     """-> uint8 (Z, C, H, W) axial slices in canonical order (inferior first), and notes."""
     data, _ = _canonical(vol)
+    x, y, z = data.shape[:3]
+    if min(x, y) < MIN_AXIAL_SIDE:
+        raise DataError(
+            f"{vol.source or 'the volume'}: its axial slices would be {x} x {y} pixels ({z} of them): it holds "
+            f"{min(x, y)} slice{'s' * (min(x, y) > 1)} in another plane (coronal or sagittal), and tumorseg "
+            "segments axial slices, as it was trained; give the axial series, or save the slice as a 2D image "
+            "(PNG or TIFF) to segment it as it is"
+        )
     notes = []
     if data.ndim == 3:
         data = data[..., None]
@@ -346,24 +360,36 @@ def write_summary(path: str | Path, summary: dict) -> None:
     atomic_write_text(path, json.dumps(summary, indent=2))
 
 
+DICOM_SUFFIXES = (".dcm", ".ima")  # .IMA: Siemens's own exports
+
+
 def is_dicom_series(path: Path) -> bool:
-    """A folder holding .dcm files, or files without a suffix that start like DICOM."""
+    """A folder holding .dcm or .ima files, or other files that start like DICOM."""
     if not path.is_dir():
         return False
     for p in path.iterdir():
-        if _series_file(p) and (p.suffix.lower() == ".dcm" or (not p.suffix and _has_dicm(p))):
+        if _series_file(p) and looks_dicom(p):
             return True
     return False
 
 
 def _series_file(p: Path) -> bool:
-    """A file that may hold a slice: `.dcm` or no suffix; hidden files (`.DS_Store`, `._IM0001`
-    from macOS copies) and `X_seg.dcm` (the SEG an earlier `predict` wrote) are never slices."""
-    if p.name.startswith(".") or p.name.lower().endswith("_seg.dcm"):  # a SEG that predict wrote there
+    """A file that may hold a slice: `.dcm`, `.ima`, no suffix, or any other name (a UID such as
+    `1.2.826.0.1.3680043.8.498.12`, as PACS exports name them) of a file with DICOM's 'DICM' marker.
+    Hidden files (`.DS_Store`, `._IM0001` from macOS copies) and `X_seg.dcm` (the SEG an earlier
+    `predict` wrote) are never slices; nor are images and volumes, which a series folder refuses."""
+    name = p.name.lower()
+    if name.startswith(".") or name.endswith("_seg.dcm") or name == "dicomdir":  # DICOMDIR: the media's index
         return False
-    if p.name.upper() == "DICOMDIR":  # the media's index, not a slice
-        return False
-    return p.is_file() and (p.suffix.lower() == ".dcm" or not p.suffix)
+    return p.is_file() and (not p.suffix or looks_dicom(p))
+
+
+def looks_dicom(p: Path) -> bool:
+    """Named `.dcm` or `.ima`, or, under a name that is not an image's or a volume's, starting with
+    DICOM's 128-byte preamble and 'DICM' marker."""
+    if p.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    return not p.name.lower().endswith((*IMAGE_SUFFIXES, *VOLUME_SUFFIXES)) and _has_dicm(p)
 
 
 def _positive_mm(value) -> float | None:
