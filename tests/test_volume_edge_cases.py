@@ -343,3 +343,43 @@ def test_a_coronal_or_sagittal_slice_is_not_cut_into_one_pixel_axial_slices(tmp_
         volume_slices(read_nifti(path))
     r = cli_here("predict", str(path), "--out", str(tmp_path / "o"))
     assert r.returncode == 1 and "axial slices would be" in r.stderr and not list((tmp_path / "o").glob("*_pred*"))
+
+
+def _rewrite(path, change):
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    change(ds)
+    ds.save_as(path)
+
+
+def test_dicom_objects_without_pixels_one_unsized_slice_several_series_and_metres(tmp_path):
+    """From a hospital's exports (QA): a presentation state beside the slices failed the whole
+    series ('no Pixel Data'); one slice without SliceThickness took 1 mm without a word; 'more than
+    one series' named none of them; a NIfTI in metres gave a tumor volume 1e9 times too small."""
+    from tumorseg.volume import volume_slices
+
+    folder = write_series(tmp_path / "s", SeriesDescription="T2 FLAIR")
+    (folder / "PR0001").write_bytes((folder / "IM0000").read_bytes())
+    _rewrite(folder / "PR0001", lambda ds: (delattr(ds, "PixelData"), setattr(ds, "SeriesInstanceUID", "1.2.3")))
+    assert read_dicom_series(folder).array.shape == (12, 16, 4)  # the presentation state is not a slice
+    only = tmp_path / "pr"
+    only.mkdir()
+    (only / "PR0001").write_bytes((folder / "PR0001").read_bytes())
+    with pytest.raises(DataError, match=r"pr: its 1 DICOM file\(s\) hold no pixel data .*PR0001\), so no MRI slice"):
+        read_dicom_series(only)
+    other = write_series(tmp_path / "t1", n=3, SeriesDescription="T1")
+    for p in other.iterdir():
+        p.rename(folder / f"T1_{p.name}")
+    with pytest.raises(DataError, match=r"holds 2 series .*: 'T2 FLAIR' \(4 slices, e.g. IM0000\), 'T1' \(3 slices, "
+                       r"e.g. T1_IM0000\); put each series in a folder of its own"):  # fmt: skip
+        read_dicom_series(folder)
+    one = write_series(tmp_path / "one", n=1)
+    _rewrite(one / "IM0000", lambda ds: delattr(ds, "SliceThickness"))
+    notes = volume_slices(read_dicom_series(one))[1]
+    assert any("no voxel size along z (one slice, with no SliceThickness or SpacingBetweenSlices)" in n for n in notes)
+    img = nib.Nifti1Image(scan(), AFFINE * [[0.001], [0.001], [0.001], [1]])
+    img.header.set_xyzt_units("meter")
+    nib.save(img, tmp_path / "metres.nii.gz")
+    with pytest.raises(DataError, match=r"metres.nii.gz: its header gives lengths in meters .*save it in mm"):
+        read_nifti(tmp_path / "metres.nii.gz")

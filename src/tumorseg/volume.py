@@ -107,6 +107,11 @@ def read_nifti(path: str | Path, max_voxels: int = MAX_VOXELS) -> Volume:
         huge = data.dtype.kind == "f" and max(float(data.max()), -float(data.min())) > np.finfo(np.float32).max
     if huge:
         raise DataError(f"{path}: voxel values beyond ±3.4e38 (float32's range; a huge scl_slope?)")
+    unit = img.header.get_xyzt_units()[0] if hasattr(img.header, "get_xyzt_units") else "unknown"
+    if unit in ("meter", "micron"):  # mL and HD95 would be off by 1e9 or 1e-9
+        raise DataError(f"{path}: its header gives lengths in {unit}s (xyzt_units), and tumorseg reads voxel sizes "
+                        "in mm, as nearly every tool writes them; save it in mm (nibabel: scale the affine's first "
+                        "three rows to mm and call header.set_xyzt_units('mm'))")  # fmt: skip
     affine = np.asarray(img.affine, float)
     if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12 or not _has_axes(affine):
         raise DataError(f"{path}: its voxel-to-world matrix (sform/qform) is degenerate, so the axial axis "
@@ -268,8 +273,13 @@ def geometry_notes(vol: Volume, anisotropy: float = 2.0, oblique_deg: float = 25
     from every world axis, which is cut along the nearest."""
     notes = []
     if vol.assumed:
+        why = (
+            "one slice, with no SliceThickness or SpacingBetweenSlices"
+            if vol.dicom_sources
+            else "pixdim 0 and no sform or qform"
+        )
         notes.append(
-            f"the file gives no voxel size along {vol.assumed} (pixdim 0 and no sform or qform): 1 mm is assumed, "
+            f"the file gives no voxel size along {vol.assumed} ({why}): 1 mm is assumed, "
             "so the tumor volume in mL and the areas in mm2 are not to be trusted"
         )
     r, a, _ = _canonical_spacing(vol)
@@ -429,6 +439,18 @@ def _has_dicm(p: Path) -> bool:
         return False
 
 
+def _series_list(slices: list) -> str:
+    """Each series among `slices` as 'its description (N slices, e.g. FILE)', the largest first."""
+    by_uid: dict = {}
+    for s in slices:
+        by_uid.setdefault(s[5], []).append(s)
+    parts = []
+    for uid, group in sorted(by_uid.items(), key=lambda kv: -len(kv[1])):
+        what = str(getattr(group[0][6], "SeriesDescription", "") or "") or f"UID {uid}"
+        parts.append(f"{what!r} ({len(group)} slice{'s' * (len(group) > 1)}, e.g. {group[0][0].name})")
+    return ", ".join(parts)
+
+
 def read_dicom_series(folder: str | Path) -> Volume:
     """Read one DICOM series: slices sorted by position along the slice normal (not by file
     name), rescale slope and intercept applied, an affine in RAS+ mm (DICOM's LPS converted).
@@ -451,10 +473,13 @@ def read_dicom_series(folder: str | Path) -> Volume:
         raise DataError(f"{folder}: holds images or volumes that are not DICOM ({', '.join(strays[:3])}{more}) "
                         "beside its DICOM slices, which would go unread; move them out of the series folder "
                         "and name them as inputs of their own")  # fmt: skip
-    slices = []
+    slices, no_pixels = [], []
     for p in files:
         try:
             ds = pydicom.dcmread(p)
+            if "PixelData" not in ds:  # a presentation state, report or key object a PACS export puts beside
+                no_pixels.append(p.name)
+                continue
             frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
             if frames > 1:
                 raise DataError(f"{p}: a multi-frame DICOM ({frames} frames in one file) is not read; give a "
@@ -476,8 +501,13 @@ def read_dicom_series(folder: str | Path) -> Volume:
         slope, intercept = float(getattr(ds, "RescaleSlope", 1) or 1), float(getattr(ds, "RescaleIntercept", 0) or 0)
         del ds.PixelData  # keep the header for a DICOM SEG, not the pixels twice
         slices.append((p, arr * slope + intercept, pos, orient, spacing, getattr(ds, "SeriesInstanceUID", None), ds))
-    if len({s[5] for s in slices}) > 1:
-        raise DataError(f"{folder}: holds more than one series (SeriesInstanceUID differs)")
+    if not slices:
+        named = ", ".join(no_pixels[:3]) + ", ..." * (len(no_pixels) > 3)
+        raise DataError(f"{folder}: its {len(no_pixels)} DICOM file(s) hold no pixel data (presentation states, "
+                        f"reports: {named}), so no MRI slice")  # fmt: skip
+    if len(series := {s[5] for s in slices}) > 1:
+        raise DataError(f"{folder}: holds {len(series)} series (SeriesInstanceUID differs): "
+                        f"{_series_list(slices)}; put each series in a folder of its own")  # fmt: skip
     orient = slices[0][3]
     if any(not np.allclose(s[3], orient, atol=1e-4) for s in slices):
         raise DataError(f"{folder}: slices differ in orientation")
@@ -494,6 +524,7 @@ def read_dicom_series(folder: str | Path) -> Volume:
     normal = np.cross(row_dir, col_dir)
     slices.sort(key=lambda s: float(s[2] @ normal))
     depth = np.array([s[2] @ normal for s in slices])
+    assumed = ""
     if len(slices) > 1:
         gaps = np.diff(depth)
         step = float(np.median(gaps))
@@ -512,7 +543,9 @@ def read_dicom_series(folder: str | Path) -> Volume:
         slice_vec = (slices[-1][2] - slices[0][2]) / (len(slices) - 1)
     else:  # one slice: its thickness is the only spacing along the normal the series gives
         step = next((v for v in map(_positive_mm, (getattr(slices[0][6], a, None) for a in
-                     ("SpacingBetweenSlices", "SliceThickness"))) if v), 1.0)  # fmt: skip
+                     ("SpacingBetweenSlices", "SliceThickness"))) if v), None)  # fmt: skip
+        assumed = "" if step else "z"  # said by geometry_notes, as for a NIfTI without sizes
+        step = step or 1.0
         slice_vec = normal * step
     row_spacing, col_spacing = slices[0][4]
     lps = np.eye(4)
@@ -527,7 +560,7 @@ def read_dicom_series(folder: str | Path) -> Volume:
     if photometric == {"MONOCHROME1"}:  # the lowest value is shown white: turned so that bright is high
         array = array.max() + array.min() - array
     return Volume(array, affine, (col_spacing, row_spacing, abs(step)), modality="MR", source=str(folder),
-                  dicom_sources=[s[6] for s in slices])  # fmt: skip
+                  dicom_sources=[s[6] for s in slices], assumed=assumed)  # fmt: skip
 
 
 def write_dicom_seg(path: str | Path, mask: np.ndarray, vol: Volume) -> None:
