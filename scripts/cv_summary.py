@@ -2,7 +2,8 @@
 
 usage: python scripts/cv_summary.py runs/cv-0 runs/cv-1 runs/cv-2 [--json OUT]
 
-Each run was trained with `tumorseg train --folds K --fold i` (the same K, seed and recipe).
+Each run was trained with `tumorseg train --folds K --fold i` (the same K, seed and recipe;
+checked, with the runs' split.json: one test set, validation sets apart).
 Its last epoch scored its validation patients per patient at their own size; together the
 folds score every non-test patient once, with a model that never trained on it.
 """
@@ -18,6 +19,29 @@ import numpy as np
 from tumorseg.config import load_config
 from tumorseg.io import atomic_write_text
 
+HOW_IT_RAN = {"out", "fold", "data", "workers", "threads", "device", "precision", "schema_version"}
+
+
+def check_one_cv(runs: list[Path], configs: list) -> None:
+    """The runs are folds of one cross-validation: one recipe and seed (all but how each ran), the
+    same test patients and pool, validation sets apart. Folds of runs with another seed or
+    --max-patients hold other test patients, and pooling them scored test patients as out-of-fold."""
+    recipes = [c.model_dump(mode="json", exclude=HOW_IT_RAN) for c in configs]
+    differ = sorted(k for k in recipes[0] if any(r[k] != recipes[0][k] for r in recipes))
+    if differ:
+        raise SystemExit(f"the runs differ in {', '.join(differ)}: pool the folds of one recipe and seed")
+    splits = [json.loads((r / "split.json").read_text()) for r in runs]
+    if any(set(s["test"]) != set(splits[0]["test"]) for s in splits):
+        raise SystemExit("the runs hold different test patients: pool the folds of one split")
+    if any(set(s["train"]) | set(s["val"]) != set(splits[0]["train"]) | set(splits[0]["val"]) for s in splits):
+        raise SystemExit("the runs split different patients into folds: pool the folds of one split")
+    seen: dict[str, Path] = {}
+    for run, s in zip(runs, splits):
+        for pid in s["val"]:
+            if pid in seen:
+                raise SystemExit(f"{pid} is validated by both {seen[pid]} and {run}: folds must not overlap")
+            seen[pid] = run
+
 
 def pool(runs: list[Path]) -> dict:
     configs = [load_config(r / "config.json") for r in runs]
@@ -27,6 +51,7 @@ def pool(runs: list[Path]) -> dict:
     seen = sorted(c.fold for c in configs)
     if len(set(seen)) != len(seen):
         raise SystemExit(f"a fold is given twice: {seen}")
+    check_one_cv(runs, configs)
     per_patient: dict[str, float] = {}
     for run, cfg in zip(runs, configs):
         lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]

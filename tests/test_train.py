@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -328,6 +329,20 @@ def test_k_fold_runs_pool_out_of_fold_scores(lgg_root, tmp_path):
     assert pooled["dice_mean"] == pytest.approx(expected) and pooled["patients"] == 3
     r = subprocess.run([sys.executable, str(script), str(runs[0]), str(runs[0])], capture_output=True, text=True)
     assert r.returncode != 0 and "given twice" in r.stderr
+    # a fold of another seed holds other test patients: pooled, they were scored as out-of-fold (QA)
+    fit(tiny_config(data, tmp_path / "seed1", epochs=1, test_frac=0.25, folds=3, fold=1, seed=1),
+        progress=False, log=lambda *a: None)  # fmt: skip
+    r = subprocess.run([sys.executable, str(script), str(runs[0]), str(tmp_path / "seed1"), str(runs[2])],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode != 0 and "the runs differ in seed: pool the folds of one recipe and seed" in r.stderr
+    shutil.copytree(runs[1], tmp_path / "moved")
+    split = json.loads((tmp_path / "moved" / "split.json").read_text())
+    split["test"], split["val"] = split["val"], split["test"]
+    (tmp_path / "moved" / "split.json").write_text(json.dumps(split))
+    r = subprocess.run(
+        [sys.executable, str(script), str(runs[0]), str(tmp_path / "moved")], capture_output=True, text=True
+    )
+    assert r.returncode != 0 and "the runs hold different test patients" in r.stderr
 
     # The post-processing grid scores each run's own validation patients, and its settings give
     # what `evaluate` gives for the same setting on the same checkpoint.
