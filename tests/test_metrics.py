@@ -56,6 +56,22 @@ def test_shape_mismatch():
         confusion_counts(P, T[:1])
 
 
+def test_a_probability_map_is_refused_and_integer_masks_are_read():
+    """A float map of 0.01 and 0.9 once scored as if every pixel were tumor (fp 124, Dice 0.06)."""
+    prob = np.where(np.arange(16).reshape(4, 4) > 7, 0.9, 0.01)
+    truth = prob > 0.5
+    for call in (
+        lambda: confusion_counts(prob, truth),
+        lambda: hd95(prob, truth),
+        lambda: score_volume(prob[None], truth[None]),
+    ):
+        with pytest.raises(
+            ValueError, match="prediction holds values other than 0 and 1 .a probability map..: threshold"
+        ):
+            call()
+    assert confusion_counts(truth.astype(np.float32), truth * 255) == Counts(8, 0, 0, 8)  # 0/1 floats, 0/255 ints
+
+
 masks = arrays(bool, st.tuples(st.integers(1, 6), st.integers(1, 6)))
 
 

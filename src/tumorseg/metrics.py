@@ -22,10 +22,19 @@ class Counts(NamedTuple):
         return Counts(*(a + b for a, b in zip(self, other)))
 
 
+def as_mask(a: np.ndarray, what: str = "mask") -> np.ndarray:
+    """A boolean mask: any non-zero integer is tumor (0/1, 0/255); floats only as 0 and 1, since a
+    probability map taken as a mask counts every pixel above 0 as tumor."""
+    a = np.asarray(a)
+    if a.dtype.kind == "f" and not ((a == 0) | (a == 1)).all():
+        raise ValueError(f"{what} holds values other than 0 and 1 (a probability map?): threshold it first")
+    return a.astype(bool, copy=False)
+
+
 def confusion_counts(pred: np.ndarray, target: np.ndarray) -> Counts:
-    """Pixel counts over all of `pred` and `target` (boolean arrays of one shape)."""
-    pred = np.asarray(pred, bool)
-    target = np.asarray(target, bool)
+    """Pixel counts over all of `pred` and `target` (masks of one shape; see `as_mask`)."""
+    pred = as_mask(pred, "prediction")
+    target = as_mask(target, "target")
     if pred.shape != target.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from target shape {target.shape}")
     tp = int(np.count_nonzero(pred & target))
@@ -89,8 +98,8 @@ def hd95(pred: np.ndarray, target: np.ndarray, spacing: tuple[float, ...] | None
     import torch
     from monai.metrics import compute_hausdorff_distance
 
-    pred = np.ascontiguousarray(pred, bool)  # a flipped view (negative strides) is refused by torch
-    target = np.ascontiguousarray(target, bool)
+    pred = np.ascontiguousarray(as_mask(pred, "prediction"))  # a flipped view (negative strides) is refused by torch
+    target = np.ascontiguousarray(as_mask(target, "target"))
     if not pred.any() and not target.any():
         return 0.0
     if not pred.any() or not target.any():
@@ -129,8 +138,8 @@ def score_volume(pred: np.ndarray, target: np.ndarray, spacing: tuple[float, ...
     false-positive slices (empty truth, non-empty prediction) and of slices with empty truth
     (`empty_slices`: the false-positive slices and those where both are empty).
     """
-    pred = np.asarray(pred, bool)
-    target = np.asarray(target, bool)
+    pred = as_mask(pred, "prediction")
+    target = as_mask(target, "target")
     out = scores(confusion_counts(pred, target))
     out["hd95"] = hd95(pred, target, spacing)
     plane = tuple(spacing[1:]) if spacing is not None else None
