@@ -535,3 +535,21 @@ def test_names_that_are_markdown_or_not_utf8_are_written_as_they_are(tiny_run, l
     rendered = MarkdownIt("commonmark").enable("table").render(md)
     assert "<a " not in rendered and "<img" not in rendered and "<em>" not in rendered
     assert f"<code>{names[0]}</code>" in rendered
+
+
+def test_tumor_free_patients_are_said_to_favour_the_baseline(tiny_run, lgg_root, tmp_path):
+    """With tumor-free patients scored, the always "no tumor" baseline beat the model on mean Dice
+    and had a "perfect" HD95 mean, and nothing said why (QA)."""
+    data = tmp_path / "lgg"
+    copy_slices(lgg_root / "TCGA_CS_4941_19960909", data / "TCGA_CS_4941_19960909", range(1, 4))  # no tumor
+    copy_slices(lgg_root / "TCGA_CS_4944_20010208", data / "TCGA_CS_4944_20010208", range(6, 22))
+    said: list[str] = []
+    res = evaluate(data, tiny_run / "last.safetensors", "all", tmp_path / "ev", log=said.append)
+    rows = {r["patient"]: r for r in res["per_patient"]}
+    assert rows["TCGA_CS_4941_19960909"]["tumor_slices"] == 0 and rows["TCGA_CS_4944_20010208"]["tumor_slices"] > 0
+    want = (f'1 of 2 patients have no tumor in their truth: by the empty-mask rule each scores Dice 1 and HD95 0 when '
+            f'nothing is marked, as the always "no tumor" baseline does, and Dice 0 when anything is, so means over '
+            f"every patient favour the baseline; over the 1 with tumor the model's mean Dice is "
+            f"{rows['TCGA_CS_4944_20010208']['dice']:.3f}, the baseline's 0.000")  # fmt: skip
+    assert want in said
+    assert want in (tmp_path / "ev" / "evaluation.md").read_text()

@@ -333,7 +333,7 @@ def print_table(result: dict, log=print) -> None:
         vals = [_f(ch[m][stat]) for m in ("dice", "iou", "precision", "recall", "hd95")]
         log(_row_line([stat, *vals, f"{ch['fp_slices'] / n:.1f}" if stat == "mean" else "", ""]))
     log(_row_line(["total", "", "", "", "", "", str(ch["fp_slices"]), ""]))  # fp_slices over all patients
-    if note := hd95_note(result):
+    for note in filter(None, (tumor_free_note(result), hd95_note(result))):
         log(note)
     sh, fewer = ch["slice_hd95"], slice_hd95_note(result)
     unit = f" {result.get('hd95_unit', 'px')}" if np.isfinite(sh["mean"]) else ""
@@ -362,6 +362,21 @@ def hd95_note(result: dict, what: str = "patient") -> str | None:
         return None
     return (f"HD95 is n/a for a {what} whose masks are one empty and one not, and its means leave such {what}s "
             f"out: {', '.join(parts)}")  # fmt: skip
+
+
+def tumor_free_note(result: dict, what: str = "patient") -> str | None:
+    """Said when some rows' truth has no tumor: the empty-mask rule scores the always "no tumor"
+    baseline perfectly there, so means over all rows can favour it; the means over rows with tumor."""
+    rows = result["per_patient"]
+    free = [r for r in rows if r.get("tumor_slices") == 0]
+    if not free:
+        return None
+    tumor = [r["dice"] for r in rows if r.get("tumor_slices")]
+    over = (f"; over the {len(tumor)} with tumor the model's mean Dice is {np.mean(tumor):.3f}, the baseline's 0.000"
+            if tumor else "")  # fmt: skip
+    return (f"{len(free)} of {len(rows)} {what}s have no tumor in their truth: by the empty-mask rule each scores "
+            "Dice 1 and HD95 0 when nothing is marked, as the always \"no tumor\" baseline does, and Dice 0 when "
+            f"anything is, so means over every {what} favour the baseline{over}")  # fmt: skip
 
 
 def slice_dice_note(result: dict, what: str = "patient") -> str | None:
@@ -460,7 +475,9 @@ def markdown(result: dict) -> str:
         vals = [_f(s[m]["mean"]) for m in METRICS] + [_f(s["dice"][k]) for k in ("median", "std", "min")]
         vals.append(str(s.get("fp_slices", "n/a")))
         lines.append(f"| {variant_label(name)} | " + " | ".join(vals) + " |")
-    for note in (hd95_note(result, what), slice_dice_note(result, what), slice_hd95_note(result, what)):
+    notes = (tumor_free_note(result, what), hd95_note(result, what), slice_dice_note(result, what),
+             slice_hd95_note(result, what))  # fmt: skip
+    for note in notes:
         if note:
             lines += ["", note + "."]
     noted = [f"- {_md_code(r['patient'])}: {_md(n)}" for r in result["per_patient"] for n in r.get("notes", [])]

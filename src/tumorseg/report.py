@@ -16,6 +16,7 @@ from .evaluation import (
     settings_text,
     slice_dice_note,
     slice_hd95_note,
+    tumor_free_note,
     variant_label,
     variant_order,
 )
@@ -83,7 +84,7 @@ def build_report(result: dict, strips_input: dict, weights: Path) -> str:
         f"Mean per-patient Dice (chosen settings) {d['mean']:.3f}; {interval_text(result)}. Pixel accuracy: model "
         f"{acc_model:.3f}, always 'no tumor' baseline {acc_base:.3f}.",
         result["empty_mask_rule"],
-        *filter(None, [hd95_note(result), slice_dice_note(result), slice_hd95_note(result)]),
+        *filter(None, [tumor_free_note(result), hd95_note(result), slice_dice_note(result), slice_hd95_note(result)]),
         VARIANTS_NOTE + ".",
         *(f"{r['patient']}: {n}" for r in rows for n in r.get("notes", [])),
         *(f"Not scored: {f['image']}: {f['error']}" for f in result.get("failed", [])),
