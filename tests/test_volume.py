@@ -232,7 +232,7 @@ def test_evaluate_reorients_a_mask_stored_in_another_voxel_order(lgg_case, nifti
 def test_geometry_unlike_the_training_slices_is_said():
     """A sagittal acquisition (5 mm between sagittal slices: axial pixels 5 x 1 mm) and a volume tilted
     30 degrees each get a note; the fixture's 11-degree, 0.8 x 0.9 mm volume gets none."""
-    arr = np.full((12, 40, 40), 100, np.uint8)
+    arr = np.random.default_rng(0).integers(0, 255, (12, 40, 40), dtype=np.uint8)  # an MRI, not a blank one
     sagittal = Volume(arr, np.diag([5.0, 1.0, 1.0, 1.0]), (5.0, 1.0, 1.0))
     assert any("5 x 1 mm pixels" in n for n in volume_slices(sagittal, "flair")[1])
     tilted = Volume(arr.transpose(1, 2, 0), oblique_affine((1.0, 1.0, 1.0), angle=np.radians(30)), (1.0, 1.0, 1.0))

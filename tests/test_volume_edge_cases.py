@@ -383,3 +383,31 @@ def test_dicom_objects_without_pixels_one_unsized_slice_several_series_and_metre
     nib.save(img, tmp_path / "metres.nii.gz")
     with pytest.raises(DataError, match=r"metres.nii.gz: its header gives lengths in meters .*save it in mm"):
         read_nifti(tmp_path / "metres.nii.gz")
+
+
+def test_a_summary_that_cannot_be_written_still_counts_the_mask_written(tmp_path, shipped):
+    """The mask was written, the summary was not (a folder in its way, a full disk), and the run
+    said "0 files" without naming the mask left on disk (QA)."""
+    out = tmp_path / "out"
+    (out / "scan_summary.json").mkdir(parents=True)
+    res = predict_files([_save(tmp_path / "scan.nii.gz", scan())], out, shipped, log=lambda m: None, err=lambda m: None)
+    assert res.written == [out / "scan_pred.nii.gz"] and (out / "scan_pred.nii.gz").is_file()
+    [(path, why)] = res.failed
+    assert path.name == "scan.nii.gz" and why.startswith(f"cannot write {out / 'scan_summary.json'}: ")
+    assert why.endswith("; written before it: scan_pred.nii.gz")
+    r = cli_here("predict", "--flair", str(tmp_path / "scan.nii.gz"), "--out", str(out))
+    assert r.returncode == 1 and "0 of 1 inputs segmented; 1 file in" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_mask_or_label_volume_given_to_predict_is_said_to_be_one(tmp_path):
+    """A BraTS-style P001_seg.nii.gz (0/1) was segmented as an MRI: "tumor 0 mL", without a word (QA)."""
+    from tumorseg.volume import volume_slices
+
+    labels = np.zeros((24, 20, 5), np.uint8)
+    labels[5:9, 5:9, 1:3] = 1
+    labels[10:12, 4:6, 2] = 4
+    said = volume_slices(read_nifti(_save(tmp_path / "P001_seg.nii.gz", labels)))[1]
+    assert any(n.startswith("P001_seg.nii.gz holds only the values 0, 1 and 4: it looks like a mask") for n in said)
+    said = volume_slices(read_nifti(_save(tmp_path / "blank.nii.gz", np.zeros((24, 20, 5), np.int16))))[1]
+    assert "blank.nii.gz holds only the value 0: it is blank, so its result means nothing" in said
+    assert not [n for n in volume_slices(read_nifti(_save(tmp_path / "mri.nii.gz", scan())))[1] if "holds only" in n]

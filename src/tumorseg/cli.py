@@ -480,6 +480,7 @@ def predict(
         try:
             done = predict_volume(vol, out / stem, predictor, notes, found=found)
         except OSError as exc:  # the other inputs are still segmented
+            done = getattr(exc, "written", [])  # a mask written before its summary failed
             failed = [(flair, f"{exc.strerror or exc}")]
             typer.secho(f"failed: {flair}: cannot write its outputs in {out}: {exc.strerror or exc}", err=True)
         say_close_calls(found)

@@ -207,6 +207,7 @@ def predict_files(
             vol = read_dicom_series(path) if path.is_dir() else read_nifti(path)
             result.written += predict_volume(vol, out / volume_stem(path), predictor, log=log, found=result.notes)
         except (OSError, DataError) as exc:
+            result.written += getattr(exc, "written", [])  # a mask written before its summary failed
             result.failed.append((path, str(exc)))
             err(f"failed: {exc}" if isinstance(exc, DataError) else f"failed: {path}: {exc}")
     channels = predictor.config.channels
@@ -426,7 +427,13 @@ def predict_volume(
     summary = {"input": vol.source, "mask": str(mask_path), "notes": notes, **mask_summary(masks, vol)}
     summary_path = prefix.parent / f"{prefix.name}_summary.json"
     summary["outputs"] = [str(p) for p in written]
-    write_summary(summary_path, summary)
+    try:
+        write_summary(summary_path, summary)
+    except OSError as exc:  # the mask on disk stays, and is counted and named by the caller
+        names = ", ".join(p.name for p in written)
+        failed = OSError(f"cannot write {summary_path}: {exc.strerror or exc}; written before it: {names}")
+        failed.written = written
+        raise failed from exc
     log(
         f"{vol.source}: tumor {millilitres(summary['tumor_volume_ml'])} in {len(summary['slices_with_tumor'])} "
         f"of {summary['axial_slices']} axial slices -> {mask_path}"

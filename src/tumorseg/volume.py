@@ -246,6 +246,14 @@ def volume_slices(vol: Volume, channels: str = "all") -> tuple[np.ndarray, list[
             "(PNG or TIFF) to segment it as it is"
         )
     notes = []
+    name = Path(vol.source).name or "the volume"
+    if (labels := _label_values(data)) is not None and " and " not in labels:
+        notes.append(f"{name} holds only the value {labels}: it is blank, so its result means nothing")
+    elif labels is not None:
+        notes.append(
+            f"{name} holds only the values {labels}: it looks like a mask or label volume, not an MRI, so its "
+            "result means nothing (a truth mask is named X_mask.nii.gz beside X.nii.gz)"
+        )
     if data.ndim == 3:
         data = data[..., None]
         if channels == "all":
@@ -265,6 +273,18 @@ def volume_slices(vol: Volume, channels: str = "all") -> tuple[np.ndarray, list[
         notes.append(note)
     notes += geometry_notes(vol)
     return slices, notes
+
+
+def _label_values(data: np.ndarray, most: int = 8) -> str | None:
+    """'0 and 1', '0, 1, 2 and 4': the values of a volume of at most `most` whole numbers (a mask or
+    label map: an MRI has hundreds of grey values); None for anything else. A sample decides first."""
+    if len(np.unique(data[::4, ::4, ::4])) > most:
+        return None
+    values = np.unique(data)
+    if len(values) > most or not np.array_equal(values, np.round(values)):
+        return None
+    text = [f"{v:g}" for v in values.tolist()]
+    return text[0] if len(text) == 1 else ", ".join(text[:-1]) + " and " + text[-1]
 
 
 def geometry_notes(vol: Volume, anisotropy: float = 2.0, oblique_deg: float = 25.0) -> list[str]:
