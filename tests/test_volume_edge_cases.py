@@ -411,3 +411,13 @@ def test_a_mask_or_label_volume_given_to_predict_is_said_to_be_one(tmp_path):
     said = volume_slices(read_nifti(_save(tmp_path / "blank.nii.gz", np.zeros((24, 20, 5), np.int16))))[1]
     assert "blank.nii.gz holds only the value 0: it is blank, so its result means nothing" in said
     assert not [n for n in volume_slices(read_nifti(_save(tmp_path / "mri.nii.gz", scan())))[1] if "holds only" in n]
+
+
+def test_a_nifti_pair_fails_named_with_how_to_convert_it(tmp_path):
+    """`predict pair.hdr pair.img` once stopped the whole run: 'two inputs share the name pair'."""
+    nib.save(nib.Nifti1Pair(scan(), AFFINE), tmp_path / "pair.img")
+    r = cli_here("predict", str(tmp_path / "pair.hdr"), str(tmp_path / "pair.img"), "--out", str(tmp_path / "o"))
+    assert r.returncode == 1 and "share the name" not in r.stderr, r.stderr
+    for name in ("pair.hdr", "pair.img"):
+        assert f"{name}: a NIfTI or Analyze pair (.hdr and .img) is not read: save it as one .nii.gz" in r.stderr
+    assert "nib.save(nib.load('pair.hdr'), 'pair.nii.gz')" in r.stderr

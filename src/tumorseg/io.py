@@ -106,6 +106,10 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         if "MAX_TEXT_CHUNK" in str(exc):  # Pillow's guard against a text chunk that inflates to megabytes
             raise DataError(f"{path}: cannot read image: a compressed text (metadata) chunk inflates beyond what "
                             "Pillow reads safely; save the image without its text chunks") from None  # fmt: skip
+        if suffix in (".hdr", ".img"):  # half of an Analyze / NIfTI pair
+            raise DataError(f"{path}: a NIfTI or Analyze pair (.hdr and .img) is not read: save it as one .nii.gz "
+                            f"(nibabel: nib.save(nib.load('{path.with_suffix('.hdr').name}'), "
+                            f"'{path.stem}.nii.gz'))") from None  # fmt: skip
         if suffix not in IMAGE_SUFFIXES:  # a .txt, .pdf or .docx: say what we read, not "not a valid TXT"
             images, volumes = " ".join(IMAGE_SUFFIXES), " ".join(VOLUME_SUFFIXES)
             raise DataError(f"{path}: not an image tumorseg reads: expected {images} slices, NIfTI volumes "

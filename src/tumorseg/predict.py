@@ -186,7 +186,8 @@ def predict_files(
     files = collect_inputs(inputs, empty)
     volumes = [f for f in files if is_volume_path(f) or f.is_dir()]
     files = [f for f in files if f not in volumes]
-    for group in (volumes, files):  # checked before anything is written
+    readable = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]  # the others fail alone, named
+    for group in (volumes, readable):  # checked before anything is written
         stems = [_output_stem(f) for f in group]
         if len(set(stems)) != len(stems):
             dup = next(s for s in stems if stems.count(s) > 1)
