@@ -50,6 +50,19 @@ def test_tampered_checkpoint_refused(ckpt_path):
         load_checkpoint(ckpt_path)
 
 
+def test_a_checkpoint_without_its_checksum_says_so(ckpt_path):
+    """Its sha256 key removed, it was called a "checksum mismatch" (QA)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(ckpt_path), "pt") as f:
+        meta = {k: v for k, v in f.metadata().items() if k != "sha256"}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    save_file(tensors, str(ckpt_path), metadata=meta)
+    with pytest.raises(CheckpointError, match=r"m.safetensors: no checksum \(metadata key sha256\): not a tumorseg"):
+        load_checkpoint(ckpt_path)
+
+
 class Payload:
     def __reduce__(self):
         import os

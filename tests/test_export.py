@@ -111,6 +111,7 @@ def tiny_int8(tiny_run, tmp_path_factory):
     out = w.with_name("tiny.int8.onnx")
     r = cli_here("export", "--int8", "--weights", str(w), "--data", str(tiny_run.parent / "lgg"), "--out", str(out))
     assert r.returncode == 0, r.stderr
+    assert f"wrote {out} ({round(out.stat().st_size / 1e3)} kB)" in r.stdout  # once "(0.0 MB)"
     return out
 
 

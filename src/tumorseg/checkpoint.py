@@ -99,6 +99,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                 "beside a checkpoint is what --backend onnx-int8 runs)"
             ) from None
         raise CheckpointError(f"{path}: not a valid safetensors checkpoint (truncated or corrupt: {exc})") from None
+    if "sha256" not in header:
+        raise CheckpointError(f"{path}: no checksum (metadata key sha256): not a tumorseg checkpoint, or edited")
     if header.get("sha256") != _digest(tensors, header.get("config", ""), header.get("meta", "")):
         raise CheckpointError(f"{path}: checksum mismatch; the file was modified or damaged")
     try:

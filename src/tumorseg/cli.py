@@ -523,7 +523,8 @@ def export(
              "the fp32 graph otherwise")  # fmt: skip
     warn = lambda msg: typer.secho(msg, fg=typer.colors.YELLOW, err=True)  # noqa: E731
     path = export_int8(weights, out, data, log=warn) if int8 else export_onnx(weights, out)
-    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    size = path.stat().st_size
+    typer.echo(f"wrote {path} ({size / 1e6:.1f} MB)" if size >= 1e5 else f"wrote {path} ({size / 1e3:.0f} kB)")
 
 
 def say_close_calls(notes: list[str]) -> None:
