@@ -30,6 +30,9 @@ def check_one_cv(runs: list[Path], configs: list) -> None:
     differ = sorted(k for k in recipes[0] if any(r[k] != recipes[0][k] for r in recipes))
     if differ:
         raise SystemExit(f"the runs differ in {', '.join(differ)}: pool the folds of one recipe and seed")
+    missing = [str(r) for r in runs if not (r / "split.json").is_file()]
+    if missing:
+        raise SystemExit(f"no split.json in {', '.join(missing)}: not a finished tumorseg training run")
     splits = [json.loads((r / "split.json").read_text()) for r in runs]
     if any(set(s["test"]) != set(splits[0]["test"]) for s in splits):
         raise SystemExit("the runs hold different test patients: pool the folds of one split")

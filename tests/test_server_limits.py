@@ -5,6 +5,7 @@ refusing bad weights and busy ports before it starts."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import shutil
@@ -89,6 +90,16 @@ def test_volumes_big_endian_read_and_too_many_voxels_refused(served, lgg_root, t
     r = post(url, (tmp_path / "huge.nii.gz").read_bytes())
     assert r.status_code == 413 and "512x512x161" in r.json()["error"], r.text
     assert time.perf_counter() - t0 < 5
+    # one 4097x4097 slice: under the voxel limit, over a 2D upload's (QA: 1 GB and 2 s per slice image)
+    nib.save(nib.Nifti1Image(np.zeros((4097, 4097, 1), np.uint8), np.eye(4)), str(tmp_path / "wide.nii.gz"))
+    r = post(url, (tmp_path / "wide.nii.gz").read_bytes())
+    assert r.status_code == 413 and "has slices of 16785409 pixels, too large (at most 16777216" in r.text, r.text
+    # a header that puts 8 voxels 1 GiB into a .nii.gz made the server inflate it all (QA: 25 s a request)
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((8, 8, 8))
+    hdr["vox_offset"] = 2**30
+    r = post(url, gzip.compress(hdr.binaryblock + b"\0" * 4))
+    assert r.status_code == 422 and "upload: its header puts the voxels 1024 MiB into the file" in r.text, r.text
 
 
 def test_expired_masks_are_gone(served, lgg_root, tmp_path):
@@ -287,7 +298,8 @@ def test_a_burst_waits_for_a_decoding_slot_then_gets_503(lgg_root, tmp_path):
             assert slow.result().status_code == 200
         refused = [r for r in answers if r.status_code == 503]
         assert refused, f"no upload was refused while a {n}-slice volume was segmented: {answers}"
-        assert refused[0].headers["Retry-After"] == "5" and "busy" in refused[0].json()["error"]
+        assert refused[0].headers["Retry-After"] == "5"
+        assert refused[0].json()["error"].startswith("busy: 1 upload is being segmented")  # once "1 uploads are"
         assert all(r.status_code in (200, 503) for r in answers)
         assert post(url, small).status_code == 200  # the slot is free again
     finally:

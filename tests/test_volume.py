@@ -272,3 +272,17 @@ def test_slice_only_outputs_asked_for_a_volume_are_said(nifti, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "warning: --probabilities and --overlay: written for 2D slices only" in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scan_pred.nii.gz", "scan_summary.json"]
+
+
+def test_evaluate_pairs_say_a_tumor_free_volume_favours_the_baseline(lgg_case, nifti, tmp_path):
+    """The tumor-free note was in evaluation.md but not on the console for volumes (review)."""
+    from tumorseg.evaluation import evaluate_volumes
+
+    truth = slices_to_array(lgg_case.full_masks[:, None].astype(np.uint8))[..., 0]
+    truth, affine = flip_first_axis(truth, oblique_affine())
+    pairs = [(nifti, _saved(truth, affine, tmp_path / "t_mask.nii.gz")),
+             (nifti, _saved(np.zeros_like(truth), affine, tmp_path / "none_mask.nii.gz"))]  # fmt: skip
+    lines: list[str] = []
+    evaluate_volumes(pairs, log=lines.append)
+    assert any(x.startswith("1 of 2 volumes have no tumor in their truth") and "over the 1 with tumor" in x
+               for x in lines), lines  # fmt: skip

@@ -330,16 +330,23 @@ def test_series_named_by_uid_or_ima_and_folders_named_by_uid_or_dot(tmp_path, sh
     assert r.returncode == 2 and "a DICOM slice alone is not read; pass its series folder" in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize("shape", [(256, 1, 256), (3, 256, 256)])
-def test_a_coronal_or_sagittal_slice_is_not_cut_into_one_pixel_axial_slices(tmp_path, shape):
+@pytest.mark.parametrize(
+    "shape, said",
+    [
+        ((256, 1, 256), r"256 x 1 pixels \(256 of them\): it holds 1 slice in another plane .coronal or sagittal.*"
+                        r"give the axial series, or save the slice as a 2D image"),
+        ((3, 256, 256), r"3 x 256 pixels \(256 of them\): it holds 3 slices in another plane .coronal or "
+                        r"sagittal.*give the axial series$"),
+        ((6, 6, 40), r"6 x 6 pixels \(40 of them\), too small to segment \(at least 8 x 8\)$"),
+    ],
+)  # fmt: skip
+def test_a_coronal_or_sagittal_slice_is_not_cut_into_one_pixel_axial_slices(tmp_path, shape, said):
     """A single coronal slice was segmented as 256 axial slices one pixel high ("0.09 mL in 8 of 256
     axial slices"); it is refused, saying what the volume holds and what to give instead."""
     from tumorseg.volume import volume_slices
 
     path = _save(tmp_path / "cor.nii.gz", scan(shape), np.diag([1.0, 1.0, 1.0, 1.0]))
-    thin = min(shape[:2])
-    said = rf"cor.nii.gz: its axial slices would be {shape[0]} x {shape[1]} pixels \(256 of them\): it holds {thin} "
-    with pytest.raises(DataError, match=said + r"slices? in another plane .coronal or sagittal.*2D image"):
+    with pytest.raises(DataError, match="cor.nii.gz: its axial slices would be " + said):
         volume_slices(read_nifti(path))
     r = cli_here("predict", str(path), "--out", str(tmp_path / "o"))
     assert r.returncode == 1 and "axial slices would be" in r.stderr and not list((tmp_path / "o").glob("*_pred*"))
@@ -407,9 +414,9 @@ def test_a_mask_or_label_volume_given_to_predict_is_said_to_be_one(tmp_path):
     labels[5:9, 5:9, 1:3] = 1
     labels[10:12, 4:6, 2] = 4
     said = volume_slices(read_nifti(_save(tmp_path / "P001_seg.nii.gz", labels)))[1]
-    assert any(n.startswith("P001_seg.nii.gz holds only the values 0, 1 and 4: it looks like a mask") for n in said)
+    assert any(n.startswith("the volume holds only the values 0, 1 and 4: it looks like a mask") for n in said)
     said = volume_slices(read_nifti(_save(tmp_path / "blank.nii.gz", np.zeros((24, 20, 5), np.int16))))[1]
-    assert "blank.nii.gz holds only the value 0: it is blank, so its result means nothing" in said
+    assert "the volume holds only the value 0: it is blank, so its result means nothing" in said
     assert not [n for n in volume_slices(read_nifti(_save(tmp_path / "mri.nii.gz", scan())))[1] if "holds only" in n]
 
 
@@ -420,4 +427,21 @@ def test_a_nifti_pair_fails_named_with_how_to_convert_it(tmp_path):
     assert r.returncode == 1 and "share the name" not in r.stderr, r.stderr
     for name in ("pair.hdr", "pair.img"):
         assert f"{name}: a NIfTI or Analyze pair (.hdr and .img) is not read: save it as one .nii.gz" in r.stderr
-    assert "nib.save(nib.load('pair.hdr'), 'pair.nii.gz')" in r.stderr
+    assert f"nib.save(nib.load('{tmp_path / 'pair.hdr'}'), '{tmp_path / 'pair.nii.gz'}')" in r.stderr
+
+
+def test_a_uid_named_slice_that_cannot_be_opened_is_not_dropped(tmp_path, monkeypatch):
+    """Its DICM marker could not be read (permission denied), so it stopped counting as a slice and
+    the series came out a slice short without a word (review)."""
+    uid = write_series(tmp_path / "s", n=5)
+    for i, p in enumerate(sorted(uid.iterdir())):
+        p.rename(uid / f"1.2.826.0.1.3680043.8.498.{i + 1}")
+    opened = Path.open
+
+    def denied(self, *a, **kw):
+        if self.name == "1.2.826.0.1.3680043.8.498.5":
+            raise PermissionError(13, "Permission denied", str(self))
+        return opened(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "open", denied)
+    assert read_dicom_series(uid).array.shape == (12, 16, 5)  # kept: the reader names it if it truly cannot read it

@@ -672,6 +672,8 @@ def evaluate_volumes(
     d = summary["chosen"]["dice"]
     log(f"per-volume Dice: mean {_f(d['mean'])}; {interval_text(result, 'volume')}; "
         f"median {_f(d['median'])}, std {_f(d['std'])}")  # fmt: skip
+    if note := tumor_free_note(result, "volume"):
+        log(note)
     if failed:
         log(f"{len(failed)} of {len(pairs)} volumes failed (named above); the others are scored")
     if out:

@@ -24,7 +24,8 @@ class Counts(NamedTuple):
 
 def as_mask(a: np.ndarray, what: str = "mask") -> np.ndarray:
     """A boolean mask: any non-zero integer is tumor (0/1, 0/255); floats only as 0 and 1, since a
-    probability map taken as a mask counts every pixel above 0 as tumor."""
+    probability map taken as a mask counts every pixel above 0 as tumor. Integers are not checked:
+    a probability map stored as 0..255 (`X_prob.png`) is read as a mask of every non-zero pixel."""
     a = np.asarray(a)
     if a.dtype.kind == "f" and not ((a == 0) | (a == 1)).all():
         raise ValueError(f"{what} holds values other than 0 and 1 (a probability map?): threshold it first")

@@ -22,6 +22,7 @@ from .errors import DataError, MissingExtraError, TooLargeError
 from .io import IMAGE_SUFFIXES, OUTPUT_ENDINGS, VOLUME_SUFFIXES, atomic_write_bytes, atomic_write_text, quiet_logger
 
 MAX_VOXELS = 1024**3 // 2
+MAX_VOX_OFFSET = 64 * 2**20  # bytes; a header and its extensions (e.g. dcm2niix's) take a few MB at most
 MIN_AXIAL_SIDE = 8  # pixels; a narrower axial cut is a few slices of another plane, not an axial slice
 
 
@@ -41,7 +42,8 @@ def volume_stem(path: Path) -> str:
     """The name a volume's outputs take: a file's name less .nii(.gz); a series folder's whole name
     (`1.2.840.113619.2.55.3`, `Series 3.T2 FLAIR`), also when given as `.` or `..`."""
     if path.is_dir():
-        return Path(os.path.abspath(path)).name or "volume"
+        whole = os.path.realpath(path) if path.name in ("", "..") else os.path.abspath(path)  # `lnk/..` as read
+        return Path(whole).name or "volume"
     name = path.name
     for suffix in (".nii.gz", ".nii"):
         if name.lower().endswith(suffix):
@@ -67,9 +69,11 @@ class Volume:
         return 1 if self.array.ndim == 3 else self.array.shape[-1]
 
 
-def read_nifti(path: str | Path, max_voxels: int = MAX_VOXELS) -> Volume:
+def read_nifti(path: str | Path, max_voxels: int = MAX_VOXELS, max_slice_pixels: int | None = None) -> Volume:
     """Read a 3D (one sequence) or 4D (X, Y, Z, C) NIfTI, C = 1 or 3 (T1, FLAIR, T1c); one of
-    more than `max_voxels` values is refused from its header, before its voxels are read."""
+    more than `max_voxels` values, or (given `max_slice_pixels`) with a slice of more pixels in any
+    plane, is refused from its header, before its voxels are read; so is one whose header puts
+    its voxels more than MAX_VOX_OFFSET bytes in (which a small .nii.gz can make gigabytes to inflate)."""
     need_medical(path, "reading NIfTI")
     import nibabel as nib
 
@@ -85,11 +89,21 @@ def read_nifti(path: str | Path, max_voxels: int = MAX_VOXELS) -> Volume:
         if int(np.prod(shape)) > max_voxels:
             raise TooLargeError(f"{path}: volume of {'x'.join(map(str, shape))} voxels is too large "
                             f"(at most {max_voxels} values)")  # fmt: skip
+        plane = max((int(a) * int(b) for i, a in enumerate(shape[:3]) for b in shape[i + 1 : 3]), default=0)
+        if max_slice_pixels is not None and plane > max_slice_pixels:
+            raise TooLargeError(f"{path}: volume of {'x'.join(map(str, shape))} voxels has slices of {plane} "
+                                f"pixels, too large (at most {max_slice_pixels} per slice)")  # fmt: skip
+        offset = float(getattr(img.dataobj, "offset", 0) or 0)  # the file's vox_offset (nibabel zeroes the header's)
+        if offset > MAX_VOX_OFFSET:
+            raise DataError(f"{path}: its header puts the voxels {offset / 2**20:.0f} MiB into the file (vox_offset), "
+                            "far past any header and its extensions: a damaged file, or one made to exhaust "
+                            "the reader")  # fmt: skip
         data = np.asanyarray(img.dataobj)
     except DataError:
         raise
     except Exception as exc:
-        raise DataError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from None
+        said = " ".join(str(exc).replace(" from \n", " ").split())  # nibabel's "... bytes from \n - could ..."
+        raise DataError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {said})") from None
     while data.ndim > 3 and data.shape[-1] == 1:  # (X, Y, Z, 1) or (X, Y, Z, 1, 1)
         data = data[..., 0]
     if data.ndim == 5 and data.shape[3] == 1:  # (X, Y, Z, 1, C) as some tools write it
@@ -239,21 +253,21 @@ def volume_slices(vol: Volume, channels: str = "all") -> tuple[np.ndarray, list[
     data, _ = _canonical(vol)
     x, y, z = data.shape[:3]
     if min(x, y) < MIN_AXIAL_SIDE:
+        said = f"{vol.source or 'the volume'}: its axial slices would be {x} x {y} pixels ({z} of them)"
+        if max(x, y) < MIN_AXIAL_SIDE or z < MIN_AXIAL_SIDE:  # a tiny crop, not a slab of another plane
+            raise DataError(f"{said}, too small to segment (at least {MIN_AXIAL_SIDE} x {MIN_AXIAL_SIDE})")
+        one = min(x, y) == 1
         raise DataError(
-            f"{vol.source or 'the volume'}: its axial slices would be {x} x {y} pixels ({z} of them): it holds "
-            f"{min(x, y)} slice{'s' * (min(x, y) > 1)} in another plane (coronal or sagittal), and tumorseg "
-            "segments axial slices, as it was trained; give the axial series, or save the slice as a 2D image "
-            "(PNG or TIFF) to segment it as it is"
+            f"{said}: it holds {min(x, y)} slice{'s' * (not one)} in another plane (coronal or sagittal), and "
+            "tumorseg segments axial slices, as it was trained; give the axial series"
+            + (", or save the slice as a 2D image (PNG or TIFF) to segment it as it is" if one else "")
         )
     notes = []
-    name = Path(vol.source).name or "the volume"
-    if (labels := _label_values(data)) is not None and " and " not in labels:
-        notes.append(f"{name} holds only the value {labels}: it is blank, so its result means nothing")
+    if (labels := _label_values(data)) is not None and " and " not in labels:  # callers name the file
+        notes.append(f"the volume holds only the value {labels}: it is blank, so its result means nothing")
     elif labels is not None:
-        notes.append(
-            f"{name} holds only the values {labels}: it looks like a mask or label volume, not an MRI, so its "
-            "result means nothing (a truth mask is named X_mask.nii.gz beside X.nii.gz)"
-        )
+        notes.append(f"the volume holds only the values {labels}: it looks like a mask or label volume, not an "
+                     "MRI, so its result means nothing")  # fmt: skip
     if data.ndim == 3:
         data = data[..., None]
         if channels == "all":
@@ -278,10 +292,12 @@ def volume_slices(vol: Volume, channels: str = "all") -> tuple[np.ndarray, list[
 def _label_values(data: np.ndarray, most: int = 8) -> str | None:
     """'0 and 1', '0, 1, 2 and 4': the values of a volume of at most `most` whole numbers (a mask or
     label map: an MRI has hundreds of grey values); None for anything else. A sample decides first."""
-    if len(np.unique(data[::4, ::4, ::4])) > most:
+    values = np.unique(data[::4, ::4, ::4])
+    if len(values) > most:
         return None
-    values = np.unique(data)
-    if len(values) > most or not np.array_equal(values, np.round(values)):
+    rest = data[~np.isin(data, values)]  # what the sample missed: a rare label, few voxels; no sort of the whole
+    values = np.union1d(values, np.unique(rest[: 1 << 20]))
+    if len(values) > most or not np.array_equal(values, np.round(values)) or not np.isin(rest, values).all():
         return None
     text = [f"{v:g}" for v in values.tolist()]
     return text[0] if len(text) == 1 else ", ".join(text[:-1]) + " and " + text[-1]
@@ -360,7 +376,7 @@ def mask_summary(mask: np.ndarray, vol: Volume) -> dict:
     k = int(np.argmax(areas)) if with_tumor else None
     return {
         "tumor_voxels": int(areas.sum()),
-        "tumor_volume_ml": float(areas.sum() * voxel_mm3 / 1000),
+        "tumor_volume_ml": float(f"{areas.sum() * voxel_mm3 / 1000:.6g}"),  # not float32's noise (5.57684970452786)
         "voxel_spacing_mm": list(vol.spacing),
         "axial_slices": len(mask),
         "slices_with_tumor": with_tumor,
@@ -394,32 +410,40 @@ DICOM_SUFFIXES = (".dcm", ".ima")  # .IMA: Siemens's own exports
 
 
 def is_dicom_series(path: Path) -> bool:
-    """A folder holding .dcm or .ima files, or other files that start like DICOM."""
+    """A folder holding .dcm or .ima files, or other files that start like DICOM (or cannot be
+    read to tell: the series reader then names them)."""
     if not path.is_dir():
         return False
     for p in path.iterdir():
-        if _series_file(p) and looks_dicom(p):
+        if _series_file(p) and looks_dicom(p, unreadable=True):
             return True
     return False
 
 
 def _series_file(p: Path) -> bool:
-    """A file that may hold a slice: `.dcm`, `.ima`, no suffix, or any other name (a UID such as
-    `1.2.826.0.1.3680043.8.498.12`, as PACS exports name them) of a file with DICOM's 'DICM' marker.
+    """A file that may hold a slice: `.dcm`, `.ima`, no suffix or a UID's last number (PACS exports
+    name files `1.2.826.0.1.3680043.8.498.12`), or any other name of a file with DICOM's 'DICM'
+    marker or that cannot be read (the reader then names it, not drop a slice without a word).
     Hidden files (`.DS_Store`, `._IM0001` from macOS copies) and `X_seg.dcm` (the SEG an earlier
     `predict` wrote) are never slices; nor are images and volumes, which a series folder refuses."""
     name = p.name.lower()
     if name.startswith(".") or name.endswith("_seg.dcm") or name == "dicomdir":  # DICOMDIR: the media's index
         return False
-    return p.is_file() and (not p.suffix or looks_dicom(p))
+    return p.is_file() and (not p.suffix or p.suffix[1:].isdigit() or looks_dicom(p, unreadable=True))
 
 
-def looks_dicom(p: Path) -> bool:
+def looks_dicom(p: Path, unreadable: bool = False) -> bool:
     """Named `.dcm` or `.ima`, or, under a name that is not an image's or a volume's, starting with
-    DICOM's 128-byte preamble and 'DICM' marker."""
+    DICOM's 128-byte preamble and 'DICM' marker; a file that cannot be read gives `unreadable`."""
     if p.suffix.lower() in DICOM_SUFFIXES:
         return True
-    return not p.name.lower().endswith((*IMAGE_SUFFIXES, *VOLUME_SUFFIXES)) and _has_dicm(p)
+    if p.name.lower().endswith((*IMAGE_SUFFIXES, *VOLUME_SUFFIXES)):
+        return False
+    try:
+        with p.open("rb") as f:
+            return f.read(132)[128:132] == b"DICM"
+    except OSError:
+        return unreadable
 
 
 def _positive_mm(value) -> float | None:
@@ -449,14 +473,6 @@ def _check_geometry(p: Path, pos: np.ndarray, orient: np.ndarray, spacing: list[
     if row is None or max(abs(np.linalg.norm(row) - 1), abs(np.linalg.norm(col) - 1), abs(row @ col)) > 1e-2:
         raise DataError(f"{p}: ImageOrientationPatient is not two unit vectors at right angles: "
                         f"{orient.tolist()} (a degenerate orientation; the slice cannot be placed)")  # fmt: skip
-
-
-def _has_dicm(p: Path) -> bool:
-    try:
-        with p.open("rb") as f:
-            return f.read(132)[128:132] == b"DICM"
-    except OSError:
-        return False
 
 
 def _series_list(slices: list) -> str:

@@ -168,15 +168,22 @@ class SliceAnswer(BaseModel):
     model: str
 
 
-class VolumeSlice(BaseModel):
-    """One axial slice of a volume's answer, in the canonical order the notes count from 0. Its
-    images are URLs (`/api/v1/results/{id}/slices/{i}/mri.png`, `mask.png`, `overlay.png`),
-    served for an hour, so a large volume's answer stays small."""
+ORDER = (
+    "axial slices counted from 0 at the most inferior (feet) end, not in the file's own order (a file stored "
+    "head first, or with its axial axis first, numbers them otherwise; the mask at mask_url keeps the file's)"
+)
 
-    mri: str
-    mask: str
-    overlay: str
-    tumor_area_px: int
+
+class VolumeSlice(BaseModel):
+    """One axial slice of a volume's answer, in canonical order (the most inferior first, as the
+    notes count them). Its images are URLs relative to the server
+    (`/api/v1/results/{id}/slices/{i}/mri.png`, `mask.png`, `overlay.png`), served for an hour,
+    so a large volume's answer stays small."""
+
+    mri: str = Field(description="URL, relative to the server, of the slice's MRI (FLAIR) as PNG")
+    mask: str = Field(description="URL, relative to the server, of the slice's mask as PNG (0 or 255)")
+    overlay: str = Field(description="URL, relative to the server, of the MRI with the mask in red, as PNG")
+    tumor_area_px: int = Field(description="tumor pixels in this slice")
 
 
 class VolumeAnswer(BaseModel):
@@ -184,12 +191,13 @@ class VolumeAnswer(BaseModel):
 
     kind: Literal["volume"]
     notes: list[str]
-    slices: list[VolumeSlice]
-    tumor_volume_ml: float
-    slices_with_tumor: list[int]
+    slices: list[VolumeSlice] = Field(description=f"one per axial slice: {ORDER}")
+    tumor_volume_ml: float = Field(description="the mask's volume in mL, from the file's voxel size")
+    slices_with_tumor: list[int] = Field(description=f"indices into `slices` with tumor: {ORDER}")
     max_probability: float
     runtime_ms: float
-    mask_url: str
+    mask_url: str = Field(description="URL, relative to the server, of the mask volume (.nii.gz, uint8 0/1, the "
+                          "upload's own voxel order and affine), served for an hour")  # fmt: skip
     model: str
 
 
@@ -327,7 +335,7 @@ def create_app(
 
     def why_no_card() -> str:
         if shipped:  # a wheel is not built without it, but a checkout's file may have been moved
-            return f"{MODEL_CARD} is missing from this installation"
+            return f"{MODEL_CARD.name} is missing from this installation"  # the server's paths are not shown
         return f"{model_id} is not the shipped model (its card is for that one)"
 
     @functools.cache  # rendered at the first request, then kept
@@ -387,8 +395,8 @@ def create_app(
             try:
                 await asyncio.wait_for(slots.acquire(), busy_wait)
             except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
-                return error(503, f"busy: {max_busy} uploads are being segmented; try again shortly",
-                             {"Retry-After": "5"})  # fmt: skip
+                being = f"{max_busy} uploads are" if max_busy > 1 else "1 upload is"
+                return error(503, f"busy: {being} being segmented; try again shortly", {"Retry-After": "5"})
         else:
             await slots.acquire()
         try:
@@ -440,7 +448,7 @@ def create_app(
     def segment_volume(path: Path, format: str, all_parts: bool = False):
         from ..volume import mask_summary, mask_to_volume, read_nifti, volume_slices, write_nifti
 
-        vol = read_nifti(path, max_voxels=max_voxels)
+        vol = read_nifti(path, max_voxels=max_voxels, max_slice_pixels=max_pixels)  # a slice as large as a 2D upload
         slices, notes = volume_slices(vol, predictor.config.channels)
         t0 = time.perf_counter()
         with lock:
