@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from fastapi.responses import JSONResponse
 
 
@@ -68,7 +70,13 @@ class Guard:
             return await error(400, f"Host {host!r} is not served here (served as "
                                f"{', '.join(sorted(self.allowed))}; `tumorseg serve --allowed-host NAME` "
                                "adds a name)")(scope, receive, send)  # fmt: skip
-        other_site = headers.get("sec-fetch-site") in ("cross-site", "same-site")  # the browser says so
+        site, origin = headers.get("sec-fetch-site"), headers.get("origin")
+        other_site = site in ("cross-site", "same-site")  # the browser says so
+        if site is None and origin is not None:  # browsers without Sec-Fetch-* (Safari < 16.4): their Origin
+            netloc = urlsplit(origin).netloc.lower()  # is this server as asked for, or a name it serves
+            other_site = netloc != headers.get("host", "").strip().lower() and (
+                self.allowed is None or _hostname(netloc) not in self.allowed
+            )
         if other_site and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
             return await error(403, "refused: sent by a page of another site; upload from this server's own "
                                "page, or from a script or curl")(scope, receive, send)  # fmt: skip
@@ -97,8 +105,13 @@ def served_names(host: str, allowed: list[str]) -> list[str]:
 
 
 def _hostname(host: str) -> str:
-    """`[::1]:8000` -> `::1`, `Example.org:80` -> `example.org`, `::1` -> `::1`."""
+    """`[::1]:8000` -> `::1`, `Example.org:80` -> `example.org`, `::1` -> `::1`; anything after the
+    name other than `:PORT` keeps the whole text (`[::1]evil.com`), which then matches no name."""
     host = host.strip().lower()
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if host.startswith("[") and "]" in host:
+        name, rest = host[1:].split("]", 1)
+        return name if not rest or (rest[0] == ":" and rest[1:].isdigit()) else host
+    if host.count(":") == 1:
+        name, port = host.split(":")
+        return name if port.isdigit() else host
+    return host
