@@ -506,6 +506,8 @@ def create_app(
 
     app.head("/api/v1/results/{rid}/mask.nii.gz", include_in_schema=False)(result_mask)  # link checkers use HEAD
 
+    drawing = threading.BoundedSemaphore(4)  # slice images drawn at once (they run in the threadpool)
+
     @app.get("/api/v1/results/{rid}/slices/{i}/{name}.png", response_class=Response, responses={
         200: {"content": {"image/png": {}}, "description": "one slice's MRI, mask or overlay, at the volume's size"},
         404: {"model": ErrorBody, "description": "no such result or slice, or older than an hour"},
@@ -522,14 +524,15 @@ def create_app(
             return error(404, "no such result: results are kept for an hour at most")
         if not 0 <= i < len(masks):
             return error(404, f"no such slice: the volume has slices 0-{len(masks) - 1}")
-        mri = np.asarray(flair[i])
-        mask = np.unpackbits(masks[i], axis=-1, count=mri.shape[-1]).astype(bool)
-        if name == "mri":
-            image = mri  # grayscale: a third of the bytes to encode
-        else:
-            image = mask.astype(np.uint8) * 255 if name == "mask" else _overlay_panel(mri[None], mask)
-        return Response(png_bytes(image, level=3), media_type="image/png",
-                        headers={"Cache-Control": "private, max-age=3600"})  # fmt: skip
+        with drawing:  # each may take 200 MB for a 4096x4096 slice: a few at once, the others wait
+            mri = np.asarray(flair[i])
+            mask = np.unpackbits(masks[i], axis=-1, count=mri.shape[-1]).astype(bool)
+            if name == "mri":
+                image = mri  # grayscale: a third of the bytes to encode
+            else:
+                image = mask.astype(np.uint8) * 255 if name == "mask" else _overlay_panel(mri[None], mask)
+            png = png_bytes(image, level=3)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
     app.head("/api/v1/results/{rid}/slices/{i}/{name}.png", include_in_schema=False)(result_slice)
 
