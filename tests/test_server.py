@@ -83,6 +83,17 @@ def test_openapi_schema(server):
     model = schema["paths"]["/api/v1/model"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert model == {"$ref": "#/components/schemas/ModelInfo"}  # once a free-form object
     assert "license" in schema["components"]["schemas"]["ModelInfo"]["properties"]
+    # a client generated from the schema (QA): typed health, `kind` picks the answer, files are binary
+    health = schema["paths"]["/api/v1/health"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert health == {"$ref": "#/components/schemas/HealthAnswer"}
+    segment = schema["paths"]["/api/v1/segment"]["post"]["responses"]["200"]["content"]
+    assert segment["application/json"]["schema"]["discriminator"]["mapping"]["volume"].endswith("/VolumeAnswer")
+    assert segment["image/png"]["schema"] == segment["application/gzip"]["schema"] == {"type": "string",
+                                                                                       "format": "binary"}  # fmt: skip
+    volume = schema["components"]["schemas"]["VolumeAnswer"]["properties"]
+    assert "most inferior" in volume["slices_with_tumor"]["description"]
+    body = httpx.get(server + "/api/v1/health").json()
+    assert set(body) == {"status", "model", "version", "backend"} and body["status"] == "ok"
 
 
 def test_an_unknown_format_names_the_ones_there_are(server, lgg_root):

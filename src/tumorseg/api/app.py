@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
@@ -201,11 +201,23 @@ class VolumeAnswer(BaseModel):
     model: str
 
 
+class HealthAnswer(BaseModel):
+    """The server is up: the model it answers with, tumorseg's version, the inference backend."""
+
+    status: Literal["ok"]
+    model: str
+    version: str
+    backend: str
+
+
+BINARY = {"schema": {"type": "string", "format": "binary"}}  # a file, not JSON
+Answer = Annotated[SliceAnswer | VolumeAnswer, Field(discriminator="kind")]  # "image" or "volume"
+
 SEGMENT_RESPONSES: dict = {
-    200: {"model": SliceAnswer | VolumeAnswer,
+    200: {"model": Answer,
           "description": "JSON: SliceAnswer or VolumeAnswer; with `?format=png` the mask as PNG for a slice, "
           "or the mask volume as .nii.gz for a volume",
-          "content": {"image/png": {}, "application/gzip": {}}},
+          "content": {"image/png": BINARY, "application/gzip": BINARY}},
     400: {"model": ErrorBody, "description": "empty upload, more than one file, an unknown parameter, or a Host "
           "name this server does not answer to (serve --allowed-host)"},
     403: {"model": ErrorBody, "description": "sent by another site's page (Sec-Fetch-Site cross-site or same-site)"},
@@ -314,10 +326,10 @@ def create_app(
         return error(422, f"invalid request: {where}")
 
     @app.get("/api/v1/health")
-    async def health() -> dict:
+    async def health() -> HealthAnswer:
         """The loaded model's id and version, and the inference backend (async: it answers while
         uploads are segmented in the threadpool)."""
-        return {"status": "ok", "model": model_id, "version": __version__, "backend": predictor.backend}
+        return HealthAnswer(status="ok", model=model_id, version=__version__, backend=predictor.backend)
 
     app.head("/api/v1/health", include_in_schema=False)(health)  # one operation in the schema
 
@@ -494,7 +506,7 @@ def create_app(
         }
 
     @app.get("/api/v1/results/{rid}/mask.nii.gz", response_class=Response, responses={
-        200: {"content": {"application/gzip": {}}, "description": "the mask volume (.nii.gz)"},
+        200: {"content": {"application/gzip": BINARY}, "description": "the mask volume (.nii.gz)"},
         404: {"model": ErrorBody, "description": "no such result, or older than an hour"},
         422: {"model": ErrorBody, "description": "an invalid request"}})  # fmt: skip
     def result_mask(rid: str):
@@ -509,7 +521,7 @@ def create_app(
     drawing = threading.BoundedSemaphore(4)  # slice images drawn at once (they run in the threadpool)
 
     @app.get("/api/v1/results/{rid}/slices/{i}/{name}.png", response_class=Response, responses={
-        200: {"content": {"image/png": {}}, "description": "one slice's MRI, mask or overlay, at the volume's size"},
+        200: {"content": {"image/png": BINARY}, "description": "a slice's MRI, mask or overlay, at the volume's size"},
         404: {"model": ErrorBody, "description": "no such result or slice, or older than an hour"},
         422: {"model": ErrorBody, "description": "an invalid request"}})  # fmt: skip
     def result_slice(rid: str, i: int, name: Literal["mri", "mask", "overlay"]):
