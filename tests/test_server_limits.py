@@ -248,7 +248,7 @@ def test_the_schema_describes_the_answers_and_needs_nothing_from_the_internet(se
     ops = [op["operationId"] for path in schema["paths"].values() for op in path.values()]
     assert len(ops) == len(set(ops)), ops
     refs = schema["paths"]["/api/v1/segment"]["post"]["responses"]["200"]["content"]["application/json"]
-    assert {r["$ref"].rsplit("/", 1)[1] for r in refs["schema"]["anyOf"]} == {"SliceAnswer", "VolumeAnswer"}
+    assert {r["$ref"].rsplit("/", 1)[1] for r in refs["schema"]["oneOf"]} == {"SliceAnswer", "VolumeAnswer"}
     assert httpx.get(url + "/docs").status_code == 404 and httpx.get(url + "/redoc").status_code == 404
     SliceAnswer.model_validate(post(url, (lgg_root / SLICE).read_bytes()).json())  # the answers are as described
     path, _ = case_nifti(lgg_root, "TCGA_CS_4941_19960909", slice(10, 13), tmp_path / "v.nii.gz")
