@@ -432,7 +432,8 @@ def test_a_nifti_pair_fails_named_with_how_to_convert_it(tmp_path):
 
 def test_a_uid_named_slice_that_cannot_be_opened_is_not_dropped(tmp_path, monkeypatch):
     """Its DICM marker could not be read (permission denied), so it stopped counting as a slice and
-    the series came out a slice short without a word (review)."""
+    the series came out a slice short without a word (review): a UID-named file is a slice by its
+    name, as a suffix-less one is."""
     uid = write_series(tmp_path / "s", n=5)
     for i, p in enumerate(sorted(uid.iterdir())):
         p.rename(uid / f"1.2.826.0.1.3680043.8.498.{i + 1}")
@@ -445,3 +446,19 @@ def test_a_uid_named_slice_that_cannot_be_opened_is_not_dropped(tmp_path, monkey
 
     monkeypatch.setattr(Path, "open", denied)
     assert read_dicom_series(uid).array.shape == (12, 16, 5)  # kept: the reader names it if it truly cannot read it
+
+
+def test_a_vox_offset_far_into_the_file_is_refused_before_nibabel_reads_the_extensions(tmp_path, monkeypatch):
+    """nibabel inflates and keeps every extension up to vox_offset: a 261 KB .nii.gz with the
+    extension flag set took 1 GB before the check that came after it (review)."""
+    import gzip
+
+    import nibabel
+
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((8, 8, 8))
+    hdr["vox_offset"] = 256 * 2**20
+    (tmp_path / "ext.nii.gz").write_bytes(gzip.compress(hdr.binaryblock + b"\1\0\0\0" + b"\0" * 4096))
+    monkeypatch.setattr(nibabel, "load", lambda *a, **k: pytest.fail("nibabel read the file"))
+    with pytest.raises(DataError, match=r"ext.nii.gz: its header puts the voxels 256 MiB into the file"):
+        read_nifti(tmp_path / "ext.nii.gz")

@@ -108,8 +108,8 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                             "Pillow reads safely; save the image without its text chunks") from None  # fmt: skip
         if suffix in (".hdr", ".img"):  # half of an Analyze / NIfTI pair
             raise DataError(f"{path}: a NIfTI or Analyze pair (.hdr and .img) is not read: save it as one .nii.gz "
-                            f"(nibabel: nib.save(nib.load('{path.with_suffix('.hdr')}'), "
-                            f"'{path.with_suffix('.nii.gz')}'))") from None  # fmt: skip
+                            f"(nibabel: nib.save(nib.load({str(path.with_suffix('.hdr'))!r}), "
+                            f"{str(path.with_suffix('.nii.gz'))!r}))") from None  # fmt: skip
         if suffix not in IMAGE_SUFFIXES:  # a .txt, .pdf or .docx: say what we read, not "not a valid TXT"
             images, volumes = " ".join(IMAGE_SUFFIXES), " ".join(VOLUME_SUFFIXES)
             raise DataError(f"{path}: not an image tumorseg reads: expected {images} slices, NIfTI volumes "

@@ -22,7 +22,7 @@ from .errors import DataError, MissingExtraError, TooLargeError
 from .io import IMAGE_SUFFIXES, OUTPUT_ENDINGS, VOLUME_SUFFIXES, atomic_write_bytes, atomic_write_text, quiet_logger
 
 MAX_VOXELS = 1024**3 // 2
-MAX_VOX_OFFSET = 64 * 2**20  # bytes; a header and its extensions (e.g. dcm2niix's) take a few MB at most
+MAX_VOX_OFFSET = 4 * 2**20  # bytes; a header and its extensions take far less (nibabel reads them all)
 MIN_AXIAL_SIDE = 8  # pixels; a narrower axial cut is a few slices of another plane, not an axial slice
 
 
@@ -80,6 +80,7 @@ def read_nifti(path: str | Path, max_voxels: int = MAX_VOXELS, max_slice_pixels:
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{path}: is a folder, not a NIfTI file (.nii or .nii.gz)")
+    _check_vox_offset(path)  # before nibabel, which reads the extensions up to it
     try:
         with quiet_logger("nibabel.global"):  # "setting 0 dims to 1" names no file: geometry_notes says it instead
             img = nib.load(str(path))
@@ -93,11 +94,6 @@ def read_nifti(path: str | Path, max_voxels: int = MAX_VOXELS, max_slice_pixels:
         if max_slice_pixels is not None and plane > max_slice_pixels:
             raise TooLargeError(f"{path}: volume of {'x'.join(map(str, shape))} voxels has slices of {plane} "
                                 f"pixels, too large (at most {max_slice_pixels} per slice)")  # fmt: skip
-        offset = float(getattr(img.dataobj, "offset", 0) or 0)  # the file's vox_offset (nibabel zeroes the header's)
-        if offset > MAX_VOX_OFFSET:
-            raise DataError(f"{path}: its header puts the voxels {offset / 2**20:.0f} MiB into the file (vox_offset), "
-                            "far past any header and its extensions: a damaged file, or one made to exhaust "
-                            "the reader")  # fmt: skip
         data = np.asanyarray(img.dataobj)
     except DataError:
         raise
@@ -134,6 +130,31 @@ def read_nifti(path: str | Path, max_voxels: int = MAX_VOXELS, max_slice_pixels:
     # which a writer may leave at 1 mm: volumes, areas and HD95 then agree with the geometry
     return Volume(data, affine, affine_spacing(affine), source=str(path), header=img.header,
                   assumed=_unsized_axes(path, img.header))  # fmt: skip
+
+
+def _check_vox_offset(path: Path) -> None:
+    """Refuse a NIfTI-1/2 header that puts the voxels more than MAX_VOX_OFFSET bytes in: read from
+    the file's first bytes, since nibabel inflates and keeps every extension up to that point
+    (a 100 KB .nii.gz could hold 2 GB of them). Other files are left to nibabel."""
+    import struct
+
+    try:
+        with gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb") as f:
+            head = f.read(176)
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return  # nibabel says what is wrong with it
+    for order in "<>":
+        if len(head) >= 112 and struct.unpack(order + "i", head[:4])[0] == 348:  # NIfTI-1: float32 at 108
+            offset = struct.unpack(order + "f", head[108:112])[0]
+        elif len(head) >= 176 and struct.unpack(order + "i", head[:4])[0] == 540:  # NIfTI-2: int64 at 168
+            offset = struct.unpack(order + "q", head[168:176])[0]
+        else:
+            continue
+        if not offset <= MAX_VOX_OFFSET:  # NaN too
+            raise DataError(f"{path}: its header puts the voxels {offset / 2**20:.0f} MiB into the file (vox_offset), "
+                            "far past any header and its extensions: a damaged file, or one made to exhaust "
+                            "the reader")  # fmt: skip
+        return
 
 
 def _unsized_axes(path: Path, header) -> str:
@@ -295,9 +316,14 @@ def _label_values(data: np.ndarray, most: int = 8) -> str | None:
     values = np.unique(data[::4, ::4, ::4])
     if len(values) > most:
         return None
-    rest = data[~np.isin(data, values)]  # what the sample missed: a rare label, few voxels; no sort of the whole
+    # what the sample missed (a rare label, few voxels); "sort", since "table" indexes the volume through int64
+    rest = data[~np.isin(data, values, kind="sort")]
     values = np.union1d(values, np.unique(rest[: 1 << 20]))
-    if len(values) > most or not np.array_equal(values, np.round(values)) or not np.isin(rest, values).all():
+    if (
+        len(values) > most
+        or not np.array_equal(values, np.round(values))
+        or not np.isin(rest, values, kind="sort").all()
+    ):
         return None
     text = [f"{v:g}" for v in values.tolist()]
     return text[0] if len(text) == 1 else ", ".join(text[:-1]) + " and " + text[-1]
@@ -410,31 +436,30 @@ DICOM_SUFFIXES = (".dcm", ".ima")  # .IMA: Siemens's own exports
 
 
 def is_dicom_series(path: Path) -> bool:
-    """A folder holding .dcm or .ima files, or other files that start like DICOM (or cannot be
-    read to tell: the series reader then names them)."""
+    """A folder holding .dcm or .ima files, or other files that start like DICOM."""
     if not path.is_dir():
         return False
     for p in path.iterdir():
-        if _series_file(p) and looks_dicom(p, unreadable=True):
+        if _series_file(p) and looks_dicom(p):
             return True
     return False
 
 
 def _series_file(p: Path) -> bool:
     """A file that may hold a slice: `.dcm`, `.ima`, no suffix or a UID's last number (PACS exports
-    name files `1.2.826.0.1.3680043.8.498.12`), or any other name of a file with DICOM's 'DICM'
-    marker or that cannot be read (the reader then names it, not drop a slice without a word).
+    name files `1.2.826.0.1.3680043.8.498.12`; by its name, so one whose marker cannot be read is
+    named by the reader, not dropped), or any other name of a file with DICOM's 'DICM' marker.
     Hidden files (`.DS_Store`, `._IM0001` from macOS copies) and `X_seg.dcm` (the SEG an earlier
     `predict` wrote) are never slices; nor are images and volumes, which a series folder refuses."""
     name = p.name.lower()
     if name.startswith(".") or name.endswith("_seg.dcm") or name == "dicomdir":  # DICOMDIR: the media's index
         return False
-    return p.is_file() and (not p.suffix or p.suffix[1:].isdigit() or looks_dicom(p, unreadable=True))
+    return p.is_file() and (not p.suffix or p.suffix[1:].isdigit() or looks_dicom(p))
 
 
-def looks_dicom(p: Path, unreadable: bool = False) -> bool:
+def looks_dicom(p: Path) -> bool:
     """Named `.dcm` or `.ima`, or, under a name that is not an image's or a volume's, starting with
-    DICOM's 128-byte preamble and 'DICM' marker; a file that cannot be read gives `unreadable`."""
+    DICOM's 128-byte preamble and 'DICM' marker."""
     if p.suffix.lower() in DICOM_SUFFIXES:
         return True
     if p.name.lower().endswith((*IMAGE_SUFFIXES, *VOLUME_SUFFIXES)):
@@ -443,7 +468,7 @@ def looks_dicom(p: Path, unreadable: bool = False) -> bool:
         with p.open("rb") as f:
             return f.read(132)[128:132] == b"DICM"
     except OSError:
-        return unreadable
+        return False
 
 
 def _positive_mm(value) -> float | None:

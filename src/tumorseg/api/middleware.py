@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from fastapi.responses import JSONResponse
 
 
@@ -70,13 +68,9 @@ class Guard:
             return await error(400, f"Host {host!r} is not served here (served as "
                                f"{', '.join(sorted(self.allowed))}; `tumorseg serve --allowed-host NAME` "
                                "adds a name)")(scope, receive, send)  # fmt: skip
-        site, origin = headers.get("sec-fetch-site"), headers.get("origin")
-        other_site = site in ("cross-site", "same-site")  # the browser says so
-        if site is None and origin is not None:  # browsers without Sec-Fetch-* (Safari < 16.4): their Origin
-            netloc = urlsplit(origin).netloc.lower()  # is this server as asked for, or a name it serves
-            other_site = netloc != headers.get("host", "").strip().lower() and (
-                self.allowed is None or _hostname(netloc) not in self.allowed
-            )
+        # not Origin: with Referrer-Policy no-referrer (below) a browser sends `Origin: null` for this
+        # server's own page too, so it cannot tell the page from another site's
+        other_site = headers.get("sec-fetch-site") in ("cross-site", "same-site")  # the browser says so
         if other_site and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
             return await error(403, "refused: sent by a page of another site; upload from this server's own "
                                "page, or from a script or curl")(scope, receive, send)  # fmt: skip
@@ -110,8 +104,8 @@ def _hostname(host: str) -> str:
     host = host.strip().lower()
     if host.startswith("[") and "]" in host:
         name, rest = host[1:].split("]", 1)
-        return name if not rest or (rest[0] == ":" and rest[1:].isdigit()) else host
+        return name if not rest or (rest[0] == ":" and rest[1:].isascii() and rest[1:].isdigit()) else host
     if host.count(":") == 1:
         name, port = host.split(":")
-        return name if port.isdigit() else host
+        return name if port.isascii() and port.isdigit() else host
     return host
