@@ -141,8 +141,8 @@ def _check_vox_offset(path: Path) -> None:
     try:
         with gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb") as f:
             head = f.read(176)
-    except (OSError, EOFError, gzip.BadGzipFile):
-        return  # nibabel says what is wrong with it
+    except Exception:  # OSError, EOFError, zlib.error (a damaged stream: found by the fuzz test)
+        return  # nibabel says what is wrong with it, naming the file
     for order in "<>":
         if len(head) >= 112 and struct.unpack(order + "i", head[:4])[0] == 348:  # NIfTI-1: float32 at 108
             offset = struct.unpack(order + "f", head[108:112])[0]
