@@ -254,3 +254,43 @@ def test_sigterm_to_one_rank_stops_them_all_and_rank_0_saves(tiny_lgg, tmp_path)
     assert "interrupted in epoch" in stdout, stdout + err[-3000:]
     ck = load_checkpoint(run / "interrupted.safetensors")
     assert ck.meta["interrupted_in_epoch"] == len(read_metrics(run)) + 1 < 13
+
+
+def test_ranks_that_see_other_data_or_one_slice_at_a_1x1_bottleneck_are_refused(tiny_lgg, tmp_path):
+    """Each node reads its own copy of --data: rank 1 with a partial copy of one patient once trained
+    on other slices until the collectives hung, and with another patient its validation Dice was
+    filed under rank 0's names. Batch 2 over 2 processes at a 1x1 bottleneck gave a raw traceback."""
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_lgg, other)
+    pid = sorted(p.name for p in other.iterdir())[0]
+    for p in (other / pid).glob(f"{pid}_19*"):  # a copy that lost slice 19 and its mask
+        p.unlink()
+    script = tmp_path / "rank_data.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, os, sys
+        from tumorseg.config import validate_config
+        from tumorseg.errors import TumorsegError
+        from tumorseg.train import fit
+        cfg = json.loads(sys.argv[1])
+        if os.environ["RANK"] == "1":
+            cfg["data"] = {str(other)!r}
+        try:
+            fit(validate_config(cfg), progress=False)
+        except TumorsegError as exc:
+            print(f"error: {{exc}}", file=sys.stderr)
+            sys.exit(2)
+        """))  # fmt: skip
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    cfg = base_cfg(tiny_lgg, tmp_path / "run", epochs=1)
+    r = subprocess.run([*torchrun, json.dumps(cfg)], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "the processes do not see the same data: rank 1 on " in r.stderr, r.stderr[-3000:]
+    assert (
+        "give every node an identical copy of the data" in r.stderr
+        and not (tmp_path / "run" / "last.safetensors").exists()
+    )
+    cfg = base_cfg(tiny_lgg, tmp_path / "bottleneck", batch_size=2, model={"base": 4, "depth": 4, "image_size": 16})
+    r = subprocess.run([*torchrun, json.dumps(cfg)], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "is 1 slice per process" in r.stderr, r.stderr[-3000:]
+    assert "Expected more than 1 value per channel" not in r.stderr  # refused before training, not batch norm's error

@@ -96,6 +96,17 @@ def broadcast_object(obj, info: DistInfo):
     return box[0]
 
 
+def ranks_unlike_rank0(value, info: DistInfo) -> list[tuple[int, str]]:
+    """(rank, host) of each rank whose picklable `value` differs from rank 0's; [] in one process."""
+    if not info.enabled:
+        return []
+    import socket
+
+    values: list = [None] * info.world_size
+    dist.all_gather_object(values, (value, socket.gethostname()))
+    return [(r, host) for r, (v, host) in enumerate(values) if v != values[0][0]]
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

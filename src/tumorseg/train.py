@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import time
@@ -553,6 +554,13 @@ def _other_options(cfg: TrainConfig, ck: Checkpoint) -> list[str]:
     return sorted(k for k in mine if mine[k] != theirs.get(k))
 
 
+def data_digest(by_id: dict[str, Case], split: dict[str, list[str]]) -> str:
+    """SHA-256 of the split and each patient's slice and mask files (names and sizes): equal on
+    every rank of a DDP run only if each read the same data."""
+    files = {pid: [(p.name, p.stat().st_size) for p in (*c.images, *c.masks)] for pid, c in by_id.items()}
+    return hashlib.sha256(json.dumps([split, files], sort_keys=True).encode()).hexdigest()
+
+
 def data_split(cfg: TrainConfig) -> tuple[dict[str, Case], dict[str, list[str]]]:
     """The patients `cfg` trains on (the first `max_patients`, by id) and their split."""
     by_id = {c.id: c for c in find_cases(cfg.data, limit=cfg.max_patients)}
@@ -665,6 +673,11 @@ def _fit(
     if cfg.batch_size % info.world_size:
         raise TumorsegError(f"batch size {cfg.batch_size} is not divisible by the {info.world_size} processes")
     local_batch = cfg.batch_size // info.world_size
+    if local_batch == 1 and cfg.model.image_size == 2**cfg.model.depth:  # as the config refuses batch_size 1
+        raise TumorsegError(f"batch size {cfg.batch_size} over {info.world_size} processes is 1 slice per process, "
+                            f"and image size {cfg.model.image_size} = 2**depth leaves a 1x1 bottleneck, which "
+                            "batch norm cannot train on one slice; use a larger --batch-size or --image-size, "
+                            "or a smaller --depth")  # fmt: skip
     main = info.is_main
     stop.armed = not info.enabled  # torchrun: while this member loads, a signal stops at once
     if not main:
@@ -695,6 +708,11 @@ def _fit(
     if others > 10:
         log(f"warning: and {others - 10} more (`tumorseg check-data {cfg.data}` lists them all)")
     by_id, split = data_split(cfg)
+    if unlike := ddp.ranks_unlike_rank0(data_digest(by_id, split), info):  # each node reads its own copy
+        named = ", ".join(f"rank {r} on {host}" for r, host in unlike)
+        raise TumorsegError(f"{cfg.data}: the processes do not see the same data: {named} differ from rank 0 in "
+                            "their patients, split or slice files (names and sizes); give every node an identical "
+                            "copy of the data")  # fmt: skip
     if not split["train"]:
         sizes = "/".join(str(len(split[k])) for k in ("train", "val", "test"))
         raise TumorsegError(f"{cfg.data}: too few patients ({len(by_id)}) to train: --val-frac {cfg.val_frac} and "
