@@ -294,3 +294,16 @@ def test_ranks_that_see_other_data_or_one_slice_at_a_1x1_bottleneck_are_refused(
     r = subprocess.run([*torchrun, json.dumps(cfg)], capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "is 1 slice per process" in r.stderr, r.stderr[-3000:]
     assert "Expected more than 1 value per channel" not in r.stderr  # refused before training, not batch norm's error
+
+
+def test_rank_and_world_size_set_by_hand_without_master_addr_are_refused(tiny_lgg, tmp_path):
+    """Once a ValueError traceback from init_process_group, with an empty run folder left behind."""
+    import os
+
+    from conftest import cli_here
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT")}
+    r = cli_here("train", "--data", str(tiny_lgg), "--epochs", "1", "--out", str(tmp_path / "x" / "run"),
+                 env={**env, "WORLD_SIZE": "2", "RANK": "0"})  # fmt: skip
+    assert r.returncode == 2 and "RANK and WORLD_SIZE are set but MASTER_ADDR and MASTER_PORT not" in r.stderr, r.stderr
+    assert not (tmp_path / "x").exists()

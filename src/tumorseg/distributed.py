@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import TumorsegError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -34,6 +36,16 @@ class DistInfo:
 
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def check_launch() -> None:
+    """Refuse RANK and WORLD_SIZE set by hand without the rendezvous address torchrun also sets
+    (once a ValueError traceback from init_process_group, after the run folder was made)."""
+    missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+    if launched_by_torchrun() and not dist.is_initialized() and missing:
+        raise TumorsegError(f"RANK and WORLD_SIZE are set but {' and '.join(missing)} not: launch with torchrun "
+                            "(it sets them all), or set MASTER_ADDR and MASTER_PORT to rank 0's address and a "
+                            "free port")  # fmt: skip
 
 
 def setup(device_kind: str) -> DistInfo:

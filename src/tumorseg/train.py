@@ -272,6 +272,7 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print
         raise TumorsegError(f"--device cuda: {why}; use --device cpu, or install PyTorch's CUDA build first, e.g. "
                             "pip install torch --index-url https://download.pytorch.org/whl/cu124 (pick the CUDA "
                             "version your driver supports)")  # fmt: skip
+    ddp.check_launch()  # before the run folder is made: a refusal leaves none
     made = _first_missing(Path(cfg.out))
     check_run_folder(cfg, resume)
     info = ddp.setup("cuda" if _use_cuda(cfg) else "cpu")
