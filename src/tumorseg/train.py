@@ -558,8 +558,15 @@ def _other_options(cfg: TrainConfig, ck: Checkpoint) -> list[str]:
 def data_digest(by_id: dict[str, Case], split: dict[str, list[str]]) -> str:
     """SHA-256 of the split and each patient's slice and mask files (names and sizes): equal on
     every rank of a DDP run only if each read the same data."""
-    files = {pid: [(p.name, p.stat().st_size) for p in (*c.images, *c.masks)] for pid, c in by_id.items()}
+    files = {pid: [(p.name, _size(p)) for p in (*c.images, *c.masks)] for pid, c in by_id.items()}
     return hashlib.sha256(json.dumps([split, files], sort_keys=True).encode()).hexdigest()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # gone, or a name standing for packed arrays (scripts/cv_recipes.py)
+        return -1
 
 
 def data_split(cfg: TrainConfig) -> tuple[dict[str, Case], dict[str, list[str]]]:
@@ -709,7 +716,7 @@ def _fit(
     if others > 10:
         log(f"warning: and {others - 10} more (`tumorseg check-data {cfg.data}` lists them all)")
     by_id, split = data_split(cfg)
-    if unlike := ddp.ranks_unlike_rank0(data_digest(by_id, split), info):  # each node reads its own copy
+    if info.enabled and (unlike := ddp.ranks_unlike_rank0(data_digest(by_id, split), info)):  # a copy per node
         named = ", ".join(f"rank {r} on {host}" for r, host in unlike)
         raise TumorsegError(f"{cfg.data}: the processes do not see the same data: {named} differ from rank 0 in "
                             "their patients, split or slice files (names and sizes); give every node an identical "
