@@ -439,22 +439,24 @@ def is_dicom_series(path: Path) -> bool:
     """A folder holding .dcm or .ima files, or other files that start like DICOM."""
     if not path.is_dir():
         return False
-    for p in path.iterdir():
-        if _series_file(p) and looks_dicom(p):
-            return True
-    return False
+    return any(not _never_a_slice(p) and p.is_file() and looks_dicom(p) for p in path.iterdir())  # one read each
+
+
+def _never_a_slice(p: Path) -> bool:
+    """Hidden files (`.DS_Store`, `._IM0001` from macOS copies), `X_seg.dcm` (the SEG an earlier
+    `predict` wrote) and DICOMDIR (the media's index)."""
+    name = p.name.lower()
+    return name.startswith(".") or name.endswith("_seg.dcm") or name == "dicomdir"
 
 
 def _series_file(p: Path) -> bool:
     """A file that may hold a slice: `.dcm`, `.ima`, no suffix or a UID's last number (PACS exports
     name files `1.2.826.0.1.3680043.8.498.12`; by its name, so one whose marker cannot be read is
-    named by the reader, not dropped), or any other name of a file with DICOM's 'DICM' marker.
-    Hidden files (`.DS_Store`, `._IM0001` from macOS copies) and `X_seg.dcm` (the SEG an earlier
-    `predict` wrote) are never slices; nor are images and volumes, which a series folder refuses."""
-    name = p.name.lower()
-    if name.startswith(".") or name.endswith("_seg.dcm") or name == "dicomdir":  # DICOMDIR: the media's index
+    named by the reader, not dropped), or any other name of a file with DICOM's 'DICM' marker;
+    never one of `_never_a_slice`, nor an image or volume, which a series folder refuses."""
+    if _never_a_slice(p) or not p.is_file():
         return False
-    return p.is_file() and (not p.suffix or p.suffix[1:].isdigit() or looks_dicom(p))
+    return not p.suffix or p.suffix[1:].isdigit() or looks_dicom(p)
 
 
 def looks_dicom(p: Path) -> bool:
