@@ -214,6 +214,7 @@ def test_ctrl_c_under_torchrun_stops_every_rank_after_one_batch_and_saves(tiny_l
     stdout, err = p.communicate(timeout=120)
     assert time.time() - t < 28  # the ranks ended by themselves, before torchrun's 30 s SIGKILL
     assert "interrupted in epoch" in stdout, stdout + err[-3000:]
+    assert f"continue with: torchrun <your launch options> -m tumorseg train --resume {run} (this run had 2" in stdout
     assert "SIGKILL" not in err
     ck = load_checkpoint(run / "interrupted.safetensors")
     done = len((run / "metrics.jsonl").read_text().splitlines())
@@ -222,6 +223,7 @@ def test_ctrl_c_under_torchrun_stops_every_rank_after_one_batch_and_saves(tiny_l
     assert r.returncode == 0, r.stderr[-3000:]
     assert [m["epoch"] for m in read_metrics(run)] == list(range(1, 13))
     assert not (run / "interrupted.safetensors").exists()
+    assert json.loads((run / "summary.json").read_text())["machine"]["processes"] == 2
 
 
 def test_sigterm_to_one_rank_stops_them_all_and_rank_0_saves(tiny_lgg, tmp_path):

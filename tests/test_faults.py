@@ -125,7 +125,7 @@ def test_sigterm_stops_like_ctrl_c_and_a_resume_clears_the_stale_interrupt(refer
     wait_for(lambda: epochs_done(out) >= 1)
     p.send_signal(signal.SIGTERM)
     stdout, err = p.communicate(timeout=120)
-    assert p.returncode == 130 and "Traceback" not in err, err
+    assert p.returncode == 143 and "Traceback" not in err, err  # 128 + SIGTERM, as a shell reports a kill
     assert "interrupted in epoch" in stdout and (out / "interrupted.safetensors").exists()
     r = subprocess.run([sys.executable, "-m", "tumorseg", "train", "--resume", str(out)], capture_output=True,
                        text=True, timeout=300)  # fmt: skip

@@ -41,7 +41,8 @@ def served(tmp_path_factory):
 
 def post(url, content: bytes, name="x", params=None, **extra):
     files = extra.pop("files", None) or {"file": (name, content)}
-    return httpx.post(url + "/api/v1/segment", files=files, params=params, timeout=120, **extra)
+    extra.setdefault("timeout", 120)
+    return httpx.post(url + "/api/v1/segment", files=files, params=params, **extra)
 
 
 def tiff_bytes(arr: np.ndarray, **kw) -> bytes:
@@ -131,6 +132,8 @@ def test_results_survive_their_folder_being_removed_and_answer_head(served, lgg_
         head, got = httpx.head(url + link, timeout=60), httpx.get(url + link, timeout=60)
         assert head.status_code == 200 and head.content == b"" and got.status_code == 200
         assert head.headers["content-type"] == got.headers["content-type"]
+    # a slice image is drawn for a GET only (once a HEAD drew it, up to 200 MB for a large slice)
+    assert "content-length" not in head.headers and int(got.headers["content-length"]) > 0
     assert post(url, path.read_bytes(), params={"format": "png"}).status_code == 200
 
 
@@ -302,6 +305,37 @@ def test_a_burst_waits_for_a_decoding_slot_then_gets_503(lgg_root, tmp_path):
         assert refused[0].json()["error"].startswith("busy: 1 upload is being segmented")  # once "1 uploads are"
         assert all(r.status_code in (200, 503) for r in answers)
         assert post(url, small).status_code == 200  # the slot is free again
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_an_upload_whose_client_left_while_it_waited_is_not_segmented(lgg_root, tmp_path):
+    """An upload waiting for the only slot was segmented when its turn came, though its client
+    had given up long before (its timeout): minutes of work for nobody under a burst."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tumorseg.data.lgg import find_cases
+
+    patient = "TCGA_DU_5872_19950223"  # 71 slices: a few seconds to segment and answer
+    n = len(find_cases(lgg_root / patient)[0].images)
+    volume = case_nifti(lgg_root, patient, slice(0, n), tmp_path / "scan.nii.gz")[0].read_bytes()
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TUMORSEG_SERVE_MAX_BUSY": "1", "TUMORSEG_SERVE_BUSY_WAIT": "120", "TMPDIR": str(tmp)}
+    url, proc = start_server(env=env)
+    try:
+        [results] = list(tmp.glob("tumorseg-serve-*"))
+        with ThreadPoolExecutor(1) as ex:
+            slow = ex.submit(post, url, volume, "scan.nii.gz")
+            while not list(tmp.glob("tumorseg-upload-*")):  # the first upload holds the slot
+                assert not slow.done(), slow.result().text
+                time.sleep(0.05)
+            with pytest.raises(httpx.TimeoutException):  # sent whole, then given up on while it waits
+                post(url, volume, "scan.nii.gz", timeout=httpx.Timeout(60, read=1.0))
+            assert slow.result().status_code == 200
+        assert post(url, volume, "scan.nii.gz").status_code == 200  # after the abandoned one had its turn
+        assert len([p for p in results.iterdir() if p.is_dir()]) == 2  # the first and the last, not the abandoned
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -175,7 +175,7 @@ def test_resume_continues_from_the_right_epoch(tiny_lgg, tmp_path):
     assert summary["train_seconds"] > lines[2]["epoch_seconds"] > 0
     assert json.loads((part / "summary.json").read_text())["machine"] == summary["machine"]
     assert summary["machine"]["cores"] >= 1 and summary["machine"]["torch"] == torch.__version__
-    assert summary["machine"]["device"] == "cpu" and summary["machine"]["cpu"]
+    assert summary["machine"]["device"] == "cpu" and summary["machine"]["cpu"] and summary["machine"]["processes"] == 1
     flags = next(x for x in open("/proc/cpuinfo") if x.startswith("flags")).split()
     assert ("avx2" in summary["machine"]["features"]) == ("avx2" in flags)
     ref = read_metrics(full)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from .errors import TumorsegError
+from .errors import Interrupted, TumorsegError
 
 app = typer.Typer(
     help="Brain tumor segmentation in MRI with a U-Net: train, evaluate, predict.",
@@ -273,7 +273,10 @@ def train(
     base_cfg["model"].pop("in_channels")  # ModelConfig derives it from channels and context
     cfg = _validate_options(base_cfg)
     check_out_dir(Path(cfg.out))
-    fit(cfg, resume=resume is not None, progress=sys.stderr.isatty())  # no bar junk in a log file
+    try:
+        fit(cfg, resume=resume is not None, progress=sys.stderr.isatty())  # no bar junk in a log file
+    except Interrupted as exc:  # the loop said what it saved; the status names the signal (143: SIGTERM)
+        raise typer.Exit(128 + exc.signum) from None
     if os.environ.get("RANK", "0") == "0":  # under torchrun, said once
         _say_run_folder(Path(cfg.out), cfg.data)
 

@@ -25,3 +25,11 @@ class WriteError(TumorsegError):
 
 class MissingExtraError(DataError):
     """A file whose type needs optional dependencies that are not installed (the server answers 415)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by a signal; the CLI exits with 128 + its number (130 for Ctrl-C, 143 for SIGTERM)."""
+
+    def __init__(self, signum: int = 2) -> None:
+        super().__init__(signum)
+        self.signum = signum

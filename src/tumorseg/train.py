@@ -31,7 +31,7 @@ from .data.transforms import (
     sequence_groups,
     shuffle_context,
 )
-from .errors import DataError, TumorsegError
+from .errors import DataError, Interrupted, TumorsegError
 from .hardware import machine, native_bf16
 from .infer import set_threads, slice_probabilities
 from .io import atomic_write_text
@@ -330,6 +330,14 @@ def check_run_folder(cfg: TrainConfig, resume: bool) -> None:
         raise TumorsegError(f"{out}: cannot create the run folder ({e.strerror or e})") from None
 
 
+def resume_command(run: Path | str, info: ddp.DistInfo) -> str:
+    """The command that continues `run`: under torchrun, launched by torchrun again."""
+    cmd = f"tumorseg train --resume {run}"
+    if not info.enabled:
+        return cmd
+    return f"torchrun <your launch options> -m {cmd} (this run had {info.world_size} processes)"
+
+
 class _StopOnSigint:
     """The first Ctrl-C (SIGINT) or SIGTERM (what `kill` and job schedulers send) asks the loop
     to stop after the current batch; the second stops at once.
@@ -349,17 +357,18 @@ class _StopOnSigint:
         self.grace = self.GRACE if torchrun else 0.0
         self.armed = not torchrun
         self._first: float | None = None  # when this process itself got its first signal
+        self.signum = signal.SIGINT  # the first signal this process got: the CLI exits with 128 + it
         self._old: dict = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:
-        import signal
-
         now = time.monotonic()
+        if self._first is None:
+            self.signum = signum
         if not self.armed or (self._first is not None and now - self._first >= self.grace):
-            signal.default_int_handler(signum, frame)
+            raise Interrupted(self.signum)
         if self._first is None:
             self._first = now
 
@@ -440,8 +449,8 @@ def _fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp
             log(f"{name}: already trained in {mcfg.out}")
             continue
         if stop.armed and stop.agreed(info):  # asked while the member before was validated or saved
-            log(f"interrupted before {name}; continue the ensemble with: tumorseg train --resume {out}")
-            raise KeyboardInterrupt
+            log(f"interrupted before {name}; continue the ensemble with: {resume_command(out, info)}")
+            raise Interrupted(stop.signum)
         log(f"{name}: {mcfg.out} (init and sampling seed {cfg.seed + i})")
         _fit(mcfg, state == "partial", progress, log, info, stop, resume_dir=out)
         ddp.barrier(info)
@@ -904,7 +913,7 @@ def _fit(
             if ema:
                 ddp.average_buffers(ema.model, info)
             if main and not last_path.exists():  # no epoch complete: nothing worth keeping or resuming
-                how = (f"continue the ensemble with: tumorseg train --resume {resume_dir}" if resume_dir
+                how = (f"continue the ensemble with: {resume_command(resume_dir, info)}" if resume_dir
                        else f"start the run again (the same command; {out} may be reused)")  # fmt: skip
                 log(f"interrupted in epoch {epoch}, before the first epoch was complete: nothing saved; {how}")
             elif main:
@@ -913,9 +922,9 @@ def _fit(
                 save_checkpoint(path, Checkpoint(cfg, weights, {"epoch": epoch - 1, "interrupted_in_epoch": epoch,
                                                                 "split": split}))  # fmt: skip
                 log(f"interrupted in epoch {epoch}: weights saved to {path}; the last complete epoch is in "
-                    f"{last_path}; continue with: tumorseg train --resume {resume_dir or out}")  # fmt: skip
+                    f"{last_path}; continue with: {resume_command(resume_dir or out, info)}")  # fmt: skip
             ddp.barrier(info)  # no rank ends (torchrun would then stop the rest) before rank 0 has saved
-            raise KeyboardInterrupt
+            raise Interrupted(stop.signum)
         train_time = time.perf_counter() - t0
         ddp.average_buffers(net, info)
         if ema:
@@ -968,7 +977,8 @@ def _fit(
             break
     # the weights saved (EMA's when on), equal on every rank under DDP
     weights = (ema.model if ema else net).state_dict()
-    summary = _run_summary(out, history, best, best_epoch, bool(val_ids), weights, machine(device))
+    summary = _run_summary(out, history, best, best_epoch, bool(val_ids), weights,
+                           {**machine(device), "processes": info.world_size})  # fmt: skip
     if main:
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary

@@ -255,6 +255,28 @@ async def one_upload(request: Request) -> None:
         raise HTTPException(400, f"{len(form.getlist('file'))} files in one request: send one file per request")
 
 
+async def wait_for_slot(slots: asyncio.Semaphore, request: Request, wait: float) -> str:
+    """`slot` once one of `slots` is taken, `gone` if the client disconnects first, `busy` after
+    `wait` seconds. The body has been read: all the connection can still bring is its end."""
+    if not slots.locked():
+        await slots.acquire()
+        return "slot"
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    acquire, gone = asyncio.ensure_future(slots.acquire()), asyncio.ensure_future(disconnected())
+    await asyncio.wait({acquire, gone}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+    if acquire.done() and not gone.done():
+        gone.cancel()
+        return "slot"
+    gone.cancel()
+    if not acquire.cancel():  # taken just as the client left or the wait ended: given back
+        slots.release()
+    return "gone" if gone.done() and not gone.cancelled() else "busy"
+
+
 def create_app(
     weights: str | Path | None = None,
     backend: str = "auto",
@@ -380,6 +402,7 @@ def create_app(
 
     @app.post("/api/v1/segment", responses=SEGMENT_RESPONSES, dependencies=[Depends(one_upload)])
     async def segment(
+        request: Request,
         file: UploadFile = File(..., description="A PNG, TIFF or JPEG slice, or a NIfTI volume"),
         format: Literal["json", "png"] = Query("json", description="json, or png for the mask alone"),
         all_parts: bool = Query(False, description="a volume keeps every 3D region, not only the largest"),
@@ -403,14 +426,12 @@ def create_app(
                 need_medical("upload", "reading NIfTI")
             except MissingExtraError as exc:
                 return error(415, str(exc))
-        if slots.locked():  # wait_for(acquire) with a timeout of 0 would time out even on a free slot
-            try:
-                await asyncio.wait_for(slots.acquire(), busy_wait)
-            except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
-                being = f"{max_busy} uploads are" if max_busy > 1 else "1 upload is"
-                return error(503, f"busy: {being} being segmented; try again shortly", {"Retry-After": "5"})
-        else:
-            await slots.acquire()
+        got = await wait_for_slot(slots, request, busy_wait)
+        if got == "busy":
+            being = f"{max_busy} uploads are" if max_busy > 1 else "1 upload is"
+            return error(503, f"busy: {being} being segmented; try again shortly", {"Retry-After": "5"})
+        if got == "gone":  # the client gave up while it waited: nothing is segmented for nobody
+            return Response(status_code=499)
         try:
             return await run_in_threadpool(read_and_segment, file, kind, format, all_parts)
         finally:
@@ -524,7 +545,7 @@ def create_app(
         200: {"content": {"image/png": BINARY}, "description": "a slice's MRI, mask or overlay, at the volume's size"},
         404: {"model": ErrorBody, "description": "no such result or slice, or older than an hour"},
         422: {"model": ErrorBody, "description": "an invalid request"}})  # fmt: skip
-    def result_slice(rid: str, i: int, name: Literal["mri", "mask", "overlay"]):
+    def result_slice(request: Request, rid: str, i: int, name: Literal["mri", "mask", "overlay"]):
         """An image of one slice of an earlier volume upload (the URLs in its `slices`), drawn when
         asked for: a volume's answer does not wait for the images of all its slices."""
         path = _result(results, rid, "masks.npy")
@@ -536,6 +557,11 @@ def create_app(
             return error(404, "no such result: results are kept for an hour at most")
         if not 0 <= i < len(masks):
             return error(404, f"no such slice: the volume has slices 0-{len(masks) - 1}")
+        cache = {"Cache-Control": "private, max-age=3600"}
+        if request.method == "HEAD":  # a link checker: the image exists; it is drawn only for a GET
+            head = Response(b"", media_type="image/png", headers=cache)
+            del head.headers["content-length"]  # not known without drawing it
+            return head
         with drawing:  # each may take 200 MB for a 4096x4096 slice: a few at once, the others wait
             mri = np.asarray(flair[i])
             mask = np.unpackbits(masks[i], axis=-1, count=mri.shape[-1]).astype(bool)
@@ -544,7 +570,7 @@ def create_app(
             else:
                 image = mask.astype(np.uint8) * 255 if name == "mask" else _overlay_panel(mri[None], mask)
             png = png_bytes(image, level=3)
-        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+        return Response(png, media_type="image/png", headers=cache)
 
     app.head("/api/v1/results/{rid}/slices/{i}/{name}.png", include_in_schema=False)(result_slice)
 
