@@ -115,7 +115,11 @@ def test_volume_notes_are_shown_and_cleared(browser, server, lgg_root, tmp_path)
     page.wait_for_selector("#error", state="hidden", timeout=30000)
     largest = page.inner_text("#measure")
     assert largest.startswith("Tumor volume:")
-    assert page.get_attribute("#download", "download") == "scan_mask.nii.gz"  # not mask.nii.gz for every file
+    # saved as predict names it: once mask.nii.gz for every file (the server's name won), and before
+    # that scan_mask.nii.gz, which predict and evaluate read as the expert's truth beside scan.nii.gz
+    with page.expect_download() as saved:
+        page.click("#download")
+    assert saved.value.suggested_filename == "scan_pred.nii.gz"
     page.fill("#slice", "3")
     page.check("#all-parts")  # the volume shown is segmented again: nothing dropped, no note, more tumor
     page.wait_for_function(f"() => document.getElementById('measure').textContent !== {largest!r}", timeout=60000)
@@ -292,7 +296,9 @@ def test_a_long_file_name_wraps_on_a_phone_and_the_result_is_said(browser, serve
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     area = page.inner_text("#measure")
     assert page.inner_text("#status").endswith(f"ms. {area}.") and area.startswith("Tumor area: ")
-    assert page.get_attribute("#download", "download") == f"{name.stem}_mask.png"
+    with page.expect_download() as saved:
+        page.click("#download")
+    assert saved.value.suggested_filename == f"{name.stem}_pred.png"  # never _mask: that names the truth
     px = area.removeprefix("Tumor area: ").removesuffix(" px")
     assert page.get_attribute("#mask", "alt") == f"predicted tumor mask, the slice: tumor of {px} px"
     assert page.get_attribute("#base", "alt") == ""  # the MRI under the overlay is not a fourth image

@@ -535,7 +535,8 @@ def create_app(
         path = _result(results, rid, "mask.nii.gz")
         if isinstance(path, JSONResponse):
             return path
-        return FileResponse(path, media_type="application/gzip", filename="mask.nii.gz")
+        # no file name of its own: the page's link names it after the upload (scan_pred.nii.gz)
+        return FileResponse(path, media_type="application/gzip")
 
     app.head("/api/v1/results/{rid}/mask.nii.gz", include_in_schema=False)(result_mask)  # link checkers use HEAD
 

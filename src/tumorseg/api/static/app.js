@@ -96,13 +96,13 @@ async function upload(file) {
     showSlice(shown);
     $("measure").textContent = `Tumor volume: ${millilitres(body.tumor_volume_ml)} in ${count(body.slices_with_tumor.length, "slice")}`;
     $("download").href = body.mask_url;
-    $("download").download = `${stem(file.name)}_mask.nii.gz`;
+    $("download").download = `${stem(file.name)}_pred.nii.gz`;
   } else {
     $("slice-controls").hidden = true;
     showSlice(0);
     $("measure").textContent = `Tumor area: ${body.tumor_area_px} px`;
     $("download").href = body.mask;
-    $("download").download = `${stem(file.name)}_mask.png`;
+    $("download").download = `${stem(file.name)}_pred.png`;
   }
   // said to a screen reader too: the result, not only that it is done
   $("status").textContent = `Done in ${Math.round(body.runtime_ms)} ms. ${$("measure").textContent}.`;
