@@ -1,4 +1,5 @@
-"""Draw weights/failure_modes.png: for the worst test patients, their largest-tumor slices.
+"""Draw weights/failure_modes.png: for the worst test patients, the slices the model gets most
+wrong (the most pixels marked in excess or missed), so that each patient's failure is shown.
 
 usage: python scripts/failure_figure.py runs/ship-eval/evaluation.json ../shared/data/lgg weights/failure_modes.png
 """
@@ -24,8 +25,8 @@ def main(evaluation: str, data: str, out: str, worst: int = 3, per_patient: int 
     for row in rows:
         case = load_case(cases[row["patient"]], None, predictor.config.channels)
         mask = predictor.segment(case.images, volume=True)
-        area = case.full_masks.reshape(len(mask), -1).sum(1)
-        for i in np.argsort(-area)[:per_patient]:
+        wrong = (mask != case.full_masks.astype(bool)).reshape(len(mask), -1).sum(1)
+        for i in sorted(np.argsort(-wrong, kind="stable")[:per_patient]):
             title = f"{row['patient']} (patient Dice {row['dice']:.2f}) slice {case.names[i].rsplit('_', 1)[-1]}"
             strips.append(overlay(case.images[i], mask[i], case.full_masks[i], title=title))
     width = max(s.shape[1] for s in strips)

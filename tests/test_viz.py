@@ -82,3 +82,28 @@ def test_control_characters_and_damaged_fonts_do_not_break_a_title(tmp_path, mon
     monkeypatch.setattr(viz.ImageFont, "truetype", damaged)
     font, text = _drawable(f"a{rare}", (str(broken), str(stix)))
     assert text == f"a{rare}" and font.path == str(stix)
+
+
+def test_the_legend_names_its_colours_and_they_stay_apart_for_colour_blind_readers():
+    """Found (green) and extra (red) blended into one ochre under deuteranopia, and the legend was
+    jargon in words only ("green TP  red FP  blue FN"). Now each entry has a square in its colour."""
+    from tumorseg.viz import FN, FP, LEGEND, TP
+
+    assert LEGEND.split() == ["\u25a0", "found", "\u25a0", "extra", "\u25a0", "missed"]
+    legend = _strip(256)[-120:, -256:][:14].reshape(-1, 3)  # the overlay panel's label bar
+    for color in (TP, FP, FN):
+        assert (legend == color).all(axis=1).sum() >= 20, color  # its square, drawn in that colour
+    deut = np.array([[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.01182, 0.04294, 0.968881]])
+    blended = [(0.55 * 100 + 0.45 * np.array(c)) / 255 for c in (TP, FP, FN)]  # as drawn on mid-grey MRI
+    seen = [deut @ c**2.2 for c in blended]  # Machado et al.'s deuteranopia, in linear RGB
+    assert min(np.linalg.norm(a - b) for i, a in enumerate(seen) for b in seen[i + 1 :]) > 0.2  # green/red: 0.11
+
+
+def test_a_slice_without_tumor_is_not_scored_dice_1():
+    from tumorseg.viz import slice_score
+
+    empty, spot = np.zeros((8, 8), bool), np.zeros((8, 8), bool)
+    spot[2:4, 2:4] = True
+    assert slice_score(empty, empty) == "no tumor, none marked"  # once "Dice 1.000"
+    assert slice_score(spot, empty) == "no tumor in truth; 4 px marked"  # once "Dice 0.000"
+    assert slice_score(spot, spot) == "Dice 1.000"

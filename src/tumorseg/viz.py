@@ -13,7 +13,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-TP, FP, FN = (40, 200, 60), (230, 40, 40), (50, 120, 255)
+# yellow, red and blue stay apart under every colour-vision deficiency (green and red did not)
+TP, FP, FN = (255, 215, 0), (230, 40, 40), (50, 120, 255)
+SWATCH = "\u25a0"  # a filled square, drawn in its legend entry's colour
+LEGEND = f"{SWATCH} found  {SWATCH} extra  {SWATCH} missed"
+LEGEND_COLORS = {"found": TP, "extra": FP, "missed": FN}
 PRED = (255, 60, 60)
 
 
@@ -145,26 +149,47 @@ def _lines(text: str, width: int) -> tuple[Font, list[str]]:
     return font, lines
 
 
-def _label(panel: np.ndarray, text: str) -> np.ndarray:
+def _label(panel: np.ndarray, text: str, colors: dict[str, tuple[int, int, int]] | None = None) -> np.ndarray:
+    """`text` in white on black at the panel's top left; an entry "■ word" (entries are set
+    apart by two spaces) has its square drawn in colors[word]."""
     im = Image.fromarray(panel)
     d = ImageDraw.Draw(im)
     font, lines = _lines(text, im.width - 6)
     wide = max(font.getlength(line) for line in lines)
     d.rectangle([0, 0, min(im.width, int(wide) + 6), LINE * len(lines) + 1], fill=(0, 0, 0))
     for i, line in enumerate(lines):
-        d.text((3, 1 + LINE * i), line, fill=(255, 255, 255), font=font)
+        x, y = 3.0, 1 + LINE * i
+        for j, part in enumerate(line.split("  ")):
+            x += font.getlength("  ") if j else 0
+            color = (colors or {}).get(part.removeprefix(SWATCH).strip())
+            if color and part.startswith(SWATCH):
+                d.text((x, y), SWATCH, fill=color, font=font)
+                x += font.getlength(SWATCH)
+                part = part.removeprefix(SWATCH)
+            d.text((x, y), part, fill=(255, 255, 255), font=font)
+            x += font.getlength(part)
     return np.asarray(im)
+
+
+def slice_score(pred: np.ndarray, truth: np.ndarray) -> str:
+    """A slice's Dice as a title says it; a slice without tumor in the truth says so and how
+    many pixels were marked (its Dice, 1 or 0 by the empty-mask rule, tells a reader little)."""
+    from .metrics import confusion_counts, dice
+
+    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    if not truth.any():
+        return f"no tumor in truth; {int(pred.sum())} px marked" if pred.any() else "no tumor, none marked"
+    return f"Dice {dice(confusion_counts(pred, truth)):.3f}"
 
 
 def overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None, title: str = "") -> np.ndarray:
     """A side-by-side strip, HxW panels: MRI | [truth |] prediction | overlay.
 
-    Without truth, the overlay shows the prediction in red. With truth, it colors true
-    positives green, false positives red and false negatives blue, and the title gains
-    the slice's Dice.
+    Without truth, the overlay shows the prediction in red. With truth, it colors the tumor
+    found (true positives) yellow, the extra (false positives) red and the missed (false
+    negatives) blue, and the title gains the slice's Dice (for a slice without tumor in the
+    truth, that it has none and how many pixels were marked).
     """
-    from .metrics import confusion_counts, dice
-
     mri = display_slice(image)
     pred = np.asarray(pred, bool)
     white = lambda m: np.repeat((np.asarray(m, bool) * 255).astype(np.uint8)[..., None], 3, -1)  # noqa: E731
@@ -177,10 +202,10 @@ def overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None
         panels += [
             _label(white(truth), "truth"),
             _label(white(pred), "prediction"),
-            _label(ov, "green TP  red FP  blue FN"),
+            _label(ov, LEGEND, LEGEND_COLORS),
         ]
-        d = dice(confusion_counts(pred, truth))
-        title = f"{title}  Dice {d:.3f}" if title else f"Dice {d:.3f}"
+        said = slice_score(pred, truth)
+        title = f"{title}  {said}" if title else said
     gap = np.full((mri.shape[0], 4, 3), 255, np.uint8)
     strip = np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1)
     if title:
@@ -211,7 +236,7 @@ def histogram_png(values: list[float], baseline: list[float] | None = None, titl
     fig = Figure(figsize=(6, 3), dpi=100)
     ax = fig.subplots()
     bins = np.linspace(0, 1, 21)
-    ax.hist(values, bins=bins, color="tab:blue", label="model")
+    ax.hist(values, bins=bins, color="tab:blue", edgecolor="white", label="model")  # edges: bars stay apart
     if baseline is not None:
         # an outline, so that where it overlaps the model's bars no third colour appears
         ax.hist(baseline, bins=bins, color="tab:gray", histtype="step", linewidth=2, label='always "no tumor"')
