@@ -126,7 +126,8 @@ def test_volume_notes_are_shown_and_cleared(browser, server, lgg_root, tmp_path)
     assert page.is_hidden("#notes") and page.inner_text("#measure").startswith("Tumor volume:")
     assert page.input_value("#slice") == "3"  # it stays on the slice shown (once went back to the largest)
     said = page.get_attribute("#slice", "aria-valuetext")  # the slider tells a screen reader the slice's tumor
-    assert said == page.inner_text("#slice-label") and said.startswith("slice 3 of 0-13 (tumor "), said
+    assert said == page.inner_text("#slice-label") and said.startswith("slice 3 of 0-13, counted from 0 at the most "
+                                                                        "inferior (tumor "), said  # fmt: skip
     page.uncheck("#all-parts")  # and back
     page.wait_for_function(f"() => document.getElementById('measure').textContent === {largest!r}", timeout=60000)
     assert "close call of the largest-region step" in page.inner_text("#notes")

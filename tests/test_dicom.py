@@ -90,6 +90,8 @@ def test_predict_series_writes_nifti_mask(flair, tmp_path):
     pytest.importorskip("highdicom")
     seg = pydicom.dcmread(tmp_path / "o" / "series_seg.dcm")
     assert seg.Modality == "SEG" and int(seg.NumberOfFrames) == len(flair)
+    # what a PACS lists says what it is (once only ManufacturerModelName, which series lists rarely show)
+    assert seg.SeriesDescription.endswith("RESEARCH USE ONLY") and "not a medical device" in seg.ContentDescription
     frames = seg.pixel_array.astype(bool)
     nifti_mask = np.asanyarray(out.dataobj).astype(bool)
     assert frames.sum() == nifti_mask.sum() > 0

@@ -253,7 +253,7 @@ def test_volume_notes_a_close_call(server, lgg_root, tmp_path):
     path, _ = case_nifti(lgg_root, "TCGA_CS_5395_19981004", slice(2, 16), tmp_path / "scan.nii.gz")
     body = httpx.post(server + "/api/v1/segment", files={"file": ("s.nii.gz", path.read_bytes())}, timeout=120).json()
     notes = [n for n in body["notes"] if n.startswith("close call")]
-    assert len(notes) == 1 and "(slices counted from 0): kept " in notes[0], body["notes"]
+    assert len(notes) == 1 and "(slices counted from 0 at the most inferior): kept " in notes[0], body["notes"]
     assert " voxels in slices 8-11; dropped " in notes[0]  # slices 11-14 of the patient
     assert [i for i, s in enumerate(body["slices"]) if s["tumor_area_px"]] == [8, 9, 10, 11]
     every = httpx.post(server + "/api/v1/segment", params={"all_parts": "true"},

@@ -89,6 +89,9 @@ def test_predict_nifti_same_dice_as_slice_path(lgg_case, nifti, tmp_path):
     expected_ml = mask.sum() * 0.8 * 0.9 * 3.0 / 1000
     assert summary["tumor_volume_ml"] == pytest.approx(expected_ml, rel=1e-5)
     assert summary["largest_cross_section"]["pixels"] == max(int(m.sum()) for m in slice_masks)
+    area = summary["largest_cross_section"]["pixels"] * 0.8 * 0.9  # once 807.5699572134024, float noise
+    assert summary["largest_cross_section"]["area_mm2"] == float(f"{area:.6g}")
+    assert summary["disclaimer"] == "Not a medical device. For research use only."  # files leave the tool
 
 
 def test_flair_alone_is_repeated_and_said(lgg_case, tmp_path):

@@ -13,6 +13,7 @@ from .checkpoint import load_checkpoint
 from .data.lgg import find_cases, load_case
 from .errors import TumorsegError
 from .infer import (
+    INFERIOR_FIRST,
     Predictor,
     default_weights,
     drop_minor_components_3d,
@@ -645,7 +646,7 @@ def evaluate_volumes(
                 raise TumorsegError(f"{mask_path}: mask shape {truth_vol.array.shape} differs from image "
                                     f"{vol.array.shape}")  # fmt: skip
             slices, said = volume_slices(vol, predictor.config.channels)
-            pred, notes = predictor.segment_with_notes(slices, volume=True)
+            pred, notes = predictor.segment_with_notes(slices, volume=True, order=INFERIOR_FIRST)
         except (TumorsegError, OSError) as exc:  # the others are still scored and written
             failed.append({"image": str(image_path), "mask": str(mask_path), "error": str(exc)})
             log(f"  failed: {exc}")

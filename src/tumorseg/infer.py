@@ -259,15 +259,18 @@ def keep_largest_3d(mask: np.ndarray, numbers: list[int] | None = None) -> np.nd
 CLOSE_CALL = 0.5  # a dropped 3D region this large against the kept one gets a note
 
 
+INFERIOR_FIRST = "slices counted from 0 at the most inferior"  # a volume's axial slices, as cut
+
+
 def largest_3d_noted(
-    mask: np.ndarray, numbers: list[int] | None = None, ratio: float = CLOSE_CALL
+    mask: np.ndarray, numbers: list[int] | None = None, ratio: float = CLOSE_CALL, order: str | None = None
 ) -> tuple[np.ndarray, str | None]:
     """`keep_largest_3d`, plus a note when it is a close call: a region it drops holds at least
     `ratio` of the kept region's voxels, so both may be tumor (a small lesion beside a block of
     false alarms, or a multifocal tumor). The note names the regions by slice: `numbers` (the
     slice files' numbers) when given, else the stack index counted from 0 (the first slice, the
-    most inferior for a volume). It names every region kept (equal largest ones are all kept)
-    and every region dropped at or above `ratio`."""
+    most inferior for a volume, which `order` = INFERIOR_FIRST says). It names every region kept
+    (equal largest ones are all kept) and every region dropped at or above `ratio`."""
     from scipy import ndimage
 
     mask = np.asarray(mask, bool)
@@ -291,7 +294,7 @@ def largest_3d_noted(
         voxels = f"{sizes[k]} voxel{'s' if sizes[k] > 1 else ''}"
         return f"{voxels} in slice {a}" if a == b else f"{voxels} in slices {a}-{b}"
 
-    base = "slice numbers" if numbers is not None else "slices counted from 0"
+    base = "slice numbers" if numbers is not None else order or "slices counted from 0"
     them = "regions" if len(rivals) > 1 else "region"
     note = (
         f"close call of the largest-region step ({base}): kept {'; '.join(map(region, kept))}; "
@@ -532,10 +535,10 @@ class Predictor:
         return self.segment_with_notes(images, volume, numbers)[0]
 
     def segment_with_notes(
-        self, images: np.ndarray, volume: bool = False, numbers: list[int] | None = None
+        self, images: np.ndarray, volume: bool = False, numbers: list[int] | None = None, order: str | None = None
     ) -> tuple[np.ndarray, list[str]]:
         """`segment`, plus the notes of `mask_with_notes`."""
-        return self.mask_with_notes(self.predict(images, volume, numbers), volume, numbers)
+        return self.mask_with_notes(self.predict(images, volume, numbers), volume, numbers, order=order)
 
     def mask(self, probs: np.ndarray, volume: bool = False, numbers: list[int] | None = None) -> np.ndarray:
         """Threshold at `threshold` (0.5 by default), fill holes (unless `fill_holes` is off), drop
@@ -545,10 +548,16 @@ class Predictor:
         return self.mask_with_notes(probs, volume, numbers)[0]
 
     def mask_with_notes(
-        self, probs: np.ndarray, volume: bool = False, numbers: list[int] | None = None, largest: bool | None = None
+        self,
+        probs: np.ndarray,
+        volume: bool = False,
+        numbers: list[int] | None = None,
+        largest: bool | None = None,
+        order: str | None = None,
     ) -> tuple[np.ndarray, list[str]]:
         """`mask`, plus a note for the user when keeping the largest region was a close call
-        (`largest_3d_noted`; `numbers`: the slices' file numbers, to name them by). `largest`
+        (`largest_3d_noted`; `numbers`: the slices' file numbers, to name them by; else `order`
+        says how they are counted, INFERIOR_FIRST for a volume's axial slices). `largest`
         overrides the predictor's own setting for this call."""
         try:
             probs = np.asarray(probs)
@@ -562,5 +571,5 @@ class Predictor:
         largest = self.largest if largest is None else largest
         if not (volume and largest and len(masks) > 1):
             return masks, []
-        masks, note = largest_3d_noted(masks, numbers)
+        masks, note = largest_3d_noted(masks, numbers, order=order)
         return masks, [note] if note else []

@@ -14,7 +14,7 @@ import numpy as np
 from .data.check import fewer_sequences_note
 from .data.lgg import holds_patients, kaggle_root_hint, select_channels, slice_number, slice_numbers
 from .errors import DataError, TumorsegError
-from .infer import Predictor
+from .infer import INFERIOR_FIRST, Predictor
 from .io import (
     IMAGE_SUFFIXES,
     OUTPUT_ENDINGS,
@@ -404,7 +404,7 @@ def predict_volume(
     notes). The model's notes (a close call of the largest-part step) are also added to `found`."""
     slices, more = volume_slices(vol, predictor.config.channels)
     notes = [*notes, *more]
-    masks, said = predictor.segment_with_notes(slices, volume=True)
+    masks, said = predictor.segment_with_notes(slices, volume=True, order=INFERIOR_FIRST)
     notes += said
     if found is not None:
         found += [f"{vol.source}: {n}" for n in said]
@@ -425,7 +425,8 @@ def predict_volume(
                 f"{type(exc).__name__}: {str(exc)[:200]}")  # fmt: skip
             notes.append(f"no DICOM SEG written: {why}")
             log(f"{vol.source}: {notes[-1]}")
-    summary = {"input": vol.source, "mask": str(mask_path), "notes": notes, **mask_summary(masks, vol)}
+    summary = {"input": vol.source, "mask": str(mask_path), "notes": notes, **mask_summary(masks, vol),
+               "disclaimer": "Not a medical device. For research use only."}  # fmt: skip
     summary_path = prefix.parent / f"{prefix.name}_summary.json"
     summary["outputs"] = [str(p) for p in written]
     try:

@@ -408,7 +408,11 @@ def mask_summary(mask: np.ndarray, vol: Volume) -> dict:
         "slices_with_tumor": with_tumor,
         "largest_cross_section": None
         if k is None
-        else {"slice": k, "pixels": int(areas[k]), "area_mm2": float(areas[k] * canon_spacing[0] * canon_spacing[1])},
+        else {
+            "slice": k,
+            "pixels": int(areas[k]),
+            "area_mm2": float(f"{areas[k] * canon_spacing[0] * canon_spacing[1]:.6g}"),
+        },
         "slice_order": "canonical RAS+ axial order, index 0 the most inferior slice",
     }
 
@@ -650,11 +654,15 @@ def write_dicom_seg(path: str | Path, mask: np.ndarray, vol: Volume) -> None:
     with warnings.catch_warnings():  # the source's PatientName is copied as it is; highdicom's style advice is noise
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
         seg = _segmentation(hd, vol, frames, description)
+    seg.SeriesDescription = RESEARCH_ONLY  # what a PACS lists for the series
     import io as _io
 
     buf = _io.BytesIO()
     seg.save_as(buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+RESEARCH_ONLY = "tumorseg AI tumor mask: RESEARCH USE ONLY"
 
 
 def _segmentation(hd, vol: Volume, frames: np.ndarray, description):
@@ -673,6 +681,7 @@ def _segmentation(hd, vol: Volume, frames: np.ndarray, description):
         manufacturer_model_name="tumorseg U-Net (research use only)",
         software_versions=__version__,
         device_serial_number="0",
+        content_description=f"{RESEARCH_ONLY}; not a medical device",
         omit_empty_frames=False,
     )
 

@@ -31,7 +31,7 @@ from .. import __version__
 from ..data.check import T1_CHANNELS, fewer_sequences_note
 from ..data.lgg import select_channels
 from ..errors import MissingExtraError, TooLargeError, TumorsegError
-from ..infer import Predictor, default_weights
+from ..infer import INFERIOR_FIRST, Predictor, default_weights
 from ..io import read_image
 from ..shipped import DEFAULT_WEIGHTS, LICENSE, MODEL_CARD
 from ..viz import data_url, display_slice, flair_of, png_bytes
@@ -486,7 +486,7 @@ def create_app(
         t0 = time.perf_counter()
         with lock:
             probs = predictor.predict(slices, volume=True)
-        masks, said = predictor.mask_with_notes(probs, volume=True, largest=not all_parts)
+        masks, said = predictor.mask_with_notes(probs, volume=True, largest=not all_parts, order=INFERIOR_FIRST)
         notes = [*notes, *said]
         runtime = time.perf_counter() - t0
         expire_results(results)

@@ -46,8 +46,8 @@ function showSlice(i) {
   $("mask").alt = `predicted tumor mask, ${where}: ${found}`;
   $("over").alt = `predicted tumor in red over the MRI, ${where}: ${found}`;
   if (current.kind === "volume") {
-    const counted = (current.notes || []).length ? ", counted from 0 as in the notes" : "";
-    const text = `slice ${i} of 0-${current.slices.length - 1}${counted} (tumor ${s.tumor_area_px} px)`;
+    // the server's axial order, as its notes count: never the file's own, which may run head first
+    const text = `slice ${i} of 0-${current.slices.length - 1}, counted from 0 at the most inferior (tumor ${s.tumor_area_px} px)`;
     $("slice-label").textContent = text;
     $("slice").setAttribute("aria-valuetext", text);
   }
