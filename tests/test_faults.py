@@ -203,3 +203,27 @@ def test_resume_with_a_damaged_config_or_history_says_so(reference, tmp_path):
     r = subprocess.run(resume, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert f"warning: {run / 'metrics.jsonl'}: has no readable line for 1 of the 2 epochs done" in r.stdout, r.stdout
+
+
+def test_a_write_cut_short_leaves_the_earlier_file_whole(tmp_path):
+    """Every output is written to a temporary file, then renamed: a write that fails part-way (here
+    the file-size limit, as a full disk would) leaves the file it replaces as it was, and no
+    temporary file. Written in place, the earlier checkpoint or mask would be cut short."""
+    target = tmp_path / "last.safetensors"
+    target.write_bytes(b"earlier, complete")
+    script = (
+        "import resource, signal, sys\n"
+        "from tumorseg.io import atomic_write_bytes\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        "try:\n"
+        "    atomic_write_bytes(sys.argv[1], b'x' * 100000)\n"
+        "except OSError as exc:\n"
+        "    print(exc)\n"
+        "    sys.exit(3)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script, str(target)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert str(target) in r.stdout and ".tmp" not in r.stdout  # the error names the output, not its temporary
+    assert target.read_bytes() == b"earlier, complete"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.safetensors"]

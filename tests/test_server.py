@@ -157,11 +157,15 @@ def png_text_bomb() -> bytes:
         (lambda p, t: p[: len(p) // 2], 422, "cannot read image"),
         (lambda p, t: b"hello, I am text\n" * 10, 415, "not a supported image"),
         (lambda p, t: b"\x89PNG\r\n\x1a\n" + b"\0" * (3 * 1024 * 1024), 413, "larger than"),
+        # between the limit and the form's allowance: refused by the endpoint itself, not read and decoded
+        (lambda p, t: b"\x89PNG\r\n\x1a\n" + b"\0" * (5 * 1024 * 1024 // 2), 413, "larger than 2 MiB"),
         (lambda p, t: png_header_only(t / "bomb.png", 20000, 20000).read_bytes(), 413, "too large"),
+        # over serve's 4096x4096, under the readers' own 8192x8192 default
+        (lambda p, t: png_header_only(t / "big.png", 5000, 5000).read_bytes(), 413, "5000x5000 pixels is too large"),
         # a small PNG whose text chunk inflates to 200 MB: unreadable (422), not a too-large upload (413)
         (lambda p, t: png_text_bomb(), 422, "text (metadata) chunk inflates"),
     ],
-    ids=["empty", "truncated-png", "text-renamed-png", "oversized", "png-bomb", "png-text-bomb"],
+    ids="empty truncated-png text-renamed-png oversized just-over png-bomb over-4096 png-text-bomb".split(),
 )
 def test_bad_uploads(server, lgg_root, tmp_path, make, status, words):
     r = post(server, make((lgg_root / SLICE).read_bytes(), tmp_path))
