@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli_here
+from conftest import cli_here, copy_slices
 from PIL import Image
 
 from tumorseg.checkpoint import load_checkpoint
@@ -471,3 +471,21 @@ def test_a_predict_out_folder_is_not_segmented_again(lgg_root, tmp_path):
     r = run_predict(tmp_path / "out", "--out", tmp_path / "again")
     assert r.returncode != 0 and "output(s) of an earlier" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not list((tmp_path / "again").glob("*_pred_pred.png"))
+
+
+def test_overlays_outline_what_the_largest_region_step_dropped(lgg_root, tmp_path):
+    """The shipped model marks tumor-free slices 5-6 of TCGA_CS_5395; the largest-region step drops
+    them and the note names them, but the overlays once showed nothing there ("Dice 1.000")."""
+    from tumorseg.infer import Predictor
+    from tumorseg.predict import predict_files
+
+    patient = "TCGA_CS_5395_19981004"
+    folder = tmp_path / patient
+    copy_slices(lgg_root / patient, folder, range(4, 16))
+    res = predict_files([folder], tmp_path / "o", Predictor.from_checkpoint(), overlays=True, log=lambda m: None)
+    assert any("close call" in n for n in res.notes), res.notes
+    ov = np.asarray(Image.open(tmp_path / "o" / f"{patient}_5_overlay.png").convert("RGB")).astype(int)
+    top = ov.shape[0] - 256 + 30  # below the title bar and the legend
+    mri, drawn = ov[top:, :256], ov[top:, -256:]
+    outline = (drawn == 255).all(-1) & ~(mri == 255).all(-1)
+    assert outline.sum() > 50  # the dropped region's border, in white

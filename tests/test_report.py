@@ -208,3 +208,17 @@ def test_the_printed_table_keeps_its_columns_for_a_long_name():
 
     long, short = _row_line(["L" * 200 + "_19960909", "0.900", "1.0"]), _row_line(["P_1", "0.900", "1.0"])
     assert len(long) == len(short) and long.endswith(short[24:]) and "_19960909" in long
+
+
+def test_the_region_the_largest_region_step_dropped_is_shown_outlined(tmp_path):
+    """A close call was text only: the slices of the region dropped had no strip, and no overlay
+    showed it, though the note asks a reader to judge whether it is tumor too."""
+    case, pred = _tumor_patient()
+    pred[5] = False  # the false-positive slice was the part the step removed
+    dropped = np.zeros_like(pred)
+    dropped[5, 0:4, 0:4] = True
+    strips = worst_first_strips(case, pred, dropped=dropped)
+    assert len(strips) == 3 and len(worst_first_strips(case, pred)) == 2
+    assert strips[-1][1].endswith("0 px missed, 16 px dropped by the largest-region step (outlined)")
+    html = build_report(_result({"A": (case, pred)}), {"A": (case, pred, dropped)}, tmp_path / "w.safetensors")
+    assert html.count("px dropped by the largest-region step") == 1

@@ -171,7 +171,8 @@ def evaluate(
         row["notes"] = notes
         rows.append(row)
         if report:
-            strips_input[pid] = (case, chosen)
+            everything = predictor.mask_with_notes(chosen_probs, volume=True, numbers=numbers, largest=False)[0]
+            strips_input[pid] = (case, chosen, everything & ~chosen)  # the last: what the largest-region step removed
         log(f"  {pid}: Dice {s['dice']:.3f}  HD95 {_hd(s['hd95'], 'px')}  ({counted(len(truth), 'slice')})")
         for note in notes:
             log(f"  {pid}: {note}")

@@ -239,6 +239,9 @@ def predict_files(
             numbers = slice_numbers([p for p, _ in group]) if series else None
             probs = predictor.predict(images, volume=series, numbers=numbers)
             masks, notes = predictor.mask_with_notes(probs, volume=series, numbers=numbers)
+            # what the largest-region step removed, outlined on the overlays for a reader to judge
+            dropped = (predictor.mask_with_notes(probs, volume=series, numbers=numbers, largest=False)[0] & ~masks
+                       if overlays and series else [None] * len(masks))  # fmt: skip
             said = [f"{group[0][0].parent / series_key(group[0][0])[1]}*: {note}" for note in notes]
             if series and (note := fewer_sequences_note(images)):
                 said.append(f"{group[0][0].parent / series_key(group[0][0])[1]}*: {note}")
@@ -251,11 +254,11 @@ def predict_files(
                 result.notes.append(note)
                 log(note)
             labels = _truths_are_labels([p for p, _ in group]) if overlays and series else None
-            for (path, img), prob, mask in zip(group, probs, masks):
+            for (path, img), prob, mask, gone in zip(group, probs, masks, dropped):
                 seen = len(result.warnings)
                 try:
                     _write_one(out, path, img, prob, mask, probabilities, overlays, result.warnings, result.written,
-                               labels)  # fmt: skip
+                               labels, gone)  # fmt: skip
                 except (OSError, DataError) as exc:
                     result.failed.append((path, str(exc)))
                     err(f"failed: {path}: {exc}")
@@ -345,10 +348,11 @@ def make_out_dir(out: Path) -> None:
 
 def _write_one(
     out: Path, path: Path, img, prob, mask, probabilities: bool, overlays: bool, warnings: list[str],
-    written: list[Path], labels: bool | None = None,
+    written: list[Path], labels: bool | None = None, dropped: np.ndarray | None = None,
 ) -> None:  # fmt: skip
     """A slice's outputs, each added to `written` once it is on disk (a full disk may stop the
-    next one: what was written is still counted)."""
+    next one: what was written is still counted). `dropped`: what the largest-region step removed
+    from this slice, outlined on its overlay."""
     target = out / f"{path.stem}_pred.png"
     write_png(target, (mask * 255).astype(np.uint8))
     written.append(target)
@@ -359,7 +363,7 @@ def _write_one(
     if overlays:
         truth = _overlay_truth(find_truth(path), mask.shape, warnings, labels)
         target = out / f"{path.stem}_overlay.png"
-        write_png(target, overlay(img, mask, truth, title=path.name))
+        write_png(target, overlay(img, mask, truth, title=path.name, dropped=dropped))
         written.append(target)
 
 

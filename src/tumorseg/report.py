@@ -24,28 +24,37 @@ from .metrics import confusion_counts, dice
 from .viz import histogram_png, html_report, overlay, png_bytes
 
 
-def worst_first_strips(case, pred: np.ndarray, k: int = 4, k_fp: int = 2) -> list[tuple[bytes, str]]:
-    """Overlays (PNG bytes, alt text) of the `k` slices with the most tumor and of the `k_fp`
-    false-positive slices (empty truth, non-empty prediction) with the most predicted pixels, the
-    worst slice (lowest Dice) first. The false-positive slices are shown so that a patient's false
-    alarms (all there is to see of a patient without tumor) are not hidden."""
+def worst_first_strips(
+    case, pred: np.ndarray, k: int = 4, k_fp: int = 2, dropped: np.ndarray | None = None, k_dropped: int = 1
+) -> list[tuple[bytes, str]]:
+    """Overlays (PNG bytes, alt text) of the `k` slices with the most tumor, of the `k_fp`
+    false-positive slices (empty truth, non-empty prediction) with the most predicted pixels and
+    of the `k_dropped` slices not shown yet with the most pixels the largest-region step removed
+    (`dropped`, outlined), the worst slice (lowest Dice) first. The false-positive slices are
+    shown so that a patient's false alarms (all there is to see of a patient without tumor) are
+    not hidden; the dropped ones so that a close call of that step can be judged."""
     truth = case.full_masks.reshape(len(pred), -1)
     predicted = np.asarray(pred, bool).reshape(len(pred), -1)
     area = truth.sum(1)
     top = [int(i) for i in np.argsort(-area, kind="stable")[:k] if area[i] > 0]
     fp_area = np.where(area == 0, predicted.sum(1), 0)
     top += [int(i) for i in np.argsort(-fp_area, kind="stable")[:k_fp] if fp_area[i] > 0]
+    gone = np.zeros_like(np.asarray(pred, bool)) if dropped is None else np.asarray(dropped, bool)
+    gone_area = np.where(np.isin(np.arange(len(pred)), top), 0, gone.reshape(len(pred), -1).sum(1))
+    top += [int(i) for i in np.argsort(-gone_area, kind="stable")[:k_dropped] if gone_area[i] > 0]
     dices = {i: dice(confusion_counts(pred[i], case.full_masks[i])) for i in top}
     top.sort(key=lambda i: dices[i])
-    return [(png_bytes(overlay(case.images[i], pred[i], case.full_masks[i], title=case.names[i])),
-             _strip_alt(case.names[i], pred[i], case.full_masks[i], dices[i])) for i in top]  # fmt: skip
+    return [(png_bytes(overlay(case.images[i], pred[i], case.full_masks[i], title=case.names[i], dropped=gone[i])),
+             _strip_alt(case.names[i], pred[i], case.full_masks[i], dices[i], int(gone[i].sum())))
+            for i in top]  # fmt: skip
 
 
-def _strip_alt(name: str, pred: np.ndarray, truth: np.ndarray, slice_dice: float) -> str:
+def _strip_alt(name: str, pred: np.ndarray, truth: np.ndarray, slice_dice: float, dropped: int = 0) -> str:
     """What a strip shows, for a screen reader: the slice, its Dice and its tumor in pixels."""
     c = confusion_counts(pred, truth)
+    gone = f", {dropped} px dropped by the largest-region step (outlined)" if dropped else ""
     return (f"slice {name}: MRI, true mask, predicted mask and overlay; Dice {slice_dice:.3f}, "
-            f"{c.tp} px found, {c.fp} px marked in excess, {c.fn} px missed")  # fmt: skip
+            f"{c.tp} px found, {c.fp} px marked in excess, {c.fn} px missed{gone}")  # fmt: skip
 
 
 def build_report(result: dict, strips_input: dict, weights: Path) -> str:
@@ -74,7 +83,9 @@ def build_report(result: dict, strips_input: dict, weights: Path) -> str:
     )
     curves_path = weights.parent / "curves.png"
     curves = curves_path.read_bytes() if curves_path.is_file() else None
-    strips = {pid: worst_first_strips(case, pred) for pid, (case, pred) in strips_input.items()}
+    # (case, prediction) or (case, prediction, what the largest-region step removed)
+    strips = {pid: worst_first_strips(v[0], v[1], dropped=v[2] if len(v) > 2 else None)
+              for pid, v in strips_input.items()}  # fmt: skip
     order = sorted(strips, key=lambda pid: next(r["dice"] for r in rows if r["patient"] == pid))
     d = summary["chosen"]["dice"]
     acc_model, acc_base = summary["chosen"]["accuracy"]["mean"], summary["baseline"]["accuracy"]["mean"]

@@ -15,9 +15,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 # yellow, red and blue stay apart under every colour-vision deficiency (green and red did not)
 TP, FP, FN = (255, 215, 0), (230, 40, 40), (50, 120, 255)
-SWATCH = "\u25a0"  # a filled square, drawn in its legend entry's colour
+DROPPED = (255, 255, 255)  # the outline of what the largest-region step removed
+SWATCH, HOLLOW = "\u25a0", "\u25a1"  # filled and hollow squares, drawn in their legend entry's colour
 LEGEND = f"{SWATCH} found  {SWATCH} extra  {SWATCH} missed"
-LEGEND_COLORS = {"found": TP, "extra": FP, "missed": FN}
+LEGEND_COLORS = {"found": TP, "extra": FP, "missed": FN, "dropped": DROPPED}
+DROPPED_LEGEND = f"{HOLLOW} dropped (not the largest region)"
 PRED = (255, 60, 60)
 
 
@@ -150,8 +152,8 @@ def _lines(text: str, width: int) -> tuple[Font, list[str]]:
 
 
 def _label(panel: np.ndarray, text: str, colors: dict[str, tuple[int, int, int]] | None = None) -> np.ndarray:
-    """`text` in white on black at the panel's top left; an entry "■ word" (entries are set
-    apart by two spaces) has its square drawn in colors[word]."""
+    """`text` in white on black at the panel's top left; an entry "■ word" or "□ word" (entries
+    are set apart by two spaces) has its square drawn in colors[word]."""
     im = Image.fromarray(panel)
     d = ImageDraw.Draw(im)
     font, lines = _lines(text, im.width - 6)
@@ -161,11 +163,11 @@ def _label(panel: np.ndarray, text: str, colors: dict[str, tuple[int, int, int]]
         x, y = 3.0, 1 + LINE * i
         for j, part in enumerate(line.split("  ")):
             x += font.getlength("  ") if j else 0
-            color = (colors or {}).get(part.removeprefix(SWATCH).strip())
-            if color and part.startswith(SWATCH):
-                d.text((x, y), SWATCH, fill=color, font=font)
-                x += font.getlength(SWATCH)
-                part = part.removeprefix(SWATCH)
+            mark, word = part[:1], part[1:].strip().split(" ")[0]
+            if mark in (SWATCH, HOLLOW) and word in (colors or {}):
+                d.text((x, y), mark, fill=colors[word], font=font)
+                x += font.getlength(mark)
+                part = part[1:]
             d.text((x, y), part, fill=(255, 255, 255), font=font)
             x += font.getlength(part)
     return np.asarray(im)
@@ -182,29 +184,53 @@ def slice_score(pred: np.ndarray, truth: np.ndarray) -> str:
     return f"Dice {dice(confusion_counts(pred, truth)):.3f}"
 
 
-def overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None, title: str = "") -> np.ndarray:
+def _outline(panel: np.ndarray, region: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
+    """`panel` with the border pixels of `region` drawn in `color`."""
+    from scipy import ndimage
+
+    edge = region & ~ndimage.binary_erosion(region, border_value=0)
+    out = panel.copy()
+    out[edge] = color
+    return out
+
+
+def overlay(
+    image: np.ndarray,
+    pred: np.ndarray,
+    truth: np.ndarray | None = None,
+    title: str = "",
+    dropped: np.ndarray | None = None,
+) -> np.ndarray:
     """A side-by-side strip, HxW panels: MRI | [truth |] prediction | overlay.
 
     Without truth, the overlay shows the prediction in red. With truth, it colors the tumor
     found (true positives) yellow, the extra (false positives) red and the missed (false
     negatives) blue, and the title gains the slice's Dice (for a slice without tumor in the
-    truth, that it has none and how many pixels were marked).
+    truth, that it has none and how many pixels were marked). `dropped`, what the
+    largest-region step removed from the prediction, is outlined in white, so that a reader
+    can judge a close call.
     """
     mri = display_slice(image)
     pred = np.asarray(pred, bool)
     white = lambda m: np.repeat((np.asarray(m, bool) * 255).astype(np.uint8)[..., None], 3, -1)  # noqa: E731
+    dropped = np.zeros_like(pred) if dropped is None else np.asarray(dropped, bool) & ~pred
+    more = f"  {DROPPED_LEGEND}" if dropped.any() else ""
     panels = [_label(mri, "MRI (FLAIR)")]
     if truth is None:
-        panels += [_label(white(pred), "prediction"), _label(_blend(mri, pred, PRED), "red: predicted tumor")]
+        ov = _outline(_blend(mri, pred, PRED), dropped, DROPPED)
+        panels += [_label(white(pred), "prediction"), _label(ov, f"red: predicted tumor{more}", LEGEND_COLORS)]
     else:
         truth = np.asarray(truth, bool)
         ov = _blend(_blend(_blend(mri, pred & truth, TP), pred & ~truth, FP), ~pred & truth, FN)
         panels += [
             _label(white(truth), "truth"),
             _label(white(pred), "prediction"),
-            _label(ov, LEGEND, LEGEND_COLORS),
+            _label(_outline(ov, dropped, DROPPED), LEGEND + more, LEGEND_COLORS),
         ]
         said = slice_score(pred, truth)
+        title = f"{title}  {said}" if title else said
+    if dropped.any():
+        said = f"{int(dropped.sum())} px dropped by the largest-region step"
         title = f"{title}  {said}" if title else said
     gap = np.full((mri.shape[0], 4, 3), 255, np.uint8)
     strip = np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1)
@@ -305,7 +331,10 @@ def html_report(
     ]
     if curves:
         parts += ["<h2>Training curves</h2>", f"<img alt='training curves' src='{data_url(curves)}'>"]
-    parts.append("<h2>Slices with the most tumor and the largest false alarms, worst first</h2>")
+    parts.append(
+        "<h2>Slices with the most tumor, the largest false alarms and the largest region dropped by the "
+        "largest-region step (outlined), worst first</h2>"
+    )
     for pid, pngs in strips.items():
         dice = dice_of.get(pid)
         said = f" · Dice {_fmt(dice)}" if isinstance(dice, float) else ""
