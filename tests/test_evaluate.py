@@ -9,6 +9,7 @@ import pytest
 from conftest import cli_here, copy_slices
 from PIL import Image
 
+from tumorseg.errors import DataError
 from tumorseg.evaluation import evaluate
 from tumorseg.infer import (
     Predictor,
@@ -41,7 +42,9 @@ def test_evaluate_uses_saved_test_split_and_writes_outputs(tiny_run, tmp_path):
     assert saved["summary"]["baseline"]["dice"]["mean"] == 0.0  # this patient has tumor
     assert saved["summary"]["baseline"]["accuracy"]["mean"] > 0.9
     html = (tmp_path / "ev" / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 3 and split["test"][0] in html
+    # the histogram and curves as PNG, the overlays as lossless WebP (a third smaller)
+    assert html.count("data:image/png;base64,") == 2 and html.count("data:image/webp;base64,") >= 1
+    assert split["test"][0] in html
     said = "over 0 of 1 patients"  # how many patients each HD95 mean is over, when some are n/a
     assert said in html and said in (tmp_path / "ev" / "evaluation.md").read_text()
     alone = 'Each variant is scored on its own: "+" adds its steps to the plain model at threshold 0.5'
@@ -177,6 +180,19 @@ def test_remove_small_components():
     assert np.array_equal(remove_small_components(m, 0), m)
 
 
+def test_remove_small_components_is_8_connected_and_keeps_exactly_min_size():
+    """Parts touching at a corner are one part (8-connected), and a part of exactly `min_size` pixels
+    stays: only parts smaller than it go."""
+    diagonal = np.eye(3, dtype=bool)[None]  # three pixels touching corner to corner
+    assert np.array_equal(remove_small_components(diagonal, 3), diagonal)
+    assert not remove_small_components(diagonal, 4).any()
+    m = np.zeros((1, 12, 12), bool)
+    m[0, 1:3, 1:4] = True  # 6 px
+    m[0, 6:11, 6] = True  # 5 px
+    out = remove_small_components(m, 6)
+    assert out[0, 1:3, 1:4].all() and out.sum() == 6  # exactly min_size: kept; min_size - 1: dropped
+
+
 def test_fill_holes_fills_enclosed_holes_only():
     m = np.zeros((2, 12, 12), bool)
     m[0, 2:9, 2:9] = True
@@ -192,7 +208,9 @@ def test_fill_holes_fills_enclosed_holes_only():
     ring[4:6, 4:6] = 0.1
     assert postprocess(ring).sum() == 36 and postprocess(ring, holes=False).sum() == 32
     assert postprocess(ring, threshold=0.95).sum() == 0
-    assert postprocess(ring, min_size=40).sum() == 0  # holes are filled before small parts go
+    # holes are filled before small parts go: the ring alone (32 px) is under 34, the filled square (36) is not
+    assert postprocess(ring, min_size=34).sum() == 36 and postprocess(ring, min_size=36).sum() == 36
+    assert postprocess(ring, min_size=34, holes=False).sum() == 0 and postprocess(ring, min_size=37).sum() == 0
 
 
 def test_predictor_fills_holes_unless_told_not_to(tiny_run):
@@ -407,7 +425,8 @@ def test_a_broken_patient_outside_the_split_stops_nothing(tiny_run, tmp_path):
     shutil.copy(next(p for p in sorted((data / pid).iterdir()) if "_mask" not in p.name), broken / "ZZ_BROKEN_1.png")
     res = evaluate(tmp_path / "lgg", tiny_run / "last.safetensors", "test", log=lambda *a: None)
     assert [r["patient"] for r in res["per_patient"]] == [pid]
-    with pytest.raises(Exception, match="ZZ_BROKEN_1"):  # scoring every patient reads it, and says what is wrong
+    # scoring every patient reads it, and says what is wrong (the project's own error, not any exception)
+    with pytest.raises(DataError, match=r"ZZ_BROKEN_1\.png: image has no mask \(expected ZZ_BROKEN_1_mask\.png\)"):
         evaluate(tmp_path / "lgg", tiny_run / "last.safetensors", "all", log=lambda *a: None)
 
 

@@ -21,18 +21,18 @@ from .evaluation import (
     variant_order,
 )
 from .metrics import confusion_counts, dice
-from .viz import histogram_png, html_report, overlay, png_bytes
+from .viz import compact_image, histogram_png, html_report, overlay
 
 
 def worst_first_strips(
     case, pred: np.ndarray, k: int = 4, k_fp: int = 2, dropped: np.ndarray | None = None, k_dropped: int = 1
 ) -> list[tuple[bytes, str]]:
-    """Overlays (PNG bytes, alt text) of the `k` slices with the most tumor, of the `k_fp`
-    false-positive slices (empty truth, non-empty prediction) with the most predicted pixels and
-    of the `k_dropped` slices not shown yet with the most pixels the largest-region step removed
-    (`dropped`, outlined), the worst slice (lowest Dice) first. The false-positive slices are
-    shown so that a patient's false alarms (all there is to see of a patient without tumor) are
-    not hidden; the dropped ones so that a close call of that step can be judged."""
+    """Overlays (image bytes for the page, `compact_image`; alt text) of the `k` slices with the
+    most tumor, of the `k_fp` false-positive slices (empty truth, non-empty prediction) with the
+    most predicted pixels and of the `k_dropped` slices not shown yet with the most pixels the
+    largest-region step removed (`dropped`, outlined), the worst slice (lowest Dice) first. The
+    false-positive slices are shown so that a patient's false alarms (all there is to see of a
+    patient without tumor) are not hidden; the dropped ones so that a close call can be judged."""
     truth = case.full_masks.reshape(len(pred), -1)
     predicted = np.asarray(pred, bool).reshape(len(pred), -1)
     area = truth.sum(1)
@@ -44,7 +44,8 @@ def worst_first_strips(
     top += [int(i) for i in np.argsort(-gone_area, kind="stable")[:k_dropped] if gone_area[i] > 0]
     dices = {i: dice(confusion_counts(pred[i], case.full_masks[i])) for i in top}
     top.sort(key=lambda i: dices[i])
-    return [(png_bytes(overlay(case.images[i], pred[i], case.full_masks[i], title=case.names[i], dropped=gone[i])),
+    return [(compact_image(overlay(case.images[i], pred[i], case.full_masks[i], title=case.names[i],
+                                   dropped=gone[i])),
              _strip_alt(case.names[i], pred[i], case.full_masks[i], dices[i], int(gone[i].sum())))
             for i in top]  # fmt: skip
 
