@@ -132,3 +132,43 @@ def test_a_large_safetensors_file_of_another_kind_is_refused_from_its_header(tmp
     finally:
         tracemalloc.stop()
     assert peak < 10_000_000
+
+
+def _rewrite_header(path: Path, edit) -> None:
+    """Edit a safetensors file's header metadata in place, leaving its tensor bytes (and stored sha256) as they are."""
+    import json
+    import struct
+
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    edit(header["__metadata__"])
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the header is padded with spaces to an 8-byte boundary
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + n :])
+
+
+@pytest.mark.parametrize("key", ["meta", "config"])
+def test_an_edited_config_or_metadata_fails_the_checksum(tmp_path, key):
+    """The checksum covers the header's config and metadata, not only the tensors: a patient moved
+    into the test split (or a config edited) under the old sha256 must be refused, not evaluated."""
+    import json
+
+    cfg = TrainConfig(model={"base": 4, "depth": 2, "image_size": 32})
+    path = tmp_path / "m.safetensors"
+    split = {"train": ["A", "B"], "val": ["C"], "test": ["D"]}
+    save_checkpoint(path, Checkpoint(cfg, UNet(3, 1, 4, 2).state_dict(), {"epoch": 1, "split": split}))
+    _rewrite_header(path, lambda m: None)  # the rewrite alone changes nothing that matters
+    assert load_checkpoint(path).meta["split"]["test"] == ["D"]
+
+    def edit(m):
+        value = json.loads(m[key])
+        if key == "meta":
+            value["split"]["test"] = ["A", "D"]
+        else:
+            value["seed"] = value["seed"] + 1
+        m[key] = json.dumps(value)
+
+    _rewrite_header(path, edit)
+    with pytest.raises(CheckpointError, match=r"m\.safetensors: checksum mismatch"):
+        load_checkpoint(path)

@@ -128,10 +128,12 @@ def test_bootstrap_interval_of_the_mean():
     lo, hi = bootstrap_ci(small)
     assert lo < small.mean() < hi and bootstrap_ci(small) == (lo, hi)  # seeded: reproducible
     # about mean +- 1.96 standard errors, and narrower with more patients
+    # (rel 0.07: the real widths are 1.01 and 0.99 of that; a 98 % interval is 1.19, a 90 % one 0.84)
     se = small.std() / np.sqrt(15)
-    assert hi - lo == pytest.approx(2 * 1.96 * se, rel=0.2)
+    assert hi - lo == pytest.approx(2 * 1.96 * se, rel=0.07)
     lo2, hi2 = bootstrap_ci(large)
     assert hi2 - lo2 < (hi - lo) / 3
+    assert hi2 - lo2 == pytest.approx(2 * 1.96 * large.std() / np.sqrt(500), rel=0.07)
 
 
 def test_slice_hd95_measures_in_plane_where_the_stacked_hd95_runs_low():
@@ -161,3 +163,76 @@ def test_std_is_the_sample_standard_deviation():
 
     assert summarize([0.846, 0.783])["std"] == pytest.approx(np.std([0.846, 0.783], ddof=1))
     assert np.isnan(summarize([0.9])["std"]) and summarize([0.9])["mean"] == 0.9
+
+
+def test_empty_mask_rule_for_every_metric():
+    """The README's rule, metric by metric: precision of two empty masks once went untested (a
+    precision of 0 for a tumor-free patient marked tumor-free would pass), as did recall's."""
+    both_empty, missed, false_alarm = Counts(0, 0, 0, 10), Counts(0, 0, 5, 10), Counts(0, 3, 0, 10)
+    assert [f(both_empty) for f in (dice, iou, precision, recall, accuracy)] == [1.0] * 5
+    assert [f(missed) for f in (dice, iou, precision, recall)] == [0.0] * 4  # nothing predicted, tumor there
+    assert [f(false_alarm) for f in (dice, iou, precision)] == [0.0] * 3
+    assert recall(false_alarm) == 1.0  # nothing was missed
+    empty = np.zeros((3, 8, 8), bool)
+    s = score_volume(empty, empty)
+    assert {k: s[k] for k in ("dice", "iou", "precision", "recall", "accuracy", "hd95")} == {
+        "dice": 1.0, "iou": 1.0, "precision": 1.0, "recall": 1.0, "accuracy": 1.0, "hd95": 0.0
+    }  # fmt: skip
+    assert s["tumor_slices"] == 0 and s["fp_slices"] == 0 and s["empty_slices"] == 3
+    assert np.isnan(s["slice_dice"]) and np.isnan(s["slice_hd95"])  # no tumor slice: left out of the means
+    truth = empty.copy()
+    truth[1, 2:4, 2:4] = True
+    assert score_volume(empty, truth)["precision"] == 0.0 and score_volume(truth, empty)["recall"] == 1.0
+
+
+def test_score_volume_hd95_is_in_mm_in_3d_and_in_plane():
+    """score_volume's HD95 in mm: the spacing is (slice, row, column), the in-plane HD95 takes the
+    last two; a 3 px shift at 0.5 mm is 1.5 mm both ways, whatever the slice spacing."""
+    a = np.zeros((1, 32, 32), bool)
+    a[0, 10:20, 10:20] = True
+    across, down = np.roll(a, 3, axis=2), np.roll(a, 3, axis=1)
+    s = score_volume(across, a, spacing=(3.0, 0.5, 0.5))
+    assert s["hd95"] == pytest.approx(1.5) and s["slice_hd95"] == pytest.approx(1.5)
+    assert score_volume(across, a, spacing=(3, 0.5, 0.5)) == s  # an int among floats was MONAI's ValueError
+    s = score_volume(across, a)  # no spacing: pixels
+    assert s["hd95"] == pytest.approx(3.0) and s["slice_hd95"] == pytest.approx(3.0)
+    for pred, mm in ((down, 1.5), (across, 3.0)):  # rows 0.5 mm apart, columns 1 mm
+        s = score_volume(pred, a, spacing=(3.0, 0.5, 1.0))
+        assert s["hd95"] == pytest.approx(mm) and s["slice_hd95"] == pytest.approx(mm)
+    v = np.zeros((8, 32, 32), bool)
+    v[2:6, 12:18, 12:18] = True
+    s = score_volume(np.roll(v, 1, axis=0), v, spacing=(3.0, 0.5, 0.5))  # one slice off: 3 mm, 0 in plane
+    assert s["hd95"] == pytest.approx(3.0) and s["slice_hd95"] == 0.0
+
+
+def _square_and_spur():
+    square = np.zeros((32, 40), bool)
+    square[5:15, 5:15] = True
+    spur = square.copy()
+    spur[9, 15:31] = True  # a 1 x 16 line off the square's right side: its tip 16 px from the square
+    return square, spur
+
+
+def test_hd95_is_the_95th_percentile_not_the_maximum():
+    """HD95 is the 95th percentile of the surface distances, not the Hausdorff distance (their maximum):
+    of 51 surface pixels, 35 at 0 and the spur's 16 at 1..16, the percentile lies between 13 and 14."""
+    square, spur = _square_and_spur()
+    assert hd95(spur, square) == pytest.approx(13.5)  # the maximum, 16, is what HD100 would give
+    assert hd95(spur, square, spacing=(0.5, 0.5)) == pytest.approx(6.75)
+
+
+def test_hd95_is_symmetric():
+    """The larger of both directed distances: with the spur in the truth, the prediction's surface
+    all lies on the truth (0 one way), and a directed-only HD95 gave 0."""
+    square, spur = _square_and_spur()
+    assert hd95(square, spur) == pytest.approx(13.5)
+    assert hd95(square, spur) == hd95(spur, square)
+
+
+def test_summarize_mean_median_and_spread():
+    """Mean and median of [0.1, 0.2, 0.9] differ (0.4 and 0.2): each must be what its name says."""
+    s = summarize([0.1, 0.2, 0.9])
+    assert s["mean"] == pytest.approx(0.4) and s["median"] == pytest.approx(0.2)
+    assert s["min"] == 0.1 and s["max"] == 0.9 and s["n"] == 3 and s["undefined"] == 0
+    assert s["std"] == pytest.approx(np.sqrt(0.19))
+    assert 0.1 <= s["mean_ci95"][0] < 0.4 < s["mean_ci95"][1] <= 0.9

@@ -13,7 +13,7 @@ from conftest import cli_here  # noqa: E402
 from tumorseg.data.lgg import find_cases, load_case  # noqa: E402
 from tumorseg.errors import DataError  # noqa: E402
 from tumorseg.infer import Predictor  # noqa: E402
-from tumorseg.metrics import confusion_counts, dice  # noqa: E402
+from tumorseg.metrics import confusion_counts, dice, score_volume  # noqa: E402
 from tumorseg.volume import Volume, mask_to_volume, read_nifti, volume_slices  # noqa: E402
 
 PID = "TCGA_CS_4941_19960909"
@@ -145,10 +145,18 @@ def test_evaluate_volume_pairs_matches_slice_path(lgg_case, nifti, tmp_path):
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     row = res["per_patient"][0]
-    pred = Predictor.from_checkpoint()
-    expected = dice(confusion_counts(pred.segment(lgg_case.images, volume=True), lgg_case.full_masks))
+    masks = Predictor.from_checkpoint().segment(lgg_case.images, volume=True)
+    expected = dice(confusion_counts(masks, lgg_case.full_masks))
     assert row["dice"] == pytest.approx(expected, abs=1e-9)
     assert res["hd95_unit"] == "mm" and np.isfinite(row["hd95"])
+    # HD95 in mm from the volume's own spacing: voxels 0.8 (x, the slices' columns) x 0.9 (y, their rows) x 3 mm
+    # (z, across slices), so (3, 0.9, 0.8) for (slice, row, column); the rows' and columns' spacings swapped once
+    # passed, as did the slice spacing given to a pixel axis
+    mm = score_volume(masks, lgg_case.full_masks, spacing=(3.0, 0.9, 0.8))
+    assert row["hd95"] == pytest.approx(mm["hd95"], rel=1e-6)
+    assert row["slice_hd95"] == pytest.approx(mm["slice_hd95"], rel=1e-6)
+    swapped = score_volume(masks, lgg_case.full_masks, spacing=(3.0, 0.8, 0.9))["slice_hd95"]
+    assert abs(swapped - mm["slice_hd95"]) > 0.05  # (this patient tells the two apart)
 
 
 def test_a_mask_that_is_not_0_and_1_is_said(lgg_case, nifti, tmp_path):

@@ -116,7 +116,7 @@ def hd95(pred: np.ndarray, target: np.ndarray, spacing: tuple[float, ...] | None
             torch.from_numpy(target)[None, None].float(),
             include_background=True,
             percentile=95,
-            spacing=list(spacing) if spacing is not None else None,
+            spacing=[float(s) for s in spacing] if spacing is not None else None,  # MONAI: one type
         )
     return float(d.item())
 
