@@ -277,12 +277,23 @@ def test_tumor_volume_of_a_sheared_grid_is_its_voxel_volume():
     assert mask_summary(mask, vol)["tumor_volume_ml"] == pytest.approx(4 * 2.0 / 1000)
 
 
-def test_slice_only_outputs_asked_for_a_volume_are_said(nifti, tmp_path):
-    """`--probabilities --overlay` on a NIfTI once wrote only the mask and summary, without a word."""
+def test_a_volume_gets_an_overlay_and_slice_only_outputs_are_said(nifti, lgg_case, tmp_path):
+    """`--probabilities --overlay` on a NIfTI once wrote only the mask and summary, without a word;
+    then a warning said both were for 2D slices only: a volume got no picture at all. Now it gets
+    an overlay of its tumor's slices, and only --probabilities is said to be for slices."""
     r = cli_here("predict", str(nifti), "--out", str(tmp_path), "--probabilities", "--overlay")
     assert r.returncode == 0, r.stderr
-    assert "warning: --probabilities and --overlay: written for 2D slices only" in r.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan_pred.nii.gz", "scan_summary.json"]
+    assert "warning: --probabilities: written for 2D slices only" in r.stderr and "--overlay" not in r.stderr
+    names = ["scan_overlay.png", "scan_pred.nii.gz", "scan_summary.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+    summary = json.loads((tmp_path / "scan_summary.json").read_text())
+    assert summary["outputs"] == [str(tmp_path / n) for n in ("scan_pred.nii.gz", "scan_overlay.png")]
+    shown = min(6, len(summary["slices_with_tumor"]))
+    from PIL import Image
+
+    height, width = np.asarray(Image.open(tmp_path / "scan_overlay.png")).shape[:2]
+    assert width == 3 * 256 + 8  # MRI | prediction | overlay
+    assert shown * 256 < height < shown * (256 + 60)  # one strip per slice shown, each under its title
 
 
 def test_evaluate_pairs_say_a_tumor_free_volume_favours_the_baseline(lgg_case, nifti, tmp_path):

@@ -447,7 +447,7 @@ def predict(
     out: Path = typer.Option(..., help="Output folder."),
     weights: Path | None = typer.Option(None, help="Checkpoint (.safetensors); default: the shipped model."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write X_prob.png (0..255)."),
-    overlay: bool = typer.Option(False, "--overlay", help="Also write X_overlay.png: MRI, mask, overlay."),
+    overlay: bool = typer.Option(False, "--overlay", help="Also write X_overlay.png: MRI, mask, overlay (a volume: up to 6 of its tumor slices)."),
     threshold: float = typer.Option(0.5, callback=_threshold, metavar="T", help="Probability threshold, 0 < T < 1."),
     tta: bool = typer.Option(False, "--tta", help="Average over a left-right flip."),
     min_size: int = typer.Option(0, min=0, help="Drop predicted components under this many pixels."),
@@ -481,7 +481,7 @@ def predict(
         out.mkdir(parents=True, exist_ok=True)
         found: list[str] = []
         try:
-            done = predict_volume(vol, out / stem, predictor, notes, found=found)
+            done = predict_volume(vol, out / stem, predictor, notes, found=found, overlays=overlay)
         except OSError as exc:  # the other inputs are still segmented
             done = getattr(exc, "written", [])  # a mask written before its summary failed
             failed = [(flair, f"{exc.strerror or exc}")]

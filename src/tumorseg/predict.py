@@ -198,15 +198,15 @@ def predict_files(
     for folder, why in empty:  # named, so counted: the others are still segmented
         result.failed.append((folder, why))
         err(f"failed: {why}")
-    asked = [name for name, on in (("--probabilities", probabilities), ("--overlay", overlays)) if on]
-    if volumes and asked:  # a volume gets its mask and summary only
-        result.warnings.append(f"{' and '.join(asked)}: written for 2D slices only, not for the {len(volumes)} "
-                               "NIfTI or DICOM volume(s), which get X_pred.nii.gz and X_summary.json")  # fmt: skip
+    if volumes and probabilities:  # a volume gets its mask, summary and (asked for) overlay
+        result.warnings.append(f"--probabilities: written for 2D slices only, not for the {len(volumes)} NIfTI or "
+                               "DICOM volume(s), which get X_pred.nii.gz and X_summary.json")  # fmt: skip
         err(f"warning: {result.warnings[-1]}")
     for path in volumes:
         try:
             vol = read_dicom_series(path) if path.is_dir() else read_nifti(path)
-            result.written += predict_volume(vol, out / volume_stem(path), predictor, log=log, found=result.notes)
+            result.written += predict_volume(vol, out / volume_stem(path), predictor, log=log, found=result.notes,
+                                             overlays=overlays)  # fmt: skip
         except (OSError, DataError) as exc:
             result.written += getattr(exc, "written", [])  # a mask written before its summary failed
             result.failed.append((path, str(exc)))
@@ -400,15 +400,44 @@ def _overlay_truth(
     return binary_masks([t], labels)[0]
 
 
+def volume_overlay(slices: np.ndarray, masks: np.ndarray, dropped: np.ndarray, name: str, most: int = 6) -> np.ndarray:
+    """Up to `most` axial slices of a volume, inferior to superior, each as MRI | prediction |
+    overlay (`overlay`, what the largest-region step dropped outlined): spread over the slices
+    with tumor, or with a dropped region, or the middle slice when there is neither. Drawn as
+    `volume_slices` cuts them: radiological view, the patient's right on the image's left."""
+    areas = (masks | dropped).reshape(len(masks), -1).sum(1)
+    shown = np.flatnonzero(areas) if areas.any() else np.array([len(masks) // 2])
+    if len(shown) > most:  # spread over the tumor's extent, its largest slice among them
+        picks = shown[np.round(np.linspace(0, len(shown) - 1, most)).astype(int)]
+        largest = int(np.argmax(areas))
+        picks[np.argmin(abs(picks - largest))] = largest  # in place of its nearest pick
+        shown = np.unique(picks)
+    last = len(masks) - 1
+    strips = [overlay(slices[i], masks[i], None, dropped=dropped[i],
+                      title=f"{name}  slice {i} of 0-{last}, 0 the most inferior; the patient's right on the left")
+              for i in shown]  # fmt: skip
+    width = max(s.shape[1] for s in strips)
+    strips = [np.pad(s, ((0, 6), (0, width - s.shape[1]), (0, 0)), constant_values=255) for s in strips]
+    return np.concatenate(strips, axis=0)[:-6]
+
+
 def predict_volume(
-    vol: Volume, prefix: Path, predictor: Predictor, notes: list[str] = (), log=print, found: list[str] | None = None
+    vol: Volume,
+    prefix: Path,
+    predictor: Predictor,
+    notes: list[str] = (),
+    log=print,
+    found: list[str] | None = None,
+    overlays: bool = False,
 ) -> list[Path]:
     """Segment a volume slice by slice; write PREFIX_pred.nii.gz (uint8 {0, 1}, the input's
-    shape and affine) and PREFIX_summary.json (tumor volume in mL, slices, largest section,
-    notes). The model's notes (a close call of the largest-part step) are also added to `found`."""
+    shape and affine), PREFIX_summary.json (tumor volume in mL, slices, largest section,
+    notes) and, with `overlays`, PREFIX_overlay.png (`volume_overlay`). The model's notes (a
+    close call of the largest-part step) are also added to `found`."""
     slices, more = volume_slices(vol, predictor.config.channels)
     notes = [*notes, *more]
-    masks, said = predictor.segment_with_notes(slices, volume=True, order=INFERIOR_FIRST)
+    probs = predictor.predict(slices, volume=True)
+    masks, said = predictor.mask_with_notes(probs, volume=True, order=INFERIOR_FIRST)
     notes += said
     if found is not None:
         found += [f"{vol.source}: {n}" for n in said]
@@ -429,6 +458,11 @@ def predict_volume(
                 f"{type(exc).__name__}: {str(exc)[:200]}")  # fmt: skip
             notes.append(f"no DICOM SEG written: {why}")
             log(f"{vol.source}: {notes[-1]}")
+    if overlays:
+        dropped = predictor.mask_with_notes(probs, volume=True, largest=False)[0] & ~masks
+        target = prefix.parent / f"{prefix.name}_overlay.png"
+        write_png(target, volume_overlay(slices, masks, dropped, prefix.name))
+        written.append(target)
     summary = {"input": vol.source, "mask": str(mask_path), "notes": notes, **mask_summary(masks, vol),
                "disclaimer": "Not a medical device. For research use only."}  # fmt: skip
     summary_path = prefix.parent / f"{prefix.name}_summary.json"
