@@ -216,6 +216,7 @@ def cli_here(*args: object, cwd: Path | None = None, env: dict | None = None) ->
              {n: lg.level for n, lg in loggers.items() if isinstance(lg, logging.Logger)} | {"": root.level},
              )  # fmt: skip
     alarm = signal.signal(signal.SIGALRM, too_long)
+    sigterm = signal.getsignal(signal.SIGTERM)  # main() sets its own, as for the signals above
     code: int | str | None = 0
     try:
         sys.argv = ["tumorseg", *map(str, args)]
@@ -250,6 +251,7 @@ def cli_here(*args: object, cwd: Path | None = None, env: dict | None = None) ->
         os.environ.clear()
         os.environ.update(environ)
         signal.signal(signal.SIGINT, sigint)
+        signal.signal(signal.SIGTERM, sigterm)
         torch.set_num_threads(saved[5])
         torch.set_rng_state(saved[6])
         if (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) != (

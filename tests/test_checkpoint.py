@@ -172,3 +172,20 @@ def test_an_edited_config_or_metadata_fails_the_checksum(tmp_path, key):
     _rewrite_header(path, edit)
     with pytest.raises(CheckpointError, match=r"m\.safetensors: checksum mismatch"):
         load_checkpoint(path)
+
+
+def test_a_run_folder_or_an_image_given_as_a_checkpoint_says_what_it_is(ckpt_path, tmp_path):
+    """A run folder once gave "cannot read checkpoint (Is a directory)", a PNG "header too large"."""
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(CheckpointError, match=r"run: a folder, not a checkpoint; give the \.safetensors file"):
+        load_checkpoint(run)
+    shutil.copy(ckpt_path, run / "last.safetensors")
+    with pytest.raises(CheckpointError, match=f"a folder, not a checkpoint; give {run / 'last.safetensors'}"):
+        load_checkpoint(run)
+    png = tmp_path / "scan.safetensors"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    with pytest.raises(CheckpointError, match="scan.safetensors: a PNG image, not a checkpoint"):
+        load_checkpoint(png)

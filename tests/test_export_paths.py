@@ -237,3 +237,28 @@ def test_an_unwritable_onnx_cache_says_how_to_move_it(shipped, tmp_path, monkeyp
     monkeypatch.setenv("TUMORSEG_CACHE", str(blocker / "cache"))
     with pytest.raises(TumorsegError, match="set TUMORSEG_CACHE to a folder that can be written"):
         cached_onnx(shipped)
+
+
+def test_sigterm_during_an_int8_export_leaves_no_temporary_file_and_exits_143(shipped, lgg_root, tmp_path):
+    """`kill` or a scheduler's SIGTERM once ended an export at once, leaving its hidden 8 MB
+    temporaries (named by process id, so never removed) beside the output. It now stops as Ctrl-C
+    does, and a 250-letter output name (once "File name too long" from the nested temporaries) is
+    accepted."""
+    import signal
+    import time
+
+    out = tmp_path / "o" / ("k" * 245 + ".onnx")
+    cmd = [sys.executable, "-m", "tumorseg", "export", "--weights", str(shipped), "--int8", "--data", str(lgg_root),
+           "--out", str(out)]  # fmt: skip
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list(out.parent.glob(".*fp32.onnx")) and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert p.poll() is None, p.communicate()[1]
+    time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143 and "interrupted" in err and "Traceback" not in err, err
+    assert list(out.parent.iterdir()) == []
+    r = cli_export("--weights", str(shipped), "--out", str(out))  # the long name itself is fine
+    assert r.returncode == 0 and out.is_file() and len(list(out.parent.iterdir())) == 1, r.stderr

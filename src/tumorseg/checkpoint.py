@@ -68,14 +68,21 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint, half: bool = False) -> N
     atomic_write_bytes(path, st_save(tensors, metadata=header))
 
 
+IMAGE_SIGNATURES = ((b"\x89PNG", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read and verify a checkpoint, raising CheckpointError naming the file."""
     from safetensors import safe_open  # header metadata
 
     path = Path(path)
+    if path.is_dir():  # a run folder: its checkpoints are inside
+        inside = [n for n in ("last.safetensors", "best.safetensors") if (path / n).is_file()]
+        hint = f"give {path / inside[0]}" if inside else "give the .safetensors file a run wrote"
+        raise CheckpointError(f"{path}: a folder, not a checkpoint; {hint}")
     try:
         with open(path, "rb") as fh:
-            head = fh.read(2)
+            head = fh.read(8)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read checkpoint ({exc.strerror or exc})") from None
     try:  # the header alone first: a large file of another kind is refused before it is read whole
@@ -91,7 +98,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except CheckpointError:
         raise
     except Exception as exc:
-        if head == b"PK" or head in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
+        image = next((kind for sig, kind in IMAGE_SIGNATURES if head.startswith(sig)), None)
+        if image:
+            raise CheckpointError(f"{path}: a {image} image, not a checkpoint (a .safetensors file)") from None
+        if head[:2] == b"PK" or head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
             raise CheckpointError(f"{path}: a pickle/zip checkpoint; only safetensors files are loaded") from None
         if path.suffix.lower() == ".onnx":
             raise CheckpointError(

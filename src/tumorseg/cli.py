@@ -447,7 +447,9 @@ def predict(
     out: Path = typer.Option(..., help="Output folder."),
     weights: Path | None = typer.Option(None, help="Checkpoint (.safetensors); default: the shipped model."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write X_prob.png (0..255)."),
-    overlay: bool = typer.Option(False, "--overlay", help="Also write X_overlay.png: MRI, mask, overlay (a volume: up to 6 of its tumor slices)."),
+    overlay: bool = typer.Option(
+        False, "--overlay", help="Also write X_overlay.png: MRI, mask, overlay (a volume: up to 6 tumor slices)."
+    ),
     threshold: float = typer.Option(0.5, callback=_threshold, metavar="T", help="Probability threshold, 0 < T < 1."),
     tta: bool = typer.Option(False, "--tta", help="Average over a left-right flip."),
     min_size: int = typer.Option(0, min=0, help="Drop predicted components under this many pixels."),
@@ -630,6 +632,16 @@ def _listen_socket(host: str, port: int):
     return sock
 
 
+_SIGNALLED: list[int] = []  # the signal that stopped the command: it exits with 128 + its number
+
+
+def _terminated(signum, frame) -> None:
+    """SIGTERM (`kill`, `timeout`, job schedulers) stops a command as Ctrl-C does: its temporary
+    files are removed (by the code's own `finally` blocks), and it exits 143."""
+    _SIGNALLED.append(signum)
+    _interrupted(signum, frame)
+
+
 def _interrupted(signum, frame) -> None:
     # said here: Typer turns the KeyboardInterrupt into a silent exit 130. `train` says more
     # itself once its loop runs; this covers what comes before it.
@@ -690,12 +702,20 @@ def main() -> None:
 
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _interrupted)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # serve and train set their own while they run
+        signal.signal(signal.SIGTERM, _terminated)
+    _SIGNALLED.clear()
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if stream is not None and not isinstance(stream, _Outlives):
             setattr(sys, name, _Outlives(stream))
     try:
-        app()
+        try:
+            app()
+        except SystemExit as exc:  # Typer ends an interrupted command with 130, whichever signal it was
+            if exc.code == 130 and _SIGNALLED:
+                sys.exit(128 + _SIGNALLED[0])
+            raise
     except TumorsegError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
@@ -704,7 +724,7 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)
-        sys.exit(130)
+        sys.exit(128 + (_SIGNALLED[0] if _SIGNALLED else 2))
 
 
 if __name__ == "__main__":

@@ -120,6 +120,13 @@ def writing(out: Path, report_as: Path | None = None):
         raise WriteError(f"{shown}: cannot write the graph ({exc.strerror or exc})") from None
 
 
+def temporary_beside(out: Path, tag: str) -> Path:
+    """A hidden temporary name beside `out`, of at most 255 bytes however long the name asked for
+    (an int8 export nests two of them)."""
+    short = out.name.encode("utf-8", "surrogateescape")[:200].decode("utf-8", "ignore")
+    return out.with_name(f".{short}.{os.getpid()}.{tag}")
+
+
 def discard(path: Path) -> None:
     """Remove a temporary file if it is there; a failure to remove it never hides the real error."""
     with contextlib.suppress(OSError):
@@ -175,7 +182,7 @@ def export_onnx(
     n = torch.export.Dim("N", min=1, max=4096)
     h = torch.export.Dim("H", min=16, max=8192)
     w = torch.export.Dim("W", min=16, max=8192)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.export")
+    tmp = temporary_beside(out, "export")
     import logging
     import warnings
 
@@ -353,7 +360,7 @@ def quantize_onnx(
             return None if i is None else {name: np.ascontiguousarray(calibration[i : i + batch_size])}
 
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.quant")
+    tmp = temporary_beside(out, "quant")
     import io
     import logging
 
@@ -393,8 +400,8 @@ def export_int8(weights: str | Path | None, out: str | Path, data: str | Path, l
     weights = Path(weights or default_weights())
     out = check_out(out, weights)
     images, ids = calibration_slices(weights, data, log=log)
-    fp32 = out.with_name(f".{out.name}.{os.getpid()}.fp32.onnx")
-    quant = out.with_name(f".{out.name}.{os.getpid()}.int8.onnx")
+    fp32 = temporary_beside(out, "fp32.onnx")
+    quant = temporary_beside(out, "int8.onnx")
     try:
         export_onnx(weights, fp32, shuffle_ups=True, report_as=out)  # steps on the way name the graph asked for
         quantize_onnx(fp32, quant, images, report_as=out)
