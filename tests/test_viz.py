@@ -107,3 +107,13 @@ def test_a_slice_without_tumor_is_not_scored_dice_1():
     assert slice_score(empty, empty) == "no tumor, none marked"  # once "Dice 1.000"
     assert slice_score(spot, empty) == "no tumor in truth; 4 px marked"  # once "Dice 0.000"
     assert slice_score(spot, spot) == "Dice 1.000"
+
+
+def test_an_image_too_wide_for_webp_is_embedded_as_png():
+    """A strip of 4 panels of slices 4093 px wide or more passes WebP's 16383 px: the report once
+    ended in Pillow's "encoding error 5" after the whole evaluation."""
+    from tumorseg.viz import compact_image, data_url
+
+    assert compact_image(np.zeros((8, 16384, 3), np.uint8)).startswith(b"\x89PNG")
+    small = compact_image(np.zeros((8, 64, 3), np.uint8))
+    assert data_url(small).startswith("data:image/webp;base64,")

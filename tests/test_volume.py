@@ -308,3 +308,20 @@ def test_evaluate_pairs_say_a_tumor_free_volume_favours_the_baseline(lgg_case, n
     evaluate_volumes(pairs, log=lines.append)
     assert any(x.startswith("1 of 2 volumes have no tumor in their truth") and "over the 1 with tumor" in x
                for x in lines), lines  # fmt: skip
+
+
+def test_a_volume_overlay_that_cannot_be_written_leaves_the_mask_counted(nifti, tmp_path):
+    """A folder in the overlay's place once failed the volume: "0 of 1 inputs segmented", its mask
+    left on disk uncounted and no summary. The overlay is now said to be missing, the rest stands.
+    `--probabilities` with `--flair` was ignored without a word."""
+    (tmp_path / "o" / "scan_overlay.png").mkdir(parents=True)
+    r = cli_here("predict", str(nifti), "--out", str(tmp_path / "o"), "--overlay")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "o" / "scan_summary.json").read_text())
+    assert any(n.startswith("no overlay written: ") for n in summary["notes"]), summary["notes"]
+    assert summary["outputs"] == [str(tmp_path / "o" / "scan_pred.nii.gz")]
+    src = nib.load(str(nifti))
+    flair = tmp_path / "flair.nii.gz"
+    nib.save(nib.Nifti1Image(np.asanyarray(src.dataobj)[..., 1], src.affine), str(flair))
+    r = cli_here("predict", "--flair", str(flair), "--out", str(tmp_path / "f"), "--probabilities")
+    assert r.returncode == 0 and "warning: --probabilities: written for 2D slices only" in r.stderr, r.stderr

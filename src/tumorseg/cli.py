@@ -477,6 +477,8 @@ def predict(
         stem = volume_stem(flair)
         if inputs and stem in volume_output_stems(inputs):  # checked before anything is written
             fail(f"--flair {flair} and an INPUT volume share the name {stem!r}; their outputs would collide")
+        if probabilities:
+            typer.secho("warning: --probabilities: written for 2D slices only, not for the --flair volume", err=True)
         vol, notes = stack_channels(
             read_volume(t1) if t1 else None, read_volume(flair), read_volume(t1c) if t1c else None
         )
@@ -646,7 +648,11 @@ def _interrupted(signum, frame) -> None:
     # said here: Typer turns the KeyboardInterrupt into a silent exit 130. `train` says more
     # itself once its loop runs; this covers what comes before it.
     if sys.argv[1:2] == ["train"]:
-        msg = ("interrupted: continue from the last complete epoch with `tumorseg train --resume RUN`; "
+        from .distributed import launched_by_torchrun
+
+        how = "torchrun <your launch options> -m tumorseg train --resume RUN" if launched_by_torchrun() else (
+            "tumorseg train --resume RUN")  # fmt: skip
+        msg = (f"interrupted: continue from the last complete epoch with `{how}`; "
                "with no epoch complete, run the same command again")  # fmt: skip
     else:
         msg = "interrupted: the outputs written so far are complete; the rest were not made"

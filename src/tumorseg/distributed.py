@@ -99,6 +99,15 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     return bool(t.item())
 
 
+def max_over_ranks(value: int, info: DistInfo) -> int:
+    """The largest of every rank's `value`; `value` itself in one process."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([int(value)], device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 def broadcast_object(obj, info: DistInfo):
     """Rank 0's `obj` on every rank (picklable; only ever this process group's own objects)."""
     if not info.enabled:

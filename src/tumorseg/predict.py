@@ -461,8 +461,12 @@ def predict_volume(
     if overlays:
         dropped = predictor.mask_with_notes(probs, volume=True, largest=False)[0] & ~masks
         target = prefix.parent / f"{prefix.name}_overlay.png"
-        write_png(target, volume_overlay(slices, masks, dropped, prefix.name))
-        written.append(target)
+        try:
+            write_png(target, volume_overlay(slices, masks, dropped, prefix.name))
+            written.append(target)
+        except OSError as exc:  # the mask stands, and is counted: say why there is no overlay
+            notes.append(f"no overlay written: {target}: {exc.strerror or exc}")
+            log(f"{vol.source}: {notes[-1]}")
     summary = {"input": vol.source, "mask": str(mask_path), "notes": notes, **mask_summary(masks, vol),
                "disclaimer": "Not a medical device. For research use only."}  # fmt: skip
     summary_path = prefix.parent / f"{prefix.name}_summary.json"

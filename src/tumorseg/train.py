@@ -378,8 +378,12 @@ class _StopOnSigint:
 
     def agreed(self, info: ddp.DistInfo) -> bool:
         """Whether to stop: asked of this process, or under torchrun of any rank (a collective:
-        every rank calls it at the same point)."""
-        return ddp.any_rank(self.requested, info)
+        every rank calls it at the same point). A rank stopped by another takes its signal, so
+        every rank exits with the same status (143 for a SIGTERM to one rank)."""
+        got = ddp.max_over_ranks(self.signum if self.requested else 0, info)
+        if got and not self.requested:
+            self.signum = got
+        return bool(got)
 
     def restore(self) -> None:
         import signal

@@ -256,7 +256,7 @@ def compact_image(arr: np.ndarray) -> bytes:
     pictures embedded in a page; PNG where Pillow was built without WebP."""
     from PIL import features
 
-    if not features.check("webp"):
+    if not features.check("webp") or max(arr.shape[:2]) > 16383:  # WebP's largest side
         return png_bytes(arr)
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="WEBP", lossless=True, method=0, quality=100)

@@ -267,14 +267,23 @@ async def wait_for_slot(slots: asyncio.Semaphore, request: Request, wait: float)
             pass
 
     acquire, gone = asyncio.ensure_future(slots.acquire()), asyncio.ensure_future(disconnected())
-    await asyncio.wait({acquire, gone}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        await asyncio.wait({acquire, gone}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # this request cancelled (the server stopping): no slot is kept for it
+        gone.cancel()
+        if not acquire.cancel() and not acquire.cancelled() and acquire.exception() is None:
+            slots.release()
+        raise
     if acquire.done() and not gone.done():
         gone.cancel()
         return "slot"
     gone.cancel()
     if not acquire.cancel():  # taken just as the client left or the wait ended: given back
         slots.release()
-    return "gone" if gone.done() and not gone.cancelled() else "busy"
+    if gone.done() and not gone.cancelled():
+        gone.exception()  # retrieved: a receive that failed is a client gone too
+        return "gone"
+    return "busy"
 
 
 def create_app(
