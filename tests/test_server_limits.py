@@ -477,3 +477,20 @@ def test_the_names_a_server_answers_to():
     assert "127.0.0.2" in served_names("127.0.0.2", []) and served_names("[::1]", []) == served_names("::1", [])
     assert served_names("0.0.0.0", []) == []  # any name: a network server names its own with --allowed-host
     assert "scans.example" in served_names("0.0.0.0", ["Scans.Example:8443"])
+
+
+def test_limit_concurrency_answers_503_beyond_its_connections():
+    """`serve` offered no bound on open connections: idle ones held by a slow client pile up."""
+    url, proc = start_server("--limit-concurrency", "2")
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        with socket.create_connection(("127.0.0.1", port)), socket.create_connection(("127.0.0.1", port)):
+            time.sleep(0.3)  # both accepted
+            assert httpx.get(url + "/api/v1/health", timeout=60).status_code == 503
+        deadline = time.monotonic() + 30
+        while httpx.get(url + "/api/v1/health", timeout=60).status_code != 200:  # once they close
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

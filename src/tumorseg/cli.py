@@ -556,6 +556,9 @@ def serve(
         help="A name clients may reach the server by (repeatable). Default: 127.0.0.1, localhost and ::1 when "
         "bound to one of them, any name otherwise.",
     ),  # fmt: skip
+    limit_concurrency: int | None = typer.Option(
+        None, min=1, help="Open connections at most (per worker); more are answered 503. Default: no limit."
+    ),
 ) -> None:
     """Start the web page and REST API (needs the serve extra: pip install 'tumorseg[serve]')."""
     import os
@@ -592,7 +595,8 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"tumorseg serving on http://{shown}:{port}/  (not a medical device)")
     try:
-        config = dict(factory=True, host=host, port=port, workers=workers, log_level="warning")
+        config = dict(factory=True, host=host, port=port, workers=workers, log_level="warning",
+                      limit_concurrency=limit_concurrency)  # fmt: skip
         if workers == 1:  # served on the very socket checked above: no other process can take the port between
             import signal
 
