@@ -238,7 +238,9 @@ def test_segment_nifti_volume(server, lgg_root, tmp_path):
         pics = {k: np.asarray(Image.open(io.BytesIO(g.content))) for k, g in got.items()}
         assert int((pics["mask"] > 0).sum()) == s["tumor_area_px"]
         tumor = pics["mask"] > 0  # the overlay: the MRI, tinted red where the mask is
-        assert np.array_equal(pics["overlay"][~tumor], np.repeat(pics["mri"][~tumor, None], 3, axis=1))
+        plain = np.repeat(pics["mri"][..., None], 3, axis=2)
+        other = ~tumor & (pics["overlay"] != plain).any(-1)  # elsewhere only the outline of what was dropped
+        assert (pics["overlay"][other] == 255).all() and (other.any() == bool(s["dropped_px"])), s
         assert (pics["overlay"][tumor, 0] >= pics["mri"][tumor]).all() and pics["mri"].std() > 10
         assert pics["mri"].shape == pics["overlay"].shape[:2] == pics["mask"].shape  # the MRI in grayscale
         sizes.add(pics["mask"].shape)
@@ -260,6 +262,14 @@ def test_volume_notes_a_close_call(server, lgg_root, tmp_path):
     assert len(notes) == 1 and "(slices counted from 0 at the most inferior): kept " in notes[0], body["notes"]
     assert " voxels in slices 8-11; dropped " in notes[0]  # slices 11-14 of the patient
     assert [i for i, s in enumerate(body["slices"]) if s["tumor_area_px"]] == [8, 9, 10, 11]
+    # what was dropped (slices 5-6 of the patient) is counted and outlined in white on the overlay
+    dropped = [i for i, s in enumerate(body["slices"]) if s["dropped_px"]]
+    assert dropped and set(dropped) <= set(range(0, 8)), dropped
+    shown = body["slices"][dropped[0]]
+    overlay = np.asarray(Image.open(io.BytesIO(httpx.get(server + shown["overlay"], timeout=60).content)))
+    mri = np.asarray(Image.open(io.BytesIO(httpx.get(server + shown["mri"], timeout=60).content)))
+    white = (overlay == 255).all(-1) & (mri < 255)
+    assert white.sum() > 20  # the outline, where the MRI itself is not white
     every = httpx.post(server + "/api/v1/segment", params={"all_parts": "true"},
                        files={"file": ("s.nii.gz", path.read_bytes())}, timeout=120).json()  # fmt: skip
     assert not [n for n in every["notes"] if n.startswith("close call")]

@@ -182,8 +182,11 @@ class VolumeSlice(BaseModel):
 
     mri: str = Field(description="URL, relative to the server, of the slice's MRI (FLAIR) as PNG")
     mask: str = Field(description="URL, relative to the server, of the slice's mask as PNG (0 or 255)")
-    overlay: str = Field(description="URL, relative to the server, of the MRI with the mask in red, as PNG")
+    overlay: str = Field(description="URL, relative to the server, of the MRI with the mask in red (what the "
+                         "largest-region step dropped outlined in white), as PNG")  # fmt: skip
     tumor_area_px: int = Field(description="tumor pixels in this slice")
+    dropped_px: int = Field(description="pixels of this slice in regions the largest-region step dropped "
+                            "(outlined in white on the overlay; 0 with all_parts)")  # fmt: skip
 
 
 class VolumeAnswer(BaseModel):
@@ -507,6 +510,8 @@ def create_app(
             if format != "png":  # the arrays the slice images are drawn from, each image when asked for
                 np.save(part / "flair.npy", flair_of(slices))
                 np.save(part / "masks.npy", np.packbits(np.asarray(masks, bool), axis=-1))  # a bit a pixel
+                dropped = predictor.mask_with_notes(probs, volume=True, largest=False)[0] & ~masks
+                np.save(part / "dropped.npy", np.packbits(dropped, axis=-1))  # outlined on the overlays
             part.rename(results / rid)
         except BaseException:
             shutil.rmtree(part, ignore_errors=True)
@@ -524,8 +529,9 @@ def create_app(
                     "mask": f"{base}/{i}/mask.png",
                     "overlay": f"{base}/{i}/overlay.png",
                     "tumor_area_px": int(m.sum()),
+                    "dropped_px": int(d.sum()),
                 }  # fmt: skip
-                for i, m in enumerate(masks)
+                for i, (m, d) in enumerate(zip(masks, dropped))
             ],
             "tumor_volume_ml": summary["tumor_volume_ml"],
             "slices_with_tumor": summary["slices_with_tumor"],
@@ -577,8 +583,15 @@ def create_app(
             mask = np.unpackbits(masks[i], axis=-1, count=mri.shape[-1]).astype(bool)
             if name == "mri":
                 image = mri  # grayscale: a third of the bytes to encode
+            elif name == "mask":
+                image = mask.astype(np.uint8) * 255
             else:
-                image = mask.astype(np.uint8) * 255 if name == "mask" else _overlay_panel(mri[None], mask)
+                try:
+                    gone = np.load(path.parent / "dropped.npy", mmap_mode="r")[i]
+                    dropped = np.unpackbits(gone, axis=-1, count=mri.shape[-1]).astype(bool)
+                except FileNotFoundError:  # expired just now, or made before it was kept: no outline
+                    dropped = None
+                image = _overlay_panel(mri[None], mask, dropped)
             png = png_bytes(image, level=3)
         return Response(png, media_type="image/png", headers=cache)
 
@@ -592,11 +605,13 @@ def create_app(
     return app
 
 
-def _overlay_panel(chw: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The MRI with the mask in red (one panel, the image's own size)."""
-    from ..viz import PRED, _blend
+def _overlay_panel(chw: np.ndarray, mask: np.ndarray, dropped: np.ndarray | None = None) -> np.ndarray:
+    """The MRI with the mask in red (one panel, the image's own size) and `dropped`, what the
+    largest-region step removed, outlined in white."""
+    from ..viz import DROPPED, PRED, _blend, _outline
 
-    return _blend(display_slice(chw), np.asarray(mask, bool), PRED)
+    panel = _blend(display_slice(chw), np.asarray(mask, bool), PRED)
+    return panel if dropped is None else _outline(panel, np.asarray(dropped, bool), DROPPED)
 
 
 def app_from_env() -> FastAPI:
