@@ -13,7 +13,8 @@ import numpy as np
 
 from tumorseg.data.lgg import find_cases, load_case
 from tumorseg.infer import Predictor
-from tumorseg.viz import overlay, save_png
+from tumorseg.io import write_png
+from tumorseg.viz import overlay
 
 
 def main(evaluation: str, data: str, out: str, worst: int = 3, per_patient: int = 2) -> None:
@@ -31,7 +32,7 @@ def main(evaluation: str, data: str, out: str, worst: int = 3, per_patient: int 
             strips.append(overlay(case.images[i], mask[i], case.full_masks[i], title=title))
     width = max(s.shape[1] for s in strips)
     strips = [np.pad(s, ((0, 6), (0, width - s.shape[1]), (0, 0)), constant_values=255) for s in strips]
-    save_png(out, np.concatenate(strips, axis=0))
+    write_png(out, np.concatenate(strips, axis=0))
     print(f"wrote {out}")
 
 

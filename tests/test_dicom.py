@@ -264,3 +264,15 @@ def test_a_named_folder_with_nothing_to_segment_fails_and_the_others_are_written
     assert f"failed: {tmp_path / 'empty'} holds no MRI slices" in r.stderr, r.stderr
     assert f"failed: {bare} holds no MRI slices" in r.stderr and "128-byte preamble" in r.stderr, r.stderr
     assert (out / "good_pred.nii.gz").is_file() and f"failed: {tmp_path / 'masks'}" not in r.stderr
+
+
+def test_a_seg_that_cannot_be_written_fails_the_series_and_counts_its_mask(flair, tmp_path):
+    """A write failure of the SEG (a full disk; here a folder in its place) was a note and exit 0,
+    as if highdicom had refused the series."""
+    pytest.importorskip("highdicom")
+    series = write_series(tmp_path / "series", flair[:6])
+    (tmp_path / "o" / "series_seg.dcm").mkdir(parents=True)
+    r = cli_here("predict", str(series), "--out", str(tmp_path / "o"))
+    assert r.returncode != 0 and "cannot write" in r.stderr and "series_seg.dcm" in r.stderr, r.stderr
+    assert "written before it: series_pred.nii.gz" in r.stderr and (tmp_path / "o" / "series_pred.nii.gz").is_file()
+    assert "1 file" in r.stdout + r.stderr, r.stdout + r.stderr  # the mask on disk is counted

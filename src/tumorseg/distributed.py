@@ -90,15 +90,6 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return out.to(t.device)
 
 
-def any_rank(flag: bool, info: DistInfo) -> bool:
-    """True on every rank when `flag` is true on any; `flag` itself in one process."""
-    if not info.enabled:
-        return flag
-    t = torch.tensor([int(flag)], device=info.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
-
 def max_over_ranks(value: int, info: DistInfo) -> int:
     """The largest of every rank's `value`; `value` itself in one process."""
     if not info.enabled:

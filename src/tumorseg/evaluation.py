@@ -264,10 +264,6 @@ def _f(v: float) -> str:
     return "n/a" if not np.isfinite(v) else f"{v:.3f}"
 
 
-def _f1(v: float) -> str:
-    return "n/a" if not np.isfinite(v) else f"{v:.1f}"
-
-
 def _hd(v: float, unit: str) -> str:
     """An HD95 with its unit, or n/a (never "n/a px")."""
     return f"{v:.1f} {unit}" if np.isfinite(v) else "n/a"

@@ -306,11 +306,6 @@ def image_pixels(path: str | Path) -> int:
 LABEL_VALUES = 8  # a patient's masks holding at most this many values, 255 not among them, are labels
 
 
-def binary_mask(mask: np.ndarray) -> np.ndarray:
-    """A truth mask as bool, by `binary_masks`' rule for it alone."""
-    return binary_masks([mask])[0]
-
-
 def masks_are_labels(masks: list[np.ndarray]) -> bool:
     """Whether a patient's masks are read with tumor above 0 rather than above 127 (the rule
     `binary_masks` reads them by): when each holds only 0 and 1, or all of them together hold at

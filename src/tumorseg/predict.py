@@ -38,8 +38,7 @@ from .volume import (
     mask_summary,
     mask_to_volume,
     millilitres,
-    read_dicom_series,
-    read_nifti,
+    read_volume,
     volume_slices,
     volume_stem,
     write_dicom_seg,
@@ -204,7 +203,7 @@ def predict_files(
         err(f"warning: {result.warnings[-1]}")
     for path in volumes:
         try:
-            vol = read_dicom_series(path) if path.is_dir() else read_nifti(path)
+            vol = read_volume(path)
             result.written += predict_volume(vol, out / volume_stem(path), predictor, log=log, found=result.notes,
                                              overlays=overlays)  # fmt: skip
         except (OSError, DataError) as exc:
@@ -452,7 +451,11 @@ def predict_volume(
             seg_path = prefix.parent / f"{prefix.name}_seg.dcm"
             write_dicom_seg(seg_path, mask_vol, vol)
             written.append(seg_path)
-        except Exception as exc:  # the NIfTI mask stands; say why there is no SEG
+        except OSError as exc:  # a full disk: a failure, as for the summary; the mask on disk is counted
+            failed = OSError(f"cannot write {seg_path}: {exc.strerror or exc}; written before it: {mask_path.name}")
+            failed.written = written
+            raise failed from exc
+        except Exception as exc:  # what highdicom refuses: the NIfTI mask stands; say why there is no SEG
             tag = getattr(exc, "name", None) if isinstance(exc, AttributeError) else None
             why = f"the series lacks the DICOM attribute {tag}, which a SEG needs" if tag else (
                 f"{type(exc).__name__}: {str(exc)[:200]}")  # fmt: skip

@@ -358,9 +358,3 @@ def html_report(
         parts += [f"<div class='strip'><img alt='{html.escape(alt)}' src='{data_url(p)}'></div>" for p, alt in pngs]
     parts.append("</body></html>")
     return "\n".join(parts)
-
-
-def save_png(path: str | Path, arr: np.ndarray) -> None:
-    from .io import atomic_write_bytes
-
-    atomic_write_bytes(path, png_bytes(arr))
