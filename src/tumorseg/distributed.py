@@ -9,11 +9,14 @@ from __future__ import annotations
 import gc
 import os
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from .errors import TumorsegError
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ def max_over_ranks(value: int, info: DistInfo) -> int:
     return int(t.item())
 
 
-def broadcast_object(obj, info: DistInfo):
+def broadcast_object(obj: _T, info: DistInfo) -> _T:
     """Rank 0's `obj` on every rank (picklable; only ever this process group's own objects)."""
     if not info.enabled:
         return obj
@@ -108,7 +111,7 @@ def broadcast_object(obj, info: DistInfo):
     return box[0]
 
 
-def ranks_unlike_rank0(value, info: DistInfo) -> list[tuple[int, str]]:
+def ranks_unlike_rank0(value: Any, info: DistInfo) -> list[tuple[int, str]]:
     """(rank, host) of each rank whose picklable `value` differs from rank 0's; [] in one process."""
     if not info.enabled:
         return []

@@ -6,6 +6,7 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,8 +22,11 @@ from .infer import (
     postprocess,
     remove_small_components,
 )
-from .io import atomic_write_text
+from .io import Log, atomic_write_text
 from .metrics import score_volume, summarize
+
+if TYPE_CHECKING:
+    from .volume import Volume
 
 COLUMNS = ["patient", "slices", "tumor_slices", "dice", "iou", "precision", "recall", "hd95", "accuracy",
            "slice_dice", "slice_hd95", "fp_slices", "baseline_dice", "baseline_accuracy"]  # fmt: skip
@@ -82,7 +86,7 @@ def evaluate(
     batch_size: int = 32,
     backend: str = "auto",
     missing: bool = False,
-    log=print,
+    log: Log = print,
 ) -> dict:
     """Score `weights` on the patients of `split`, per patient and per slice.
 
@@ -320,7 +324,7 @@ def _head(result: dict, key: str) -> str:
     return hd95_header(result, key) if key in ("hd95", "slice_hd95") else key
 
 
-def print_table(result: dict, log=print) -> None:
+def print_table(result: dict, log: Log = print) -> None:
     cols = ["dice", "iou", "precision", "recall", "hd95", "fp_slices", "baseline_dice"]
     log(_row_line(["patient", *(hd95_header(result) if c == "hd95" else c for c in cols)]))
     for r in result["per_patient"]:
@@ -501,7 +505,7 @@ def _finite(obj):
     return obj
 
 
-def write_outputs(result: dict, out: Path, weights: Path, strips_input: dict | None, log=print) -> None:
+def write_outputs(result: dict, out: Path, weights: Path, strips_input: dict | None, log: Log = print) -> None:
     """evaluation.json, evaluation.md and (with `strips_input`) report.html in `out`. Each is tried
     even when one fails (a full disk, a folder in its place); then a TumorsegError names them all."""
     failed = []
@@ -593,7 +597,7 @@ def read_pairs_csv(path: str | Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def align_mask(mask, image, log=print):
+def align_mask(mask: Volume, image: Volume, log: Log = print) -> Volume:
     """The truth `mask` (a Volume) in the `image`'s voxel order: a mask stored in another orientation
     (LPS beside RAS, axes swapped) is reoriented by its affine, with a note; one whose affine differs
     otherwise (a shift, other spacing) is scored voxel by voxel, with a warning."""
@@ -620,7 +624,7 @@ def evaluate_volumes(
     backend: str = "auto",
     fill_holes: bool = True,
     largest: bool = True,
-    log=print,
+    log: Log = print,
     batch_size: int = 32,
 ) -> dict:
     """Score image volumes (NIfTI or DICOM series) against NIfTI masks, one row per volume,

@@ -23,7 +23,9 @@ import contextlib
 import hashlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,8 +37,11 @@ from .config import ModelConfig
 from .data.transforms import scale_intensity
 from .errors import TumorsegError, WriteError
 from .infer import default_weights
-from .io import atomic_write_bytes
+from .io import Log, atomic_write_bytes
 from .models import Ensemble, UNet
+
+if TYPE_CHECKING:
+    import onnx
 
 
 class ShuffleUp(nn.Module):
@@ -109,7 +114,7 @@ def check_out(out: str | Path, weights: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def writing(out: Path, report_as: Path | None = None):
+def writing(out: Path, report_as: Path | None = None) -> Iterator[None]:
     """Make `out`'s folder, and turn an OSError while writing `out` (full disk, read-only file
     system) into a WriteError naming `report_as`: the graph asked for, when `out` is a step on the way."""
     try:
@@ -264,7 +269,7 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def drop_traces(model) -> None:
+def drop_traces(model: onnx.ModelProto) -> None:
     """Remove what the exporter records for debugging: each node's source file, line and FX text,
     the graph's export signature. They do not change what the graph computes, but they named the
     builder's absolute paths, and a re-export after an edit elsewhere in the file differed in bytes."""
@@ -273,7 +278,7 @@ def drop_traces(model) -> None:
         del item.metadata_props[:]
 
 
-def graph_sha256(model) -> str:
+def graph_sha256(model: onnx.ModelProto) -> str:
     """SHA-256 of an ONNX model's graph (nodes and weights, not the metadata that records it), so
     that a graph damaged or edited since its export can be told (`tumorseg.graph_sha256`)."""
     return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
@@ -290,7 +295,7 @@ def graph_intact(path: Path) -> bool:
     return graph_state(model) == "intact"
 
 
-def graph_state(model) -> str:
+def graph_state(model: onnx.ModelProto) -> str:
     """How an ONNX model's graph compares with the digest its export recorded: "intact",
     "unrecorded" (exported before tumorseg recorded one) or "changed" (damaged or edited since)."""
     recorded = {p.key: p.value for p in model.metadata_props}.get("tumorseg.graph_sha256")
@@ -299,7 +304,9 @@ def graph_state(model) -> str:
     return "intact" if recorded == graph_sha256(model) else "changed"
 
 
-def calibration_slices(weights: str | Path, data: str | Path, every: int = 9, log=None) -> tuple[np.ndarray, list[str]]:
+def calibration_slices(
+    weights: str | Path, data: str | Path, every: int = 9, log: Log | None = None
+) -> tuple[np.ndarray, list[str]]:
     """uint8 slices (N, C, H, W) of every `every`-th training patient of the checkpoint's split.
 
     Only training patients: the validation and test patients stay unseen by every choice.
@@ -382,7 +389,7 @@ def quantize_onnx(
 EXPORT_FORMAT = "1"  # bump when the graph's preprocessing or layout changes: older graphs are refused
 
 
-def export_int8(weights: str | Path | None, out: str | Path, data: str | Path, log=None) -> Path:
+def export_int8(weights: str | Path | None, out: str | Path, data: str | Path, log: Log | None = None) -> Path:
     """Export a checkpoint to an int8 ONNX graph with the same contract as `export_onnx`.
 
     The graph records the SHA-256 of the checkpoint it came from, the export format and the

@@ -22,6 +22,12 @@ def cpuinfo() -> dict[str, str]:
     return fields
 
 
+def available_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the OS reports one (a container's
+    or `taskset`'s limit), else all of the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes bf16 natively: a GPU that supports it, or a CPU with
     AVX512-BF16 or AMX (elsewhere the CPU emulates bf16, about 100x slower than fp32)."""

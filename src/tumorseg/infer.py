@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -13,8 +15,12 @@ from .config import BACKENDS, ModelConfig
 from .data.lgg import add_context
 from .data.transforms import preprocess, resize, volume_normalize
 from .errors import TumorsegError
+from .hardware import available_cores
 from .models import Ensemble, UNet
 from .shipped import DEFAULT_WEIGHTS
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 
 def default_weights() -> Path:
@@ -40,7 +46,7 @@ def onnx_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnxscript"))
 
 
-def onnx_session(weights: str | Path, int8: bool = False):
+def onnx_session(weights: str | Path, int8: bool = False) -> ort.InferenceSession:
     """An ONNX Runtime session for `weights` on the machine's cores: the fp32 export (made once,
     cached), or with `int8` the quantized graph beside the checkpoint (`<stem>.int8.onnx`)."""
     try:
@@ -131,9 +137,8 @@ def set_threads(threads: int = 0) -> None:
     """Use `threads` intra-op threads; when 0, $OMP_NUM_THREADS if it is set, else one per available core."""
     if not isinstance(threads, int) or threads < 0:
         raise TumorsegError(f"threads must be 0 (one per core) or more, got {threads!r}")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     env = os.environ.get("OMP_NUM_THREADS", "")
-    torch.set_num_threads(threads or (int(env) if env.isdigit() and int(env) > 0 else cores))
+    torch.set_num_threads(threads or (int(env) if env.isdigit() and int(env) > 0 else available_cores()))
 
 
 @torch.inference_mode()
@@ -349,7 +354,7 @@ def _whole(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, np.integer))
 
 
-def check_setting(name: str, value) -> None:
+def check_setting(name: str, value: object) -> None:
     """Refuse a bad value of a Predictor setting `name` (`check_settings`; tta, fill_holes and
     largest must be booleans); other names pass."""
     if name in ("tta", "fill_holes", "largest") and not isinstance(value, (bool, np.bool_)):
@@ -358,7 +363,7 @@ def check_setting(name: str, value) -> None:
         check_settings(**{name: value})
 
 
-def check_numbers(numbers, count: int) -> None:
+def check_numbers(numbers: Sequence[int] | None, count: int) -> None:
     """Refuse slice numbers that are not one distinct whole number per slice."""
     if numbers is None:
         return
@@ -450,7 +455,7 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path | None = None, backend: str = "auto", threads: int = 0, **kwargs
+        cls, path: str | Path | None = None, backend: str = "auto", threads: int = 0, **kwargs: Any
     ) -> Predictor:
         """Load `path`, or the shipped model when it is None, on `backend`.
 

@@ -6,7 +6,7 @@ import errno
 import logging
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from PIL import Image, ImageOps
 
 from .errors import DataError, TooLargeError
 
+Log = Callable[[str], None]  # where progress and notes go: `print`, a list's append, a logger's method
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 VOLUME_SUFFIXES = (".nii", ".nii.gz")  # NIfTI, read by tumorseg.volume
 MAX_PIXELS = 8192 * 8192  # larger images are refused (decompression bombs)
@@ -149,7 +150,7 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 
 @contextmanager
-def quiet_logger(logger: str):
+def quiet_logger(logger: str) -> Iterator[None]:
     """Silence a library's logger for a block; the DataError we raise names the file instead."""
     log = logging.getLogger(logger)
     level = log.level

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from shlex import quote
@@ -19,6 +20,7 @@ from .io import (
     IMAGE_SUFFIXES,
     OUTPUT_ENDINGS,
     VOLUME_SUFFIXES,
+    Log,
     binary_masks,
     folder_names,
     image_pixels,
@@ -169,8 +171,8 @@ def predict_files(
     probabilities: bool = False,
     overlays: bool = False,
     batch_size: int = 32,
-    log=print,
-    err=None,
+    log: Log = print,
+    err: Log | None = None,
 ) -> PredictResult:
     """Segment every input; a failing file is reported and the others are still written.
 
@@ -424,8 +426,8 @@ def predict_volume(
     vol: Volume,
     prefix: Path,
     predictor: Predictor,
-    notes: list[str] = (),
-    log=print,
+    notes: Sequence[str] = (),
+    log: Log = print,
     found: list[str] | None = None,
     overlays: bool = False,
 ) -> list[Path]:

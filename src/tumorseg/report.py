@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.lgg import CaseArrays
 from .evaluation import (
     VARIANTS_NOTE,
     counted,
@@ -25,7 +26,7 @@ from .viz import compact_image, histogram_png, html_report, overlay
 
 
 def worst_first_strips(
-    case, pred: np.ndarray, k: int = 4, k_fp: int = 2, dropped: np.ndarray | None = None, k_dropped: int = 1
+    case: CaseArrays, pred: np.ndarray, k: int = 4, k_fp: int = 2, dropped: np.ndarray | None = None, k_dropped: int = 1
 ) -> list[tuple[bytes, str]]:
     """Overlays (image bytes for the page, `compact_image`; alt text) of the `k` slices with the
     most tumor, of the `k_fp` false-positive slices (empty truth, non-empty prediction) with the

@@ -32,9 +32,9 @@ from .data.transforms import (
     shuffle_context,
 )
 from .errors import DataError, Interrupted, TumorsegError
-from .hardware import machine, native_bf16
+from .hardware import available_cores, machine, native_bf16
 from .infer import set_threads, slice_probabilities
-from .io import atomic_write_text
+from .io import Log, atomic_write_text
 from .losses import deep_supervision_loss, make_loss
 from .metrics import Counts, confusion_counts, dice
 from .models import UNet
@@ -248,7 +248,7 @@ def _device(cfg: TrainConfig, info: ddp.DistInfo) -> torch.device:
     return torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
 
 
-def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print) -> dict:
+def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log: Log = print) -> dict:
     """Train a U-Net as `cfg` says and write the run to `cfg.out`.
 
     Writes config.json, split.json, metrics.jsonl (one line per epoch), curves.png,
@@ -706,7 +706,7 @@ def _fit(
     out = Path(cfg.out)
     if main:
         out.mkdir(parents=True, exist_ok=True)
-    set_threads(cfg.threads or max(1, _cores() // info.local_world_size))
+    set_threads(cfg.threads or max(1, available_cores() // info.local_world_size))
     if cfg.model.members > 1:
         raise TumorsegError("an ensemble is trained member by member: use fit(), not _fit()")
     seed = cfg.seed + cfg.member  # init and sampling; the split stays cfg.seed's
@@ -1029,9 +1029,3 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
         h.update(k.encode())
         h.update(state[k].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

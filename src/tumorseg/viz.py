@@ -194,6 +194,13 @@ def _outline(panel: np.ndarray, region: np.ndarray, color: tuple[int, int, int])
     return out
 
 
+def mask_overlay(chw: np.ndarray, mask: np.ndarray, dropped: np.ndarray | None = None) -> np.ndarray:
+    """One HxWx3 panel, the image's own size: the MRI (`chw`, as `display_slice` reads it) with
+    `mask` in red and `dropped`, what the largest-region step removed, outlined in white."""
+    panel = _blend(display_slice(chw), np.asarray(mask, bool), PRED)
+    return panel if dropped is None else _outline(panel, np.asarray(dropped, bool), DROPPED)
+
+
 def overlay(
     image: np.ndarray,
     pred: np.ndarray,
@@ -217,7 +224,7 @@ def overlay(
     more = f"  {DROPPED_LEGEND}" if dropped.any() else ""
     panels = [_label(mri, "MRI (FLAIR)")]
     if truth is None:
-        ov = _outline(_blend(mri, pred, PRED), dropped, DROPPED)
+        ov = mask_overlay(image, pred, dropped)
         panels += [_label(white(pred), "prediction"), _label(ov, f"red: predicted tumor{more}", LEGEND_COLORS)]
     else:
         truth = np.asarray(truth, bool)

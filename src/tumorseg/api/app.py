@@ -34,7 +34,7 @@ from ..errors import MissingExtraError, TooLargeError, TumorsegError
 from ..infer import INFERIOR_FIRST, Predictor, default_weights
 from ..io import read_image
 from ..shipped import DEFAULT_WEIGHTS, LICENSE, MODEL_CARD
-from ..viz import data_url, display_slice, flair_of, png_bytes
+from ..viz import data_url, display_slice, flair_of, mask_overlay, png_bytes
 from ..volume import need_medical
 from .card import card_html, no_card_html
 from .middleware import BodyLimit, Guard, error
@@ -483,7 +483,7 @@ def create_app(
             "height": int(mask.shape[0]),
             "mri": data_url(png_bytes(display_slice(chw))),
             "mask": data_url(mask_png),
-            "overlay": data_url(png_bytes(_overlay_panel(chw, mask))),
+            "overlay": data_url(png_bytes(mask_overlay(chw, mask))),
             "tumor_area_px": int(mask.sum()),
             "max_probability": float(prob.max()),
             "runtime_ms": runtime * 1000,
@@ -591,7 +591,7 @@ def create_app(
                     dropped = np.unpackbits(gone, axis=-1, count=mri.shape[-1]).astype(bool)
                 except FileNotFoundError:  # expired just now, or made before it was kept: no outline
                     dropped = None
-                image = _overlay_panel(mri[None], mask, dropped)
+                image = mask_overlay(mri[None], mask, dropped)
             png = png_bytes(image, level=3)
         return Response(png, media_type="image/png", headers=cache)
 
@@ -603,15 +603,6 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
-
-
-def _overlay_panel(chw: np.ndarray, mask: np.ndarray, dropped: np.ndarray | None = None) -> np.ndarray:
-    """The MRI with the mask in red (one panel, the image's own size) and `dropped`, what the
-    largest-region step removed, outlined in white."""
-    from ..viz import DROPPED, PRED, _blend, _outline
-
-    panel = _blend(display_slice(chw), np.asarray(mask, bool), PRED)
-    return panel if dropped is None else _outline(panel, np.asarray(dropped, bool), DROPPED)
 
 
 def app_from_env() -> FastAPI:

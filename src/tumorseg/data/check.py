@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..io import binary_masks, is_mask_path, masks_are_labels, read_image, read_mask
+from ..io import Log, binary_masks, is_mask_path, masks_are_labels, read_image, read_mask
 from .lgg import (
     SLICE_SUFFIXES,
     holds_patients,
@@ -63,7 +63,7 @@ def _patient_inside(folder: Path) -> bool:
         return True
 
 
-def check_data(root: str | Path, log=None, limit: int = 0) -> dict:
+def check_data(root: str | Path, log: Log | None = None, limit: int = 0) -> dict:
     """Scan every patient folder under `root` (only the first `limit` with slices, in id order,
     when `limit` is set: those `train --max-patients` uses); returns a report (see module docstring)."""
     root = Path(root)

@@ -15,6 +15,7 @@ import numpy as np
 from ..config import Channels, Intensity, split_problem
 from ..errors import DataError, TumorsegError
 from ..io import (
+    IMAGE_SUFFIXES,
     OUTPUT_ENDINGS,
     binary_masks,
     folder_names,
@@ -25,7 +26,7 @@ from ..io import (
 )
 from .transforms import resize_uint8, volume_normalize
 
-SLICE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+SLICE_SUFFIXES = IMAGE_SUFFIXES  # the slice files a patient folder holds: what `io.read_image` reads
 _NUMBER = re.compile(r"(\d+)$")
 
 
