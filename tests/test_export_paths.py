@@ -252,7 +252,7 @@ def test_sigterm_during_an_int8_export_leaves_no_temporary_file_and_exits_143(sh
            "--out", str(out)]  # fmt: skip
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
-    while not list(out.parent.glob(".*fp32.onnx")) and p.poll() is None and time.monotonic() < deadline:
+    while not list(out.parent.glob(".tumorseg-int8-*/fp32.onnx")) and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert p.poll() is None, p.communicate()[1]
     p.send_signal(signal.SIGTERM)  # at once: the quantization after it takes seconds here, less elsewhere

@@ -727,6 +727,10 @@ def main() -> None:
             if exc.code == 130 and _SIGNALLED:
                 sys.exit(128 + _SIGNALLED[0])
             raise
+        except Exception:  # what a signal broke on its way (an import it cut short): it was interrupted
+            if not _SIGNALLED:
+                raise
+            sys.exit(128 + _SIGNALLED[0])
     except TumorsegError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)

@@ -23,6 +23,8 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -403,13 +405,16 @@ def export_int8(weights: str | Path | None, out: str | Path, data: str | Path, l
     if missing:
         raise TumorsegError(f"int8 export needs {', '.join(missing)}: pip install 'tumorseg[onnx]'")
     import onnx
+    import onnxruntime.quantization  # noqa: F401  now, not halfway: a signal in its import is a traceback
 
     weights = Path(weights or default_weights())
     out = check_out(out, weights)
     images, ids = calibration_slices(weights, data, log=log)
-    fp32 = temporary_beside(out, "fp32.onnx")
-    quant = temporary_beside(out, "int8.onnx")
-    try:
+    work = None
+    try:  # in a hidden folder of its own beside `out`: what the quantizer writes beside its input goes too
+        with writing(out):  # its folder made, or a WriteError naming it
+            work = Path(tempfile.mkdtemp(prefix=".tumorseg-int8-", dir=out.parent))
+        fp32, quant = work / "fp32.onnx", work / "int8.onnx"
         export_onnx(weights, fp32, shuffle_ups=True, report_as=out)  # steps on the way name the graph asked for
         quantize_onnx(fp32, quant, images, report_as=out)
         model = onnx.load(str(quant))
@@ -421,6 +426,6 @@ def export_int8(weights: str | Path | None, out: str | Path, data: str | Path, l
         with writing(out):
             atomic_write_bytes(out, model.SerializeToString())
     finally:
-        discard(fp32)
-        discard(quant)
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
     return out
