@@ -314,3 +314,22 @@ def test_rank_and_world_size_set_by_hand_without_master_addr_are_refused(tiny_lg
                  env={**env, "WORLD_SIZE": "2", "RANK": "0"})  # fmt: skip
     assert r.returncode == 2 and "RANK and WORLD_SIZE are set but MASTER_ADDR and MASTER_PORT not" in r.stderr, r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_a_rank_waiting_for_a_peer_that_never_starts_says_so(tiny_lgg, tmp_path):
+    """A rank whose peers never joined waited PyTorch's 30 minutes without a word."""
+    import os
+    import signal
+    import time
+
+    from conftest import free_port
+
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(free_port())}  # fmt: skip
+    cmd = [sys.executable, "-m", "tumorseg", "train", "--data", str(tiny_lgg), "--epochs", "1", "--out",
+           str(tmp_path / "run"), "--threads", "1"]  # fmt: skip
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(25)  # start-up, then the 10 s before the note
+    p.send_signal(signal.SIGKILL)
+    _, err = p.communicate(timeout=60)
+    assert "rank 0: still waiting for all 2 processes to join at 127.0.0.1:" in err, err[-3000:]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
+import threading
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -51,6 +53,9 @@ def check_launch() -> None:
                             "free port")  # fmt: skip
 
 
+WAIT_NOTE_S = 10.0  # joining the process group longer than this is said: it otherwise waits 30 min in silence
+
+
 def setup(device_kind: str) -> DistInfo:
     """Join the process group torchrun set up (NCCL on GPUs, gloo on CPUs); no-op otherwise."""
     if not launched_by_torchrun():
@@ -67,7 +72,17 @@ def setup(device_kind: str) -> DistInfo:
         backend = "nccl" if device_kind == "cuda" else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(info.local_rank)
-        dist.init_process_group(backend=backend)
+        where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+        note = threading.Timer(WAIT_NOTE_S, lambda: print(
+            f"rank {info.rank}: still waiting for all {info.world_size} processes to join at {where} (PyTorch "
+            "gives up after 30 min): is every node's torchrun started, with the same --nnodes and endpoint?",
+            file=sys.stderr, flush=True))  # fmt: skip
+        note.daemon = True
+        note.start()
+        try:
+            dist.init_process_group(backend=backend)
+        finally:
+            note.cancel()
     return info
 
 
