@@ -191,25 +191,6 @@ def test_a_jpeg_is_read_the_way_its_exif_orientation_shows_it(tmp_path):
     assert read_image(tmp_path / "plain.jpg").shape == (20, 30, 3)
 
 
-@pytest.mark.parametrize("orientation", range(1, 9))
-def test_a_tiff_is_read_the_way_its_orientation_tag_shows_it(tmp_path, orientation):
-    """A TIFF's Orientation tag was not applied (a JPEG's EXIF one was): its mask came out turned
-    against what a viewer shows. Each of the 8 values turns it as Pillow turns a JPEG."""
-    import tifffile
-    from PIL import Image, ImageOps
-
-    arr = np.random.default_rng(orientation).integers(0, 255, (20, 30, 3), dtype=np.uint8)
-    tifffile.imwrite(tmp_path / "s.tif", arr, photometric="rgb", extratags=[(274, "H", 1, orientation, True)])
-    img = Image.fromarray(arr)
-    exif = img.getexif()
-    exif[0x0112] = orientation
-    img.save(tmp_path / "s.png", exif=exif)  # Pillow's own reading of the same tag, on a PNG
-    expected = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "s.png")).convert("RGB"))
-    got = read_image(tmp_path / "s.tif")
-    assert got.shape == expected.shape and np.array_equal(got, expected)
-    assert got.shape[:2] == ((30, 20) if orientation >= 5 else (20, 30))
-
-
 def tumor_slices(lgg_root, n: int = 3) -> list[tuple]:
     """The first `n` (image, mask) pairs of TCGA_CS_4941 whose mask holds tumor."""
     folder = lgg_root / SLICE.split("/")[0]

@@ -81,8 +81,6 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                         "expected 1 page (grayscale or RGB) or exactly 3 pages (one per MRI sequence)"
                     )
                 arr = _read_tiff_slice(tif, path, max_pixels)
-                tag = tif.pages[0].tags.get("Orientation")
-                arr = oriented(arr, int(tag.value) if tag is not None else 1)  # as viewers show it, as for JPEG
         else:
             _refuse_deep_colour_png(path)
             with _open_pil(path, max_pixels) as im:
@@ -122,24 +120,6 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             f"{path}: cannot read image: not a valid {kind} file, or truncated ({type(exc).__name__}: {exc})"
         ) from None
     return _to_uint8(arr, path)
-
-
-_ORIENT = {  # TIFF/EXIF Orientation -> the turn that shows the image as viewers do (Pillow's exif_transpose)
-    2: lambda a: a[:, ::-1],
-    3: lambda a: a[::-1, ::-1],
-    4: lambda a: a[::-1],
-    5: lambda a: np.swapaxes(a, 0, 1),
-    6: lambda a: np.rot90(a, -1),
-    7: lambda a: np.swapaxes(a[::-1, ::-1], 0, 1),
-    8: lambda a: np.rot90(a, 1),
-}
-
-
-def oriented(arr: np.ndarray, orientation: int) -> np.ndarray:
-    """An (H, W) or (H, W, C) array turned as its TIFF/EXIF Orientation tag says (1 or an unknown
-    value: as stored)."""
-    turn = _ORIENT.get(orientation)
-    return arr if turn is None else np.ascontiguousarray(turn(arr))
 
 
 def read_mask(path: str | Path) -> np.ndarray:
