@@ -216,3 +216,26 @@ def test_band_by_band_lzw_rgb_is_read_in_place_and_16_bit_colour_refused(tmp_pat
         read_image(_lzw_tiff(tmp_path / "deep.tif", deep, "contig"))
     with pytest.raises(DataError, match=r"lerc.tif: cannot read image: .*LERC.* requires .*: pip install imagecodecs"):
         read_image(_lzw_tiff(tmp_path / "lerc.tif", rgb, "contig", compression=34887))  # LERC
+
+
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_a_compressed_tiff_with_an_orientation_tag_is_refused_without_imagecodecs(tmp_path: Path, orientation):
+    """Pillow, which decodes LZW and JPEG TIFFs without imagecodecs, turns them by their Orientation
+    tag where tifffile reads every other TIFF as stored: tag 3 came out upside down, tag 6 scrambled
+    (its W x H pixels forced into H x W). Such a file is refused, saying how to read it as stored."""
+    from PIL import Image
+
+    pytest.importorskip("PIL.TiffImagePlugin")
+    try:
+        import imagecodecs  # noqa: F401
+
+        pytest.skip("imagecodecs is installed: tifffile reads the file as stored")
+    except ImportError:
+        pass
+    arr = np.zeros((40, 60), np.uint8)
+    arr[:10, :10] = 255
+    Image.fromarray(arr).save(tmp_path / "t.tif", compression="tiff_lzw", tiffinfo={274: orientation})
+    with pytest.raises(DataError, match=rf"t.tif: a compressed TIFF with an Orientation tag \({orientation}\)"):
+        read_image(tmp_path / "t.tif")
+    Image.fromarray(arr).save(tmp_path / "plain.tif", compression="tiff_lzw", tiffinfo={274: 1})
+    assert np.array_equal(read_image(tmp_path / "plain.tif"), arr)

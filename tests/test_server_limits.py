@@ -484,9 +484,12 @@ def test_limit_concurrency_answers_503_beyond_its_connections():
     url, proc = start_server("--limit-concurrency", "2")
     port = int(url.rsplit(":", 1)[1])
     try:
-        with socket.create_connection(("127.0.0.1", port)), socket.create_connection(("127.0.0.1", port)):
-            time.sleep(0.3)  # both accepted
-            assert httpx.get(url + "/api/v1/health", timeout=60).status_code == 503
+        with socket.create_connection(("127.0.0.1", port)):
+            time.sleep(0.3)  # accepted: one open, the request is the second (uvicorn counted it: 1 was none)
+            assert httpx.get(url + "/api/v1/health", timeout=60).status_code == 200
+            with socket.create_connection(("127.0.0.1", port)):
+                time.sleep(0.3)
+                assert httpx.get(url + "/api/v1/health", timeout=60).status_code == 503
         deadline = time.monotonic() + 30
         while httpx.get(url + "/api/v1/health", timeout=60).status_code != 200:  # once they close
             assert time.monotonic() < deadline

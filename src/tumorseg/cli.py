@@ -597,7 +597,8 @@ def serve(
     typer.echo(f"tumorseg serving on http://{shown}:{port}/  (not a medical device)")
     try:
         config = dict(factory=True, host=host, port=port, workers=workers, log_level="warning",
-                      limit_concurrency=limit_concurrency)  # fmt: skip
+                      # uvicorn counts the connection asking too: N + 1 lets N be open at once
+                      limit_concurrency=limit_concurrency + 1 if limit_concurrency else None)  # fmt: skip
         if workers == 1:  # served on the very socket checked above: no other process can take the port between
             import signal
 
@@ -645,8 +646,18 @@ _SIGNALLED: list[int] = []  # the signal that stopped the command: it exits with
 def _terminated(signum, frame) -> None:
     """SIGTERM (`kill`, `timeout`, job schedulers) stops a command as Ctrl-C does: its temporary
     files are removed (by the code's own `finally` blocks), and it exits 143."""
-    _SIGNALLED.append(signum)
     _interrupted(signum, frame)
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt (a stop signal) is in `exc`'s chain of causes."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _interrupted(signum, frame) -> None:
@@ -662,6 +673,7 @@ def _interrupted(signum, frame) -> None:
     else:
         msg = "interrupted: the outputs written so far are complete; the rest were not made"
     typer.secho(msg, err=True)
+    _SIGNALLED.append(signum)
     raise KeyboardInterrupt
 
 
@@ -727,9 +739,10 @@ def main() -> None:
             if exc.code == 130 and _SIGNALLED:
                 sys.exit(128 + _SIGNALLED[0])
             raise
-        except Exception:  # what a signal broke on its way (an import it cut short): it was interrupted
-            if not _SIGNALLED:
+        except Exception as exc:  # what a stop signal broke on its way (an import it cut short)
+            if not (_SIGNALLED and _caused_by_interrupt(exc)):
                 raise
+            typer.secho(f"interrupted ({type(exc).__name__}: {str(exc)[:200]})", err=True)
             sys.exit(128 + _SIGNALLED[0])
     except TumorsegError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)

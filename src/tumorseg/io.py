@@ -242,6 +242,10 @@ def _decode_tiff(series: list, path: Path) -> list[np.ndarray]:
         if "imagecodecs" not in str(exc):
             raise
         needs = exc
+    turned = [p.tags["Orientation"].value for s in series for p in s.pages if "Orientation" in p.tags]
+    if any(v != 1 for v in turned):  # Pillow would turn it (and a tall one would come out scrambled)
+        raise DataError(f"{path}: a compressed TIFF with an Orientation tag ({turned[0]}) is read only with the "
+                        "imagecodecs package, as stored: pip install imagecodecs")  # fmt: skip
     out = []
     try:
         with Image.open(path) as im:

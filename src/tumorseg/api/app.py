@@ -31,7 +31,7 @@ from .. import __version__
 from ..data.check import T1_CHANNELS, fewer_sequences_note
 from ..data.lgg import select_channels
 from ..errors import MissingExtraError, TooLargeError, TumorsegError
-from ..infer import INFERIOR_FIRST, Predictor, default_weights
+from ..infer import INFERIOR_FIRST, Predictor, default_weights, largest_3d_noted
 from ..io import read_image
 from ..shipped import DEFAULT_WEIGHTS, LICENSE, MODEL_CARD
 from ..viz import data_url, display_slice, flair_of, mask_overlay, png_bytes
@@ -498,7 +498,14 @@ def create_app(
         t0 = time.perf_counter()
         with lock:
             probs = predictor.predict(slices, volume=True)
-        masks, said = predictor.mask_with_notes(probs, volume=True, largest=not all_parts, order=INFERIOR_FIRST)
+        # post-processed once: every part (what all_parts keeps), then the largest, and what it dropped
+        everything = predictor.mask_with_notes(probs, volume=True, largest=False)[0]
+        if all_parts or not predictor.largest or len(everything) <= 1:
+            masks, said = everything, []
+        else:
+            masks, note = largest_3d_noted(everything, order=INFERIOR_FIRST)
+            said = [note] if note else []
+        dropped = everything & ~masks
         notes = [*notes, *said]
         runtime = time.perf_counter() - t0
         expire_results(results)
@@ -510,7 +517,6 @@ def create_app(
             if format != "png":  # the arrays the slice images are drawn from, each image when asked for
                 np.save(part / "flair.npy", flair_of(slices))
                 np.save(part / "masks.npy", np.packbits(np.asarray(masks, bool), axis=-1))  # a bit a pixel
-                dropped = predictor.mask_with_notes(probs, volume=True, largest=False)[0] & ~masks
                 np.save(part / "dropped.npy", np.packbits(dropped, axis=-1))  # outlined on the overlays
             part.rename(results / rid)
         except BaseException:
@@ -568,7 +574,8 @@ def create_app(
         if isinstance(path, JSONResponse):
             return path
         try:
-            flair, masks = (np.load(path.parent / f"{n}.npy", mmap_mode="r") for n in ("flair", "masks"))
+            flair, masks, gone = (np.load(path.parent / f"{n}.npy", mmap_mode="r") for n in ("flair", "masks",
+                                                                                             "dropped"))  # fmt: skip
         except FileNotFoundError:  # expired by another worker just now
             return error(404, "no such result: results are kept for an hour at most")
         if not 0 <= i < len(masks):
@@ -586,11 +593,7 @@ def create_app(
             elif name == "mask":
                 image = mask.astype(np.uint8) * 255
             else:
-                try:
-                    gone = np.load(path.parent / "dropped.npy", mmap_mode="r")[i]
-                    dropped = np.unpackbits(gone, axis=-1, count=mri.shape[-1]).astype(bool)
-                except FileNotFoundError:  # expired just now, or made before it was kept: no outline
-                    dropped = None
+                dropped = np.unpackbits(gone[i], axis=-1, count=mri.shape[-1]).astype(bool)
                 image = mask_overlay(mri[None], mask, dropped)
             png = png_bytes(image, level=3)
         return Response(png, media_type="image/png", headers=cache)
