@@ -225,7 +225,7 @@ def train(
     ),
 ) -> None:
     """Train a U-Net on a kaggle_3m folder and write checkpoints to a run folder."""
-    from .config import RESUME_MAY_CHANGE, TrainConfig
+    from .config import RESUME_UNCOMPARED, TrainConfig
     from .train import fit
 
     top = {
@@ -250,7 +250,7 @@ def train(
     if resume is not None:
         cfg = _saved_config(resume)
         saved = cfg.model_dump()
-        free = RESUME_MAY_CHANGE | {"precision", "data"}  # data: the same patients elsewhere (fit checks them)
+        free = RESUME_UNCOMPARED
         changed = {k for k, v in overrides.items() if v is not None and k not in free and saved.get(k) != v}
         if data is not None and Path(saved["data"]).resolve() == data.resolve():
             overrides["data"] = None  # the same folder, spelt another way: the run keeps its spelling

@@ -16,6 +16,9 @@ BACKENDS = ("auto", "torch", "onnx", "onnx-int8")  # inference backends, by Pred
 # TrainConfig fields a resumed run may change: they extend or place the training, and do not
 # change what one epoch does
 RESUME_MAY_CHANGE = frozenset({"out", "workers", "threads", "device", "epochs", "patience"})
+# what a resumed run's checkpoint is not compared on: those, the precision, and the data folder's
+# path (the same patients may be elsewhere: the run checks them)
+RESUME_UNCOMPARED = RESUME_MAY_CHANGE | {"precision", "data"}
 
 
 def split_problem(val_frac: float, test_frac: float, folds: int, fold: int) -> str | None:

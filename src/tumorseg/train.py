@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from . import distributed as ddp
 from .checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
-from .config import RESUME_MAY_CHANGE, ModelConfig, TrainConfig, validate_config
+from .config import RESUME_UNCOMPARED, ModelConfig, TrainConfig, validate_config
 from .data.check import check_data
 from .data.lgg import Case, CaseArrays, add_context, find_cases, flair_index, load_case, split_cases
 from .data.transforms import (
@@ -561,10 +561,8 @@ def _resumable(cfg: TrainConfig, last_path: Path, split: dict[str, list[str]]) -
 
 def _other_options(cfg: TrainConfig, ck: Checkpoint) -> list[str]:
     """The options in which `ck` was trained otherwise than `cfg` asks, less those a resume may
-    change: `RESUME_MAY_CHANGE`, precision, and the data folder's path (`_check_patients` checks
-    its patients)."""
-    skip = RESUME_MAY_CHANGE | {"precision", "data"}
-    mine, theirs = cfg.model_dump(exclude=skip), ck.config.model_dump(exclude=skip)
+    change (`RESUME_UNCOMPARED`; `_check_patients` checks the data's patients)."""
+    mine, theirs = cfg.model_dump(exclude=RESUME_UNCOMPARED), ck.config.model_dump(exclude=RESUME_UNCOMPARED)
     return sorted(k for k in mine if mine[k] != theirs.get(k))
 
 
