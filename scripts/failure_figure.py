@@ -14,7 +14,7 @@ import numpy as np
 from tumorseg.data.lgg import find_cases, load_case
 from tumorseg.infer import Predictor
 from tumorseg.io import write_png
-from tumorseg.viz import overlay
+from tumorseg.viz import overlay, stack_strips
 
 
 def main(evaluation: str, data: str, out: str, worst: int = 3, per_patient: int = 2) -> None:
@@ -30,9 +30,7 @@ def main(evaluation: str, data: str, out: str, worst: int = 3, per_patient: int 
         for i in sorted(np.argsort(-wrong, kind="stable")[:per_patient]):
             title = f"{row['patient']} (patient Dice {row['dice']:.2f}) slice {case.names[i].rsplit('_', 1)[-1]}"
             strips.append(overlay(case.images[i], mask[i], case.full_masks[i], title=title))
-    width = max(s.shape[1] for s in strips)
-    strips = [np.pad(s, ((0, 6), (0, width - s.shape[1]), (0, 0)), constant_values=255) for s in strips]
-    write_png(out, np.concatenate(strips, axis=0))
+    write_png(out, stack_strips(strips))
     print(f"wrote {out}")
 
 

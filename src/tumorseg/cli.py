@@ -643,12 +643,6 @@ def _listen_socket(host: str, port: int):
 _SIGNALLED: list[int] = []  # the signal that stopped the command: it exits with 128 + its number
 
 
-def _terminated(signum, frame) -> None:
-    """SIGTERM (`kill`, `timeout`, job schedulers) stops a command as Ctrl-C does: its temporary
-    files are removed (by the code's own `finally` blocks), and it exits 143."""
-    _interrupted(signum, frame)
-
-
 def _caused_by_interrupt(exc: BaseException) -> bool:
     """Whether a KeyboardInterrupt (a stop signal) is in `exc`'s chain of causes."""
     seen: set[int] = set()
@@ -725,8 +719,10 @@ def main() -> None:
 
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _interrupted)
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # serve and train set their own while they run
-        signal.signal(signal.SIGTERM, _terminated)
+    # SIGTERM (`kill`, `timeout`, job schedulers) stops a command as Ctrl-C does: the code's own
+    # `finally` blocks remove its temporaries, and it exits 143. serve and train set their own.
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupted)
     _SIGNALLED.clear()
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)

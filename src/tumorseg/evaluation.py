@@ -144,7 +144,7 @@ def evaluate(
         plain = predictor.probabilities(case.images, volume=True, numbers=numbers)
         flipped = (plain + predictor.probabilities(case.images, flip=True, volume=True, numbers=numbers)) / 2
         chosen_probs = flipped if tta else plain
-        chosen, notes = predictor.mask_with_notes(chosen_probs, volume=True, numbers=numbers)
+        chosen, notes, dropped = predictor.mask_parts(chosen_probs, volume=True, numbers=numbers)
         if largest and numbers is not None and max(numbers) - min(numbers) + 1 != len(numbers):  # no repeats: a gap
             notes = [gap_note(numbers)] + notes
         filled = postprocess(plain)
@@ -175,8 +175,7 @@ def evaluate(
         row["notes"] = notes
         rows.append(row)
         if report:
-            everything = predictor.mask_with_notes(chosen_probs, volume=True, numbers=numbers, largest=False)[0]
-            strips_input[pid] = (case, chosen, everything & ~chosen)  # the last: what the largest-region step removed
+            strips_input[pid] = (case, chosen, dropped)  # the last: what the largest-region step removed
         log(f"  {pid}: Dice {s['dice']:.3f}  HD95 {_hd(s['hd95'], 'px')}  ({counted(len(truth), 'slice')})")
         for note in notes:
             log(f"  {pid}: {note}")

@@ -564,6 +564,18 @@ class Predictor:
         (`largest_3d_noted`; `numbers`: the slices' file numbers, to name them by; else `order`
         says how they are counted, INFERIOR_FIRST for a volume's axial slices). `largest`
         overrides the predictor's own setting for this call."""
+        return self.mask_parts(probs, volume, numbers, largest, order)[:2]
+
+    def mask_parts(
+        self,
+        probs: np.ndarray,
+        volume: bool = False,
+        numbers: list[int] | None = None,
+        largest: bool | None = None,
+        order: str | None = None,
+    ) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """`mask_with_notes`, plus what the largest-region step dropped (empty when it did not run),
+        from one post-processing."""
         try:
             probs = np.asarray(probs)
         except ValueError:  # a list of maps of other sizes
@@ -575,6 +587,6 @@ class Predictor:
         masks = postprocess(probs, self.threshold, self.min_size, self.fill_holes)
         largest = self.largest if largest is None else largest
         if not (volume and largest and len(masks) > 1):
-            return masks, []
-        masks, note = largest_3d_noted(masks, numbers, order=order)
-        return masks, [note] if note else []
+            return masks, [], np.zeros_like(masks)
+        kept, note = largest_3d_noted(masks, numbers, order=order)
+        return kept, [note] if note else [], masks & ~kept

@@ -31,7 +31,7 @@ from .io import (
     read_mask,
     write_png,
 )
-from .viz import overlay
+from .viz import overlay, stack_strips
 from .volume import (
     Volume,
     is_dicom_series,
@@ -239,10 +239,8 @@ def predict_files(
             images = np.stack([img for _, img in group])
             numbers = slice_numbers([p for p, _ in group]) if series else None
             probs = predictor.predict(images, volume=series, numbers=numbers)
-            masks, notes = predictor.mask_with_notes(probs, volume=series, numbers=numbers)
-            # what the largest-region step removed, outlined on the overlays for a reader to judge
-            dropped = (predictor.mask_with_notes(probs, volume=series, numbers=numbers, largest=False)[0] & ~masks
-                       if overlays and series else [None] * len(masks))  # fmt: skip
+            # dropped: what the largest-region step removed, outlined on the overlays for a reader to judge
+            masks, notes, dropped = predictor.mask_parts(probs, volume=series, numbers=numbers)
             said = [f"{group[0][0].parent / series_key(group[0][0])[1]}*: {note}" for note in notes]
             if series and (note := fewer_sequences_note(images)):
                 said.append(f"{group[0][0].parent / series_key(group[0][0])[1]}*: {note}")
@@ -417,9 +415,7 @@ def volume_overlay(slices: np.ndarray, masks: np.ndarray, dropped: np.ndarray, n
     strips = [overlay(slices[i], masks[i], None, dropped=dropped[i],
                       title=f"{name}  slice {i} of 0-{last}, 0 the most inferior; the patient's right on the left")
               for i in shown]  # fmt: skip
-    width = max(s.shape[1] for s in strips)
-    strips = [np.pad(s, ((0, 6), (0, width - s.shape[1]), (0, 0)), constant_values=255) for s in strips]
-    return np.concatenate(strips, axis=0)[:-6]
+    return stack_strips(strips)
 
 
 def predict_volume(
@@ -438,7 +434,7 @@ def predict_volume(
     slices, more = volume_slices(vol, predictor.config.channels)
     notes = [*notes, *more]
     probs = predictor.predict(slices, volume=True)
-    masks, said = predictor.mask_with_notes(probs, volume=True, order=INFERIOR_FIRST)
+    masks, said, dropped = predictor.mask_parts(probs, volume=True, order=INFERIOR_FIRST)
     notes += said
     if found is not None:
         found += [f"{vol.source}: {n}" for n in said]
@@ -464,7 +460,6 @@ def predict_volume(
             notes.append(f"no DICOM SEG written: {why}")
             log(f"{vol.source}: {notes[-1]}")
     if overlays:
-        dropped = predictor.mask_with_notes(probs, volume=True, largest=False)[0] & ~masks
         target = prefix.parent / f"{prefix.name}_overlay.png"
         try:
             write_png(target, volume_overlay(slices, masks, dropped, prefix.name))

@@ -251,6 +251,13 @@ def overlay(
     return strip
 
 
+def stack_strips(strips: list[np.ndarray], gap: int = 6) -> np.ndarray:
+    """`overlay` strips one above another, padded white to the widest, `gap` white rows apart."""
+    width = max(s.shape[1] for s in strips)
+    padded = [np.pad(s, ((0, gap), (0, width - s.shape[1]), (0, 0)), constant_values=255) for s in strips]
+    return np.concatenate(padded, axis=0)[: -gap or None]
+
+
 def png_bytes(arr: np.ndarray, level: int = 6) -> bytes:
     """PNG bytes; zlib `level` 3 encodes a 512x512 MRI about twice as fast as 6, 4 % larger."""
     buf = io.BytesIO()

@@ -31,7 +31,7 @@ from .. import __version__
 from ..data.check import T1_CHANNELS, fewer_sequences_note
 from ..data.lgg import select_channels
 from ..errors import MissingExtraError, TooLargeError, TumorsegError
-from ..infer import INFERIOR_FIRST, Predictor, default_weights, largest_3d_noted
+from ..infer import INFERIOR_FIRST, Predictor, default_weights
 from ..io import read_image
 from ..shipped import DEFAULT_WEIGHTS, LICENSE, MODEL_CARD
 from ..viz import data_url, display_slice, flair_of, mask_overlay, png_bytes
@@ -498,14 +498,7 @@ def create_app(
         t0 = time.perf_counter()
         with lock:
             probs = predictor.predict(slices, volume=True)
-        # post-processed once: every part (what all_parts keeps), then the largest, and what it dropped
-        everything = predictor.mask_with_notes(probs, volume=True, largest=False)[0]
-        if all_parts or not predictor.largest or len(everything) <= 1:
-            masks, said = everything, []
-        else:
-            masks, note = largest_3d_noted(everything, order=INFERIOR_FIRST)
-            said = [note] if note else []
-        dropped = everything & ~masks
+        masks, said, dropped = predictor.mask_parts(probs, volume=True, largest=not all_parts, order=INFERIOR_FIRST)
         notes = [*notes, *said]
         runtime = time.perf_counter() - t0
         expire_results(results)
