@@ -93,7 +93,8 @@ def test_openapi_schema(server):
     volume = schema["components"]["schemas"]["VolumeAnswer"]["properties"]
     assert "most inferior" in volume["slices_with_tumor"]["description"]
     body = httpx.get(server + "/api/v1/health").json()
-    assert set(body) == {"status", "model", "version", "backend"} and body["status"] == "ok"
+    assert set(body) == {"status", "model", "version", "backend", "busy", "max_busy"} and body["status"] == "ok"
+    assert body["busy"] == 0 and body["max_busy"] == 2  # nothing is being segmented; MAX_BUSY
 
 
 def test_an_unknown_format_names_the_ones_there_are(server, lgg_root):

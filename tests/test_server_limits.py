@@ -294,6 +294,10 @@ def test_a_burst_waits_for_a_decoding_slot_then_gets_503(lgg_root, tmp_path):
     try:
         with ThreadPoolExecutor(1) as ex:
             slow = ex.submit(post, url, volume, "scan.nii.gz")
+            # small uploads start once the volume holds the slot: one sent earlier could take it
+            # first, and the volume, waiting more than 0.3 s, got the 503 (a CI failure)
+            while httpx.get(url + "/api/v1/health", timeout=60).json()["busy"] == 0 and not slow.done():
+                time.sleep(0.02)
             answers = []
             while not slow.done() and len(answers) < 50:
                 time.sleep(0.2)

@@ -205,12 +205,15 @@ class VolumeAnswer(BaseModel):
 
 
 class HealthAnswer(BaseModel):
-    """The server is up: the model it answers with, tumorseg's version, the inference backend."""
+    """The server is up: the model it answers with, tumorseg's version, the inference backend, and
+    how many uploads are being segmented now out of the most it segments at once."""
 
     status: Literal["ok"]
     model: str
     version: str
     backend: str
+    busy: int = Field(description="uploads being segmented now; more wait for a slot, then get 503")
+    max_busy: int = Field(description="uploads segmented at once (TUMORSEG_SERVE_MAX_BUSY)")
 
 
 BINARY = {"schema": {"type": "string", "format": "binary"}}  # a file, not JSON
@@ -316,6 +319,7 @@ def create_app(
     )
     lock = threading.Lock()  # one inference at a time: the cores are shared anyway
     slots = asyncio.Semaphore(max_busy)  # uploads read, decoded and answered at once: bounds a burst's memory
+    free = [max_busy]  # slots not taken, for /api/v1/health (the semaphore's own count is private)
     owned = results_dir is None
     results = Path(tempfile.mkdtemp(prefix="tumorseg-serve-")) if owned else Path(results_dir)
     results.mkdir(parents=True, exist_ok=True)
@@ -363,7 +367,8 @@ def create_app(
     async def health() -> HealthAnswer:
         """The loaded model's id and version, and the inference backend (async: it answers while
         uploads are segmented in the threadpool)."""
-        return HealthAnswer(status="ok", model=model_id, version=__version__, backend=predictor.backend)
+        return HealthAnswer(status="ok", model=model_id, version=__version__, backend=predictor.backend,
+                            busy=max_busy - free[0], max_busy=max_busy)  # fmt: skip
 
     app.head("/api/v1/health", include_in_schema=False)(health)  # one operation in the schema
 
@@ -444,9 +449,11 @@ def create_app(
             return error(503, f"busy: {being} being segmented; try again shortly", {"Retry-After": "5"})
         if got == "gone":  # the client gave up while it waited: nothing is segmented for nobody
             return Response(status_code=499)
+        free[0] -= 1
         try:
             return await run_in_threadpool(read_and_segment, file, kind, format, all_parts)
         finally:
+            free[0] += 1
             slots.release()
 
     def read_and_segment(file: UploadFile, kind: str, format: str, all_parts: bool):
