@@ -13,8 +13,9 @@ nib = pytest.importorskip("nibabel")
 from conftest import cli_here  # noqa: E402
 
 from tumorseg.data.lgg import find_cases, load_case  # noqa: E402
+from tumorseg.dicom import read_dicom_series  # noqa: E402
 from tumorseg.errors import DataError  # noqa: E402
-from tumorseg.volume import read_dicom_series, volume_slices  # noqa: E402
+from tumorseg.volume import volume_slices  # noqa: E402
 
 PID = "TCGA_CS_4941_19960909"
 

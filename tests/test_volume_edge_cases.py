@@ -10,11 +10,12 @@ nib = pytest.importorskip("nibabel")
 
 from conftest import cli_here  # noqa: E402
 
+from tumorseg.dicom import read_dicom_series  # noqa: E402
 from tumorseg.errors import DataError, TumorsegError  # noqa: E402
 from tumorseg.infer import Predictor  # noqa: E402
 from tumorseg.io import read_image  # noqa: E402
 from tumorseg.predict import predict_files  # noqa: E402
-from tumorseg.volume import in_voxel_order_of, read_dicom_series, read_nifti, stack_channels, write_nifti  # noqa: E402
+from tumorseg.volume import in_voxel_order_of, read_nifti, stack_channels, write_nifti  # noqa: E402
 
 AFFINE = np.array([[0.9, 0, 0, -100.0], [0, 0.8, 0, -110.0], [0, 0, 3.0, -40.0], [0, 0, 0, 1]])
 

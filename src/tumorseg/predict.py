@@ -14,6 +14,7 @@ import numpy as np
 
 from .data.check import fewer_sequences_note
 from .data.lgg import holds_patients, kaggle_root_hint, select_channels, slice_number, slice_numbers
+from .dicom import is_dicom_series, looks_dicom, write_dicom_seg
 from .errors import DataError, TumorsegError
 from .infer import INFERIOR_FIRST, Predictor
 from .io import (
@@ -34,16 +35,13 @@ from .io import (
 from .viz import overlay, stack_strips
 from .volume import (
     Volume,
-    is_dicom_series,
     is_volume_path,
-    looks_dicom,
     mask_summary,
     mask_to_volume,
     millilitres,
     read_volume,
     volume_slices,
     volume_stem,
-    write_dicom_seg,
     write_nifti,
     write_summary,
 )
