@@ -153,7 +153,7 @@ def unpack(path: Path, tmp: Path) -> Path:
 
 
 class PackedData:
-    """The packed patients, served to `tumorseg.train` in place of its folder reader."""
+    """The packed patients, served to training in place of its folder reader."""
 
     def __init__(self, npz: Path):
         from tumorseg.data.lgg import Case
@@ -185,7 +185,10 @@ def job(npz: Path, tmp: Path, recipe: str, fold: int, device: str, extra: dict) 
     """Train one fold of one recipe from the pack and score its validation patients."""
     import torch
 
+    import tumorseg.members as members
+    import tumorseg.runs as runs
     import tumorseg.train as train
+    import tumorseg.validation as validation
     from tumorseg.checkpoint import build_model, load_checkpoint
     from tumorseg.config import validate_config
     from tumorseg.data.lgg import add_context, slice_numbers
@@ -204,14 +207,14 @@ def job(npz: Path, tmp: Path, recipe: str, fold: int, device: str, extra: dict) 
     if m.image_size != data.meta["size"] or m.intensity == "volume" or m.channels != "all":
         raise SystemExit(f"recipe {recipe}: the pack holds 3-channel slices at {data.meta['size']}, as read for "
                          "intensity fixed/percentile")  # fmt: skip
-    train.find_cases = lambda root, limit=0, ids=None: data.cases[:limit] if limit else data.cases
-    train.load_case = data.load_case
+    runs.find_cases = lambda root, limit=0, ids=None: data.cases[:limit] if limit else data.cases
+    validation.load_case = data.load_case
     train.check_data = lambda root, **_: {"errors": [], "warnings": [], "skipped_folders": []}
     train.validate_counts = lambda model, cases, config, threshold=0.5: torch.zeros(len(cases), 4, dtype=torch.int64)
-    train._plot_curves = lambda history, path: None
+    train.plot_curves = lambda history, path: None
     resume = (out / "last.safetensors").exists()
     if resume:  # a fold cut off before; only the same options may continue it
-        train.member_state(cfg)  # raises when it was trained with other options
+        members.member_state(cfg)  # raises when it was trained with other options
         done = load_checkpoint(out / "last.safetensors").meta["train_state"]["epoch"]
         if done > cfg.epochs:
             raise SystemExit(f"{out}: trained {done} epochs, more than this recipe's {cfg.epochs}; use another --tmp")

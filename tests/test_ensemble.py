@@ -14,7 +14,8 @@ from tumorseg.config import validate_config
 from tumorseg.data.lgg import find_cases, load_case
 from tumorseg.infer import Predictor
 from tumorseg.models import Ensemble, UNet
-from tumorseg.train import fit, state_digest
+from tumorseg.runs import state_digest
+from tumorseg.train import fit
 
 
 def test_ensemble_averages_the_members_probabilities():
@@ -207,7 +208,7 @@ def test_resume_of_a_finished_ensemble_leaves_it_as_it_was(ensemble_run, tmp_pat
     the fewer epochs) and combined its members again."""
     import shutil
 
-    from tumorseg.train import member_config
+    from tumorseg.members import member_config
 
     cfg, _ = ensemble_run
     run = tmp_path / "run"
@@ -236,7 +237,7 @@ def test_a_stopped_member_with_no_epoch_left_gets_its_summary_and_the_ensemble_i
     ensemble once failed reading it (FileNotFoundError). Now it is written from the member's epochs."""
     import shutil
 
-    from tumorseg.train import state_digest
+    from tumorseg.runs import state_digest
 
     cfg, _ = ensemble_run
     run = tmp_path / "run"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tumorseg.checkpoint import load_checkpoint
-from tumorseg.train import state_digest
+from tumorseg.runs import state_digest
 
 ARGS = ["--epochs", "6", "--batch-size", "4", "--base", "4", "--depth", "2", "--image-size", "64",
         "--val-frac", "0.5", "--test-frac", "0", "--threads", "1"]  # fmt: skip

@@ -10,7 +10,8 @@ from tumorseg.config import validate_config
 from tumorseg.data.lgg import find_cases
 from tumorseg.errors import TumorsegError
 from tumorseg.hardware import native_bf16
-from tumorseg.train import SliceDataset, epoch_indices, fit, load_cases, resolve_precision, update_marked
+from tumorseg.train import SliceDataset, epoch_indices, fit, resolve_precision, update_marked
+from tumorseg.validation import load_cases
 
 
 def tiny_config(data, out, **kw):
@@ -430,7 +431,7 @@ def test_members_with_a_member_index_is_refused(tmp_path):
 def test_summary_names_the_saved_weights_and_the_metric_patience_watches(tiny_lgg, tmp_path):
     """summary.json's weights_sha256 was once the raw weights', not the EMA weights saved; --patience
     without validation patients stopped on the training loss without a word."""
-    from tumorseg.train import state_digest
+    from tumorseg.runs import state_digest
 
     logs = []
     cfg = tiny_config(tiny_lgg, tmp_path / "r", epochs=6, val_frac=0.0, lr=1e-9, patience=1, ema=0.9)

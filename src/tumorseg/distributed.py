@@ -155,3 +155,15 @@ def average_buffers(module: torch.nn.Module, info: DistInfo) -> None:
         if buf.is_floating_point():
             dist.all_reduce(buf, op=dist.ReduceOp.SUM)
             buf.div_(info.world_size)
+
+
+def uses_cuda(device: str) -> bool:
+    """Whether the --device option (`auto`, `cpu` or `cuda`) trains on CUDA here."""
+    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+
+
+def train_device(device: str, info: DistInfo) -> torch.device:
+    """The device this process trains on: under torchrun with CUDA, its local rank's GPU."""
+    if not uses_cuda(device):
+        return torch.device("cpu")
+    return torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +17,10 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from . import distributed as ddp
-from .checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
-from .config import RESUME_UNCOMPARED, ModelConfig, TrainConfig, validate_config
+from .checkpoint import Checkpoint, save_checkpoint
+from .config import TrainConfig, validate_config
 from .data.check import check_data
-from .data.lgg import Case, CaseArrays, add_context, find_cases, flair_index, load_case, split_cases
+from .data.lgg import CaseArrays, flair_index
 from .data.transforms import (
     augment,
     bias_field,
@@ -31,14 +31,30 @@ from .data.transforms import (
     sequence_groups,
     shuffle_context,
 )
-from .errors import DataError, Interrupted, TumorsegError
+from .errors import Interrupted, TumorsegError
 from .hardware import available_cores, machine, native_bf16
-from .infer import set_threads, slice_probabilities
+from .infer import set_threads
 from .io import Log, atomic_write_text
 from .losses import deep_supervision_loss, make_loss
-from .metrics import Counts, confusion_counts, dice
+from .members import fit_ensemble
 from .models import UNet
 from .models.unet import DeepSupervision, count_parameters
+from .runs import (
+    check_run_folder,
+    data_digest,
+    data_split,
+    finished,
+    first_missing,
+    listed_resume,
+    nothing_to_do,
+    read_history,
+    resumable,
+    resume_command,
+    run_summary,
+    summary_on_disk,
+)
+from .validation import dice_summary, load_cases, validate_counts
+from .viz import plot_curves
 
 
 class SliceDataset(Dataset):
@@ -104,44 +120,6 @@ def update_marked(marked: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> n
     return np.where(~seen, marked, np.where(np.isnan(marked), new, (marked + new) / 2))
 
 
-def load_cases(
-    cfg: TrainConfig, ids: list[str], cases_by_id: dict, desc: str, native: bool = False, progress: bool = True
-) -> list[CaseArrays]:
-    """Decode patients once: at the model's size for training, or at their own size (`native`),
-    with the neighbouring slices' FLAIR as extra channels when the model takes context."""
-    m = cfg.model
-    size = None if native else m.image_size
-    cases = []
-    for i in tqdm(ids, desc=desc, leave=False, disable=not progress):
-        case = load_case(cases_by_id[i], size, m.channels, m.intensity)
-        case.images = add_context(case.images, m.context, m.channels, case.numbers)
-        cases.append(case)
-    return cases
-
-
-def validate_counts(model: UNet, cases: list[CaseArrays], config: ModelConfig, threshold: float = 0.5) -> torch.Tensor:
-    """Confusion counts (tp, fp, fn, tn) per patient, int64 (P, 4), at each patient's original size.
-
-    The slices go through the same path as `evaluate` (preprocess the original slice,
-    infer, resize the probabilities back), so the validation Dice equals its score.
-    """
-    counts = torch.zeros(len(cases), 4, dtype=torch.int64)
-    for i, case in enumerate(cases):
-        probs = slice_probabilities(model, config, case.images)
-        counts[i] = torch.tensor(confusion_counts(probs > threshold, case.full_masks))
-    return counts
-
-
-def dice_summary(ids: list[str], counts: torch.Tensor) -> dict:
-    per_patient = {pid: dice(Counts(*map(int, c))) for pid, c in zip(ids, counts)}
-    values = list(per_patient.values())
-    return {
-        "val_dice": float(np.mean(values)) if values else float("nan"),
-        "val_dice_median": float(np.median(values)) if values else float("nan"),
-        "val_per_patient": per_patient,
-    }
-
-
 class EMA:
     """Exponential moving average of parameters and buffers."""
 
@@ -187,65 +165,11 @@ def lr_at(cfg: TrainConfig, epoch: int, plateau_scale: float) -> float:
     return cfg.lr * plateau_scale
 
 
-def _plot_curves(history: list[dict], path: Path) -> None:
-    import io
-
-    from matplotlib.figure import Figure  # not pyplot: no backend, no global figures
-    from matplotlib.ticker import MaxNLocator
-
-    epochs = [h["epoch"] for h in history]
-    fig = Figure(figsize=(7, 4), dpi=100)
-    ax1 = fig.subplots()
-    lines = ax1.plot(epochs, [h["train_loss"] for h in history], "o-", color="tab:blue", label="train loss")
-    ax1.set_xlabel("epoch")
-    ax1.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, never 1.25
-    if len(set(epochs)) == 1:
-        ax1.set_xticks(epochs)  # one epoch: its number, not 0.96-1.04
-    ax1.set_ylabel("train loss", color="tab:blue")
-    if any("val_dice" in h for h in history):
-        ax2 = ax1.twinx()
-        lines += ax2.plot(epochs, [h.get("val_dice", float("nan")) for h in history], "s-", color="tab:red",
-                          label="val per-patient Dice, mean")  # fmt: skip
-        ax2.set_ylabel("val per-patient Dice (mean)", color="tab:red")
-        ax2.set_ylim(0, 1)
-    ax1.legend(handles=lines, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)  # over the plot
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    from .io import atomic_write_bytes
-
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _read_history(path: Path, before_epoch: int) -> list[dict]:
-    if not path.exists():
-        return []
-    history = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a crash
-            continue
-        if record.get("epoch", before_epoch) < before_epoch:
-            history.append(record)
-    return history
-
-
 def resolve_precision(cfg: TrainConfig, device: torch.device) -> str:
     """`auto` -> bf16 autocast where the hardware has it natively, else fp32."""
     if cfg.precision != "auto":
         return cfg.precision
     return "bf16" if native_bf16(device) else "fp32"
-
-
-def _use_cuda(cfg: TrainConfig) -> bool:
-    return cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-
-
-def _device(cfg: TrainConfig, info: ddp.DistInfo) -> torch.device:
-    if not _use_cuda(cfg):
-        return torch.device("cpu")
-    return torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
 
 
 def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log: Log = print) -> dict:
@@ -273,12 +197,12 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log: Log 
                             "pip install torch --index-url https://download.pytorch.org/whl/cu124 (pick the CUDA "
                             "version your driver supports)")  # fmt: skip
     ddp.check_launch()  # before the run folder is made: a refusal leaves none
-    made = _first_missing(Path(cfg.out))
+    made = first_missing(Path(cfg.out))
     check_run_folder(cfg, resume)
-    info = ddp.setup("cuda" if _use_cuda(cfg) else "cpu")
+    info = ddp.setup("cuda" if ddp.uses_cuda(cfg.device) else "cpu")
     stop = _StopOnSigint(torchrun=info.enabled)
     try:
-        run = _fit_ensemble if cfg.model.members > 1 else _fit
+        run = partial(fit_ensemble, fit_member=_fit) if cfg.model.members > 1 else _fit
         summary = run(cfg, resume, progress, log, info, stop)
         ddp.barrier(info)  # no rank tears the process group down while another still uses it
         return summary
@@ -295,47 +219,6 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log: Log 
     finally:
         stop.restore()
         ddp.cleanup()
-
-
-def _first_missing(path: Path) -> Path | None:
-    """The outermost folder of `path` that does not exist yet (None when `path` exists)."""
-    missing = None
-    for folder in (path, *path.parents):
-        if folder.exists():
-            break
-        missing = folder
-    return missing
-
-
-def check_run_folder(cfg: TrainConfig, resume: bool) -> None:
-    """Before any work: a fresh run never overwrites an earlier run's checkpoints, and the run
-    folder can be created (TumorsegError naming the folder otherwise)."""
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise TumorsegError(f"{out}: the run folder is a file")
-    if not resume and out.is_dir():
-        found = sorted(p.relative_to(out).as_posix() for p in out.glob("*.safetensors"))
-        found += sorted(p.relative_to(out).as_posix() for p in out.glob("member*/last.safetensors"))
-        found += [n for n in ("metrics.jsonl", "summary.json") if (out / n).is_file() and (out / n).stat().st_size]
-        if found and not _has_last(out):  # stopped before last.safetensors was saved (a full disk, a kill)
-            raise TumorsegError(f"{out}: holds an earlier run ({', '.join(found[:3])}) but no last.safetensors "
-                                f"to resume; {_clear_advice(out)} to start it again, or train into another "
-                                "--out")  # fmt: skip
-        if found:
-            raise TumorsegError(f"{out}: holds an earlier run ({', '.join(found[:3])}); continue it with "
-                                f"--resume {out}, or train into another --out")  # fmt: skip
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise TumorsegError(f"{out}: cannot create the run folder ({e.strerror or e})") from None
-
-
-def resume_command(run: Path | str, info: ddp.DistInfo) -> str:
-    """The command that continues `run`: under torchrun, launched by torchrun again."""
-    cmd = f"tumorseg train --resume {run}"
-    if not info.enabled:
-        return cmd
-    return f"torchrun <your launch options> -m {cmd} (this run had {info.world_size} processes)"
 
 
 class _StopOnSigint:
@@ -393,298 +276,6 @@ class _StopOnSigint:
         self._old = {}
 
 
-def member_config(cfg: TrainConfig, i: int) -> TrainConfig:
-    """The run that trains ensemble member `i`: one U-Net in `out/member{i}`, seeded with
-    seed + i for its init and sampling, on the same split (seed) as every other member."""
-    model = cfg.model.model_copy(update={"members": 1})
-    return cfg.model_copy(update={"model": model, "member": i, "out": str(Path(cfg.out) / f"member{i}")})
-
-
-def _finished(cfg: TrainConfig, ck: Checkpoint) -> bool:
-    """The checkpoint's run has trained cfg.epochs epochs, or stopped early under cfg.patience."""
-    state = ck.meta.get("train_state", {})
-    return state.get("epoch", 0) >= cfg.epochs or bool(cfg.patience and state.get("bad_epochs", 0) >= cfg.patience)
-
-
-def member_state(cfg: TrainConfig, split: dict[str, list[str]] | None = None) -> str:
-    """`finished`, `partial` or `absent`: how far the member run in cfg.out got, read from its
-    last checkpoint. A checkpoint trained with other options, or (given `split`, that of the
-    data now) on other patients, raises: it is another run."""
-    path = Path(cfg.out) / "last.safetensors"
-    if not path.exists():
-        return "absent"
-    ck = load_checkpoint(path)
-    if _other_options(cfg, ck):
-        raise TumorsegError(f"{path}: trained with other options than this ensemble's member; "
-                            "move it away or train the ensemble in a new folder")  # fmt: skip
-    if split is not None:
-        _check_patients(cfg, ck, path, split)
-    return "finished" if _finished(cfg, ck) else "partial"
-
-
-def _fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo, stop) -> dict:
-    """Train the members one after another, then write their ensemble to out/last.safetensors
-    (and out/best.safetensors when every member has a best). `resume` keeps finished members
-    and continues an unfinished one; without it every member is trained afresh."""
-    out = Path(cfg.out)
-    if not info.is_main:
-        log = lambda *a: None  # noqa: E731
-    n = cfg.model.members
-    runs = [member_config(cfg, i) for i in range(n)]
-    # every member checked (a corrupt or foreign one raises) before anything here changes
-    split = data_split(cfg)[1] if resume and info.is_main else None
-    states = ddp.broadcast_object([member_state(m, split) if resume else "absent" for m in runs]
-                                  if info.is_main else None, info)  # fmt: skip
-    done = _ensemble_state(out, runs) if set(states) == {"finished"} and info.is_main else None
-    done = ddp.broadcast_object(done, info)
-    if done is not None:  # nothing to do: the run is left as it was
-        early = [s for s in done if s.get("epoch", 0) < cfg.epochs]  # stopped by --patience
-        state = early[0] if early else max(done, key=lambda s: s.get("epoch", 0))
-        log(f"every member is trained and combined; {_nothing_to_do(out, cfg, state)}")
-        return json.loads((out / "summary.json").read_text())  # _ensemble_state found it newer than the members
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if (out / "last.safetensors").exists() and set(states) != {"finished"}:  # usable if this is stopped
-            log(f"{out / 'last.safetensors'} stays the earlier ensemble until this one is written")
-        atomic_write_text(out / "config.json", cfg.model_dump_json(indent=2))
-    for i, (mcfg, state) in enumerate(zip(runs, states)):
-        name = f"member{i} ({i + 1} of {n})"
-        if state == "finished":
-            log(f"{name}: already trained in {mcfg.out}")
-            continue
-        if stop.armed and stop.agreed(info):  # asked while the member before was validated or saved
-            log(f"interrupted before {name}; continue the ensemble with: {resume_command(out, info)}")
-            raise Interrupted(stop.signum)
-        log(f"{name}: {mcfg.out} (init and sampling seed {cfg.seed + i})")
-        _fit(mcfg, state == "partial", progress, log, info, stop, resume_dir=out)
-        ddp.barrier(info)
-    summary = {"run": str(out), "members": [m.out for m in runs]}
-    if info.is_main:
-        # a member stopped, then resumed with no epoch left, has its summary.json written here
-        member_summaries = [_summary_on_disk(Path(m.out), load_checkpoint(Path(m.out) / "last.safetensors"), log=log)
-                            for m in runs]  # fmt: skip
-        for name in ("last", "best"):
-            paths = [Path(m.out) / f"{name}.safetensors" for m in runs]
-            if all(p.exists() for p in paths):
-                combine_members(cfg, paths, out / f"{name}.safetensors")
-            else:  # an earlier ensemble's, now of other members
-                (out / f"{name}.safetensors").unlink(missing_ok=True)
-    ddp.barrier(info)  # the combined last.safetensors is on disk for every rank
-    by_id, split = data_split(cfg)
-    last = load_checkpoint(out / "last.safetensors")
-    val = _ensemble_validation(cfg, last, by_id, split["val"], info, progress)
-    if info.is_main:
-        atomic_write_text(out / "split.json", json.dumps(split, indent=2))
-        summary.update(_ensemble_summary(member_summaries, last, val, log))
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-        best = " and best.safetensors (each member's best epoch)" if (out / "best.safetensors").exists() else ""
-        log(f"ensemble of {n} members: {out / 'last.safetensors'} (each member's last epoch){best}")
-    return summary
-
-
-def _ensemble_validation(cfg: TrainConfig, last: Checkpoint, by_id: dict[str, Case], ids: list[str],
-                         info: ddp.DistInfo, progress: bool) -> dict | None:  # fmt: skip
-    """The combined `last` checkpoint's per-patient validation Dice on patients `ids`, as `evaluate
-    --split val` scores it (each rank its share of the patients, on its device); None without any."""
-    if not ids:
-        return None
-    model = build_model(last, Path(cfg.out) / "last.safetensors").to(_device(cfg, info))
-    mine = ids[info.rank :: info.world_size]
-    cases = load_cases(cfg, mine, by_id, "loading val", native=True, progress=progress)
-    counts = torch.zeros(len(ids), 4, dtype=torch.int64)
-    if cases:
-        counts[info.rank :: info.world_size] = validate_counts(model, cases, cfg.model)
-    return dice_summary(ids, ddp.all_reduce_sum(counts, info))
-
-
-def _ensemble_summary(members: list[dict], last: Checkpoint, val: dict | None, log) -> dict:
-    """An ensemble's summary.json beyond its member folders: each member's result, the combined
-    weights' (`last`) digest, the time and machine, and `val` (the ensemble's own validation Dice)."""
-    keys = ("best_epoch", "best_metric", "best_score", "epochs_done", "weights_sha256")
-    summary: dict = {"member_results": [{k: m.get(k) for k in keys} for m in members]}
-    for m, result in zip(members, summary["member_results"]):
-        if "val_dice" in m.get("last", {}):
-            result["last_val_dice"] = m["last"]["val_dice"]
-    summary["train_seconds"] = sum(m.get("train_seconds", 0.0) for m in members)
-    summary["machine"] = members[-1].get("machine")
-    summary["weights_sha256"] = state_digest(last.model)
-    if val is not None:
-        summary.update(val)
-        alone = ", ".join(f"{r['last_val_dice']:.4f}" for r in summary["member_results"] if "last_val_dice" in r)
-        log(f"ensemble val per-patient Dice mean {val['val_dice']:.4f} median {val['val_dice_median']:.4f}"
-            f" (the members alone: {alone})")  # fmt: skip
-    return summary
-
-
-def combine_members(cfg: TrainConfig, paths: list[Path], target: Path) -> None:
-    """One checkpoint holding every member's weights (keys `members.<i>.`) and `cfg`."""
-    weights, members, split = {}, [], None
-    for i, path in enumerate(paths):
-        ck = load_checkpoint(path)
-        if split is not None and ck.meta.get("split") != split:
-            raise TumorsegError(f"{path}: trained on a different split from the other members")
-        split = ck.meta.get("split")
-        weights.update({f"members.{i}.{k}": v for k, v in ck.model.items()})
-        members.append({"source": f"{path.parent.name}/{path.name}", "epoch": ck.meta.get("epoch"),
-                        "metrics": ck.meta.get("metrics")})  # fmt: skip
-    meta = {"epochs": [m["epoch"] for m in members], "split": split, "members": members}
-    save_checkpoint(target, Checkpoint(cfg, weights, meta))
-
-
-def _has_last(out: Path) -> bool:
-    """Whether the run folder holds a checkpoint that --resume continues (its own, or a member's)."""
-    return (out / "last.safetensors").is_file() or any(out.glob("member*/last.safetensors"))
-
-
-def _clear_advice(out: Path) -> str:
-    """What a fresh start in `out` needs moved out of its way when no last.safetensors was saved."""
-    steps = [f"remove {p}" for p in (out / "metrics.jsonl", out / "summary.json") if p.is_file() and p.stat().st_size]
-    steps += [f"move {p} away (a model of the run)" for p in sorted(out.glob("*.safetensors"))]
-    return " and ".join(steps)
-
-
-def _resumable(cfg: TrainConfig, last_path: Path, split: dict[str, list[str]]) -> Checkpoint:
-    """The run's last checkpoint, if `cfg` and its data continue it: the same options (less
-    precision and the data folder's path) and the same patients in each part of the split."""
-    if not last_path.exists():
-        advice = _clear_advice(last_path.parent)
-        raise TumorsegError(f"{last_path.parent}: nothing to resume (no last.safetensors was saved); "
-                            f"{advice + ', then ' if advice else ''}start the run again without --resume")  # fmt: skip
-    ck = load_checkpoint(last_path)
-    differ = _other_options(cfg, ck)
-    if differ:
-        raise TumorsegError(f"{last_path}: was trained with other options than {last_path.parent / 'config.json'} "
-                            f"says ({', '.join(differ)}); resume with the run's own config")  # fmt: skip
-    _check_patients(cfg, ck, last_path, split)
-    return ck
-
-
-def _other_options(cfg: TrainConfig, ck: Checkpoint) -> list[str]:
-    """The options in which `ck` was trained otherwise than `cfg` asks, less those a resume may
-    change (`RESUME_UNCOMPARED`; `_check_patients` checks the data's patients)."""
-    mine, theirs = cfg.model_dump(exclude=RESUME_UNCOMPARED), ck.config.model_dump(exclude=RESUME_UNCOMPARED)
-    return sorted(k for k in mine if mine[k] != theirs.get(k))
-
-
-def data_digest(by_id: dict[str, Case], split: dict[str, list[str]]) -> str:
-    """SHA-256 of the split and each patient's slice and mask files (names and sizes): equal on
-    every rank of a DDP run only if each read the same data."""
-    files = {pid: [(p.name, _size(p)) for p in (*c.images, *c.masks)] for pid, c in by_id.items()}
-    return hashlib.sha256(json.dumps([split, files], sort_keys=True).encode()).hexdigest()
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:  # gone, or a name standing for packed arrays (scripts/cv_recipes.py)
-        return -1
-
-
-def data_split(cfg: TrainConfig) -> tuple[dict[str, Case], dict[str, list[str]]]:
-    """The patients `cfg` trains on (the first `max_patients`, by id) and their split."""
-    by_id = {c.id: c for c in find_cases(cfg.data, limit=cfg.max_patients)}
-    return by_id, split_cases(list(by_id), cfg.seed, cfg.val_frac, cfg.test_frac, cfg.folds, cfg.fold)
-
-
-def _check_patients(cfg: TrainConfig, ck: Checkpoint, path: Path, split: dict[str, list[str]]) -> None:
-    """Refuse to continue the checkpoint at `path` on other patients than it trained on (data
-    moved or changed): its saved split (or its run's split.json) must be `split`."""
-    trained = ck.meta.get("split")
-    if trained is None:
-        try:
-            trained = json.loads((path.parent / "split.json").read_text())
-        except (OSError, ValueError):
-            if Path(cfg.data).resolve() != Path(ck.config.data).resolve():
-                raise TumorsegError(f"{path}: saves no split to check {cfg.data} against; "
-                                    f"resume with the data it trained on ({ck.config.data})") from None  # fmt: skip
-            return
-    if trained != split:
-        differ = {part: len(set(split.get(part, [])) ^ set(ids)) for part, ids in trained.items()}
-        changes = "; ".join(f"{part}: {n} patients differ" for part, n in differ.items() if n) or "another split"
-        raise TumorsegError(f"{cfg.data}: does not hold the patients {path} trained on ({changes}); "
-                            "resume with the data the run trained on")  # fmt: skip
-
-
-def _run_summary(out: Path, history: list[dict], best: float, best_epoch: int, has_val: bool,
-                 weights: dict[str, torch.Tensor], machine_info: dict | None) -> dict:  # fmt: skip
-    """summary.json: the best epoch and score, the saved weights' digest, the training time of
-    every epoch on record (resumed runs included) and the machine that trained the last of them."""
-    summary = {"run": str(out), "best_epoch": best_epoch, "best_metric": "val_dice" if has_val else "train_loss",
-               "best_score": best if has_val else -best, "epochs_done": len(history)}  # fmt: skip
-    summary["weights_sha256"] = state_digest(weights)
-    summary["train_seconds"] = sum(h["epoch_seconds"] for h in history)
-    summary["machine"] = machine_info
-    if history:
-        summary["last"] = {k: v for k, v in history[-1].items() if k != "val_per_patient"}
-    return summary
-
-
-def _summary_on_disk(out: Path, ck: Checkpoint, write: bool = True, log=print) -> dict:
-    """A finished run's summary.json. One that is missing, unreadable or of fewer epochs than its
-    last checkpoint (the run was stopped, then resumed with no epoch left to train) is written from
-    metrics.jsonl and the checkpoint; its machine is unknown (None): nothing trained now."""
-    path, state = out / "summary.json", ck.meta.get("train_state", {})
-    try:
-        summary = json.loads(path.read_text())
-        if isinstance(summary, dict) and summary.get("epochs_done", -1) >= state.get("epoch", 0):
-            return summary
-    except (OSError, ValueError):
-        pass
-    history = _read_history(out / "metrics.jsonl", state.get("epoch", 0) + 1)
-    has_val = bool((ck.meta.get("split") or {}).get("val"))
-    summary = _run_summary(out, history, state.get("best", float("-inf")), state.get("best_epoch", 0), has_val,
-                           ck.model, None)  # fmt: skip
-    if write:
-        atomic_write_text(path, json.dumps(summary, indent=2))
-        stale = out / "interrupted.safetensors"
-        if stale.exists():
-            n = state.get("epoch")
-            log(f"{stale}: holds a part of an epoch beyond the {n} kept; left as it was (remove it, or resume "
-                f"with --epochs above {n} to train on from the last complete one)")  # fmt: skip
-    return summary
-
-
-def _listed_resume(cfg: TrainConfig, last_path: Path) -> Checkpoint | None:
-    """`_resumable` against the split of the data as its file names list it, before any slice is
-    read; None when the data cannot be listed (check-data then says why)."""
-    try:
-        split = data_split(cfg)[1]
-    except DataError:
-        return None
-    return _resumable(cfg, last_path, split)
-
-
-def _nothing_to_do(out: Path, cfg: TrainConfig, state: dict) -> str:
-    """Why a finished run (or ensemble member) needs nothing more, and what would train it on."""
-    if state.get("epoch", 0) >= cfg.epochs:
-        return (f"{out}: already trained all {state.get('epoch')} epochs; nothing to do (give --epochs above "
-                f"{state.get('epoch')} to train longer)")  # fmt: skip
-    return (f"{out}: stopped early at epoch {state.get('epoch')} (no improvement for {cfg.patience} epochs); "
-            "nothing to do (give a larger --patience to train on)")  # fmt: skip
-
-
-def _ensemble_state(out: Path, runs: list[TrainConfig]) -> list[dict] | None:
-    """The members' train states when `out` holds their ensemble as they are now: last (and best,
-    when every member has one) combined from the members' own checkpoints, and summary.json
-    written after them. None when anything is missing or older."""
-    try:
-        states: list[dict] = []
-        for name in ("last", "best"):
-            paths = [Path(m.out) / f"{name}.safetensors" for m in runs]
-            if name == "best" and not all(p.exists() for p in paths):
-                continue
-            members = [load_checkpoint(p) for p in paths]
-            combined = load_checkpoint(out / f"{name}.safetensors").meta.get("epochs")
-            if combined != [c.meta.get("epoch") for c in members]:
-                return None
-            states = states or [c.meta.get("train_state", {}) for c in members]
-        newest = max((out / f"{n}.safetensors").stat().st_mtime_ns for n in ("last", "best")
-                     if (out / f"{n}.safetensors").exists())  # fmt: skip
-        return states if (out / "summary.json").stat().st_mtime_ns >= newest else None
-    except (OSError, TumorsegError):
-        return None
-
-
 def _fit(
     cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo, stop: _StopOnSigint,
     resume_dir: Path | None = None,
@@ -711,10 +302,10 @@ def _fit(
     torch.manual_seed(seed)
 
     last_path, metrics_path = out / "last.safetensors", out / "metrics.jsonl"
-    ck = _listed_resume(cfg, last_path) if resume else None  # checked before anything is written
-    if ck is not None and _finished(cfg, ck):  # nothing to train: no slice read, only summary.json completed
-        log(_nothing_to_do(out, cfg, ck.meta["train_state"]))
-        return _summary_on_disk(out, ck, write=main, log=log)
+    ck = listed_resume(cfg, last_path) if resume else None  # checked before anything is written
+    if ck is not None and finished(cfg, ck):  # nothing to train: no slice read, only summary.json completed
+        log(nothing_to_do(out, cfg, ck.meta["train_state"]))
+        return summary_on_disk(out, ck, write=main, log=log)
     report = check_data(cfg.data, limit=cfg.max_patients)  # the same checks as `tumorseg check-data`
     if report["errors"]:
         shown = "; ".join(report["errors"][:5])
@@ -758,7 +349,7 @@ def _fit(
     for name, ids in split.items():
         log(f"{name:>5}: {len(ids):3d} patient{'s' * (len(ids) != 1)}  {' '.join(ids)}".rstrip())
     if resume and ck is None:  # the data could not be listed before check-data
-        ck = _resumable(cfg, last_path, split)
+        ck = resumable(cfg, last_path, split)
     if main:
         atomic_write_text(out / "split.json", json.dumps(split, indent=2))
         atomic_write_text(out / "config.json", cfg.model_dump_json(indent=2))
@@ -773,7 +364,7 @@ def _fit(
         log("warning: no training slice has tumor: the model can only learn to mark nothing")
 
     m = cfg.model
-    device = _device(cfg, info)
+    device = ddp.train_device(cfg.device, info)
     torch.use_deterministic_algorithms(True, warn_only=True)  # after the checks: it imports torch._inductor (1 s)
     net = UNet(m.in_channels, 1, m.base, m.depth)
     if cfg.sync_bn and info.enabled:
@@ -825,7 +416,7 @@ def _fit(
         if info.enabled
         else trained
     )
-    history = _read_history(metrics_path, start) if main else []
+    history = read_history(metrics_path, start) if main else []
     lost = sorted(set(range(1, start)) - {h.get("epoch") for h in history}) if main else []
     if lost:  # lines cut short or removed: the run goes on from its checkpoint, its record cannot
         log(f"warning: {metrics_path}: has no readable line for {len(lost)} of the {start - 1} epochs done "
@@ -979,7 +570,7 @@ def _fit(
             break
     # the weights saved (EMA's when on), equal on every rank under DDP
     weights = (ema.model if ema else net).state_dict()
-    summary = _run_summary(out, history, best, best_epoch, bool(val_ids), weights,
+    summary = run_summary(out, history, best, best_epoch, bool(val_ids), weights,
                            {**machine(device), "processes": info.world_size})  # fmt: skip
     if main:
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
@@ -1016,14 +607,4 @@ def _save_epoch(cfg, out, record, history, split, net, eval_model, opt, ema, imp
     if improved:
         save_checkpoint(out / "best.safetensors", Checkpoint(cfg, weights, meta))
     (out / "interrupted.safetensors").unlink(missing_ok=True)  # an earlier interrupt's, now superseded
-    _plot_curves(history, out / "curves.png")
-
-
-def state_digest(state: dict[str, torch.Tensor]) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for k in sorted(state):
-        h.update(k.encode())
-        h.update(state[k].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    plot_curves(history, out / "curves.png")

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .io import atomic_write_bytes
+
 # yellow, red and blue stay apart under every colour-vision deficiency (green and red did not)
 TP, FP, FN = (255, 215, 0), (230, 40, 40), (50, 120, 255)
 DROPPED = (255, 255, 255)  # the outline of what the largest-region step removed
@@ -372,3 +374,30 @@ def html_report(
         parts += [f"<div class='strip'><img alt='{html.escape(alt)}' src='{data_url(p)}'></div>" for p, alt in pngs]
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """A run's curves.png: the training loss per epoch and, where validated, the per-patient Dice."""
+    from matplotlib.figure import Figure  # not pyplot: no backend, no global figures
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [h["epoch"] for h in history]
+    fig = Figure(figsize=(7, 4), dpi=100)
+    ax1 = fig.subplots()
+    lines = ax1.plot(epochs, [h["train_loss"] for h in history], "o-", color="tab:blue", label="train loss")
+    ax1.set_xlabel("epoch")
+    ax1.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, never 1.25
+    if len(set(epochs)) == 1:
+        ax1.set_xticks(epochs)  # one epoch: its number, not 0.96-1.04
+    ax1.set_ylabel("train loss", color="tab:blue")
+    if any("val_dice" in h for h in history):
+        ax2 = ax1.twinx()
+        lines += ax2.plot(epochs, [h.get("val_dice", float("nan")) for h in history], "s-", color="tab:red",
+                          label="val per-patient Dice, mean")  # fmt: skip
+        ax2.set_ylabel("val per-patient Dice (mean)", color="tab:red")
+        ax2.set_ylim(0, 1)
+    ax1.legend(handles=lines, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)  # over the plot
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())
