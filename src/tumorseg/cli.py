@@ -225,7 +225,8 @@ def train(
     ),
 ) -> None:
     """Train a U-Net on a kaggle_3m folder and write checkpoints to a run folder."""
-    from .config import RESUME_UNCOMPARED, TrainConfig
+    from .config import TrainConfig
+    from .runs import resume_values
     from .train import fit
 
     top = {
@@ -248,29 +249,14 @@ def train(
     if resume is not None and out is not None and out.resolve() != resume.resolve():
         fail(f"--resume continues {resume} in its own folder: leave out --out ({out})")
     if resume is not None:
-        cfg = _saved_config(resume)
-        saved = cfg.model_dump()
-        free = RESUME_UNCOMPARED
-        changed = {k for k, v in overrides.items() if v is not None and k not in free and saved.get(k) != v}
-        if data is not None and Path(saved["data"]).resolve() == data.resolve():
-            overrides["data"] = None  # the same folder, spelt another way: the run keeps its spelling
-        elif data is None and not Path(saved["data"]).is_dir():
-            where = "" if Path(saved["data"]).is_absolute() else f" from {Path.cwd()} (a relative path)"
-            fail(f"{resume}: the run's data folder {saved['data']} is not found{where}; "
-                 "give --data with where its patients are now")  # fmt: skip
-        changed |= {k for k, v in model.items() if v is not None and saved["model"].get(k) != v}
-        if changed:
-            named = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(changed))
-            fail(f"--resume continues a run with its saved config; these options differ from it: {named}")
-        base_cfg = cfg.model_dump()
-        base_cfg["out"] = str(resume)
+        base_cfg = resume_values(resume, overrides, model, data)
     else:
         base_cfg = TrainConfig().model_dump()
         if data is None and not Path(base_cfg["data"]).exists():
             fail(f"no --data given, and the default {base_cfg['data']} is not found from {Path.cwd()}; give "
                  "--data DIR, a folder in the kaggle_3m layout")  # fmt: skip
-    base_cfg.update({k: v for k, v in overrides.items() if v is not None})
-    base_cfg["model"].update({k: v for k, v in model.items() if v is not None})
+        base_cfg.update({k: v for k, v in overrides.items() if v is not None})
+        base_cfg["model"].update({k: v for k, v in model.items() if v is not None})
     base_cfg["model"].pop("in_channels")  # ModelConfig derives it from channels and context
     cfg = _validate_options(base_cfg)
     check_out_dir(Path(cfg.out))
@@ -298,23 +284,6 @@ def _say_run_folder(out: Path, data: str) -> None:
         typer.echo(f"score it on its {len(test)} test patient{'s' * (len(test) != 1)}: tumorseg evaluate --data "
                    f"{shlex.quote(str(data))} --weights {shlex.quote(str(out / 'last.safetensors'))} --out "
                    f"{shlex.quote(str(out / 'evaluate'))} --report")  # fmt: skip
-
-
-def _saved_config(run: Path):
-    """A run's config.json, or, when that is gone, the config its last checkpoint carries."""
-    from .checkpoint import load_checkpoint
-    from .config import load_config
-
-    has_last = (run / "last.safetensors").is_file()
-    if not (run / "config.json").exists() and has_last:
-        return load_checkpoint(run / "last.safetensors").config
-    try:
-        return load_config(run / "config.json")
-    except TumorsegError as e:
-        if not has_last:
-            raise
-        raise TumorsegError(f"{e}; fix it, or remove it to resume with the config {run / 'last.safetensors'} "
-                            "carries") from None  # fmt: skip
 
 
 def _validate_options(values: dict):
@@ -461,7 +430,7 @@ def predict(
 ) -> None:
     """Segment image files; writes X_pred.png (0/255) at each input's own size."""
     from .infer import Predictor
-    from .predict import predict_files
+    from .predict import PredictResult, predict_files, predict_stacked
 
     if (t1 or t1c) and not flair:  # the option checks come before the model loads
         fail("--t1 and --t1c need --flair")
@@ -470,35 +439,19 @@ def predict(
     check_out_dir(out)
     predictor = Predictor.from_checkpoint(weights, backend.value, batch_size=batch_size, tta=tta, threshold=threshold,
                                           min_size=min_size, fill_holes=fill_holes, largest=largest)  # fmt: skip
-    done, failed = [], []  # of the --flair volume
+    stacked = PredictResult()
     if flair:
-        from .predict import predict_volume, volume_output_stems
-        from .volume import read_volume, stack_channels, volume_stem
-
-        stem = volume_stem(flair)
-        if inputs and stem in volume_output_stems(inputs):  # checked before anything is written
-            fail(f"--flair {flair} and an INPUT volume share the name {stem!r}; their outputs would collide")
         if probabilities:
             typer.secho("warning: --probabilities: written for 2D slices only, not for the --flair volume", err=True)
-        vol, notes = stack_channels(
-            read_volume(t1) if t1 else None, read_volume(flair), read_volume(t1c) if t1c else None
-        )
-        out.mkdir(parents=True, exist_ok=True)
-        found: list[str] = []
-        try:
-            done = predict_volume(vol, out / stem, predictor, notes, found=found, overlays=overlay)
-        except OSError as exc:  # the other inputs are still segmented
-            done = getattr(exc, "written", [])  # a mask written before its summary failed
-            failed = [(flair, f"{exc.strerror or exc}")]
-            typer.secho(f"failed: {flair}: cannot write its outputs in {out}: {exc.strerror or exc}", err=True)
-        say_close_calls(found)
+        stacked = predict_stacked(flair, t1, t1c, out, predictor, overlay, inputs)
+        say_close_calls(stacked.notes)
         if not inputs:
-            typer.echo(_segmented(1 - len(failed), 1, len(done), out))
-            raise typer.Exit(1 if failed else 0)
+            typer.echo(_segmented(1 - len(stacked.failed), 1, len(stacked.written), out))
+            raise typer.Exit(1 if stacked.failed else 0)
     res = predict_files(inputs, out, predictor, probabilities, overlay, batch_size)
-    res.inputs += bool(flair)
-    res.written = [*done, *res.written]
-    res.failed = [*failed, *res.failed]
+    res.inputs += stacked.inputs
+    res.written = [*stacked.written, *res.written]
+    res.failed = [*stacked.failed, *res.failed]
     typer.echo(_segmented(res.inputs - len(res.failed), res.inputs, len(res.written), out))
     say_close_calls(res.notes)
     if res.failed:

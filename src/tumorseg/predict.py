@@ -40,6 +40,7 @@ from .volume import (
     mask_to_volume,
     millilitres,
     read_volume,
+    stack_channels,
     volume_slices,
     volume_stem,
     write_nifti,
@@ -481,3 +482,33 @@ def predict_volume(
         f"of {summary['axial_slices']} axial slices -> {mask_path}"
     )
     return [*written, summary_path]
+
+
+def predict_stacked(
+    flair: Path,
+    t1: Path | None,
+    t1c: Path | None,
+    out: Path,
+    predictor: Predictor,
+    overlays: bool = False,
+    inputs: Sequence[str | Path] = (),
+    err: Log | None = None,
+) -> PredictResult:
+    """Segment the volume stacked from separate sequence files (`predict --flair`, with `--t1` and
+    `--t1c` where given; a missing one is filled with FLAIR, said in a note) into OUT/<FLAIR's
+    name>_pred.nii.gz and its summary. A name shared with one of `inputs` is refused before
+    anything is written; a write that fails is counted in the result, and the others go on."""
+    err = err or (lambda msg: print(msg, file=sys.stderr))
+    stem = volume_stem(flair)
+    if inputs and stem in volume_output_stems(list(inputs)):  # checked before anything is written
+        raise TumorsegError(f"--flair {flair} and an INPUT volume share the name {stem!r}; their outputs would collide")
+    vol, notes = stack_channels(read_volume(t1) if t1 else None, read_volume(flair), read_volume(t1c) if t1c else None)
+    make_out_dir(out)
+    result = PredictResult(inputs=1)
+    try:
+        result.written = predict_volume(vol, out / stem, predictor, notes, found=result.notes, overlays=overlays)
+    except OSError as exc:  # the other inputs are still segmented
+        result.written = getattr(exc, "written", [])  # a mask written before its summary failed
+        result.failed = [(flair, f"{exc.strerror or exc}")]
+        err(f"failed: {flair}: cannot write its outputs in {out}: {exc.strerror or exc}")
+    return result

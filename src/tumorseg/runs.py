@@ -11,7 +11,7 @@ import torch
 
 from . import distributed as ddp
 from .checkpoint import Checkpoint, load_checkpoint
-from .config import RESUME_UNCOMPARED, TrainConfig
+from .config import RESUME_UNCOMPARED, TrainConfig, load_config
 from .data.lgg import Case, find_cases, split_cases
 from .errors import DataError, TumorsegError
 from .io import Log, atomic_write_text
@@ -218,3 +218,40 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
         h.update(k.encode())
         h.update(state[k].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def saved_config(run: Path) -> TrainConfig:
+    """A run's config.json, or, when that is gone, the config its last checkpoint carries."""
+    has_last = (run / "last.safetensors").is_file()
+    if not (run / "config.json").exists() and has_last:
+        return load_checkpoint(run / "last.safetensors").config
+    try:
+        return load_config(run / "config.json")
+    except TumorsegError as e:
+        if not has_last:
+            raise
+        raise TumorsegError(f"{e}; fix it, or remove it to resume with the config {run / 'last.safetensors'} "
+                            "carries") from None  # fmt: skip
+
+
+def resume_values(run: Path, top: dict, model: dict, data: Path | None) -> dict:
+    """The config values that continue `run`: its saved config with the options given (`top` and
+    `model`, None where not given) applied. Only those a resume may change (`RESUME_UNCOMPARED`)
+    may differ; `data` may move the run's patients. TumorsegError naming the options otherwise."""
+    saved = saved_config(run).model_dump()
+    top = dict(top)
+    changed = {k for k, v in top.items() if v is not None and k not in RESUME_UNCOMPARED and saved.get(k) != v}
+    if data is not None and Path(saved["data"]).resolve() == data.resolve():
+        top["data"] = None  # the same folder, spelt another way: the run keeps its spelling
+    elif data is None and not Path(saved["data"]).is_dir():
+        where = "" if Path(saved["data"]).is_absolute() else f" from {Path.cwd()} (a relative path)"
+        raise TumorsegError(f"{run}: the run's data folder {saved['data']} is not found{where}; "
+                            "give --data with where its patients are now")  # fmt: skip
+    changed |= {k for k, v in model.items() if v is not None and saved["model"].get(k) != v}
+    if changed:
+        named = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(changed))
+        raise TumorsegError(f"--resume continues a run with its saved config; these options differ from it: {named}")
+    saved["out"] = str(run)
+    saved.update({k: v for k, v in top.items() if v is not None})
+    saved["model"].update({k: v for k, v in model.items() if v is not None})
+    return saved
