@@ -316,6 +316,24 @@ def test_rank_and_world_size_set_by_hand_without_master_addr_are_refused(tiny_lg
     assert not (tmp_path / "x").exists()
 
 
+def test_what_the_processes_cannot_train_is_refused_before_they_join(tiny_lgg, tmp_path):
+    """A batch the processes cannot share and --sync-bn on CPU were refused by every rank after it
+    joined the process group (--sync-bn after every patient was read): a rank alone then waited
+    for peers that never came. Both are now refused from WORLD_SIZE, before anything is made."""
+    import os
+
+    from conftest import cli_here, free_port
+
+    env = {**os.environ, "WORLD_SIZE": "3", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(free_port())}  # fmt: skip
+    args = ["train", "--data", str(tiny_lgg), "--epochs", "1", "--out", str(tmp_path / "x" / "run")]
+    r = cli_here(*args, "--batch-size", "16", env=env)
+    assert r.returncode == 2 and "batch size 16 is not divisible by the 3 processes" in r.stderr, r.stderr
+    r = cli_here(*args, "--batch-size", "12", "--sync-bn", "--device", "cpu", env=env)
+    assert r.returncode == 2 and "--sync-bn needs CUDA" in r.stderr, r.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_a_rank_waiting_for_a_peer_that_never_starts_says_so(tiny_lgg, tmp_path):
     """A rank whose peers never joined waited PyTorch's 30 minutes without a word."""
     import os

@@ -43,6 +43,11 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
 
 
+def launched_world_size() -> int:
+    """The processes torchrun launched (WORLD_SIZE), known before the process group is joined; 1 alone."""
+    return int(os.environ["WORLD_SIZE"]) if launched_by_torchrun() else 1
+
+
 def check_launch() -> None:
     """Refuse RANK and WORLD_SIZE set by hand without the rendezvous address torchrun also sets
     (once a ValueError traceback from init_process_group, after the run folder was made)."""

@@ -197,6 +197,7 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log: Log 
                             "pip install torch --index-url https://download.pytorch.org/whl/cu124 (pick the CUDA "
                             "version your driver supports)")  # fmt: skip
     ddp.check_launch()  # before the run folder is made: a refusal leaves none
+    check_processes(cfg, ddp.launched_world_size())  # before any data is read, not on every rank after
     made = first_missing(Path(cfg.out))
     check_run_folder(cfg, resume)
     info = ddp.setup("cuda" if ddp.uses_cuda(cfg.device) else "cpu")
@@ -276,18 +277,25 @@ class _StopOnSigint:
         self._old = {}
 
 
+def check_processes(cfg: TrainConfig, world_size: int) -> None:
+    """Refuse, before anything is read or written, a run that `world_size` processes cannot train:
+    a batch they cannot share evenly, one slice each over a 1x1 bottleneck, --sync-bn off CUDA."""
+    if cfg.batch_size % world_size:
+        raise TumorsegError(f"batch size {cfg.batch_size} is not divisible by the {world_size} processes")
+    if cfg.batch_size // world_size == 1 and cfg.model.image_size == 2**cfg.model.depth:  # as the config refuses 1
+        raise TumorsegError(f"batch size {cfg.batch_size} over {world_size} processes is 1 slice per process, "
+                            f"and image size {cfg.model.image_size} = 2**depth leaves a 1x1 bottleneck, which "
+                            "batch norm cannot train on one slice; use a larger --batch-size or --image-size, "
+                            "or a smaller --depth")  # fmt: skip
+    if cfg.sync_bn and world_size > 1 and not ddp.uses_cuda(cfg.device):
+        raise TumorsegError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm does not run on CPU")
+
+
 def _fit(
     cfg: TrainConfig, resume: bool, progress: bool, log, info: ddp.DistInfo, stop: _StopOnSigint,
     resume_dir: Path | None = None,
 ) -> dict:  # fmt: skip
-    if cfg.batch_size % info.world_size:
-        raise TumorsegError(f"batch size {cfg.batch_size} is not divisible by the {info.world_size} processes")
-    local_batch = cfg.batch_size // info.world_size
-    if local_batch == 1 and cfg.model.image_size == 2**cfg.model.depth:  # as the config refuses batch_size 1
-        raise TumorsegError(f"batch size {cfg.batch_size} over {info.world_size} processes is 1 slice per process, "
-                            f"and image size {cfg.model.image_size} = 2**depth leaves a 1x1 bottleneck, which "
-                            "batch norm cannot train on one slice; use a larger --batch-size or --image-size, "
-                            "or a smaller --depth")  # fmt: skip
+    local_batch = cfg.batch_size // info.world_size  # check_processes has refused what does not divide
     main = info.is_main
     stop.armed = not info.enabled  # torchrun: while this member loads, a signal stops at once
     if not main:
@@ -368,8 +376,6 @@ def _fit(
     torch.use_deterministic_algorithms(True, warn_only=True)  # after the checks: it imports torch._inductor (1 s)
     net = UNet(m.in_channels, 1, m.base, m.depth)
     if cfg.sync_bn and info.enabled:
-        if device.type != "cuda":
-            raise TumorsegError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm does not run on CPU")
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
     net = net.to(device, memory_format=torch.channels_last)
     precision = resolve_precision(cfg, device)
