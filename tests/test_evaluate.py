@@ -501,7 +501,7 @@ def test_slice_dice_mean_says_how_many_patients_it_covers(lgg_root, tmp_path):
 def test_markdown_escapes_names_that_would_break_its_table(tiny_run):
     """A patient folder named `E |pipe| <img src=x onerror=alert(1)>` once added table columns and live HTML
     to evaluation.md (report.html escaped it)."""
-    from tumorseg.evaluation import markdown
+    from tumorseg.evaluation_text import markdown
 
     res = evaluate(Path(json.loads((tiny_run / "config.json").read_text())["data"]), tiny_run / "last.safetensors",
                    "test", log=lambda *a: None)  # fmt: skip

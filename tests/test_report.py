@@ -143,7 +143,7 @@ def test_report_of_tumor_free_patient_keeps_undefined_hd95_as_na(tmp_path, empty
 
 
 def test_markdown_and_table_name_the_unit_and_give_no_interval_for_one_patient():
-    from tumorseg.evaluation import empty_mask_rule, markdown, print_table
+    from tumorseg.evaluation_text import empty_mask_rule, markdown, print_table
     from tumorseg.metrics import bootstrap_ci
 
     assert all(math.isnan(v) for v in bootstrap_ci(np.array([0.9])))
@@ -164,7 +164,7 @@ def test_markdown_and_table_name_the_unit_and_give_no_interval_for_one_patient()
 
 
 def test_variants_keep_their_computed_order():
-    from tumorseg.evaluation import variant_order
+    from tumorseg.evaluation_text import variant_order
 
     keys = ["baseline", "flair_only", "no_pre_t1", "min_size_50", "largest_3d", "tta", "model", "chosen"]
     assert variant_order(dict.fromkeys(keys)) == [
@@ -181,7 +181,7 @@ def test_variants_keep_their_computed_order():
 
 def test_markdown_summary_gives_what_the_html_summary_gives(tmp_path):
     """evaluation.md lacked the Dice std and the false-positive slices that report.html shows."""
-    from tumorseg.evaluation import markdown
+    from tumorseg.evaluation_text import markdown
 
     cases = {"A": _tumor_patient(), "B": _tumor_patient()}
     md = markdown(_result(cases))
@@ -204,7 +204,7 @@ def test_each_patient_row_links_to_its_slices_whose_heading_gives_its_dice(tmp_p
 
 def test_the_printed_table_keeps_its_columns_for_a_long_name():
     """A 200-letter patient name pushed every number of its row out of its column."""
-    from tumorseg.evaluation import _row_line
+    from tumorseg.evaluation_text import _row_line
 
     long, short = _row_line(["L" * 200 + "_19960909", "0.900", "1.0"]), _row_line(["P_1", "0.900", "1.0"])
     assert len(long) == len(short) and long.endswith(short[24:]) and "_19960909" in long

@@ -32,7 +32,7 @@ from .io import (
     read_mask,
     write_png,
 )
-from .viz import overlay, stack_strips
+from .viz import AXIAL_RADIOLOGICAL, display_window, flair_of, overlay, stack_strips
 from .volume import (
     Volume,
     is_volume_path,
@@ -411,7 +411,8 @@ def volume_overlay(slices: np.ndarray, masks: np.ndarray, dropped: np.ndarray, n
         picks[np.argmin(abs(picks - largest))] = largest  # in place of its nearest pick
         shown = np.unique(picks)
     last = len(masks) - 1
-    strips = [overlay(slices[i], masks[i], None, dropped=dropped[i],
+    window = display_window(flair_of(slices))  # one display window for the volume: its slices stay comparable
+    strips = [overlay(slices[i], masks[i], None, dropped=dropped[i], window=window, letters=AXIAL_RADIOLOGICAL,
                       title=f"{name}  slice {i} of 0-{last}, 0 the most inferior; the patient's right on the left")
               for i in shown]  # fmt: skip
     return stack_strips(strips)

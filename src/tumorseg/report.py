@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.lgg import CaseArrays
-from .evaluation import (
+from .evaluation_text import (
     VARIANTS_NOTE,
     counted,
     hd95_header,
@@ -22,7 +22,7 @@ from .evaluation import (
     variant_order,
 )
 from .metrics import confusion_counts, dice
-from .viz import compact_image, histogram_png, html_report, overlay
+from .viz import compact_image, display_window, flair_of, histogram_png, html_report, overlay
 
 
 def worst_first_strips(
@@ -45,8 +45,9 @@ def worst_first_strips(
     top += [int(i) for i in np.argsort(-gone_area, kind="stable")[:k_dropped] if gone_area[i] > 0]
     dices = {i: dice(confusion_counts(pred[i], case.full_masks[i])) for i in top}
     top.sort(key=lambda i: dices[i])
+    window = display_window(flair_of(case.images))  # one window for the patient: its strips stay comparable
     return [(compact_image(overlay(case.images[i], pred[i], case.full_masks[i], title=case.names[i],
-                                   dropped=gone[i])),
+                                   dropped=gone[i], window=window)),
              _strip_alt(case.names[i], pred[i], case.full_masks[i], dices[i], int(gone[i].sum())))
             for i in top]  # fmt: skip
 

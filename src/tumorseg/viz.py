@@ -25,16 +25,71 @@ DROPPED_LEGEND = f"{HOLLOW} dropped (not the largest region)"
 PRED = (255, 60, 60)
 
 
-def display_slice(image: np.ndarray) -> np.ndarray:
+Window = bool | tuple[float, float] | None  # see `display_slice`
+# (top, bottom, left, right) edge letters of an axial slice in the radiological view, as `volume_slices`
+# cuts a volume: anterior up, the patient's right on the image's left
+AXIAL_RADIOLOGICAL = ("A", "P", "R", "L")
+
+
+def display_window(images: np.ndarray, low: float = 0.5, high: float = 99.5) -> tuple[float, float] | None:
+    """The display window of one sequence (a uint8 slice, or all the slices of a volume for one
+    window over the whole volume): the `low` and `high` percentiles of its non-zero (head) pixels,
+    as a viewer's automatic window. None where there is nothing to stretch (blank, or one value).
+    Counted slice by slice in a histogram: a large volume is never copied or sorted."""
+    x = np.asarray(images)
+    counts = np.zeros(256, np.int64)
+    for part in x.reshape(-1, *x.shape[-2:]) if x.ndim > 2 else [x]:
+        counts += np.bincount(np.asarray(part, np.uint8).ravel(), minlength=256)
+    counts[0] = 0
+    n = int(counts.sum())
+    if n == 0:
+        return None
+    cum = np.cumsum(counts)
+
+    def percentile(q: float) -> float:  # numpy's default (linear) percentile of the sorted head pixels
+        h = (n - 1) * q / 100
+        k = int(np.floor(h))
+        a, b = (int(np.searchsorted(cum, j, side="right")) for j in (k, min(k + 1, n - 1)))
+        return a + (h - k) * (b - a)
+
+    lo, hi = percentile(low), percentile(high)
+    return (lo, hi) if hi > lo else None
+
+
+def _windowed(gray: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """uint8 `gray` stretched from lo..hi (hi > lo) to 0..255, clipped."""
+    lut = np.clip((np.arange(256, dtype=np.float64) - lo) * (255 / (hi - lo)), 0, 255)
+    return np.round(lut).astype(np.uint8)[gray]
+
+
+def display_slice(image: np.ndarray, window: Window = False) -> np.ndarray:
     """CxHxW (C = 1 or 3, as the model reads slices) or HxW uint8 -> HxWx3 grayscale of FLAIR
     (channel 1 of 3). The layout is fixed, not guessed from the shape, so a slice 1 or 3 pixels
-    wide is drawn too."""
+    wide is drawn too.
+
+    `window`, for display only: True stretches the FLAIR between the 0.5th and 99.5th
+    percentiles of its own non-zero pixels (`display_window`), so a dim scan is not drawn near
+    black; a (lo, hi) pair, such as `display_window` of a whole volume's FLAIR, stretches every
+    slice alike; False or None (the default, which the API's images pair with) draws the
+    values as they are, as does a window of a blank or one-valued image. Only FLAIR is
+    drawn, so only FLAIR is windowed, by its own values: the three sequences have scales of
+    their own, and a window pooled over them would let T1 or T1c set FLAIR's."""
+    return _display(image, window)[0]
+
+
+def _display(image: np.ndarray, window: Window) -> tuple[np.ndarray, bool]:
+    """`display_slice`, and whether its window stretched anything (for a caption to say so)."""
     img = np.asarray(image)
     if img.ndim == 3:
         if img.shape[0] not in (1, 3):
             raise ValueError(f"expected a CxHxW slice with 1 or 3 channels, got shape {img.shape}")
         img = flair_of(img)
-    return np.repeat(img[..., None], 3, axis=-1).astype(np.uint8)
+    img = img.astype(np.uint8)
+    if window is True:
+        window = display_window(img)
+    if window is not None and window is not False and window[1] > window[0]:
+        return np.repeat(_windowed(img, float(window[0]), float(window[1]))[..., None], 3, axis=-1), True
+    return np.repeat(img[..., None], 3, axis=-1), False
 
 
 def flair_of(images: np.ndarray) -> np.ndarray:
@@ -153,14 +208,19 @@ def _lines(text: str, width: int) -> tuple[Font, list[str]]:
     return font, lines
 
 
+def _label_box(text: str, width: int) -> tuple[int, int]:
+    """The right and bottom edges of the black box `_label` draws `text` in on a panel `width` wide."""
+    font, lines = _lines(text, width - 6)
+    return min(width, int(max(font.getlength(line) for line in lines)) + 6), LINE * len(lines) + 1
+
+
 def _label(panel: np.ndarray, text: str, colors: dict[str, tuple[int, int, int]] | None = None) -> np.ndarray:
     """`text` in white on black at the panel's top left; an entry "■ word" or "□ word" (entries
     are set apart by two spaces) has its square drawn in colors[word]."""
     im = Image.fromarray(panel)
     d = ImageDraw.Draw(im)
     font, lines = _lines(text, im.width - 6)
-    wide = max(font.getlength(line) for line in lines)
-    d.rectangle([0, 0, min(im.width, int(wide) + 6), LINE * len(lines) + 1], fill=(0, 0, 0))
+    d.rectangle([0, 0, *_label_box(text, im.width)], fill=(0, 0, 0))
     for i, line in enumerate(lines):
         x, y = 3.0, 1 + LINE * i
         for j, part in enumerate(line.split("  ")):
@@ -196,11 +256,63 @@ def _outline(panel: np.ndarray, region: np.ndarray, color: tuple[int, int, int])
     return out
 
 
-def mask_overlay(chw: np.ndarray, mask: np.ndarray, dropped: np.ndarray | None = None) -> np.ndarray:
-    """One HxWx3 panel, the image's own size: the MRI (`chw`, as `display_slice` reads it) with
-    `mask` in red and `dropped`, what the largest-region step removed, outlined in white."""
-    panel = _blend(display_slice(chw), np.asarray(mask, bool), PRED)
-    return panel if dropped is None else _outline(panel, np.asarray(dropped, bool), DROPPED)
+MIN_LETTERED = 64  # pixels; on a smaller panel edge letters would hide much of the slice
+
+
+@functools.cache
+def _letter_font() -> Font:
+    """DejaVu Sans Bold, for the orientation letters; `_font` where it is not there."""
+    try:
+        return ImageFont.truetype(str(_dejavu().with_name("DejaVuSans-Bold.ttf")), 12)
+    except OSError:
+        return _font()
+
+
+def orientation_letters(
+    panel: np.ndarray, letters: tuple[str, str, str, str] | None, clear: tuple[int, int] = (0, 0)
+) -> np.ndarray:
+    """`panel` (HxWx3) with `letters` (top, bottom, left, right; such as `AXIAL_RADIOLOGICAL`)
+    at the middle of its edges, white with a black rim so that they read on dark and on bright
+    tissue. A letter that would meet, or run on from, the top-left box `clear` (its right and
+    bottom edges: a label's) goes just below it while it stays near its edge (the top quarter
+    for the top letter, above the lower third for a side letter); else it is left out rather
+    than drawn over the slice (the others still tell the orientation). None, or a panel under
+    MIN_LETTERED pixels a side: no letters."""
+    h, w = panel.shape[:2]
+    if not letters or min(h, w) < MIN_LETTERED:
+        return panel
+    im = Image.fromarray(np.ascontiguousarray(panel))
+    d = ImageDraw.Draw(im)
+    font = _letter_font()
+    for letter, where in zip(letters, ("top", "bottom", "left", "right")):
+        if not letter:
+            continue
+        x0, y0, x1, y1 = d.textbbox((0, 0), letter, font=font, stroke_width=1)
+        lw, lh = x1 - x0, y1 - y0
+        x = {"left": 2, "right": w - 2 - lw}.get(where, (w - lw) // 2)
+        y = {"top": 2, "bottom": h - 2 - lh}.get(where, (h - lh) // 2)
+        if x < clear[0] + LINE and y < clear[1]:  # under the label: not hidden by it, nor read as part of it
+            y = clear[1] + 2
+            if y + lh > (h // 4 if where == "top" else 2 * h // 3):
+                continue
+        d.text((x - x0, y - y0), letter, fill=(255, 255, 255), font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+    return np.asarray(im)
+
+
+def mask_overlay(
+    chw: np.ndarray,
+    mask: np.ndarray,
+    dropped: np.ndarray | None = None,
+    window: Window = False,
+    letters: tuple[str, str, str, str] | None = None,
+) -> np.ndarray:
+    """One HxWx3 panel, the image's own size: the MRI (`chw`, as `display_slice` reads it, with
+    its `window`) with `mask` in red and `dropped`, what the largest-region step removed,
+    outlined in white; `letters` (`orientation_letters`) at its edges, such as
+    AXIAL_RADIOLOGICAL for a volume's slice."""
+    panel = _blend(display_slice(chw, window), np.asarray(mask, bool), PRED)
+    panel = panel if dropped is None else _outline(panel, np.asarray(dropped, bool), DROPPED)
+    return orientation_letters(panel, letters)
 
 
 def overlay(
@@ -209,6 +321,8 @@ def overlay(
     truth: np.ndarray | None = None,
     title: str = "",
     dropped: np.ndarray | None = None,
+    window: Window = True,
+    letters: tuple[str, str, str, str] | None = None,
 ) -> np.ndarray:
     """A side-by-side strip, HxW panels: MRI | [truth |] prediction | overlay.
 
@@ -218,23 +332,37 @@ def overlay(
     truth, that it has none and how many pixels were marked). `dropped`, what the
     largest-region step removed from the prediction, is outlined in white, so that a reader
     can judge a close call.
+
+    The MRI is drawn in a display window (`display_slice`): by default its own, a volume's
+    slices best with one window for the volume (`display_window` of its FLAIR), so that
+    they stay comparable; the MRI panel's label then says "windowed". `letters` (top,
+    bottom, left, right), such as AXIAL_RADIOLOGICAL for a volume's slices, are drawn at the
+    edges of the panels that show the MRI (not on the masks, where white is tumor).
     """
-    mri = display_slice(image)
+    mri, stretched = _display(image, window)
     pred = np.asarray(pred, bool)
     white = lambda m: np.repeat((np.asarray(m, bool) * 255).astype(np.uint8)[..., None], 3, -1)  # noqa: E731
     dropped = np.zeros_like(pred) if dropped is None else np.asarray(dropped, bool) & ~pred
     more = f"  {DROPPED_LEGEND}" if dropped.any() else ""
-    panels = [_label(mri, "MRI (FLAIR)")]
+
+    def shown(panel: np.ndarray, label: str, colors: dict | None = None) -> np.ndarray:  # the MRI in it
+        panel = orientation_letters(panel, letters, _label_box(label, panel.shape[1]))
+        return _label(panel, label, colors)
+
+    panels = [shown(mri, "MRI (FLAIR, windowed)" if stretched else "MRI (FLAIR)")]
     if truth is None:
-        ov = mask_overlay(image, pred, dropped)
-        panels += [_label(white(pred), "prediction"), _label(ov, f"red: predicted tumor{more}", LEGEND_COLORS)]
+        ov = _blend(mri, pred, PRED)
+        panels += [
+            _label(white(pred), "prediction"),
+            shown(_outline(ov, dropped, DROPPED), f"red: predicted tumor{more}", LEGEND_COLORS),
+        ]
     else:
         truth = np.asarray(truth, bool)
         ov = _blend(_blend(_blend(mri, pred & truth, TP), pred & ~truth, FP), ~pred & truth, FN)
         panels += [
             _label(white(truth), "truth"),
             _label(white(pred), "prediction"),
-            _label(_outline(ov, dropped, DROPPED), LEGEND + more, LEGEND_COLORS),
+            shown(_outline(ov, dropped, DROPPED), LEGEND + more, LEGEND_COLORS),
         ]
         said = slice_score(pred, truth)
         title = f"{title}  {said}" if title else said

@@ -34,7 +34,7 @@ from ..errors import MissingExtraError, TooLargeError, TumorsegError
 from ..infer import INFERIOR_FIRST, Predictor, default_weights
 from ..io import read_image
 from ..shipped import DEFAULT_WEIGHTS, LICENSE, MODEL_CARD
-from ..viz import data_url, display_slice, flair_of, mask_overlay, png_bytes
+from ..viz import AXIAL_RADIOLOGICAL, data_url, display_slice, display_window, flair_of, mask_overlay, png_bytes
 from ..volume import need_medical
 from .card import card_html, no_card_html
 from .middleware import BodyLimit, Guard, error
@@ -488,9 +488,9 @@ def create_app(
             "notes": [note] if (note := fewer_sequences_note(chw[None])) else [],
             "width": int(mask.shape[1]),
             "height": int(mask.shape[0]),
-            "mri": data_url(png_bytes(display_slice(chw))),
+            "mri": data_url(png_bytes(display_slice(chw, window=True))),
             "mask": data_url(mask_png),
-            "overlay": data_url(png_bytes(mask_overlay(chw, mask))),
+            "overlay": data_url(png_bytes(mask_overlay(chw, mask, window=True))),
             "tumor_area_px": int(mask.sum()),
             "max_probability": float(prob.max()),
             "runtime_ms": runtime * 1000,
@@ -516,6 +516,8 @@ def create_app(
             write_nifti(part / "mask.nii.gz", mask_to_volume(masks, vol), vol)
             if format != "png":  # the arrays the slice images are drawn from, each image when asked for
                 np.save(part / "flair.npy", flair_of(slices))
+                # one display window for the volume's images: its slices stay comparable
+                np.save(part / "window.npy", np.array(display_window(flair_of(slices)) or (0.0, 0.0)))
                 np.save(part / "masks.npy", np.packbits(np.asarray(masks, bool), axis=-1))  # a bit a pixel
                 np.save(part / "dropped.npy", np.packbits(dropped, axis=-1))  # outlined on the overlays
             part.rename(results / rid)
@@ -585,16 +587,17 @@ def create_app(
             head = Response(b"", media_type="image/png", headers=cache)
             del head.headers["content-length"]  # not known without drawing it
             return head
+        window = tuple(np.load(path.parent / "window.npy")) if (path.parent / "window.npy").is_file() else None
         with drawing:  # each may take 200 MB for a 4096x4096 slice: a few at once, the others wait
             mri = np.asarray(flair[i])
             mask = np.unpackbits(masks[i], axis=-1, count=mri.shape[-1]).astype(bool)
             if name == "mri":
-                image = mri  # grayscale: a third of the bytes to encode
+                image = display_slice(mri, window=window)[..., 0]  # grayscale, windowed as the overlay
             elif name == "mask":
                 image = mask.astype(np.uint8) * 255
             else:
                 dropped = np.unpackbits(gone[i], axis=-1, count=mri.shape[-1]).astype(bool)
-                image = mask_overlay(mri[None], mask, dropped)
+                image = mask_overlay(mri[None], mask, dropped, window=window, letters=AXIAL_RADIOLOGICAL)
             png = png_bytes(image, level=3)
         return Response(png, media_type="image/png", headers=cache)
 
