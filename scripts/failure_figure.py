@@ -14,7 +14,7 @@ import numpy as np
 from tumorseg.data.lgg import find_cases, load_case
 from tumorseg.infer import Predictor
 from tumorseg.io import write_png
-from tumorseg.viz import overlay, stack_strips
+from tumorseg.viz import display_window, flair_of, overlay, stack_strips
 
 
 def main(evaluation: str, data: str, out: str, worst: int = 3, per_patient: int = 2) -> None:
@@ -27,9 +27,10 @@ def main(evaluation: str, data: str, out: str, worst: int = 3, per_patient: int 
         case = load_case(cases[row["patient"]], None, predictor.config.channels)
         mask = predictor.segment(case.images, volume=True)
         wrong = (mask != case.full_masks.astype(bool)).reshape(len(mask), -1).sum(1)
+        window = display_window(flair_of(case.images))  # one window per patient, as in report.html
         for i in sorted(np.argsort(-wrong, kind="stable")[:per_patient]):
             title = f"{row['patient']} (patient Dice {row['dice']:.2f}) slice {case.names[i].rsplit('_', 1)[-1]}"
-            strips.append(overlay(case.images[i], mask[i], case.full_masks[i], title=title))
+            strips.append(overlay(case.images[i], mask[i], case.full_masks[i], title=title, window=window))
     write_png(out, stack_strips(strips))
     print(f"wrote {out}")
 
