@@ -210,7 +210,8 @@ def job(npz: Path, tmp: Path, recipe: str, fold: int, device: str, extra: dict) 
     runs.find_cases = lambda root, limit=0, ids=None: data.cases[:limit] if limit else data.cases
     validation.load_case = data.load_case
     train.check_data = lambda root, **_: {"errors": [], "warnings": [], "skipped_folders": []}
-    train.validate_counts = lambda model, cases, config, threshold=0.5: torch.zeros(len(cases), 4, dtype=torch.int64)
+    zeros = lambda model, cases, config, threshold=0.5: torch.zeros(len(cases), 4, dtype=torch.int64)  # noqa: E731
+    train.validate_counts = members.validate_counts = zeros  # a run's validation, and an ensemble's
     train.plot_curves = lambda history, path: None
     resume = (out / "last.safetensors").exists()
     if resume:  # a fold cut off before; only the same options may continue it

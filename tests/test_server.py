@@ -93,8 +93,8 @@ def test_openapi_schema(server):
     volume = schema["components"]["schemas"]["VolumeAnswer"]["properties"]
     assert "most inferior" in volume["slices_with_tumor"]["description"]
     body = httpx.get(server + "/api/v1/health").json()
-    assert set(body) == {"status", "model", "version", "backend", "busy", "max_busy"} and body["status"] == "ok"
-    assert body["busy"] == 0 and body["max_busy"] == 2  # nothing is being segmented; MAX_BUSY
+    assert set(body) == {"status", "model", "version", "backend", "busy", "max_busy", "waiting"}
+    assert body["status"] == "ok" and body["busy"] == body["waiting"] == 0 and body["max_busy"] == 2  # MAX_BUSY
 
 
 def test_an_unknown_format_names_the_ones_there_are(server, lgg_root):
@@ -241,10 +241,12 @@ def test_segment_nifti_volume(server, lgg_root, tmp_path):
         tumor = pics["mask"] > 0  # the overlay: the MRI, tinted red where the mask is
         plain = np.repeat(pics["mri"][..., None], 3, axis=2)
         other = ~tumor & (pics["overlay"] != plain).any(-1)  # elsewhere only the outline of what was dropped
-        other[:16] = other[-16:] = other[:, :16] = other[:, -16:] = False  # and the R/L/A/P letters at the edges
         assert (pics["overlay"][other] == 255).all() and (other.any() == bool(s["dropped_px"])), s
         assert (pics["overlay"][tumor, 0] >= pics["mri"][tumor]).all() and pics["mri"].std() > 10
         assert pics["mri"].shape == pics["overlay"].shape[:2] == pics["mask"].shape  # the MRI in grayscale
+        # R at the left edge, on the MRI as on the overlay (the page lays one over the other: letters
+        # on the overlay alone faded with its opacity slider)
+        assert (pics["mri"][96:160, :16] == 255).any(), "no R at the left edge"
         sizes.add(pics["mask"].shape)
     assert len(sizes) == 1 and sorted(sizes.pop()) == sorted(arr.shape[:2])  # the volume's own in-plane size
     last = body["slices"][-1]["mri"]

@@ -148,7 +148,7 @@ def test_a_dim_slice_is_windowed_for_display_and_the_model_input_is_left_alone()
     from tumorseg.viz import display_slice, display_window
 
     assert display_window(dim) == pytest.approx(tuple(np.percentile(dim[dim > 0], [0.5, 99.5])))
-    assert np.array_equal(display_slice(chw), display_slice(chw, window=None))  # the API's own: as it was
+    assert np.array_equal(display_slice(chw), display_slice(chw, window=None))  # the default: as it was
     assert np.array_equal(display_slice(chw)[..., 0], dim)
     raw = _panels(overlay(chw, empty, window=False), 3, 128)[0]
     assert int(np.ptp(raw[below])) <= 40

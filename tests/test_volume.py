@@ -325,3 +325,26 @@ def test_a_volume_overlay_that_cannot_be_written_leaves_the_mask_counted(nifti, 
     nib.save(nib.Nifti1Image(np.asanyarray(src.dataobj)[..., 1], src.affine), str(flair))
     r = cli_here("predict", "--flair", str(flair), "--out", str(tmp_path / "f"), "--probabilities")
     assert r.returncode == 0 and "warning: --probabilities: written for 2D slices only" in r.stderr, r.stderr
+
+
+def test_a_volume_that_states_no_orientation_gets_no_left_right_letters(nifti, tmp_path):
+    """Volume overlays carry R/L/A/P letters; a NIfTI whose qform and sform codes are 0 states no
+    orientation (nibabel assumes one), so its letters and "the patient's right on the left" would
+    claim a side the file never gave. It gets neither, and a note says why."""
+    from PIL import Image
+
+    arr = np.asarray(nib.load(nifti).dataobj)
+    unstated = nib.Nifti1Image(arr, None)  # qform_code = sform_code = 0
+    for name, affine in (("bare", None), ("placed", unstated.header.get_base_affine())):  # the same voxels
+        (tmp_path / name).mkdir()
+        nib.save(nib.Nifti1Image(arr, affine), tmp_path / name / "scan.nii.gz")  # one name: titles alike
+        r = cli_here("predict", str(tmp_path / name / "scan.nii.gz"), "--out", str(tmp_path / name), "--overlay")
+        assert r.returncode == 0, r.stderr
+    notes = {n: json.loads((tmp_path / n / "scan_summary.json").read_text())["notes"] for n in ("bare", "placed")}
+    assert any("states no orientation" in n for n in notes["bare"]), notes
+    assert not any("states no orientation" in n for n in notes["placed"]), notes
+    bare, placed = (np.asarray(Image.open(tmp_path / n / "scan_overlay.png")) for n in ("bare", "placed"))
+    assert bare.shape == placed.shape
+    assert (bare[:, :24] != placed[:, :24]).any()  # the R at the MRI panel's left edge, on the placed one only
+    assert read_nifti(tmp_path / "bare" / "scan.nii.gz").oriented is False
+    assert read_nifti(tmp_path / "placed" / "scan.nii.gz").oriented

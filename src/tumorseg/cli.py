@@ -441,9 +441,7 @@ def predict(
                                           min_size=min_size, fill_holes=fill_holes, largest=largest)  # fmt: skip
     stacked = PredictResult()
     if flair:
-        if probabilities:
-            typer.secho("warning: --probabilities: written for 2D slices only, not for the --flair volume", err=True)
-        stacked = predict_stacked(flair, t1, t1c, out, predictor, overlay, inputs)
+        stacked = predict_stacked(flair, t1, t1c, out, predictor, overlay, inputs, probabilities)
         say_close_calls(stacked.notes)
         if not inputs:
             typer.echo(_segmented(1 - len(stacked.failed), 1, len(stacked.written), out))

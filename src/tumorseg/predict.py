@@ -398,11 +398,14 @@ def _overlay_truth(
     return binary_masks([t], labels)[0]
 
 
-def volume_overlay(slices: np.ndarray, masks: np.ndarray, dropped: np.ndarray, name: str, most: int = 6) -> np.ndarray:
+def volume_overlay(
+    slices: np.ndarray, masks: np.ndarray, dropped: np.ndarray, name: str, most: int = 6, oriented: bool = True
+) -> np.ndarray:
     """Up to `most` axial slices of a volume, inferior to superior, each as MRI | prediction |
     overlay (`overlay`, what the largest-region step dropped outlined): spread over the slices
     with tumor, or with a dropped region, or the middle slice when there is neither. Drawn as
-    `volume_slices` cuts them: radiological view, the patient's right on the image's left."""
+    `volume_slices` cuts them: radiological view, the patient's right on the image's left, with
+    R/L/A/P letters at the edges, unless the file stated no orientation (`oriented` False)."""
     areas = (masks | dropped).reshape(len(masks), -1).sum(1)
     shown = np.flatnonzero(areas) if areas.any() else np.array([len(masks) // 2])
     if len(shown) > most:  # spread over the tumor's extent, its largest slice among them
@@ -412,8 +415,10 @@ def volume_overlay(slices: np.ndarray, masks: np.ndarray, dropped: np.ndarray, n
         shown = np.unique(picks)
     last = len(masks) - 1
     window = display_window(flair_of(slices))  # one display window for the volume: its slices stay comparable
-    strips = [overlay(slices[i], masks[i], None, dropped=dropped[i], window=window, letters=AXIAL_RADIOLOGICAL,
-                      title=f"{name}  slice {i} of 0-{last}, 0 the most inferior; the patient's right on the left")
+    letters, view = (AXIAL_RADIOLOGICAL, "the patient's right on the left") if oriented else (
+        None, "left and right not stated by the file")  # fmt: skip
+    strips = [overlay(slices[i], masks[i], None, dropped=dropped[i], window=window, letters=letters,
+                      title=f"{name}  slice {i} of 0-{last}, 0 the most inferior; {view}")
               for i in shown]  # fmt: skip
     return stack_strips(strips)
 
@@ -462,7 +467,7 @@ def predict_volume(
     if overlays:
         target = prefix.parent / f"{prefix.name}_overlay.png"
         try:
-            write_png(target, volume_overlay(slices, masks, dropped, prefix.name))
+            write_png(target, volume_overlay(slices, masks, dropped, prefix.name, oriented=vol.oriented))
             written.append(target)
         except OSError as exc:  # the mask stands, and is counted: say why there is no overlay
             notes.append(f"no overlay written: {target}: {exc.strerror or exc}")
@@ -493,6 +498,7 @@ def predict_stacked(
     predictor: Predictor,
     overlays: bool = False,
     inputs: Sequence[str | Path] = (),
+    probabilities: bool = False,
     err: Log | None = None,
 ) -> PredictResult:
     """Segment the volume stacked from separate sequence files (`predict --flair`, with `--t1` and
@@ -503,6 +509,8 @@ def predict_stacked(
     stem = volume_stem(flair)
     if inputs and stem in volume_output_stems(list(inputs)):  # checked before anything is written
         raise TumorsegError(f"--flair {flair} and an INPUT volume share the name {stem!r}; their outputs would collide")
+    if probabilities:  # asked for the other inputs, perhaps
+        err("warning: --probabilities: written for 2D slices only, not for the --flair volume")
     vol, notes = stack_channels(read_volume(t1) if t1 else None, read_volume(flair), read_volume(t1c) if t1c else None)
     make_out_dir(out)
     result = PredictResult(inputs=1)

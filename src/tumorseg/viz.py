@@ -70,10 +70,10 @@ def display_slice(image: np.ndarray, window: Window = False) -> np.ndarray:
     `window`, for display only: True stretches the FLAIR between the 0.5th and 99.5th
     percentiles of its own non-zero pixels (`display_window`), so a dim scan is not drawn near
     black; a (lo, hi) pair, such as `display_window` of a whole volume's FLAIR, stretches every
-    slice alike; False or None (the default, which the API's images pair with) draws the
-    values as they are, as does a window of a blank or one-valued image. Only FLAIR is
-    drawn, so only FLAIR is windowed, by its own values: the three sequences have scales of
-    their own, and a window pooled over them would let T1 or T1c set FLAIR's."""
+    slice alike; False or None (the default) draws the values as they are, as does a window of
+    a blank or one-valued image. Only FLAIR is drawn, so only FLAIR is windowed, by its own
+    values: the three sequences have scales of their own, and a window pooled over them would
+    let T1 or T1c set FLAIR's."""
     return _display(image, window)[0]
 
 

@@ -62,6 +62,7 @@ class Volume:
     header: object = None
     dicom_sources: list | None = None  # the series' datasets in slice order (voxel axis 2)
     assumed: str = ""  # a size the file did not give and 1 mm stands for, as nibabel reads it ("" = none)
+    oriented: bool = True  # False: a NIfTI whose qform and sform codes are 0 (left and right unknown)
 
     @property
     def channels(self) -> int:
@@ -128,7 +129,16 @@ def read_nifti(path: str | Path, max_voxels: int = MAX_VOXELS, max_slice_pixels:
     # the spacing of the affine the voxels are placed by (sform or qform), not the header's pixdim,
     # which a writer may leave at 1 mm: volumes, areas and HD95 then agree with the geometry
     return Volume(data, affine, affine_spacing(affine), source=str(path), header=img.header,
-                  assumed=_unsized_axes(path, img.header))  # fmt: skip
+                  assumed=_unsized_axes(path, img.header), oriented=_states_orientation(img.header))  # fmt: skip
+
+
+def _states_orientation(header) -> bool:
+    """Whether a NIfTI header places its voxels in the patient (qform or sform code above 0);
+    with both 0, nibabel's default stands in, and left and right are a guess."""
+    try:
+        return int(header["qform_code"]) > 0 or int(header["sform_code"]) > 0
+    except (KeyError, TypeError, ValueError):  # not a NIfTI header (Analyze): nothing stated either
+        return False
 
 
 def _check_vox_offset(path: Path) -> None:
@@ -207,7 +217,8 @@ def in_voxel_order_of(vol: Volume, ref: Volume) -> tuple[Volume, str]:
     # the header and DICOM datasets describe the old voxel order: dropped; the unsized axes are renamed
     axes = [a.strip() for a in vol.assumed.split(",") if a.strip()]
     assumed = ", ".join(sorted("xyz"[int(move["xyz".index(a), 0])] for a in axes))
-    return Volume(array, affine, affine_spacing(affine), vol.modality, vol.source, assumed=assumed), said
+    return Volume(array, affine, affine_spacing(affine), vol.modality, vol.source, assumed=assumed,
+                  oriented=vol.oriented), said  # fmt: skip
 
 
 def stack_channels(t1: Volume | None, flair: Volume, t1c: Volume | None) -> tuple[Volume, list[str]]:
@@ -238,7 +249,7 @@ def stack_channels(t1: Volume | None, flair: Volume, t1c: Volume | None) -> tupl
         parts = [p.astype(np.float32) for p in parts]
     # from DICOM series, a SEG references the FLAIR series
     stacked = Volume(np.stack(parts, -1), flair.affine, flair.spacing, source=flair.source, header=flair.header,
-                     dicom_sources=flair.dicom_sources, assumed=flair.assumed)  # fmt: skip
+                     dicom_sources=flair.dicom_sources, assumed=flair.assumed, oriented=flair.oriented)  # fmt: skip
     return stacked, notes
 
 
@@ -342,6 +353,11 @@ def geometry_notes(vol: Volume, anisotropy: float = 2.0, oblique_deg: float = 25
         notes.append(
             f"the file gives no voxel size along {vol.assumed} ({why}): 1 mm is assumed, "
             "so the tumor volume in mL and the areas in mm2 are not to be trusted"
+        )
+    if not vol.oriented:
+        notes.append(
+            "the file states no orientation (its qform and sform codes are 0): the patient's left and right "
+            "are not known, so the images carry no R/L letters"
         )
     r, a, _ = _canonical_spacing(vol)
     if max(r, a) > anisotropy * min(r, a):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import json
 import logging
 import re
 import shutil
@@ -34,7 +35,16 @@ from ..errors import MissingExtraError, TooLargeError, TumorsegError
 from ..infer import INFERIOR_FIRST, Predictor, default_weights
 from ..io import read_image
 from ..shipped import DEFAULT_WEIGHTS, LICENSE, MODEL_CARD
-from ..viz import AXIAL_RADIOLOGICAL, data_url, display_slice, display_window, flair_of, mask_overlay, png_bytes
+from ..viz import (
+    AXIAL_RADIOLOGICAL,
+    data_url,
+    display_slice,
+    display_window,
+    flair_of,
+    mask_overlay,
+    orientation_letters,
+    png_bytes,
+)
 from ..volume import need_medical
 from .card import card_html, no_card_html
 from .middleware import BodyLimit, Guard, error
@@ -212,8 +222,9 @@ class HealthAnswer(BaseModel):
     model: str
     version: str
     backend: str
-    busy: int = Field(description="uploads being segmented now; more wait for a slot, then get 503")
+    busy: int = Field(description="uploads being segmented now")
     max_busy: int = Field(description="uploads segmented at once (TUMORSEG_SERVE_MAX_BUSY)")
+    waiting: int = Field(description="uploads waiting for a slot (each gets 503 after TUMORSEG_SERVE_BUSY_WAIT s)")
 
 
 BINARY = {"schema": {"type": "string", "format": "binary"}}  # a file, not JSON
@@ -320,6 +331,7 @@ def create_app(
     lock = threading.Lock()  # one inference at a time: the cores are shared anyway
     slots = asyncio.Semaphore(max_busy)  # uploads read, decoded and answered at once: bounds a burst's memory
     free = [max_busy]  # slots not taken, for /api/v1/health (the semaphore's own count is private)
+    waiting = [0]  # uploads read whole and waiting for a slot, for /api/v1/health
     owned = results_dir is None
     results = Path(tempfile.mkdtemp(prefix="tumorseg-serve-")) if owned else Path(results_dir)
     results.mkdir(parents=True, exist_ok=True)
@@ -368,7 +380,7 @@ def create_app(
         """The loaded model's id and version, and the inference backend (async: it answers while
         uploads are segmented in the threadpool)."""
         return HealthAnswer(status="ok", model=model_id, version=__version__, backend=predictor.backend,
-                            busy=max_busy - free[0], max_busy=max_busy)  # fmt: skip
+                            busy=max_busy - free[0], max_busy=max_busy, waiting=waiting[0])  # fmt: skip
 
     app.head("/api/v1/health", include_in_schema=False)(health)  # one operation in the schema
 
@@ -443,7 +455,11 @@ def create_app(
                 need_medical("upload", "reading NIfTI")
             except MissingExtraError as exc:
                 return error(415, str(exc))
-        got = await wait_for_slot(slots, request, busy_wait)
+        waiting[0] += 1
+        try:
+            got = await wait_for_slot(slots, request, busy_wait)
+        finally:
+            waiting[0] -= 1
         if got == "busy":
             being = f"{max_busy} uploads are" if max_busy > 1 else "1 upload is"
             return error(503, f"busy: {being} being segmented; try again shortly", {"Retry-After": "5"})
@@ -516,8 +532,10 @@ def create_app(
             write_nifti(part / "mask.nii.gz", mask_to_volume(masks, vol), vol)
             if format != "png":  # the arrays the slice images are drawn from, each image when asked for
                 np.save(part / "flair.npy", flair_of(slices))
-                # one display window for the volume's images: its slices stay comparable
-                np.save(part / "window.npy", np.array(display_window(flair_of(slices)) or (0.0, 0.0)))
+                # one display window for the volume's images (its slices stay comparable); edge
+                # letters where the file states the orientation
+                view = {"window": display_window(flair_of(slices)), "letters": vol.oriented}
+                (part / "view.json").write_text(json.dumps(view))
                 np.save(part / "masks.npy", np.packbits(np.asarray(masks, bool), axis=-1))  # a bit a pixel
                 np.save(part / "dropped.npy", np.packbits(dropped, axis=-1))  # outlined on the overlays
             part.rename(results / rid)
@@ -578,6 +596,7 @@ def create_app(
         try:
             flair, masks, gone = (np.load(path.parent / f"{n}.npy", mmap_mode="r") for n in ("flair", "masks",
                                                                                              "dropped"))  # fmt: skip
+            view = json.loads((path.parent / "view.json").read_text())
         except FileNotFoundError:  # expired by another worker just now
             return error(404, "no such result: results are kept for an hour at most")
         if not 0 <= i < len(masks):
@@ -587,17 +606,18 @@ def create_app(
             head = Response(b"", media_type="image/png", headers=cache)
             del head.headers["content-length"]  # not known without drawing it
             return head
-        window = tuple(np.load(path.parent / "window.npy")) if (path.parent / "window.npy").is_file() else None
+        window, letters = view["window"], AXIAL_RADIOLOGICAL if view["letters"] else None
         with drawing:  # each may take 200 MB for a 4096x4096 slice: a few at once, the others wait
             mri = np.asarray(flair[i])
             mask = np.unpackbits(masks[i], axis=-1, count=mri.shape[-1]).astype(bool)
             if name == "mri":
-                image = display_slice(mri, window=window)[..., 0]  # grayscale, windowed as the overlay
+                # grayscale, windowed and lettered as the overlay, which the page lays over it
+                image = orientation_letters(display_slice(mri, window=window), letters)[..., 0]
             elif name == "mask":
                 image = mask.astype(np.uint8) * 255
             else:
                 dropped = np.unpackbits(gone[i], axis=-1, count=mri.shape[-1]).astype(bool)
-                image = mask_overlay(mri[None], mask, dropped, window=window, letters=AXIAL_RADIOLOGICAL)
+                image = mask_overlay(mri[None], mask, dropped, window=window, letters=letters)
             png = png_bytes(image, level=3)
         return Response(png, media_type="image/png", headers=cache)
 
