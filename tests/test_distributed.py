@@ -346,8 +346,15 @@ def test_a_rank_waiting_for_a_peer_that_never_starts_says_so(tiny_lgg, tmp_path)
            "MASTER_PORT": str(free_port())}  # fmt: skip
     cmd = [sys.executable, "-m", "tumorseg", "train", "--data", str(tiny_lgg), "--epochs", "1", "--out",
            str(tmp_path / "run"), "--threads", "1"]  # fmt: skip
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(25)  # start-up, then the 10 s before the note
+    import threading
+
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(p.stderr), daemon=True).start()
+    note = "rank 0: still waiting for all 2 processes to join at 127.0.0.1:"
+    deadline = time.monotonic() + 120  # start-up, then the 10 s before the note (a fixed sleep raced start-up)
+    while not any(note in line for line in lines) and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.2)
     p.send_signal(signal.SIGKILL)
-    _, err = p.communicate(timeout=60)
-    assert "rank 0: still waiting for all 2 processes to join at 127.0.0.1:" in err, err[-3000:]
+    p.wait(timeout=60)
+    assert any(note in line for line in lines), "".join(lines)[-3000:]

@@ -276,35 +276,51 @@ def test_bigtiff_is_read_and_a_wrong_kind_of_request_is_explained(served, lgg_ro
     assert none.status_code == 422 and "no file in the field 'file'" in none.json()["error"], none.json()
 
 
+def big_volume(lgg_root, path) -> bytes:
+    """A NIfTI of 140 slices of 512x512 (a real FLAIR, tiled and upscaled): 5-9 s of the only
+    decoding slot here, so tests that need the slot held do not race a volume of 1 s."""
+    import nibabel as nib
+
+    from tumorseg.data.lgg import find_cases, load_case
+
+    flair = load_case(find_cases(lgg_root / "TCGA_DU_5872_19950223")[0], None).images[:, 1]
+    big = np.kron(np.tile(flair, (2, 1, 1))[:140], np.ones((1, 2, 2), np.uint8))
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(big.transpose(2, 1, 0)), np.diag([0.45, 0.45, 3, 1.0])), path)
+    return path.read_bytes()
+
+
+def wait_health(url: str, key: str, value: int, slow=None, deadline: float = 120) -> None:
+    """Poll /api/v1/health until `key` is `value`; `slow` (a future) must not finish meanwhile."""
+    end = time.monotonic() + deadline
+    while (health := httpx.get(url + "/api/v1/health", timeout=60).json())[key] != value:
+        assert time.monotonic() < end, f"{key} never became {value}: {health}"
+        assert slow is None or not slow.done(), slow.result().text
+        time.sleep(0.02)
+
+
 def test_a_burst_waits_for_a_decoding_slot_then_gets_503(lgg_root, tmp_path):
     """Decoding and answering once ran in every threadpool thread at once: a dozen small uploads
     that decode to gigabytes could exhaust the memory. Now `MAX_BUSY` uploads are segmented at a
     time; one that waits longer than `BUSY_WAIT` seconds for a slot gets 503 with Retry-After."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tumorseg.data.lgg import find_cases
-
-    patient = "TCGA_DU_5872_19950223"  # 71 slices: a few seconds to segment and answer
-    n = len(find_cases(lgg_root / patient)[0].images)
-    path, _ = case_nifti(lgg_root, patient, slice(0, n), tmp_path / "scan.nii.gz")
-    volume = path.read_bytes()
+    volume = big_volume(lgg_root, tmp_path / "big.nii.gz")
     small = (lgg_root / SLICE).read_bytes()
     env = {**os.environ, "TUMORSEG_SERVE_MAX_BUSY": "1", "TUMORSEG_SERVE_BUSY_WAIT": "0.3"}
     url, proc = start_server(env=env)
     try:
         with ThreadPoolExecutor(1) as ex:
-            slow = ex.submit(post, url, volume, "scan.nii.gz")
+            slow = ex.submit(post, url, volume, "big.nii.gz")
             # small uploads start once the volume holds the slot: one sent earlier could take it
             # first, and the volume, waiting more than 0.3 s, got the 503 (a CI failure)
-            while httpx.get(url + "/api/v1/health", timeout=60).json()["busy"] == 0 and not slow.done():
-                time.sleep(0.02)
+            wait_health(url, "busy", 1, slow)
             answers = []
             while not slow.done() and len(answers) < 50:
-                time.sleep(0.2)
                 answers.append(post(url, small))
+                time.sleep(0.2)
             assert slow.result().status_code == 200
         refused = [r for r in answers if r.status_code == 503]
-        assert refused, f"no upload was refused while a {n}-slice volume was segmented: {answers}"
+        assert refused, f"no upload was refused while a 140-slice volume was segmented: {answers}"
         assert refused[0].headers["Retry-After"] == "5"
         assert refused[0].json()["error"].startswith("busy: 1 upload is being segmented")  # once "1 uploads are"
         assert all(r.status_code in (200, 503) for r in answers)
@@ -321,9 +337,10 @@ def test_an_upload_whose_client_left_while_it_waited_is_not_segmented(lgg_root, 
 
     from tumorseg.data.lgg import find_cases
 
-    patient = "TCGA_DU_5872_19950223"  # 71 slices: a few seconds to segment and answer
+    patient = "TCGA_DU_5872_19950223"
     n = len(find_cases(lgg_root / patient)[0].images)
     volume = case_nifti(lgg_root, patient, slice(0, n), tmp_path / "scan.nii.gz")[0].read_bytes()
+    big = big_volume(lgg_root, tmp_path / "big.nii.gz")
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = {**os.environ, "TUMORSEG_SERVE_MAX_BUSY": "1", "TUMORSEG_SERVE_BUSY_WAIT": "120", "TMPDIR": str(tmp)}
@@ -331,12 +348,19 @@ def test_an_upload_whose_client_left_while_it_waited_is_not_segmented(lgg_root, 
     try:
         [results] = list(tmp.glob("tumorseg-serve-*"))
         with ThreadPoolExecutor(1) as ex:
-            slow = ex.submit(post, url, volume, "scan.nii.gz")
-            while not list(tmp.glob("tumorseg-upload-*")):  # the first upload holds the slot
-                assert not slow.done(), slow.result().text
-                time.sleep(0.05)
-            with pytest.raises(httpx.TimeoutException):  # sent whole, then given up on while it waits
-                post(url, volume, "scan.nii.gz", timeout=httpx.Timeout(60, read=1.0))
+            slow = ex.submit(post, url, big, "big.nii.gz")
+            wait_health(url, "busy", 1, slow)  # the big volume holds the only slot
+            boundary = "tumorsegtest"
+            part = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="scan.nii.gz"\r\n'
+                    "Content-Type: application/octet-stream\r\n\r\n")  # fmt: skip
+            body = part.encode() + volume + f"\r\n--{boundary}--\r\n".encode()
+            host = url.removeprefix("http://")
+            head = (f"POST /api/v1/segment HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"
+                    f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode()  # fmt: skip
+            with socket.create_connection(tuple(host.rsplit(":", 1))) as sock:
+                sock.sendall(head + body)  # sent whole, then given up on while it waits
+                wait_health(url, "waiting", 1, slow)
+            wait_health(url, "waiting", 0, slow)  # dropped when its client left, before the slot was free
             assert slow.result().status_code == 200
         assert post(url, volume, "scan.nii.gz").status_code == 200  # after the abandoned one had its turn
         assert len([p for p in results.iterdir() if p.is_dir()]) == 2  # the first and the last, not the abandoned
@@ -415,25 +439,19 @@ def test_a_burst_of_uploads_leaves_the_page_answering(lgg_root, tmp_path):
     waited for the uploads ahead (31 s for `GET /` beside 50). A waiting upload now holds neither."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import nibabel as nib
-
-    from tumorseg.data.lgg import find_cases, load_case
-
-    flair = load_case(find_cases(lgg_root / "TCGA_DU_5872_19950223")[0], None).images[:, 1]
-    big = np.kron(np.tile(flair, (2, 1, 1))[:140], np.ones((1, 2, 2), np.uint8))  # 140 slices of 512x512
-    path = tmp_path / "big.nii.gz"
-    nib.save(nib.Nifti1Image(np.ascontiguousarray(big.transpose(2, 1, 0)), np.diag([0.45, 0.45, 3, 1.0])), path)
+    volume = big_volume(lgg_root, tmp_path / "big.nii.gz")
     small = (lgg_root / SLICE).read_bytes()
     env = {**os.environ, "TUMORSEG_SERVE_MAX_BUSY": "1", "TUMORSEG_SERVE_BUSY_WAIT": "120"}
     url, proc = start_server(env=env)
     try:
         with ThreadPoolExecutor(46) as ex:
-            slow = ex.submit(post, url, path.read_bytes(), "big.nii.gz")  # about 5 s of the only slot
-            time.sleep(1.0)
+            slow = ex.submit(post, url, volume, "big.nii.gz")  # about 5 s of the only slot
+            wait_health(url, "busy", 1, slow)
             waiting = [ex.submit(post, url, small) for _ in range(45)]
-            time.sleep(1.0)
+            wait_health(url, "waiting", 45, slow)
             page, script = httpx.get(url + "/", timeout=60), httpx.get(url + "/static/app.js", timeout=60)
-            assert not slow.done(), "the page answered only after the volume: it waited behind the queued uploads"
+            health = httpx.get(url + "/api/v1/health", timeout=60).json()
+            assert health["busy"] == 1 and health["waiting"] == 45, "the page answered only after the volume"
             assert page.status_code == 200 and script.status_code == 200
             assert slow.result().status_code == 200
             assert [w.result().status_code for w in waiting] == [200] * 45
@@ -489,8 +507,12 @@ def test_limit_concurrency_answers_503_beyond_its_connections():
     port = int(url.rsplit(":", 1)[1])
     try:
         with socket.create_connection(("127.0.0.1", port)):
-            time.sleep(0.3)  # accepted: one open, the request is the second (uvicorn counted it: 1 was none)
-            assert httpx.get(url + "/api/v1/health", timeout=60).status_code == 200
+            # one open, the request is the second (uvicorn counted it: 1 was none); polled, as the
+            # close of start_server's own last request may not have been counted yet
+            deadline = time.monotonic() + 30
+            while httpx.get(url + "/api/v1/health", timeout=60).status_code != 200:
+                assert time.monotonic() < deadline, "a second connection was refused under --limit-concurrency 2"
+                time.sleep(0.1)
             with socket.create_connection(("127.0.0.1", port)):
                 time.sleep(0.3)
                 assert httpx.get(url + "/api/v1/health", timeout=60).status_code == 503
