@@ -1,10 +1,13 @@
 """The web page in real headless Chromium (Debian's), driven by Playwright."""
 
+import io
 import shutil
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 sync_api = pytest.importorskip("playwright.sync_api")
 from conftest import case_nifti, png_header_only  # noqa: E402
@@ -86,6 +89,24 @@ def test_keyboard_opens_the_file_chooser(browser, server):
     page.wait_for_function("() => window.__chooserClicks === 1", timeout=5000)
     page.keyboard.press("Tab")  # moving on does not click it again
     assert page.evaluate("window.__chooserClicks") == 1
+
+
+def test_a_volume_that_states_no_orientation_is_labelled_in_the_files_order(browser, server, lgg_root, tmp_path):
+    """With no qform or sform code above 0 nibabel guesses the orientation: the slider once said
+    slices counted "from 0 at the most inferior" all the same, and the images carried R/L letters."""
+    nib = pytest.importorskip("nibabel")
+    path, _ = case_nifti(lgg_root, "TCGA_CS_5395_19981004", slice(2, 16), tmp_path / "scan.nii.gz")
+    bare = tmp_path / "bare.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(nib.load(path).dataobj), None), bare)
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.set_input_files("#file", str(bare))
+    page.wait_for_selector("#notes:not([hidden])", timeout=60000)
+    assert "states no orientation" in page.inner_text("#notes")
+    label = page.inner_text("#slice-label")
+    assert "in the file's order (it states no orientation)" in label and "most inferior" not in label, label
+    mri = httpx.get(server + page.get_attribute("#base", "src"), timeout=60)
+    assert not (np.asarray(Image.open(io.BytesIO(mri.content)))[96:160, :16] == 255).any()  # no R drawn
 
 
 def test_volume_notes_are_shown_and_cleared(browser, server, lgg_root, tmp_path):

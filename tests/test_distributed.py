@@ -350,11 +350,18 @@ def test_a_rank_waiting_for_a_peer_that_never_starts_says_so(tiny_lgg, tmp_path)
 
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(p.stderr), daemon=True).start()
+
+    def read() -> None:
+        for line in p.stderr:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     note = "rank 0: still waiting for all 2 processes to join at 127.0.0.1:"
     deadline = time.monotonic() + 120  # start-up, then the 10 s before the note (a fixed sleep raced start-up)
     while not any(note in line for line in lines) and time.monotonic() < deadline and p.poll() is None:
         time.sleep(0.2)
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=60)
+    reader.join(10)
     assert any(note in line for line in lines), "".join(lines)[-3000:]

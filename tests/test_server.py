@@ -221,7 +221,7 @@ def test_segment_nifti_volume(server, lgg_root, tmp_path):
     r = httpx.post(server + "/api/v1/segment", files={"file": ("whatever", path.read_bytes())}, timeout=120)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["kind"] == "volume" and len(body["slices"]) == len(images)
+    assert body["kind"] == "volume" and len(body["slices"]) == len(images) and body["oriented"] is True
     areas = sum(s["tumor_area_px"] for s in body["slices"])
     assert body["tumor_volume_ml"] == pytest.approx(areas * 0.9 * 0.9 * 3.0 / 1000, rel=1e-6)
     mask = httpx.get(server + body["mask_url"], timeout=60)

@@ -357,7 +357,7 @@ def test_an_upload_whose_client_left_while_it_waited_is_not_segmented(lgg_root, 
             host = url.removeprefix("http://")
             head = (f"POST /api/v1/segment HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"
                     f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode()  # fmt: skip
-            with socket.create_connection(tuple(host.rsplit(":", 1))) as sock:
+            with socket.create_connection(tuple(host.rsplit(":", 1)), timeout=60) as sock:
                 sock.sendall(head + body)  # sent whole, then given up on while it waits
                 wait_health(url, "waiting", 1, slow)
             wait_health(url, "waiting", 0, slow)  # dropped when its client left, before the slot was free

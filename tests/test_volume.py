@@ -340,8 +340,11 @@ def test_a_volume_that_states_no_orientation_gets_no_left_right_letters(nifti, t
         nib.save(nib.Nifti1Image(arr, affine), tmp_path / name / "scan.nii.gz")  # one name: titles alike
         r = cli_here("predict", str(tmp_path / name / "scan.nii.gz"), "--out", str(tmp_path / name), "--overlay")
         assert r.returncode == 0, r.stderr
-    notes = {n: json.loads((tmp_path / n / "scan_summary.json").read_text())["notes"] for n in ("bare", "placed")}
+    summaries = {n: json.loads((tmp_path / n / "scan_summary.json").read_text()) for n in ("bare", "placed")}
+    notes = {n: summary["notes"] for n, summary in summaries.items()}
     assert any("states no orientation" in n for n in notes["bare"]), notes
+    orders = {n: summary["slice_order"] for n, summary in summaries.items()}
+    assert "the file's own slice order" in orders["bare"] and "most inferior" in orders["placed"], orders
     assert not any("states no orientation" in n for n in notes["placed"]), notes
     bare, placed = (np.asarray(Image.open(tmp_path / n / "scan_overlay.png")) for n in ("bare", "placed"))
     assert bare.shape == placed.shape

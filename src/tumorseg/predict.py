@@ -415,10 +415,10 @@ def volume_overlay(
         shown = np.unique(picks)
     last = len(masks) - 1
     window = display_window(flair_of(slices))  # one display window for the volume: its slices stay comparable
-    letters, view = (AXIAL_RADIOLOGICAL, "the patient's right on the left") if oriented else (
-        None, "left and right not stated by the file")  # fmt: skip
+    letters, view = (AXIAL_RADIOLOGICAL, "0 the most inferior; the patient's right on the left") if oriented else (
+        None, "in the file's order; its orientation is not stated")  # fmt: skip
     strips = [overlay(slices[i], masks[i], None, dropped=dropped[i], window=window, letters=letters,
-                      title=f"{name}  slice {i} of 0-{last}, 0 the most inferior; {view}")
+                      title=f"{name}  slice {i} of 0-{last}, {view}")
               for i in shown]  # fmt: skip
     return stack_strips(strips)
 

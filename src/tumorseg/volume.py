@@ -356,8 +356,9 @@ def geometry_notes(vol: Volume, anisotropy: float = 2.0, oblique_deg: float = 25
         )
     if not vol.oriented:
         notes.append(
-            "the file states no orientation (its qform and sform codes are 0): the patient's left and right "
-            "are not known, so the images carry no R/L letters"
+            "the file states no orientation (no qform or sform code above 0): left and right, front and back, "
+            "head and feet are not known, so slices are counted in the file's order and the images carry no "
+            "R/L/A/P letters"
         )
     r, a, _ = _canonical_spacing(vol)
     if max(r, a) > anisotropy * min(r, a):
@@ -428,7 +429,9 @@ def mask_summary(mask: np.ndarray, vol: Volume) -> dict:
             "pixels": int(areas[k]),
             "area_mm2": float(f"{areas[k] * canon_spacing[0] * canon_spacing[1]:.6g}"),
         },
-        "slice_order": "canonical RAS+ axial order, index 0 the most inferior slice",
+        "slice_order": "canonical RAS+ axial order, index 0 the most inferior slice"
+        if vol.oriented
+        else "the file's own slice order (it states no orientation, so which end is inferior is not known)",
     }
 
 

@@ -207,6 +207,10 @@ class VolumeAnswer(BaseModel):
     slices: list[VolumeSlice] = Field(description=f"one per axial slice: {ORDER}")
     tumor_volume_ml: float = Field(description="the mask's volume in mL, from the file's voxel size")
     slices_with_tumor: list[int] = Field(description=f"indices into `slices` with tumor: {ORDER}")
+    oriented: bool = Field(
+        description="false when the file states no orientation (no qform or sform code above "
+        "0): slices are then counted in the file's order, and no end is known to be inferior"
+    )
     max_probability: float
     runtime_ms: float
     mask_url: str = Field(description="URL, relative to the server, of the mask volume (.nii.gz, uint8 0/1, the "
@@ -560,6 +564,7 @@ def create_app(
                 for i, (m, d) in enumerate(zip(masks, dropped))
             ],
             "tumor_volume_ml": summary["tumor_volume_ml"],
+            "oriented": vol.oriented,
             "slices_with_tumor": summary["slices_with_tumor"],
             "max_probability": float(probs.max()) if probs.size else 0.0,
             "runtime_ms": runtime * 1000,

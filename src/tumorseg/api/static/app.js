@@ -48,7 +48,8 @@ function showSlice(i) {
   if (current.kind === "volume") {
     // the server's axial order, as its notes count: never the file's own, which may run head first
     const dropped = s.dropped_px ? `; ${s.dropped_px} px dropped, outlined in white` : "";
-    const text = `slice ${i} of 0-${current.slices.length - 1}, counted from 0 at the most inferior (tumor ${s.tumor_area_px} px${dropped})`;
+    const order = current.oriented ? "counted from 0 at the most inferior" : "in the file's order (it states no orientation)";
+    const text = `slice ${i} of 0-${current.slices.length - 1}, ${order} (tumor ${s.tumor_area_px} px${dropped})`;
     $("slice-label").textContent = text;
     $("slice").setAttribute("aria-valuetext", text);
   }
