@@ -24,13 +24,13 @@ from .evaluation_text import (
     tumor_free_note,
 )
 from .infer import (
-    INFERIOR_FIRST,
     Predictor,
     default_weights,
     drop_minor_components_3d,
     keep_largest_3d,
     postprocess,
     remove_small_components,
+    volume_order,
 )
 from .io import Log, atomic_write_text
 from .metrics import score_volume, summarize
@@ -381,7 +381,7 @@ def evaluate_volumes(
                 raise TumorsegError(f"{mask_path}: mask shape {truth_vol.array.shape} differs from image "
                                     f"{vol.array.shape}")  # fmt: skip
             slices, said = volume_slices(vol, predictor.config.channels)
-            pred, notes = predictor.segment_with_notes(slices, volume=True, order=INFERIOR_FIRST)
+            pred, notes = predictor.segment_with_notes(slices, volume=True, order=volume_order(vol.oriented))
         except (TumorsegError, OSError) as exc:  # the others are still scored and written
             failed.append({"image": str(image_path), "mask": str(mask_path), "error": str(exc)})
             log(f"  failed: {exc}")

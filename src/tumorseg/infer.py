@@ -265,6 +265,13 @@ CLOSE_CALL = 0.5  # a dropped 3D region this large against the kept one gets a n
 
 
 INFERIOR_FIRST = "slices counted from 0 at the most inferior"  # a volume's axial slices, as cut
+FILE_ORDER = "slices counted from 0 in the file's order"  # a volume that states no orientation
+
+
+def volume_order(oriented: bool) -> str:
+    """How a volume's slices are counted in notes: from the most inferior, or, for a file that
+    states no orientation (nibabel guesses one), in the file's own order."""
+    return INFERIOR_FIRST if oriented else FILE_ORDER
 
 
 def largest_3d_noted(

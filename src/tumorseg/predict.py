@@ -16,7 +16,7 @@ from .data.check import fewer_sequences_note
 from .data.lgg import holds_patients, kaggle_root_hint, select_channels, slice_number, slice_numbers
 from .dicom import is_dicom_series, looks_dicom, write_dicom_seg
 from .errors import DataError, TumorsegError
-from .infer import INFERIOR_FIRST, Predictor
+from .infer import Predictor, volume_order
 from .io import (
     IMAGE_SUFFIXES,
     OUTPUT_ENDINGS,
@@ -439,7 +439,7 @@ def predict_volume(
     slices, more = volume_slices(vol, predictor.config.channels)
     notes = [*notes, *more]
     probs = predictor.predict(slices, volume=True)
-    masks, said, dropped = predictor.mask_parts(probs, volume=True, order=INFERIOR_FIRST)
+    masks, said, dropped = predictor.mask_parts(probs, volume=True, order=volume_order(vol.oriented))
     notes += said
     if found is not None:
         found += [f"{vol.source}: {n}" for n in said]

@@ -32,7 +32,7 @@ from .. import __version__
 from ..data.check import T1_CHANNELS, fewer_sequences_note
 from ..data.lgg import select_channels
 from ..errors import MissingExtraError, TooLargeError, TumorsegError
-from ..infer import INFERIOR_FIRST, Predictor, default_weights
+from ..infer import Predictor, default_weights, volume_order
 from ..io import read_image
 from ..shipped import DEFAULT_WEIGHTS, LICENSE, MODEL_CARD
 from ..viz import (
@@ -525,7 +525,8 @@ def create_app(
         t0 = time.perf_counter()
         with lock:
             probs = predictor.predict(slices, volume=True)
-        masks, said, dropped = predictor.mask_parts(probs, volume=True, largest=not all_parts, order=INFERIOR_FIRST)
+        masks, said, dropped = predictor.mask_parts(probs, volume=True, largest=not all_parts,
+                                                 order=volume_order(vol.oriented))  # fmt: skip
         notes = [*notes, *said]
         runtime = time.perf_counter() - t0
         expire_results(results)
