@@ -486,6 +486,38 @@ def export(
     typer.echo(f"wrote {path} ({size / 1e6:.1f} MB)" if size >= 1e5 else f"wrote {path} ({size / 1e3:.0f} kB)")
 
 
+@app.command()
+def bench(
+    inputs: list[Path] = typer.Argument(
+        None, help="Slices to time (PNG/TIFF/JPEG files or folders, one size); default: 64 synthetic 256x256 slices."
+    ),  # fmt: skip
+    weights: Path | None = typer.Option(None, help="Checkpoint (.safetensors); default: the shipped model."),
+    backend: Backend = typer.Option("auto", help="The backend to time; auto: every one that can run here."),
+    batch_size: int = typer.Option(32, min=1, help="Slices per forward pass."),
+    repeats: int = typer.Option(5, min=1, help="Timed passes over the slices; the median is reported."),
+    out: Path | None = typer.Option(None, help="Also write the result as JSON here."),
+) -> None:
+    """Time the inference backends on this machine, and compare their probabilities with torch's."""
+    import json
+
+    from .bench import CONCRETE, bench, file_slices, table
+    from .infer import Predictor
+    from .io import atomic_write_text
+
+    if out is not None:
+        check_out_dir(out.parent)
+    images = None
+    if inputs:
+        channels = Predictor.from_checkpoint(weights, "torch").config.channels
+        images = file_slices(inputs, channels)
+    backends = CONCRETE if backend.value == "auto" else (backend.value,)
+    result = bench(weights, images, backends, batch_size, repeats, log=lambda msg: typer.echo(msg, err=True))
+    typer.echo(table(result))
+    if out is not None:
+        atomic_write_text(out, json.dumps(result, indent=2))
+        typer.echo(f"wrote {out}")
+
+
 def say_close_calls(notes: list[str]) -> None:
     """Count the notes that are close calls of the largest-region step (others, such as a missing
     sequence, were printed as they came)."""
