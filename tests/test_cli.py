@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -158,6 +159,11 @@ def test_resume_finds_its_data_after_a_move_and_refuses_other_patients(tiny_lgg,
     (fewer / first.name).symlink_to(first)
     r = cli_here("train", "--resume", run, "--data", fewer, "--epochs", "2", cwd=elsewhere)
     assert r.returncode == 2 and f"{fewer}: does not hold the patients {run / 'last.safetensors'}" in r.stderr
+    # counted per part of the split (once "10 patients differ" for a part of 5: a symmetric difference)
+    assert re.search(r"train: \d+ of its \d+ patients missing", r.stderr), r.stderr
+    for where, said in ((tmp_path / "nowhere", "no such run folder"), (run / "config.json", "is a file, not a run")):
+        r = cli_here("train", "--resume", where)  # once "nowhere/config.json: cannot read config ([Errno 2] ..."
+        assert r.returncode == 2 and f"{where}: {said}" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
     r = tumorseg("train", "--resume", run, "--data", "../work/lgg", "--epochs", "2", cwd=elsewhere)

@@ -108,7 +108,8 @@ def test_sigint_in_the_first_epoch_saves_nothing_and_the_same_command_runs_again
     p.send_signal(signal.SIGINT)
     stdout, err = p.communicate(timeout=120)
     assert p.returncode == 130, err
-    assert "before the first epoch was complete: nothing saved; start the run again" in stdout, stdout + err
+    # in epoch 1 ("before the first epoch was complete") or while the data loads (stopped at once)
+    assert "nothing saved; start the run again" in stdout, stdout + err
     assert not list(out.glob("*.safetensors"))
     r = subprocess.run([sys.executable, "-m", "tumorseg", "train", "--resume", str(out)], capture_output=True,
                        text=True, timeout=300)  # fmt: skip

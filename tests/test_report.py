@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from types import SimpleNamespace
@@ -222,3 +223,25 @@ def test_the_region_the_largest_region_step_dropped_is_shown_outlined(tmp_path):
     assert strips[-1][1].endswith("0 px missed, 16 px dropped by the largest-region step (outlined)")
     html = build_report(_result({"A": (case, pred)}), {"A": (case, pred, dropped)}, tmp_path / "w.safetensors")
     assert html.count("px dropped by the largest-region step") == 1
+
+
+def test_an_ensembles_report_shows_each_members_training_curves(tmp_path):
+    """`evaluate --report` on an ensemble had no training curves: its folder has no curves.png of
+    its own, only its members' (README: the curves "when the weights sit in a run folder")."""
+    from PIL import Image
+
+    from tumorseg.io import write_png
+    from tumorseg.report import run_curves
+
+    ens = tmp_path / "ens"
+    for i, height in ((0, 40), (1, 30), (10, 20)):
+        (ens / f"member{i}").mkdir(parents=True)
+        write_png(ens / f"member{i}" / "curves.png", np.full((height, 50, 3), 10 * i, np.uint8))
+    (ens / "member_old").mkdir()  # not a member: left out
+    write_png(ens / "member_old" / "curves.png", np.zeros((99, 50, 3), np.uint8))
+    stacked = np.asarray(Image.open(io.BytesIO(run_curves(ens / "last.safetensors"))))
+    assert stacked.shape[0] == 40 + 6 + 30 + 6 + 20  # members 0, 1, 10 in order, 6 white rows apart
+    assert (stacked[:40] == 0).all() and (stacked[46:76] == 10).all() and (stacked[-20:] == 100).all()
+    write_png(ens / "curves.png", np.zeros((5, 5, 3), np.uint8))  # a plain run's own curves come first
+    assert np.asarray(Image.open(io.BytesIO(run_curves(ens / "last.safetensors")))).shape[0] == 5
+    assert run_curves(tmp_path / "elsewhere" / "w.safetensors") is None

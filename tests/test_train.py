@@ -473,3 +473,34 @@ def test_device_cuda_without_cuda_says_how_to_install_it(tiny_lgg, tmp_path):
     ):
         fit(cfg, progress=False, log=lambda *a: None)
     assert not (tmp_path / "r").exists()
+
+
+def _signal_on(line_start: str, said: list[str]):
+    """A `log` that keeps each line and sends this process SIGINT when one starts with `line_start`."""
+    import os
+    import signal
+
+    def log(msg: str) -> None:
+        said.append(msg)
+        if msg.startswith(line_start):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return log
+
+
+def test_a_signal_while_loading_or_after_the_last_epoch_stops_and_says_so(tiny_lgg, tmp_path):
+    """Under torchrun a signal while the data loaded once ended the run without a word; in one
+    process it waited for the data, the model and a batch. And a signal during the last epoch's
+    validation or saving was passed over: the run (or an ensemble's combining) went on to exit 0."""
+    from tumorseg.errors import Interrupted
+
+    said: list[str] = []
+    with pytest.raises(Interrupted):  # at once, from the log line after the patients were decoded
+        fit(tiny_config(tiny_lgg, tmp_path / "a", epochs=1), progress=False, log=_signal_on("train slices:", said))
+    assert said[-1].startswith("interrupted: nothing saved; start the run again"), said
+    assert not list((tmp_path / "a").glob("*.safetensors"))
+    said = []
+    with pytest.raises(Interrupted):  # after the epoch's line: saved, then stopped
+        fit(tiny_config(tiny_lgg, tmp_path / "b", epochs=1), progress=False, log=_signal_on("epoch 1:", said))
+    assert said[-1] == f"interrupted after the last epoch: {tmp_path / 'b'} is complete", said
+    assert (tmp_path / "b" / "last.safetensors").exists() and (tmp_path / "b" / "summary.json").exists()

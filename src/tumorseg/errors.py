@@ -30,6 +30,7 @@ class MissingExtraError(DataError):
 class Interrupted(KeyboardInterrupt):
     """Training stopped by a signal; the CLI exits with 128 + its number (130 for Ctrl-C, 143 for SIGTERM)."""
 
-    def __init__(self, signum: int = 2) -> None:
+    def __init__(self, signum: int = 2, said: bool = False) -> None:
         super().__init__(signum)
         self.signum = signum
+        self.said = said  # whether the loop already said what was saved and how to go on

@@ -85,10 +85,13 @@ def fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log: Log, info:
             continue
         if stop.armed and stop.agreed(info):  # asked while the member before was validated or saved
             log(f"interrupted before {name}; continue the ensemble with: {resume_command(out, info)}")
-            raise Interrupted(stop.signum)
+            raise Interrupted(stop.signum, said=True)
         log(f"{name}: {mcfg.out} (init and sampling seed {cfg.seed + i})")
         fit_member(mcfg, state == "partial", progress, log, info, stop, resume_dir=out)
         ddp.barrier(info)
+    if stop.armed and stop.agreed(info):  # asked during the last member's last epoch: combined on resume
+        log(f"interrupted before the members were combined; continue the ensemble with: {resume_command(out, info)}")
+        raise Interrupted(stop.signum, said=True)
     summary = {"run": str(out), "members": [m.out for m in runs]}
     if info.is_main:
         # a member stopped, then resumed with no epoch left, has its summary.json written here

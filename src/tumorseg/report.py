@@ -22,7 +22,32 @@ from .evaluation_text import (
     variant_order,
 )
 from .metrics import confusion_counts, dice
-from .viz import compact_image, display_window, flair_of, histogram_png, html_report, overlay
+from .viz import (
+    compact_image,
+    display_window,
+    flair_of,
+    histogram_png,
+    html_report,
+    overlay,
+    png_bytes,
+    stack_strips,
+)
+
+
+def run_curves(weights: Path) -> bytes | None:
+    """The training curves of the run `weights` sits in: its curves.png, or for an ensemble each
+    member's, member 0 on top (an ensemble's folder has none of its own); None outside a run."""
+    from PIL import Image
+
+    own = weights.parent / "curves.png"
+    if own.is_file():
+        return own.read_bytes()
+    found = sorted((p for p in weights.parent.glob("member*/curves.png") if p.parent.name[6:].isdigit()),
+                   key=lambda p: int(p.parent.name[6:]))  # fmt: skip
+    try:
+        return png_bytes(stack_strips([np.asarray(Image.open(p).convert("RGB")) for p in found])) if found else None
+    except (OSError, ValueError):  # a member's picture unreadable: the report goes without it
+        return None
 
 
 def worst_first_strips(
@@ -84,8 +109,7 @@ def build_report(result: dict, strips_input: dict, weights: Path) -> str:
     hist = histogram_png(
         [r["dice"] for r in rows], [r["baseline_dice"] for r in rows], counted(result["patients"], "patient")
     )
-    curves_path = weights.parent / "curves.png"
-    curves = curves_path.read_bytes() if curves_path.is_file() else None
+    curves = run_curves(weights)
     # (case, prediction) or (case, prediction, what the largest-region step removed)
     strips = {pid: worst_first_strips(v[0], v[1], dropped=v[2] if len(v) > 2 else None)
               for pid, v in strips_input.items()}  # fmt: skip

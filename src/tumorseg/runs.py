@@ -37,7 +37,7 @@ def check_run_folder(cfg: TrainConfig, resume: bool) -> None:
         found = sorted(p.relative_to(out).as_posix() for p in out.glob("*.safetensors"))
         found += sorted(p.relative_to(out).as_posix() for p in out.glob("member*/last.safetensors"))
         found += [n for n in ("metrics.jsonl", "summary.json") if (out / n).is_file() and (out / n).stat().st_size]
-        if found and not _has_last(out):  # stopped before last.safetensors was saved (a full disk, a kill)
+        if found and not has_last(out):  # stopped before last.safetensors was saved (a full disk, a kill)
             raise TumorsegError(f"{out}: holds an earlier run ({', '.join(found[:3])}) but no last.safetensors "
                                 f"to resume; {_clear_advice(out)} to start it again, or train into another "
                                 "--out")  # fmt: skip
@@ -58,7 +58,7 @@ def resume_command(run: Path | str, info: ddp.DistInfo) -> str:
     return f"torchrun <your launch options> -m {cmd} (this run had {info.world_size} processes)"
 
 
-def _has_last(out: Path) -> bool:
+def has_last(out: Path) -> bool:
     """Whether the run folder holds a checkpoint that --resume continues (its own, or a member's)."""
     return (out / "last.safetensors").is_file() or any(out.glob("member*/last.safetensors"))
 
@@ -126,10 +126,18 @@ def check_patients(cfg: TrainConfig, ck: Checkpoint, path: Path, split: dict[str
                                     f"resume with the data it trained on ({ck.config.data})") from None  # fmt: skip
             return
     if trained != split:
-        differ = {part: len(set(split.get(part, [])) ^ set(ids)) for part, ids in trained.items()}
-        changes = "; ".join(f"{part}: {n} patients differ" for part, n in differ.items() if n) or "another split"
+        changes = "; ".join(_part_change(part, ids, split.get(part, [])) for part, ids in trained.items()
+                            if set(ids) != set(split.get(part, []))) or "another split"  # fmt: skip
         raise TumorsegError(f"{cfg.data}: does not hold the patients {path} trained on ({changes}); "
                             "resume with the data the run trained on")  # fmt: skip
+
+
+def _part_change(part: str, trained: list[str], now: list[str]) -> str:
+    """`train: 2 of its 5 patients missing, 1 other`: how a part of the split differs."""
+    missing, other = len(set(trained) - set(now)), len(set(now) - set(trained))
+    said = [f"{missing} of its {len(trained)} patients missing"] if missing else []
+    said += [f"{other} other{'s' * (other != 1)}"] if other else []
+    return f"{part}: {', '.join(said)}"
 
 
 def run_summary(out: Path, history: list[dict], best: float, best_epoch: int, has_val: bool,
@@ -183,9 +191,10 @@ def listed_resume(cfg: TrainConfig, last_path: Path) -> Checkpoint | None:
 
 def nothing_to_do(out: Path, cfg: TrainConfig, state: dict) -> str:
     """Why a finished run (or ensemble member) needs nothing more, and what would train it on."""
-    if state.get("epoch", 0) >= cfg.epochs:
-        return (f"{out}: already trained all {state.get('epoch')} epochs; nothing to do (give --epochs above "
-                f"{state.get('epoch')} to train longer)")  # fmt: skip
+    n = state.get("epoch", 0)
+    if n >= cfg.epochs:
+        done = f"its {n} epoch" if n == 1 else f"all {n} epochs"
+        return f"{out}: already trained {done}; nothing to do (give --epochs above {n} to train longer)"
     return (f"{out}: stopped early at epoch {state.get('epoch')} (no improvement for {cfg.patience} epochs); "
             "nothing to do (give a larger --patience to train on)")  # fmt: skip
 
@@ -222,13 +231,16 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
 
 def saved_config(run: Path) -> TrainConfig:
     """A run's config.json, or, when that is gone, the config its last checkpoint carries."""
-    has_last = (run / "last.safetensors").is_file()
-    if not (run / "config.json").exists() and has_last:
+    if not run.is_dir():
+        what = "is a file, not a run folder" if run.exists() else "no such run folder"
+        raise TumorsegError(f"{run}: {what}; --resume takes the folder a run was trained into (its --out)")
+    last = (run / "last.safetensors").is_file()
+    if not (run / "config.json").exists() and last:
         return load_checkpoint(run / "last.safetensors").config
     try:
         return load_config(run / "config.json")
     except TumorsegError as e:
-        if not has_last:
+        if not last:
             raise
         raise TumorsegError(f"{e}; fix it, or remove it to resume with the config {run / 'last.safetensors'} "
                             "carries") from None  # fmt: skip
@@ -255,3 +267,10 @@ def resume_values(run: Path, top: dict, model: dict, data: Path | None) -> dict:
     saved.update({k: v for k, v in top.items() if v is not None})
     saved["model"].update({k: v for k, v in model.items() if v is not None})
     return saved
+
+
+def stopped_hint(out: Path, info: ddp.DistInfo) -> str:
+    """What a run (or ensemble) in `out` stopped at once by a signal has kept, and how to go on."""
+    if has_last(out):
+        return f"the epochs saved before stay in {out}; continue with: {resume_command(out, info)}"
+    return f"nothing saved; start the run again (the same command; {out} may be reused)"

@@ -51,6 +51,7 @@ from .runs import (
     resumable,
     resume_command,
     run_summary,
+    stopped_hint,
     summary_on_disk,
 )
 from .validation import dice_summary, load_cases, validate_counts
@@ -207,6 +208,10 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log: Log 
         summary = run(cfg, resume, progress, log, info, stop)
         ddp.barrier(info)  # no rank tears the process group down while another still uses it
         return summary
+    except Interrupted as exc:  # at once: loading, or a second signal; the loop says what it saved itself
+        if not exc.said and info.is_main:
+            log(f"interrupted: {stopped_hint(Path(cfg.out), info)}")
+        raise
     except TumorsegError:  # refused (bad data, too many folds): no empty run folder is left behind
         if made and info.is_main:
             for folder in (Path(cfg.out), *Path(cfg.out).parents):  # those made here, while still empty
@@ -297,7 +302,7 @@ def _fit(
 ) -> dict:  # fmt: skip
     local_batch = cfg.batch_size // info.world_size  # check_processes has refused what does not divide
     main = info.is_main
-    stop.armed = not info.enabled  # torchrun: while this member loads, a signal stops at once
+    stop.armed = False  # while this run (or member) loads, a signal stops at once: nothing to save yet
     if not main:
         log, progress = (lambda *a: None), False
     out = Path(cfg.out)
@@ -523,7 +528,7 @@ def _fit(
                 log(f"interrupted in epoch {epoch}: weights saved to {path}; the last complete epoch is in "
                     f"{last_path}; continue with: {resume_command(resume_dir or out, info)}")  # fmt: skip
             ddp.barrier(info)  # no rank ends (torchrun would then stop the rest) before rank 0 has saved
-            raise Interrupted(stop.signum)
+            raise Interrupted(stop.signum, said=True)
         train_time = time.perf_counter() - t0
         ddp.average_buffers(net, info)
         if ema:
@@ -580,6 +585,10 @@ def _fit(
                            {**machine(device), "processes": info.world_size})  # fmt: skip
     if main:
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    if stop.agreed(info):  # asked during the last epoch's validation or saving: stopped, and said so
+        more = f"; continue the ensemble with: {resume_command(resume_dir, info)}" if resume_dir else ""
+        log(f"interrupted after the last epoch: {out} is complete{more}")
+        raise Interrupted(stop.signum, said=True)
     return summary
 
 
