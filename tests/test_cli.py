@@ -159,9 +159,12 @@ def test_resume_finds_its_data_after_a_move_and_refuses_other_patients(tiny_lgg,
     (fewer / first.name).symlink_to(first)
     r = cli_here("train", "--resume", run, "--data", fewer, "--epochs", "2", cwd=elsewhere)
     assert r.returncode == 2 and f"{fewer}: does not hold the patients {run / 'last.safetensors'}" in r.stderr
-    # counted per part of the split (once "10 patients differ" for a part of 5: a symmetric difference)
-    assert re.search(r"train: \d+ of its \d+ patients missing", r.stderr), r.stderr
-    for where, said in ((tmp_path / "nowhere", "no such run folder"), (run / "config.json", "is a file, not a run")):
+    # counted over all patients (once "10 patients differ" for a part of 5: a symmetric difference)
+    assert re.search(r"\(\d+ of its \d+ patients gone\)", r.stderr), r.stderr
+    (tmp_path / "empty").mkdir()
+    cases = [(tmp_path / "nowhere", "no such run folder"), (run / "config.json", "is a file, not a run"),
+             (tmp_path / "empty", "holds no run to resume (no config.json or last.safetensors)")]  # fmt: skip
+    for where, said in cases:
         r = cli_here("train", "--resume", where)  # once "nowhere/config.json: cannot read config ([Errno 2] ..."
         assert r.returncode == 2 and f"{where}: {said}" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr

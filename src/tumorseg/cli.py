@@ -504,8 +504,10 @@ def bench(
     from .infer import Predictor
     from .io import atomic_write_text
 
-    if out is not None:
-        check_out_dir(out.parent)
+    if out is not None and (out.is_dir() or (out.exists() and not out.is_file())):  # before minutes of timing
+        fail(f"{out}: --out is the JSON file to write, and this is {'a folder' if out.is_dir() else 'not a file'}")
+    if out is not None and out.parent.exists() and not out.parent.is_dir():
+        fail(f"{out}: cannot be written: {out.parent} is a file")
     images = None
     if inputs:
         channels = Predictor.from_checkpoint(weights, "torch").config.channels

@@ -85,13 +85,16 @@ def fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log: Log, info:
             continue
         if stop.armed and stop.agreed(info):  # asked while the member before was validated or saved
             log(f"interrupted before {name}; continue the ensemble with: {resume_command(out, info)}")
+            ddp.barrier(info)  # every rank ends together, with the same status
             raise Interrupted(stop.signum, said=True)
         log(f"{name}: {mcfg.out} (init and sampling seed {cfg.seed + i})")
         fit_member(mcfg, state == "partial", progress, log, info, stop, resume_dir=out)
         ddp.barrier(info)
     if stop.armed and stop.agreed(info):  # asked during the last member's last epoch: combined on resume
         log(f"interrupted before the members were combined; continue the ensemble with: {resume_command(out, info)}")
+        ddp.barrier(info)
         raise Interrupted(stop.signum, said=True)
+    stop.armed = False  # every member is saved: a signal while they are combined and validated stops at once
     summary = {"run": str(out), "members": [m.out for m in runs]}
     if info.is_main:
         # a member stopped, then resumed with no epoch left, has its summary.json written here

@@ -126,18 +126,19 @@ def check_patients(cfg: TrainConfig, ck: Checkpoint, path: Path, split: dict[str
                                     f"resume with the data it trained on ({ck.config.data})") from None  # fmt: skip
             return
     if trained != split:
-        changes = "; ".join(_part_change(part, ids, split.get(part, [])) for part, ids in trained.items()
-                            if set(ids) != set(split.get(part, []))) or "another split"  # fmt: skip
+        changes = _split_change(trained, split)
         raise TumorsegError(f"{cfg.data}: does not hold the patients {path} trained on ({changes}); "
                             "resume with the data the run trained on")  # fmt: skip
 
 
-def _part_change(part: str, trained: list[str], now: list[str]) -> str:
-    """`train: 2 of its 5 patients missing, 1 other`: how a part of the split differs."""
-    missing, other = len(set(trained) - set(now)), len(set(now) - set(trained))
-    said = [f"{missing} of its {len(trained)} patients missing"] if missing else []
-    said += [f"{other} other{'s' * (other != 1)}"] if other else []
-    return f"{part}: {', '.join(said)}"
+def _split_change(trained: dict[str, list[str]], now: dict[str, list[str]]) -> str:
+    """`2 of its 6 patients gone, 1 new`: how the data's patients differ from a run's (a patient
+    gone or new moves others between the parts of the split, so parts are not counted)."""
+    before, after = set().union(*trained.values()), set().union(*now.values())
+    gone, new = len(before - after), len(after - before)
+    said = [f"{gone} of its {len(before)} patient{'s' * (len(before) != 1)} gone"] if gone else []
+    said += [f"{new} new"] if new else []
+    return ", ".join(said) or "the same patients, split otherwise"
 
 
 def run_summary(out: Path, history: list[dict], best: float, best_epoch: int, has_val: bool,
@@ -195,7 +196,7 @@ def nothing_to_do(out: Path, cfg: TrainConfig, state: dict) -> str:
     if n >= cfg.epochs:
         done = f"its {n} epoch" if n == 1 else f"all {n} epochs"
         return f"{out}: already trained {done}; nothing to do (give --epochs above {n} to train longer)"
-    return (f"{out}: stopped early at epoch {state.get('epoch')} (no improvement for {cfg.patience} epochs); "
+    return (f"{out}: stopped early at epoch {n} (no improvement for {cfg.patience} epoch{'s' * (cfg.patience != 1)}); "
             "nothing to do (give a larger --patience to train on)")  # fmt: skip
 
 
@@ -235,7 +236,10 @@ def saved_config(run: Path) -> TrainConfig:
         what = "is a file, not a run folder" if run.exists() else "no such run folder"
         raise TumorsegError(f"{run}: {what}; --resume takes the folder a run was trained into (its --out)")
     last = (run / "last.safetensors").is_file()
-    if not (run / "config.json").exists() and last:
+    if not (run / "config.json").exists():
+        if not last:  # such as a folder a run stopped while it loaded, or runs/ itself
+            raise TumorsegError(f"{run}: holds no run to resume (no config.json or last.safetensors); start the "
+                                "run without --resume")  # fmt: skip
         return load_checkpoint(run / "last.safetensors").config
     try:
         return load_config(run / "config.json")
@@ -269,8 +273,11 @@ def resume_values(run: Path, top: dict, model: dict, data: Path | None) -> dict:
     return saved
 
 
-def stopped_hint(out: Path, info: ddp.DistInfo) -> str:
-    """What a run (or ensemble) in `out` stopped at once by a signal has kept, and how to go on."""
+def stopped_hint(out: Path, info: ddp.DistInfo, resume: bool = False) -> str:
+    """What a run (or ensemble) in `out` stopped at once by a signal has kept, and how to go on
+    (a --resume with options of its own: the same command, which config.json may not hold yet)."""
+    if resume:
+        return f"the epochs saved before stay in {out}; run the same command again to continue"
     if has_last(out):
         return f"the epochs saved before stay in {out}; continue with: {resume_command(out, info)}"
     return f"nothing saved; start the run again (the same command; {out} may be reused)"

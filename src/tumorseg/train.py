@@ -210,7 +210,7 @@ def fit(cfg: TrainConfig, resume: bool = False, progress: bool = True, log: Log 
         return summary
     except Interrupted as exc:  # at once: loading, or a second signal; the loop says what it saved itself
         if not exc.said and info.is_main:
-            log(f"interrupted: {stopped_hint(Path(cfg.out), info)}")
+            log(f"interrupted: {stopped_hint(Path(cfg.out), info, resume)}")
         raise
     except TumorsegError:  # refused (bad data, too many folds): no empty run folder is left behind
         if made and info.is_main:
@@ -588,6 +588,7 @@ def _fit(
     if stop.agreed(info):  # asked during the last epoch's validation or saving: stopped, and said so
         more = f"; continue the ensemble with: {resume_command(resume_dir, info)}" if resume_dir else ""
         log(f"interrupted after the last epoch: {out} is complete{more}")
+        ddp.barrier(info)  # every rank ends together, with the same status
         raise Interrupted(stop.signum, said=True)
     return summary
 
