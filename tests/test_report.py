@@ -240,8 +240,11 @@ def test_an_ensembles_report_shows_each_members_training_curves(tmp_path):
     (ens / "member_old").mkdir()  # not a member: left out
     write_png(ens / "member_old" / "curves.png", np.zeros((99, 50, 3), np.uint8))
     stacked = np.asarray(Image.open(io.BytesIO(run_curves(ens / "last.safetensors"))))
-    assert stacked.shape[0] == 40 + 6 + 30 + 6 + 20  # members 0, 1, 10 in order, 6 white rows apart
-    assert (stacked[:40] == 0).all() and (stacked[46:76] == 10).all() and (stacked[-20:] == 100).all()
+    bar = (stacked.shape[0] - (40 + 6 + 30 + 6 + 20)) // 3  # members 0, 1, 10, each under its name
+    assert bar > 5 and stacked.shape[0] == 40 + 6 + 30 + 6 + 20 + 3 * bar
+    assert (stacked[bar : bar + 40] == 0).all() and (stacked[-20:] == 100).all()
+    assert (stacked[bar + 46 + bar : bar + 46 + bar + 30] == 10).all()
+    assert (stacked[:bar] < 128).any() and (stacked[:bar] == 255).mean() > 0.5  # a name in black on white
     write_png(ens / "curves.png", np.zeros((5, 5, 3), np.uint8))  # a plain run's own curves come first
     assert np.asarray(Image.open(io.BytesIO(run_curves(ens / "last.safetensors")))).shape[0] == 5
     assert run_curves(tmp_path / "elsewhere" / "w.safetensors") is None

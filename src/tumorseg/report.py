@@ -31,12 +31,14 @@ from .viz import (
     overlay,
     png_bytes,
     stack_strips,
+    titled,
 )
 
 
 def run_curves(weights: Path) -> bytes | None:
     """The training curves of the run `weights` sits in: its curves.png, or for an ensemble each
-    member's, member 0 on top (an ensemble's folder has none of its own); None outside a run."""
+    member's under its folder's name, member 0 on top (an ensemble's folder has none of its
+    own); None outside a run."""
     from PIL import Image
 
     own = weights.parent / "curves.png"
@@ -45,7 +47,8 @@ def run_curves(weights: Path) -> bytes | None:
     found = sorted((p for p in weights.parent.glob("member*/curves.png") if p.parent.name[6:].isdigit()),
                    key=lambda p: int(p.parent.name[6:]))  # fmt: skip
     try:
-        return png_bytes(stack_strips([np.asarray(Image.open(p).convert("RGB")) for p in found])) if found else None
+        pictures = [titled(np.asarray(Image.open(p).convert("RGB")), p.parent.name) for p in found]
+        return png_bytes(stack_strips(pictures)) if found else None
     except (OSError, ValueError):  # a member's picture unreadable: the report goes without it
         return None
 

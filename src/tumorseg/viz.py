@@ -371,14 +371,17 @@ def overlay(
         title = f"{title}  {said}" if title else said
     gap = np.full((mri.shape[0], 4, 3), 255, np.uint8)
     strip = np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1)
-    if title:
-        font, lines = _lines(title, strip.shape[1] - 8)
-        bar = Image.new("RGB", (strip.shape[1], LINE * len(lines) + 3), (255, 255, 255))
-        d = ImageDraw.Draw(bar)
-        for i, line in enumerate(lines):
-            d.text((4, 1 + LINE * i), line, fill=(0, 0, 0), font=font)
-        strip = np.concatenate([np.asarray(bar), strip], axis=0)
-    return strip
+    return titled(strip, title) if title else strip
+
+
+def titled(image: np.ndarray, title: str) -> np.ndarray:
+    """`image` (HxWx3) under `title` in black on white, broken onto as many lines as it needs."""
+    font, lines = _lines(title, image.shape[1] - 8)
+    bar = Image.new("RGB", (image.shape[1], LINE * len(lines) + 3), (255, 255, 255))
+    d = ImageDraw.Draw(bar)
+    for i, line in enumerate(lines):
+        d.text((4, 1 + LINE * i), line, fill=(0, 0, 0), font=font)
+    return np.concatenate([np.asarray(bar), image], axis=0)
 
 
 def stack_strips(strips: list[np.ndarray], gap: int = 6) -> np.ndarray:
