@@ -180,7 +180,8 @@ class SliceAnswer(BaseModel):
 
 ORDER = (
     "axial slices counted from 0 at the most inferior (feet) end, not in the file's own order (a file stored "
-    "head first, or with its axial axis first, numbers them otherwise; the mask at mask_url keeps the file's)"
+    "head first, or with its axial axis first, numbers them otherwise; the mask at mask_url keeps the file's); "
+    "in the file's own order where `oriented` is false"
 )
 
 
