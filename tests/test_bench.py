@@ -38,6 +38,7 @@ def test_bench_says_what_cannot_run_and_refuses_slices_of_two_sizes(tiny_run, lg
     r = cli_here("bench", str(tmp_path / "two"), "--repeats", "1")
     assert r.returncode == 2 and "the slices have 2 sizes (64x64, 256x256)" in r.stderr, r.stderr
     for out, said in ((tmp_path, "--out is the JSON file to write, and this is a folder"),
-                      (tmp_path / "two" / "a.png" / "b.json", "is a file")):  # fmt: skip
+                      (tmp_path / "two" / "a.png" / "b.json", "is a file"),
+                      (tmp_path / "two" / "a.png" / "sub" / "b.json", "a.png")):  # fmt: skip
         r = cli_here("bench", "--out", str(out))  # refused before minutes of timing, not after
         assert r.returncode == 2 and said in r.stderr and "images/s" not in r.stdout, r.stderr

@@ -508,6 +508,8 @@ def bench(
         fail(f"{out}: --out is the JSON file to write, and this is {'a folder' if out.is_dir() else 'not a file'}")
     if out is not None and out.parent.exists() and not out.parent.is_dir():
         fail(f"{out}: cannot be written: {out.parent} is a file")
+    if out is not None:
+        check_out_dir(out.parent)  # a file further up, or a folder that cannot be written
     images = None
     if inputs:
         channels = Predictor.from_checkpoint(weights, "torch").config.channels

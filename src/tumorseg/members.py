@@ -94,7 +94,9 @@ def fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log: Log, info:
         log(f"interrupted before the members were combined; continue the ensemble with: {resume_command(out, info)}")
         ddp.barrier(info)
         raise Interrupted(stop.signum, said=True)
-    stop.armed = False  # every member is saved: a signal while they are combined and validated stops at once
+    # every member is saved: in one process a signal while they are combined and validated stops at
+    # once; under torchrun each rank may wait in a collective, so the ranks agree after validation
+    stop.armed = info.enabled
     summary = {"run": str(out), "members": [m.out for m in runs]}
     if info.is_main:
         # a member stopped, then resumed with no epoch left, has its summary.json written here
@@ -116,6 +118,10 @@ def fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log: Log, info:
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
         best = " and best.safetensors (each member's best epoch)" if (out / "best.safetensors").exists() else ""
         log(f"ensemble of {n} members: {out / 'last.safetensors'} (each member's last epoch){best}")
+    if stop.armed and stop.agreed(info):  # torchrun: asked while the members were combined or validated
+        log(f"interrupted after the ensemble was combined: {out} is complete")
+        ddp.barrier(info)
+        raise Interrupted(stop.signum, said=True)
     return summary
 
 
