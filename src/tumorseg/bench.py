@@ -45,16 +45,16 @@ def file_slices(paths: list[Path], channels: str) -> np.ndarray:
     return np.stack(slices)
 
 
-def time_backend(predictor, images: np.ndarray, repeats: int) -> list[float]:
-    """Seconds per pass of `predictor.predict` over `images`, after one untimed pass (graph
-    compilation, allocations: every batch shape, the last smaller one too, seen once)."""
-    predictor.predict(images)
+def time_backend(predictor, images: np.ndarray, repeats: int) -> tuple[np.ndarray, list[float]]:
+    """The probabilities of one untimed pass over `images` (graph compilation, allocations: every
+    batch shape, the last smaller one too, seen once), then seconds per pass of `repeats` more."""
+    probs = predictor.predict(images)
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         predictor.predict(images)
         times.append(time.perf_counter() - t)
-    return times
+    return probs, times
 
 
 def bench(
@@ -94,9 +94,8 @@ def bench(
         except (TumorsegError, ImportError) as exc:
             rows.append({**row, "error": str(exc)})
             continue
-        times = time_backend(predictor, images, repeats)
+        probs, times = time_backend(predictor, images, repeats)
         median = statistics.median(times)
-        probs = predictor.predict(images)
         ours, theirs = probs > 0.5, torch_probs > 0.5
         both = int(ours.sum()) + int(theirs.sum())  # Dice of the masks against torch's, over every slice
         row.update(images_per_s=len(images) / median, ms_per_slice=1000 * median / len(images),

@@ -13,7 +13,7 @@ from . import distributed as ddp
 from .checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data.lgg import Case
-from .errors import Interrupted, TumorsegError
+from .errors import TumorsegError
 from .io import Log, atomic_write_text
 from .runs import (
     check_patients,
@@ -78,22 +78,19 @@ def fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log: Log, info:
         if (out / "last.safetensors").exists() and set(states) != {"finished"}:  # usable if this is stopped
             log(f"{out / 'last.safetensors'} stays the earlier ensemble until this one is written")
         atomic_write_text(out / "config.json", cfg.model_dump_json(indent=2))
+    go_on = resume_command(out, info)
     for i, (mcfg, state) in enumerate(zip(runs, states)):
         name = f"member{i} ({i + 1} of {n})"
         if state == "finished":
             log(f"{name}: already trained in {mcfg.out}")
             continue
-        if stop.armed and stop.agreed(info):  # asked while the member before was validated or saved
-            log(f"interrupted before {name}; continue the ensemble with: {resume_command(out, info)}")
-            ddp.barrier(info)  # every rank ends together, with the same status
-            raise Interrupted(stop.signum, said=True)
+        # asked while the member before was validated or saved
+        stop.halt_if_asked(info, log, f"interrupted before {name}; continue the ensemble with: {go_on}")
         log(f"{name}: {mcfg.out} (init and sampling seed {cfg.seed + i})")
         fit_member(mcfg, state == "partial", progress, log, info, stop, resume_dir=out)
         ddp.barrier(info)
-    if stop.armed and stop.agreed(info):  # asked during the last member's last epoch: combined on resume
-        log(f"interrupted before the members were combined; continue the ensemble with: {resume_command(out, info)}")
-        ddp.barrier(info)
-        raise Interrupted(stop.signum, said=True)
+    # asked during the last member's last epoch: the members are combined on resume
+    stop.halt_if_asked(info, log, f"interrupted before the members were combined; continue the ensemble with: {go_on}")
     # every member is saved: in one process a signal while they are combined and validated stops at
     # once; under torchrun each rank may wait in a collective, so the ranks agree after validation
     stop.armed = info.enabled
@@ -118,10 +115,8 @@ def fit_ensemble(cfg: TrainConfig, resume: bool, progress: bool, log: Log, info:
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
         best = " and best.safetensors (each member's best epoch)" if (out / "best.safetensors").exists() else ""
         log(f"ensemble of {n} members: {out / 'last.safetensors'} (each member's last epoch){best}")
-    if stop.armed and stop.agreed(info):  # torchrun: asked while the members were combined or validated
-        log(f"interrupted after the ensemble was combined: {out} is complete")
-        ddp.barrier(info)
-        raise Interrupted(stop.signum, said=True)
+    # torchrun: asked while the members were combined or validated
+    stop.halt_if_asked(info, log, f"interrupted after the ensemble was combined: {out} is complete")
     return summary
 
 

@@ -274,6 +274,14 @@ class _StopOnSigint:
             self.signum = got
         return bool(got)
 
+    def halt_if_asked(self, info: ddp.DistInfo, log: Log, said: str) -> None:
+        """At a point every rank reaches: if a stop was asked for (and the handler is armed), log
+        `said` (what is kept, how to go on), meet the other ranks, and raise Interrupted."""
+        if self.armed and self.agreed(info):
+            log(said)
+            ddp.barrier(info)  # every rank ends together, with the same status
+            raise Interrupted(self.signum, said=True)
+
     def restore(self) -> None:
         import signal
 
@@ -585,11 +593,9 @@ def _fit(
                            {**machine(device), "processes": info.world_size})  # fmt: skip
     if main:
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    if stop.agreed(info):  # asked during the last epoch's validation or saving: stopped, and said so
-        more = f"; continue the ensemble with: {resume_command(resume_dir, info)}" if resume_dir else ""
-        log(f"interrupted after the last epoch: {out} is complete{more}")
-        ddp.barrier(info)  # every rank ends together, with the same status
-        raise Interrupted(stop.signum, said=True)
+    more = f"; continue the ensemble with: {resume_command(resume_dir, info)}" if resume_dir else ""
+    # asked during the last epoch's validation or saving: stopped, and said so
+    stop.halt_if_asked(info, log, f"interrupted after the last epoch: {out} is complete{more}")
     return summary
 
 

@@ -537,10 +537,11 @@ def create_app(
         try:
             write_nifti(part / "mask.nii.gz", mask_to_volume(masks, vol), vol)
             if format != "png":  # the arrays the slice images are drawn from, each image when asked for
-                np.save(part / "flair.npy", flair_of(slices))
+                flair = flair_of(slices)
+                np.save(part / "flair.npy", flair)
                 # one display window for the volume's images (its slices stay comparable); edge
                 # letters where the file states the orientation
-                view = {"window": display_window(flair_of(slices)), "letters": vol.oriented}
+                view = {"window": display_window(flair), "letters": vol.oriented}
                 (part / "view.json").write_text(json.dumps(view))
                 np.save(part / "masks.npy", np.packbits(np.asarray(masks, bool), axis=-1))  # a bit a pixel
                 np.save(part / "dropped.npy", np.packbits(dropped, axis=-1))  # outlined on the overlays
